@@ -1,0 +1,1 @@
+"""What every actor of the xdsi affinity domain shares. Imports no actor."""

@@ -1,0 +1,46 @@
+"""The ``xdsi`` command. Actors plug in through the ``xdsi.actors`` entry points, so this
+shared package never imports them."""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from . import config as config_mod
+
+
+def actors() -> dict:
+    return {ep.name: ep for ep in entry_points(group="xdsi.actors")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xdsi", description="An IHE XDS-I.b affinity domain.")
+    parser.add_argument("--config", help="TOML configuration file (default: $XDSI_CONFIG or ./xdsi.toml)")
+    parser.add_argument("--data-dir", help="data directory (default: $XDSI_DATA_DIR or ./.xdsi)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    available = actors()
+    serve = sub.add_parser("serve", help="run one actor in the foreground")
+    serve.add_argument("actor", choices=sorted(available))
+    sub.add_parser("up", help="run every installed actor in the foreground")
+    loaded = {name: ep.load() for name, ep in available.items()}
+    for actor in loaded.values():
+        if hasattr(actor, "add_commands"):
+            actor.add_commands(sub)
+    args = parser.parse_args(argv)
+    cfg = config_mod.load(args.config, args.data_dir)
+    try:
+        if args.command == "serve":
+            return loaded[args.actor].serve(cfg) or 0
+        if args.command == "up":
+            from .up import run_all
+            return run_all(cfg, loaded)
+        return args.run(cfg, args) or 0
+    except KeyboardInterrupt:
+        return 0
+    except config_mod.ConfigError as e:
+        print(f"xdsi: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

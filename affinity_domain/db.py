@@ -1,0 +1,67 @@
+"""PostgreSQL, the only store: embedded (pgserver under the data dir) or any server by URL.
+
+Schema changes are versioned SQL files per actor, applied once, in order, under an
+advisory lock so that several processes starting together do not race.
+"""
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .config import Config
+
+log = logging.getLogger("xdsi.db")
+_embedded = {}  # data dir -> pgserver handle; kept alive for the life of the process
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL in ``data_dir/pg`` and return its URL."""
+    import pgserver  # only needed without a server URL
+
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    if pgdata not in _embedded:
+        _embedded[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+        log.info("embedded PostgreSQL", extra={"pgdata": str(pgdata)})
+    return _embedded[pgdata].get_uri()
+
+
+def database_url(config: Config) -> str:
+    return config.database_url or embedded_url(config.data_dir)
+
+
+def open_pool(url: str, max_size: int = 10) -> ConnectionPool:
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
+                          kwargs={"autocommit": False}, check=ConnectionPool.check_connection)
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def migrate(url: str, actor: str, package: str) -> list[int]:
+    """Apply ``package/migrations/NNN_*.sql`` not yet recorded for ``actor``; return the versions applied."""
+    files = sorted((f for f in resources.files(package).joinpath("migrations").iterdir()
+                    if f.name.endswith(".sql")), key=lambda f: f.name)
+    applied = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migration (actor text, version int, "
+                     "applied_at timestamptz DEFAULT now(), PRIMARY KEY (actor, version))")
+        with conn.transaction():
+            # One migrator at a time per database; the lock is released with the transaction.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('xdsi.migrate'))")
+            done = {v for (v,) in conn.execute(
+                "SELECT version FROM schema_migration WHERE actor = %s", (actor,))}
+            for f in files:
+                version = int(f.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                conn.execute(f.read_text())
+                conn.execute("INSERT INTO schema_migration (actor, version) VALUES (%s, %s)",
+                             (actor, version))
+                applied.append(version)
+    if applied:
+        log.info("schema migrated", extra={"actor": actor, "versions": applied})
+    return applied

@@ -1,0 +1,113 @@
+"""HL7 v2 on hl7apy: parse a message, read CX identifiers, build original-mode ACKs with ERR."""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+from hl7apy.core import Message
+from hl7apy.parser import parse_message
+
+_counter = itertools.count(1)
+
+
+class Hl7Error(ValueError):
+    """A message we must reject; ``code`` is an HL7 table 0357 error code."""
+
+    def __init__(self, text: str, code: str = "207", location: str = "", ack: str = "AE"):
+        super().__init__(text)
+        self.text, self.code, self.location, self.ack = text, code, location, ack
+
+
+@dataclass(frozen=True)
+class Cx:
+    """A CX identifier ``id^^^namespace&oid&ISO``."""
+
+    id: str
+    authority: str          # the universal id (OID) of the assigning authority
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.id}^^^{self.namespace}&{self.authority}&ISO"
+
+    @classmethod
+    def parse(cls, value: str) -> "Cx":
+        parts = value.split("^")
+        authority = parts[3].split("&") if len(parts) > 3 else [""]
+        return cls(parts[0], authority[1] if len(authority) > 1 else "", authority[0])
+
+
+def decode(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r") + "\r"
+
+
+def parse(raw: bytes) -> Message:
+    text = decode(raw)
+    if not text.startswith("MSH"):
+        raise Hl7Error("message does not start with MSH", code="100", location="MSH", ack="AR")
+    if len(text) < 8 or text[3:8] != "|^~\\&":
+        raise Hl7Error("MSH-1/MSH-2 must be '|' and '^~\\&'", code="207", location="MSH^1^2", ack="AR")
+    try:
+        return parse_message(text, find_groups=False)
+    except Exception as e:  # hl7apy raises many types for bad structure
+        raise Hl7Error(f"cannot parse message: {e}", code="100", ack="AR") from None
+
+
+def segments(message: Message, name: str) -> list:
+    return [s for s in message.children if s.name == name]
+
+
+def identifiers(field_repetitions) -> list[Cx]:
+    return [Cx.parse(rep.to_er7()) for rep in field_repetitions if rep.to_er7()]
+
+
+def msh_fields(raw: bytes) -> dict[str, str]:
+    """MSH fields read without hl7apy, so that even an unparsable message gets an ACK."""
+    text = decode(raw)
+    msh = text.split("\r", 1)[0].split("|")
+    get = lambda i: msh[i - 1] if len(msh) >= i else ""  # noqa: E731 -- MSH-n is list index n-1
+    return {"sending_app": get(3), "sending_facility": get(4), "receiving_app": get(5),
+            "receiving_facility": get(6), "type": get(9), "control_id": get(10),
+            "processing": get(11) or "P", "version": get(12).split("^")[0] or "2.3.1"}
+
+
+def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
+        application: str = "XDSI", facility: str = "XDSI") -> bytes:
+    """An original-mode ACK answering ``raw``."""
+    msh = msh_fields(raw)
+    version = msh["version"] if msh["version"] in ("2.3.1", "2.4", "2.5", "2.5.1") else "2.5"
+    trigger = msh["type"].split("^")[1] if "^" in msh["type"] else ""
+    msg = Message("ACK", version=version)
+    msg.msh.msh_3 = application
+    msg.msh.msh_4 = facility
+    msg.msh.msh_5 = msh["sending_app"]
+    msg.msh.msh_6 = msh["sending_facility"]
+    msg.msh.msh_7 = time.strftime("%Y%m%d%H%M%S")
+    msg.msh.msh_9 = f"ACK^{trigger}^ACK" if trigger else "ACK"
+    msg.msh.msh_10 = f"XDSI{time.time_ns()}{next(_counter)}"
+    msg.msh.msh_11 = msh["processing"]
+    msg.add_segment("MSA")
+    msg.msa.msa_1 = code
+    msg.msa.msa_2 = msh["control_id"]
+    text = msg.to_er7()
+    if error is not None:
+        text += "\r" + err_segment(error, version)
+    return (text + "\r").encode("utf-8")
+
+
+def _escape(text: str) -> str:
+    return (text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
+            .replace("&", "\\T\\").replace("~", "\\R\\"))
+
+
+def err_segment(error: Hl7Error, version: str) -> str:
+    loc = (error.location.split("^") + ["", "", "", ""])[:4]
+    text = _escape(error.text)[:200]
+    if version == "2.3.1":  # ERR-1 ELD: segment^sequence^field^code&text
+        return f"ERR|{loc[0]}^{loc[1] or 1}^{loc[2]}^{error.code}&{text}"
+    severity = "E"
+    return f"ERR||{loc[0]}^{loc[1] or 1}^{loc[2]}^{loc[3]}|{error.code}^{text}^HL70357|{severity}"

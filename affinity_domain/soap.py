@@ -1,0 +1,106 @@
+"""SOAP 1.2 envelopes with WS-Addressing: read a request, write a response or a fault."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+WSA = "http://www.w3.org/2005/08/addressing"
+WSA_ANONYMOUS = WSA + "/anonymous"
+WSA_FAULT_ACTION = WSA + "/fault"
+
+
+class SoapFault(Exception):
+    """A request that is not a well-formed request of any transaction we serve."""
+
+    def __init__(self, reason: str, code: str = "Sender", subcode: str = "",
+                 action: str = WSA_FAULT_ACTION):
+        super().__init__(reason)
+        self.reason, self.code, self.subcode, self.action = reason, code, subcode, action
+
+
+@dataclass
+class Envelope:
+    body: etree._Element            # the first element child of soap:Body
+    action: str = ""
+    message_id: str = ""
+    to: str = ""
+    reply_to: str = ""
+    headers: list[etree._Element] = field(default_factory=list)
+
+
+def _wsa(headers: list[etree._Element], name: str) -> str:
+    for h in headers:
+        if h.tag == f"{{{WSA}}}{name}":
+            if name == "ReplyTo":
+                addr = h.find(f"{{{WSA}}}Address")
+                return (addr.text or "").strip() if addr is not None else ""
+            return (h.text or "").strip()
+    return ""
+
+
+def read_envelope(root: etree._Element) -> Envelope:
+    if root.tag == f"{{{SOAP11}}}Envelope":
+        raise SoapFault("SOAP 1.1 is not supported: XDS.b requires SOAP 1.2", code="VersionMismatch")
+    if root.tag != f"{{{SOAP12}}}Envelope":
+        raise SoapFault("not a SOAP 1.2 Envelope")
+    header = root.find(f"{{{SOAP12}}}Header")
+    headers = [h for h in header if isinstance(h.tag, str)] if header is not None else []
+    for h in headers:
+        understood = h.tag.startswith(f"{{{WSA}}}")
+        if h.get(f"{{{SOAP12}}}mustUnderstand") in ("true", "1") and not understood:
+            raise SoapFault(f"header {h.tag} not understood", code="MustUnderstand")
+    body = root.find(f"{{{SOAP12}}}Body")
+    content = [c for c in body if isinstance(c.tag, str)] if body is not None else []
+    if not content:
+        raise SoapFault("SOAP Body is empty")
+    return Envelope(body=content[0], action=_wsa(headers, "Action"),
+                    message_id=_wsa(headers, "MessageID"), to=_wsa(headers, "To"),
+                    reply_to=_wsa(headers, "ReplyTo"), headers=headers)
+
+
+def new_message_id() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def envelope(body: etree._Element | None, action: str, relates_to: str = "",
+             to: str = "", message_id: str | None = None) -> etree._Element:
+    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"soapenv": SOAP12, "wsa": WSA})
+    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
+    act = etree.SubElement(header, f"{{{WSA}}}Action")
+    act.text = action
+    act.set(f"{{{SOAP12}}}mustUnderstand", "true")
+    etree.SubElement(header, f"{{{WSA}}}MessageID").text = message_id or new_message_id()
+    if relates_to:
+        etree.SubElement(header, f"{{{WSA}}}RelatesTo").text = relates_to
+    if to:
+        etree.SubElement(header, f"{{{WSA}}}To").text = to
+    elif not relates_to:
+        reply = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
+        etree.SubElement(reply, f"{{{WSA}}}Address").text = WSA_ANONYMOUS
+    b = etree.SubElement(env, f"{{{SOAP12}}}Body")
+    if body is not None:
+        b.append(body)
+    return env
+
+
+def fault_envelope(fault: SoapFault, relates_to: str = "") -> etree._Element:
+    f = etree.Element(f"{{{SOAP12}}}Fault")
+    code = etree.SubElement(f, f"{{{SOAP12}}}Code")
+    etree.SubElement(code, f"{{{SOAP12}}}Value").text = f"soapenv:{fault.code}"
+    if fault.subcode:
+        sub = etree.SubElement(code, f"{{{SOAP12}}}Subcode")
+        value = etree.SubElement(sub, f"{{{SOAP12}}}Value")
+        value.text = fault.subcode
+    reason = etree.SubElement(f, f"{{{SOAP12}}}Reason")
+    text = etree.SubElement(reason, f"{{{SOAP12}}}Text")
+    text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    text.text = fault.reason
+    return envelope(f, fault.action, relates_to=relates_to)
+
+
+def to_bytes(el: etree._Element) -> bytes:
+    return etree.tostring(el, xml_declaration=True, encoding="UTF-8")

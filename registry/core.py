@@ -1,0 +1,56 @@
+"""The registry's transactions over the store: no wire formats here, no SQL."""
+from __future__ import annotations
+
+import logging
+
+from lxml import etree
+
+from affinity_domain import ebrim as rim
+from affinity_domain.errors import REGISTRY_ERROR, REGISTRY_METADATA_ERROR, XdsError
+
+from . import stored_queries, submission
+from .codes import CodeSets
+from .store import Store, render
+
+log = logging.getLogger("xdsi.registry")
+
+
+class Registry:
+    def __init__(self, store: Store, codes: CodeSets, assigning_authority: str):
+        self.store, self.codes, self.domain = store, codes, assigning_authority
+
+    def register_document_set(self, request: etree._Element) -> list[XdsError]:
+        """ITI-42: the errors, or [] when the whole submission is registered."""
+        container = request.find(rim.q(rim.RIM, "RegistryObjectList"))
+        if container is None:
+            return [XdsError(REGISTRY_METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")]
+        objects = rim.parse_object_list(container)
+        errors = submission.validate(objects, self.codes, self.domain)
+        if errors:
+            return errors
+        submitted_at = submission.now_dtm()
+        submission.plan(objects, submitted_at)
+        errors = self.store.register(objects, submitted_at)
+        if not errors:
+            log.info("registered", extra={"submission_set": objects.of_kind("submission_set")[0].unique_id,
+                                          "documents": len(objects.of_kind("document_entry"))})
+        return errors
+
+    def stored_query(self, request: etree._Element, multi_patient: bool = False
+                     ) -> tuple[list[XdsError], list[etree._Element]]:
+        """ITI-18 / ITI-51: (errors, registry objects or ObjectRefs)."""
+        try:
+            query = stored_queries.read_request(request)
+            with self.store.reader() as reader:
+                result = stored_queries.run(query, reader, multi_patient_allowed=multi_patient)
+        except XdsError as e:
+            return [e], []
+        if query.return_type == "ObjectRef":
+            return [], [rim.object_ref(r.id) for r in result.all()]
+        if query.return_type != "LeafClass":
+            return [XdsError(REGISTRY_ERROR, f"returnType {query.return_type} is not supported")], []
+        rendered = ([render(r, "submission_sets") for r in result.submission_sets]
+                    + [render(r, "folders") for r in result.folders]
+                    + [render(r, "documents") for r in result.documents]
+                    + [render(r, "associations") for r in result.associations])
+        return [], rendered
