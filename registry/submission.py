@@ -322,9 +322,11 @@ def decide(objects: ObjectList, state: RegistryState, submitted_at: str) -> tupl
                 if known_hash and mine_hash != known_hash.lower():
                     errors.append(XdsError(NON_IDENTICAL_HASH, f"DocumentEntry uniqueId {uid} is registered "
                                                                "with another hash", o.id))
+                    break
                 elif known_size is not None and mine_size and int(mine_size) != known_size:
                     errors.append(XdsError(NON_IDENTICAL_SIZE, f"DocumentEntry uniqueId {uid} is registered "
                                                                "with another size", o.id))
+                    break
         elif o.kind in ("submission_set", "folder") and uid in state.taken_unique_ids:
             errors.append(XdsError(DUPLICATE_UNIQUE_ID, f"{_label(o)} uniqueId {uid} is already registered", o.id))
     local = {o.id: o for o in objects.objects}

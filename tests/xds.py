@@ -166,11 +166,11 @@ def document_entry(d: Doc, patient: str) -> str:
             + "</rim:ExtrinsicObject>")
 
 
-def association(kind: str, source: str, target: str, ss_status: str | None = None) -> str:
+def association(kind: str, source: str, target: str, ss_status: str | None = None, id: str | None = None) -> str:
     full = {"HasMember": "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"}.get(
         kind, f"urn:ihe:iti:2007:AssociationType:{kind}")
     slot = _slot("SubmissionSetStatus", ss_status) if ss_status else ""
-    return (f'<rim:Association id="a_{uuid.uuid4().hex[:10]}" associationType="{full}" '
+    return (f'<rim:Association id="{id or "a_" + uuid.uuid4().hex[:10]}" associationType="{full}" '
             f'sourceObject="{source}" targetObject="{target}">{slot}</rim:Association>')
 
 
