@@ -58,6 +58,8 @@ OBJECT_TYPE = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:"
 
 # Patient identity feed tests that other plans read `$patientid$` from (UseReport test="…").
 FEED_TESTS = {"15817", "15817b", "15818", "15819", "15820"}
+# Bare symbols the toolkit's UI asks the tester for; 12361's readme says which feed gives each.
+RUN_PARAMETERS = {"12361": {"$patient_id1$": "15819", "$patient_id2$": "15820"}}
 
 
 class KitError(Exception):
@@ -114,7 +116,7 @@ class UseReport:
 @dataclass
 class Step:
     id: str
-    transaction: str                      # Register | StoredQuery | MPQ | PatientIdentityFeed | Null
+    transaction: str            # Register | StoredQuery | MPQ | PatientIdentityFeed | Null | NewPatientId
     expected_status: str = "Success"
     expected_error_message: str = ""
     expected_error_code: str = ""
@@ -191,6 +193,8 @@ def _step(el) -> Step:
             step.expected_error_code = (part.text or "").strip()
         elif part.tag == "AltPatientId":
             step.alt_patient_id = True
+        elif part.tag == "NewPatientId":
+            step.transaction = "NewPatientId"      # no-op here: every test gets its own patient anyway
         elif part.tag in TRANSACTIONS:
             step.transaction = TRANSACTIONS[part.tag]
             _transaction(step, part)
@@ -360,6 +364,10 @@ def prepare(step: Step, section: Section, link: Linkage,
         raise KitError(f"{section.key}/{step.id}: {path} missing")
     root = etree.parse(str(path), etree.XMLParser(remove_blank_text=True)).getroot()
     log = StepLog()
+    text = etree.tostring(root, encoding="unicode")
+    for symbol, feed_test in RUN_PARAMETERS.get(section.test, {}).items():
+        if symbol in text:
+            substitute(root, symbol, link.feed_patient(feed_test))
     for use in step.use_reports:
         substitute(root, use.use_as, resolve_use_report(use, section, link))
     substitute(root, "$now$", hl7_now())

@@ -1,0 +1,146 @@
+"""The pure parts, without sockets: formats, stored-query parameters, MLLP framing, MTOM, XML hardening,
+configuration, and ITI-42 validation."""
+import pytest
+from lxml import etree
+
+from affinity_domain import config, ebrim, mllp, mtom, xmlsafe
+from registry import formats, stored_queries, submission
+from registry.codes import CodeSets
+from xds import DOMAIN, Doc, new_patient
+from xds import submission as submission_xml
+
+
+@pytest.mark.parametrize("value,ok", [("2024", True), ("202401011230", True), ("20241301", False),
+                                      ("2024-01-01", False), ("20240132", False), ("20240101246000", False)])
+def test_dtm(value, ok):
+    assert formats.is_dtm(value) is ok
+
+
+def test_dtm_key_orders_mixed_precisions():
+    assert formats.dtm_key("2023") < formats.dtm_key("20230101") <= formats.dtm_key("20230101000000")
+
+
+@pytest.mark.parametrize("value,ok", [("P1^^^&1.2.3&ISO", True), ("P1^^^1.2.3", False), ("^^^&1.2&ISO", False),
+                                      ("P1^^^&1.2&ISO^x", False), ("P1^x^^&1.2&ISO", False)])
+def test_cx(value, ok):
+    assert (formats.cx_problem(value) is None) is ok
+
+
+def test_oid():
+    assert formats.is_oid("1.3.6.1.4.1.21367.2005.13.20.1000")
+    assert not formats.is_oid("1.03.4") and not formats.is_oid("abc") and not formats.is_oid("1." + "1" * 70)
+
+
+@pytest.mark.parametrize("text,values", [("'a'", ["a"]), ("('a','b')", ["a", "b"]), ("('a', 'b' )", ["a", "b"]),
+                                         ("200412", ["200412"]), ("('it''s')", ["it's"]), ("('a,b')", ["a,b"])])
+def test_parse_value(text, values):
+    assert stored_queries.parse_value(text) == values
+
+
+def test_code_groups_are_anded_and_values_ored():
+    p = stored_queries.Params({"$XDSDocumentEntryEventCodeList": [["a^^1", "b^^1"], ["c^^1"]],
+                               "$XDSDocumentEntryPatientId": [["P^^^&1&ISO"]],
+                               "$XDSDocumentEntryStatus": [["Approved"]]})
+    where = stored_queries.document_filter(p)
+    assert where.sql.count("event_code && %s") == 2
+    assert ["a^^1", "b^^1"] in where.args and ["c^^1"] in where.args
+    # Only indexed patient/status equality leads; no slot table exists to scan.
+    assert where.sql.startswith("patient_id = %s AND status = ANY(%s)")
+
+
+def test_single_valued_parameter_given_twice():
+    p = stored_queries.Params({"$XDSDocumentEntryPatientId": [["a"], ["b"]]})
+    with pytest.raises(Exception) as e:
+        p.single("$XDSDocumentEntryPatientId")
+    assert e.value.code == "XDSStoredQueryParamNumber"
+
+
+def test_mllp_reader_drops_garbage_and_keeps_partial_frames():
+    reader = mllp.FrameReader(max_bytes=100)
+    assert reader.feed(b"junk\x0bMSH|1\x1c\x0djunk\x0bMSH|") == [b"MSH|1"]
+    assert reader.pending
+    assert reader.feed(b"2\x1c\x0d") == [b"MSH|2"]
+    with pytest.raises(mllp.FrameTooLarge):
+        reader.feed(b"\x0b" + b"x" * 200)
+
+
+def test_mtom_round_trip_and_bad_references():
+    root = b'<e xmlns:xop="http://www.w3.org/2004/08/xop/include"><d><xop:Include href="cid:doc1@x"/></d></e>'
+    ctype, body = mtom.build(root, [("doc1@x", "text/plain", b"hello")])
+    part, _, parts = mtom.split(body, ctype)
+    el = etree.fromstring(part)
+    mtom.inline_includes(el, parts)
+    assert el.findtext("d") == "aGVsbG8="
+    with pytest.raises(mtom.MtomError):
+        mtom.inline_includes(etree.fromstring(root), {})
+    with pytest.raises(mtom.MtomError):
+        mtom.split(body[:-10], ctype)
+    with pytest.raises(mtom.MtomError):
+        mtom.split(body, ctype.replace('start="<', 'start="<nope'))
+
+
+def test_xml_hardening():
+    with pytest.raises(xmlsafe.UnsafeXml):
+        xmlsafe.parse(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')
+    with pytest.raises(xmlsafe.UnsafeXml):
+        xmlsafe.parse('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x><x/>'.encode("utf-16"))
+    with pytest.raises(xmlsafe.UnsafeXml):
+        xmlsafe.parse(b"<x>" + b"a" * 100 + b"</x>", max_bytes=50)
+    assert xmlsafe.parse(b"<x>ok</x>").text == "ok"
+
+
+def test_config_environment_overrides(tmp_path):
+    f = tmp_path / "xdsi.toml"
+    f.write_text('[registry]\nport = 9000\n[consumer]\nlocal_pacs = "A@h:1"\n')
+    cfg = config.load(f, environ={"XDSI_REGISTRY_PORT": "9100", "XDSI_CONSUMER_LOCAL_PACS": "B@h:2",
+                                  "XDSI_DATABASE_URL": "postgresql://x/y", "XDSI_DATA_DIR": "/d"})
+    assert cfg.section("registry")["port"] == 9100
+    assert cfg.section("consumer")["local_pacs"] == "B@h:2"
+    assert cfg.database_url == "postgresql://x/y" and str(cfg.data_dir) == "/d"
+    assert cfg.domain["assigning_authority"] == DOMAIN
+
+
+def _objects(xml: str):
+    root = etree.fromstring(xml.encode())
+    return ebrim.parse_object_list(root.find(ebrim.q(ebrim.RIM, "RegistryObjectList")))
+
+
+def test_validate_accepts_a_good_submission_and_plan_resolves_ids():
+    objects = _objects(submission_xml(new_patient(), [Doc()], folders=["F1"]))
+    assert submission.validate(objects, CodeSets(), DOMAIN) == []
+    submission.plan(objects, "20240101000000")
+    assert all(submission.is_uuid(o.id) for o in objects.objects)
+    ids = {o.id for o in objects.objects}
+    assert all(a.source in ids and a.target in ids for a in objects.of_kind("association"))
+    [folder] = objects.of_kind("folder")
+    assert folder.slot("lastUpdateTime") == ["20240101000000"]
+
+
+def test_validate_reports_every_missing_attribute():
+    xml = submission_xml(new_patient(), [Doc()])
+    for scheme in ("urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a", "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d"):
+        xml = xml.replace(f'classificationScheme="{scheme}"', 'classificationScheme="urn:uuid:x"')
+    errors = submission.validate(_objects(xml), CodeSets(), DOMAIN)
+    contexts = " ".join(e.context for e in errors)
+    assert "classCode" in contexts and "formatCode" in contexts
+    assert {e.code for e in errors} == {"XDSRegistryMetadataError"}
+
+
+def test_decide_rejects_unknown_patient_and_deprecates_on_replace():
+    pid = new_patient()
+    objects = _objects(submission_xml(pid, [Doc()]))
+    submission.plan(objects, "20240101000000")
+    errors, _ = submission.decide(objects, submission.RegistryState(), "20240101000000")
+    assert [e.code for e in errors] == ["XDSUnknownPatientId"]
+    target = "urn:uuid:11111111-1111-4111-8111-111111111111"
+    doc = objects.of_kind("document_entry")[0]
+    objects.objects.append(ebrim.RegistryObject(kind="association", id="urn:uuid:22222222-2222-4222-8222-222222222222",
+                                                association_type=ebrim.RPLC, source=doc.id, target=target))
+    state = submission.RegistryState(
+        patients={pid: None},
+        objects={target: submission.Existing(target, "document_entry", ebrim.APPROVED, pid)},
+        dependents={target: ["urn:uuid:apnd"]}, folders_of={target: ["urn:uuid:folder"]})
+    errors, effects = submission.decide(objects, state, "20240101000000")
+    assert errors == []
+    assert effects.deprecate == [target, "urn:uuid:apnd"] and effects.touched_folders == ["urn:uuid:folder"]
+    assert effects.new_associations[0].source == "urn:uuid:folder"
