@@ -1,7 +1,9 @@
 """PostgreSQL, the only store: embedded (pgserver under the data dir) or any server by URL.
 
-Schema changes are versioned SQL files per actor, applied once, in order, under an
-advisory lock so that several processes starting together do not race.
+Each actor owns one PostgreSQL schema named after it, so that all actors can share one
+database (as in compose.yaml) without their tables meeting. Schema changes are versioned SQL
+files per actor, applied once, in order, under an advisory lock so that several processes
+starting together do not race.
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ def database_url(config: Config) -> str:
     return config.database_url or embedded_url(config.data_dir)
 
 
-def open_pool(url: str, max_size: int = 10) -> ConnectionPool:
+def open_pool(url: str, actor: str, max_size: int = 10) -> ConnectionPool:
+    """Connections whose search_path is the actor's own schema."""
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                          kwargs={"autocommit": False}, check=ConnectionPool.check_connection)
+                          kwargs={"autocommit": False, "options": f"-c search_path={actor}"},
+                          check=ConnectionPool.check_connection)
     pool.open(wait=True, timeout=30)
     return pool
 
@@ -47,20 +51,20 @@ def migrate(url: str, actor: str, package: str) -> list[int]:
                     if f.name.endswith(".sql")), key=lambda f: f.name)
     applied = []
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migration (actor text, version int, "
-                     "applied_at timestamptz DEFAULT now(), PRIMARY KEY (actor, version))")
         with conn.transaction():
             # One migrator at a time per database; the lock is released with the transaction.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('xdsi.migrate'))")
-            done = {v for (v,) in conn.execute(
-                "SELECT version FROM schema_migration WHERE actor = %s", (actor,))}
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {actor}")
+            conn.execute(f"SET LOCAL search_path = {actor}")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migration (version int PRIMARY KEY, "
+                         "applied_at timestamptz DEFAULT now())")
+            done = {v for (v,) in conn.execute("SELECT version FROM schema_migration")}
             for f in files:
                 version = int(f.name.split("_", 1)[0])
                 if version in done:
                     continue
                 conn.execute(f.read_text())
-                conn.execute("INSERT INTO schema_migration (actor, version) VALUES (%s, %s)",
-                             (actor, version))
+                conn.execute("INSERT INTO schema_migration (version) VALUES (%s)", (version,))
                 applied.append(version)
     if applied:
         log.info("schema migrated", extra={"actor": actor, "versions": applied})

@@ -28,7 +28,7 @@ class RegistryActor:
         s = config.section("registry")
         url = db.database_url(config)
         db.migrate(url, "registry", "registry")
-        pool = db.open_pool(url, max_size=int(s["threads"]) + 2)
+        pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2)
         store = Store(pool, int(s["max_query_results"]))
         registry = Registry(store, codes.from_config(s), config.domain["assigning_authority"])
         app = serving.path_app(s["path"], service.door(registry, int(s["max_request_bytes"])))

@@ -181,7 +181,7 @@ def test_kill_9_during_registrations_leaves_whole_submissions(new_database, tmp_
     stop.set()
     for w in workers:
         w.join()
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, options="-c search_path=registry") as conn:
         counts = [n for (n,) in conn.execute(
             "SELECT count(d.id) FROM submission_set s LEFT JOIN document_entry d ON d.submission_set = s.id "
             "GROUP BY s.id")]
