@@ -29,6 +29,7 @@ STORED_QUERY_MISSING_PARAM = "XDSStoredQueryMissingParam"
 STORED_QUERY_PARAM_NUMBER = "XDSStoredQueryParamNumber"
 RESULT_NOT_SINGLE_PATIENT = "XDSResultNotSinglePatient"
 TOO_MANY_RESULTS = "XDSTooManyResults"
+DEPRECATED_DOCUMENT = "XDSRegistryDeprecatedDocumentError"
 REPLACE_FAILED = "XDSReplaceFailed"   # legacy name; ITI TF-3 now uses XDSRegistryMetadataError
 UNKNOWN_COMMUNITY = "XDSUnknownCommunity"
 

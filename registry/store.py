@@ -120,6 +120,26 @@ class Store:
             return [XdsError(DUPLICATE_UNIQUE_ID, f"uniqueId already registered: {e.diag.message_detail}")]
         return []
 
+    def bulk_load(self, submissions: list[ObjectList], submitted_at: str) -> None:
+        """COPY already validated and planned new submissions (no replacements, no folders):
+        the benchmark's loader, sharing the row mapping of ``_write``."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with cur.copy("COPY submission_set (id, unique_id, patient_id, status, source_id, submission_time, "
+                          "content_type, author_person, home, xml) FROM STDIN") as copy:
+                for objects in submissions:
+                    copy.write_row(_submission_set_row(objects.of_kind("submission_set")[0]))
+            with cur.copy(f"COPY document_entry ({_DOCUMENT_COLUMNS}) FROM STDIN") as copy:
+                for objects in submissions:
+                    ss = objects.of_kind("submission_set")[0]
+                    for d in objects.of_kind("document_entry"):
+                        copy.write_row(_document_row(d, ss.id))
+            with cur.copy("COPY association (id, type, source, target, status, submission_set, xml) "
+                          "FROM STDIN") as copy:
+                for objects in submissions:
+                    ss = objects.of_kind("submission_set")[0]
+                    for a in objects.of_kind("association"):
+                        copy.write_row(_association_row(a, ss.id))
+
     def _state(self, conn: psycopg.Connection, objects: ObjectList) -> submission.RegistryState:
         state = submission.RegistryState()
         pids = sorted({o.patient_id for o in objects.objects if o.patient_id})
@@ -163,18 +183,11 @@ class Store:
             cur.execute(
                 "INSERT INTO submission_set (id, unique_id, patient_id, status, source_id, submission_time, "
                 "content_type, author_person, home, xml) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (ss.id, ss.unique_id, ss.patient_id, ss.status, ss.external_id(rim.SS_SOURCE_ID),
-                 dtm_key(ss.slot_value("submissionTime") or ""), _codes(ss, rim.SS_CONTENT_TYPE),
-                 _authors(ss), ss.home, _xml(ss)))
+                _submission_set_row(ss))
             docs = objects.of_kind("document_entry")
             if docs:
-                cur.executemany(
-                    "INSERT INTO document_entry (id, lid, unique_id, patient_id, status, on_demand, hash, size, "
-                    "repository_unique_id, creation_time, service_start_time, service_stop_time, class_code, "
-                    "type_code, practice_setting, facility_type, event_code, confidentiality, format_code, "
-                    "author_person, reference_id, submission_set, home, xml) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                    "%s, %s)", [_document_row(d, ss.id) for d in docs])
+                cur.executemany(f"INSERT INTO document_entry ({_DOCUMENT_COLUMNS}) VALUES "
+                                f"({', '.join(['%s'] * 24)})", [_document_row(d, ss.id) for d in docs])
             folders = objects.of_kind("folder")
             if folders:
                 cur.executemany(
@@ -186,14 +199,19 @@ class Store:
             if assocs:
                 cur.executemany(
                     "INSERT INTO association (id, type, source, target, status, submission_set, xml) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [(a.id, a.association_type, a.source, a.target, a.status, ss.id, _xml(a)) for a in assocs])
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)", [_association_row(a, ss.id) for a in assocs])
             if effects.deprecate:
                 cur.execute("UPDATE document_entry SET status = %s WHERE id = ANY(%s)",
                             (rim.DEPRECATED, effects.deprecate))
             if effects.touched_folders:
                 cur.execute("UPDATE folder SET last_update_time = %s WHERE id = ANY(%s)",
                             (submitted_at, effects.touched_folders))
+
+
+_DOCUMENT_COLUMNS = ("id, lid, unique_id, patient_id, status, on_demand, hash, size, repository_unique_id, "
+                     "creation_time, service_start_time, service_stop_time, class_code, type_code, "
+                     "practice_setting, facility_type, event_code, confidentiality, format_code, author_person, "
+                     "reference_id, submission_set, home, xml")
 
 
 def _xml(obj: RegistryObject) -> bytes:
@@ -211,6 +229,16 @@ def _authors(obj: RegistryObject) -> list[str]:
 def _time(obj: RegistryObject, name: str) -> str | None:
     value = obj.slot_value(name)
     return dtm_key(value) if value else None
+
+
+def _submission_set_row(ss: RegistryObject) -> tuple:
+    return (ss.id, ss.unique_id, ss.patient_id, ss.status, ss.external_id(rim.SS_SOURCE_ID),
+            dtm_key(ss.slot_value("submissionTime") or ""), _codes(ss, rim.SS_CONTENT_TYPE),
+            _authors(ss), ss.home, _xml(ss))
+
+
+def _association_row(a: RegistryObject, ss_id: str) -> tuple:
+    return (a.id, a.association_type, a.source, a.target, a.status, ss_id, _xml(a))
 
 
 def _document_row(d: RegistryObject, ss_id: str) -> tuple:

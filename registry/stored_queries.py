@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 from lxml import etree
 
 from affinity_domain import ebrim as rim
-from affinity_domain.errors import (RESULT_NOT_SINGLE_PATIENT, STORED_QUERY_MISSING_PARAM,
+from affinity_domain.errors import (REGISTRY_ERROR, RESULT_NOT_SINGLE_PATIENT, STORED_QUERY_MISSING_PARAM,
                                     STORED_QUERY_PARAM_NUMBER, UNKNOWN_STORED_QUERY, XdsError)
 
 from .formats import dtm_key
@@ -138,8 +138,13 @@ def status_names(values: list[str]) -> list[str]:
     return values
 
 
-def _codes(where: Where, params: Params, name: str, column: str) -> None:
+def _codes(where: Where, params: Params, name: str, column: str, coded: bool = True) -> None:
     for group in params.groups(name):
+        if coded:
+            for value in group:
+                code, sep, scheme = value.partition("^^")
+                if not (code and sep and scheme):
+                    raise XdsError(REGISTRY_ERROR, f"{name} value {value!r} is not code^^codingScheme", name)
         if group:
             where.add(f"{column} && %s", group)
 
@@ -250,7 +255,7 @@ def find_documents_by_reference_id(p: Params, db: Fetch) -> Result:
     _require(p, "$XDSDocumentEntryPatientId", "$XDSDocumentEntryStatus",
              "$XDSDocumentEntryReferenceIdList")
     where = document_filter(p)
-    _codes(where, p, "$XDSDocumentEntryReferenceIdList", "reference_id")
+    _codes(where, p, "$XDSDocumentEntryReferenceIdList", "reference_id", coded=False)
     return Result(documents=db.documents(where))
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from affinity_domain import ebrim as rim
 from affinity_domain.ebrim import ObjectList, RegistryObject
-from affinity_domain.errors import (DUPLICATE_UNIQUE_ID, NON_IDENTICAL_HASH, NON_IDENTICAL_SIZE,
+from affinity_domain.errors import (DEPRECATED_DOCUMENT, DUPLICATE_UNIQUE_ID, NON_IDENTICAL_HASH, NON_IDENTICAL_SIZE,
                                     PATIENT_ID_DOES_NOT_MATCH, REGISTRY_METADATA_ERROR,
                                     UNKNOWN_PATIENT_ID, XdsError)
 
@@ -343,7 +343,8 @@ def decide(objects: ObjectList, state: RegistryState, submitted_at: str) -> tupl
             elif a.association_type in MUST_TARGET_REGISTERED and target.kind != "document_entry":
                 errors.append(_meta(f"{_label(a)}: target {end} is not a DocumentEntry", a.id))
             elif a.association_type in MUST_TARGET_REGISTERED and target.status != rim.APPROVED:
-                errors.append(_meta(f"{_label(a)}: target DocumentEntry {end} is not Approved", a.id))
+                errors.append(XdsError(DEPRECATED_DOCUMENT, f"{_label(a)}: target DocumentEntry {end} is "
+                                                            "deprecated", a.id))
         if a.association_type in (rim.RPLC, rim.XFRM_RPLC) and a.target in state.objects:
             effects.deprecate.append(a.target)
             effects.deprecate.extend(state.dependents.get(a.target, []))

@@ -144,7 +144,7 @@ def test_replacing_a_deprecated_or_missing_document_fails(registry, patient):
     assert register(registry, submission(patient, [Doc()], extra=association("RPLC", "Document01", oid))
                     ).response_status == "Success"
     again = register(registry, submission(patient, [Doc()], extra=association("RPLC", "Document01", oid)))
-    assert again.error_codes == ["XDSRegistryMetadataError"]
+    assert again.error_codes == ["XDSRegistryDeprecatedDocumentError"]
     missing = register(registry, submission(patient, [Doc()], extra=association(
         "RPLC", "Document01", "urn:uuid:11111111-1111-4111-8111-111111111111")))
     assert missing.error_codes == ["XDSRegistryMetadataError"]

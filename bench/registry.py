@@ -1,0 +1,267 @@
+"""Registry benchmark: load DocumentEntries through the ITI-42 validation code, then measure over HTTP.
+
+    python bench/registry.py [--documents 1000000] [--patients 100000] [--queries 3000]
+
+Prints: load rate, FindDocuments (by patient, ~10 entries, LeafClass) p50/p99 latency with one
+client and queries/s with 4 concurrent clients, single-document ITI-42 registrations/s, and the
+database size. Uses $XDSI_DATABASE_URL's server if set, else an embedded PostgreSQL.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing as mp
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from affinity_domain import ebrim, mllp  # noqa: E402
+from affinity_domain.ebrim import parse_object_list  # noqa: E402
+from lxml import etree  # noqa: E402
+from registry import codes, submission  # noqa: E402
+from registry.store import Store  # noqa: E402
+
+DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
+RIM = ebrim.RIM
+MODALITIES = ["CT", "MR", "CR", "US", "NM", "PT", "XA", "MG", "DX", "RF"]
+
+
+def patient_id(n: int) -> str:
+    return f"BP{n:08d}^^^&{DOMAIN}&ISO"
+
+
+def _slot(name, *values):
+    return f'<rim:Slot name="{name}"><rim:ValueList>' + "".join(
+        f"<rim:Value>{v}</rim:Value>" for v in values) + "</rim:ValueList></rim:Slot>"
+
+
+def _code(scheme, obj, code, coding):
+    return (f'<rim:Classification classificationScheme="{scheme}" classifiedObject="{obj}" id="{obj}c{scheme[-4:]}{code}" '
+            f'nodeRepresentation="{code}">{_slot("codingScheme", coding)}'
+            f'<rim:Name><rim:LocalizedString value="{code}"/></rim:Name></rim:Classification>')
+
+
+def document_xml(i: int, pid: str, rng: random.Random) -> str:
+    d = f"Doc{i}"
+    year = rng.randint(2005, 2024)
+    when = f"{year}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 23):02d}{rng.randint(0, 59):02d}"
+    pid_x = pid.replace("&", "&amp;")
+    return (f'<rim:ExtrinsicObject id="{d}" mimeType="application/dicom" objectType="{ebrim.STABLE}">'
+            f'{_slot("creationTime", when)}{_slot("languageCode", "en-US")}{_slot("serviceStartTime", when)}'
+            f'{_slot("sourcePatientId", f"L{i}^^^&amp;1.2.3.4&amp;ISO")}{_slot("hash", "%040x" % rng.getrandbits(160))}'
+            f'{_slot("size", str(rng.randint(1000, 99999)))}{_slot("repositoryUniqueId", "1.3.6.1.4.1.21367.13.40.301")}'
+            f'<rim:Name><rim:LocalizedString value="Study {i}"/></rim:Name>'
+            f'<rim:Classification classificationScheme="{ebrim.DE_AUTHOR}" classifiedObject="{d}" id="{d}a" '
+            f'nodeRepresentation="">{_slot("authorPerson", "^Welby^Marcus^^^Dr")}</rim:Classification>'
+            + _code(ebrim.DE_CLASS_CODE, d, "REPORTS", "1.3.6.1.4.1.19376.1.2.6.1")
+            + _code(ebrim.DE_CONFIDENTIALITY, d, "N", "2.16.840.1.113883.5.25")
+            + _code(ebrim.DE_EVENT_CODE, d, rng.choice(MODALITIES), "1.2.840.10008.2.16.4")
+            + _code(ebrim.DE_FORMAT_CODE, d, "1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1")
+            + _code(ebrim.DE_HCFT_CODE, d, "22232009", "2.16.840.1.113883.6.96")
+            + _code(ebrim.DE_PRACTICE_SETTING, d, "225728007", "2.16.840.1.113883.6.96")
+            + _code(ebrim.DE_TYPE_CODE, d, "57055-6", "2.16.840.1.113883.6.1")
+            + f'<rim:ExternalIdentifier id="{d}p" registryObject="{d}" identificationScheme="{ebrim.DE_PATIENT_ID}" value="{pid_x}"/>'
+            + f'<rim:ExternalIdentifier id="{d}u" registryObject="{d}" identificationScheme="{ebrim.DE_UNIQUE_ID}" '
+              f'value="2.25.{uuid.UUID(int=rng.getrandbits(128)).int}"/></rim:ExtrinsicObject>'
+            + f'<rim:Association id="{d}m" associationType="{ebrim.HAS_MEMBER}" sourceObject="SS" targetObject="{d}">'
+              f'{_slot("SubmissionSetStatus", "Original")}</rim:Association>')
+
+
+def submission_xml(pid: str, docs: int, rng: random.Random, first: int = 0) -> str:
+    pid_x = pid.replace("&", "&amp;")
+    ss = (f'<rim:RegistryPackage id="SS">{_slot("submissionTime", "20240102030405")}'
+          + _code(ebrim.SS_CONTENT_TYPE, "SS", "225728007", "2.16.840.1.113883.6.96")
+          + f'<rim:ExternalIdentifier id="SSu" registryObject="SS" identificationScheme="{ebrim.SS_UNIQUE_ID}" '
+            f'value="2.25.{uuid.UUID(int=rng.getrandbits(128)).int}"/>'
+          + f'<rim:ExternalIdentifier id="SSs" registryObject="SS" identificationScheme="{ebrim.SS_SOURCE_ID}" value="1.3.6.1.4.1.21367.4"/>'
+          + f'<rim:ExternalIdentifier id="SSp" registryObject="SS" identificationScheme="{ebrim.SS_PATIENT_ID}" value="{pid_x}"/>'
+          + '</rim:RegistryPackage>'
+          + f'<rim:Classification id="SSc" classifiedObject="SS" classificationNode="{ebrim.SUBMISSION_SET_NODE}"/>')
+    body = ss + "".join(document_xml(first + i, pid, rng) for i in range(docs))
+    return (f'<lcm:SubmitObjectsRequest xmlns:lcm="{ebrim.LCM}" xmlns:rim="{RIM}"><rim:RegistryObjectList>'
+            f'{body}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>')
+
+
+# ---------------------------------------------------------------- loading
+
+def _load_worker(args) -> int:
+    url, patients, docs_per_patient, seed = args
+    rng = random.Random(seed)
+    code_sets = codes.from_config({"validate_codes": True})
+    from affinity_domain.db import open_pool
+    pool = open_pool(url, "registry", max_size=1)
+    store = Store(pool)
+    loaded = 0
+    batch = []
+    for p in patients:
+        pid = patient_id(p)
+        request = etree.fromstring(submission_xml(pid, docs_per_patient, rng, p * docs_per_patient).encode())
+        objects = parse_object_list(request.find(ebrim.q(RIM, "RegistryObjectList")))
+        errors = submission.validate(objects, code_sets, DOMAIN)
+        assert not errors, errors
+        submission.plan(objects, "20240102030405")
+        batch.append(objects)
+        loaded += docs_per_patient
+        if len(batch) >= 200:
+            store.bulk_load(batch, "20240102030405")
+            batch = []
+    if batch:
+        store.bulk_load(batch, "20240102030405")
+    pool.close()
+    return loaded
+
+
+def load(url: str, documents: int, patients: int, workers: int = 2) -> float:
+    per = max(1, documents // patients)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET search_path = registry")
+        with conn.cursor().copy("COPY patient (id) FROM STDIN") as copy:
+            for p in range(patients):
+                copy.write_row((patient_id(p),))
+    chunks = [(url, range(w, patients, workers), per, w) for w in range(workers)]
+    started = time.perf_counter()
+    with mp.Pool(workers) as pool:
+        total = sum(pool.map(_load_worker, chunks))
+    elapsed = time.perf_counter() - started
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE registry.document_entry; ANALYZE registry.association; ANALYZE registry.submission_set")
+    print(f"loaded {total:,} DocumentEntries for {patients:,} patients through ITI-42 validation "
+          f"in {elapsed:.0f} s ({total / elapsed:,.0f} entries/s)")
+    return elapsed
+
+
+# ---------------------------------------------------------------- HTTP load
+
+FIND = ('<query:AdhocQueryRequest xmlns:query="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" '
+        'xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><query:ResponseOption returnType="LeafClass" '
+        'returnComposedObjects="true"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
+        "<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{pid}'</rim:Value></rim:ValueList></rim:Slot>"
+        "<rim:Slot name=\"$XDSDocumentEntryStatus\"><rim:ValueList><rim:Value>('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
+        "</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>")
+
+
+def envelope(action: str, body: str) -> bytes:
+    return (f'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing">'
+            f'<s:Header><a:Action>{action}</a:Action><a:MessageID>urn:uuid:{uuid.uuid4()}</a:MessageID></s:Header>'
+            f'<s:Body>{body}</s:Body></s:Envelope>').encode()
+
+
+def _query_worker(args) -> list[float]:
+    port, patients, count, seed = args
+    rng = random.Random(seed)
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    times = []
+    for _ in range(count):
+        pid = patient_id(rng.randrange(patients)).replace("&", "&amp;")
+        body = envelope("urn:ihe:iti:2007:RegistryStoredQuery", FIND.format(pid=pid))
+        t = time.perf_counter()
+        conn.request("POST", "/registry", body, {"Content-Type": "application/soap+xml"})
+        data = conn.getresponse().read()
+        times.append(time.perf_counter() - t)
+        assert b"ResponseStatusType:Success" in data and data.count(b"<rim:ExtrinsicObject") >= 1, data[:500]
+    return times
+
+
+def _register_worker(args) -> int:
+    port, feed_port, count, seed = args
+    rng = random.Random(seed)
+    pid = f"NEW{seed}{uuid.uuid4().hex[:6]}^^^&{DOMAIN}&ISO"
+    mllp.send("127.0.0.1", feed_port, (f"MSH|^~\\&|B|B|R|R|20240101||ADT^A01^ADT_A01|{seed}|P|2.3.1\r"
+                                       f"PID|||{pid}||Doe^J\r").encode())
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    bodies = [envelope("urn:ihe:iti:2007:RegisterDocumentSet-b", submission_xml(pid, 1, rng, i)) for i in range(count)]
+    for body in bodies:
+        conn.request("POST", "/registry", body, {"Content-Type": "application/soap+xml"})
+        data = conn.getresponse().read()
+        assert b"ResponseStatusType:Success" in data, data[:800]
+    return count
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=3000)
+    parser.add_argument("--registrations", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="registry worker processes")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="xbench", dir="/tmp"))
+    server = os.environ.get("XDSI_DATABASE_URL")
+    if not server:
+        import pgserver
+        handle = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+        server = handle.get_uri()
+    name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(server)
+    info["dbname"] = name
+    url = psycopg.conninfo.make_conninfo(**info)
+    from affinity_domain.db import migrate
+    migrate(url, "registry", "registry")
+    try:
+        load(url, args.documents, args.patients)
+        port, feed_port = 18010, 12577
+        env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_REGISTRY_PORT=str(port),
+                   XDSI_REGISTRY_FEED_PORT=str(feed_port), XDSI_REGISTRY_WORKERS=str(args.workers))
+        proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"], env=env,
+                                cwd=ROOT, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(300):
+                try:
+                    http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            _query_worker((port, args.patients, 200, 99))  # warm up
+            times = _query_worker((port, args.patients, args.queries, 1))
+            print(f"FindDocuments, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
+                  f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
+            with mp.Pool(4) as pool:
+                started = time.perf_counter()
+                results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, s) for s in range(4)])
+                elapsed = time.perf_counter() - started
+            flat = [t for r in results for t in r]
+            print(f"FindDocuments, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
+                  f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms")
+            started = time.perf_counter()
+            n = _register_worker((port, feed_port, args.registrations, 7))
+            elapsed = time.perf_counter() - started
+            print(f"ITI-42 single document, 1 client:  {n / elapsed:.0f} registrations/s")
+            with mp.Pool(4) as pool:
+                started = time.perf_counter()
+                n = sum(pool.map(_register_worker, [(port, feed_port, args.registrations // 4, 100 + s)
+                                                    for s in range(4)]))
+                elapsed = time.perf_counter() - started
+            print(f"ITI-42 single document, 4 clients: {n / elapsed:.0f} registrations/s")
+        finally:
+            proc.terminate()
+            proc.wait()
+        with psycopg.connect(url) as conn:
+            size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
+            entries = conn.execute("SELECT count(*) FROM registry.document_entry").fetchone()[0]
+        print(f"database: {size} for {entries:,} DocumentEntries")
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
