@@ -26,11 +26,27 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "feed_host": "127.0.0.1",
         "feed_port": 2577,
         "threads": 8,
+        "workers": 2,          # HTTP worker processes (one per core)
         "max_request_bytes": 20 * 1024 * 1024,
         "max_query_results": 10000,
         # Empty: the NIST test kit's code sets (../shared/nist-testkit/codes.xml), if present.
         "codes_file": "",
         "validate_codes": True,
+    },
+    "repository": {
+        "host": "127.0.0.1",
+        "port": 8020,
+        "path": "/repository",
+        "repository_unique_id": "1.3.6.1.4.1.21367.13.40.301",
+        "registry_url": "http://127.0.0.1:8010/registry",   # ITI-42 goes here
+        "registry_timeout": 30.0,       # seconds; then XDSRegistryNotAvailable
+        "store_dir": "",                # document bytes; empty: <data dir>/repository
+        "threads": 8,
+        "workers": 2,                   # HTTP worker processes (one per core)
+        "max_request_bytes": 20 * 1024 * 1024,         # SOAP part, or a whole inline-base64 request
+        "max_document_bytes": 4 * 1024 * 1024 * 1024,  # a whole MTOM request
+        "recovery_seconds": 60,         # how often unfinished submissions are resolved
+        "pending_grace_seconds": 600,   # a submission of another host is left alone this long
     },
 }
 

@@ -36,10 +36,17 @@ def database_url(config: Config) -> str:
     return config.database_url or embedded_url(config.data_dir)
 
 
-def open_pool(url: str, actor: str, max_size: int = 10) -> ConnectionPool:
-    """Connections whose search_path is the actor's own schema."""
+def _snapshot_reader(conn: psycopg.Connection) -> None:
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+
+
+def open_pool(url: str, actor: str, max_size: int = 10, read_only: bool = False) -> ConnectionPool:
+    """Connections whose search_path is the actor's own schema; ``read_only`` ones also read
+    one snapshot per transaction."""
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
                           kwargs={"autocommit": False, "options": f"-c search_path={actor}"},
+                          configure=_snapshot_reader if read_only else None,
                           check=ConnectionPool.check_connection)
     pool.open(wait=True, timeout=30)
     return pool

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
+import socket
 import threading
 
 import waitress
@@ -23,14 +25,52 @@ def path_app(path: str, app):
     return routed
 
 
-def http_server(app, host: str, port: int, threads: int = 8):
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket that worker processes can share."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        return waitress.create_server(app, host=host, port=port, threads=threads,
-                                      clear_untrusted_proxy_headers=True, ident="xdsi")
+        sock.bind((host, port))
     except OSError as e:
+        sock.close()
         if e.errno == errno.EADDRINUSE:
             raise ConfigError(f"port {port} on {host} is already in use") from None
         raise
+    sock.listen(1024)
+    return sock
+
+
+def http_server(app, sock: socket.socket, threads: int = 8):
+    return waitress.create_server(app, sockets=[sock], threads=threads,
+                                  clear_untrusted_proxy_headers=True, ident="xdsi")
+
+
+def fork_workers(count: int) -> list[int] | None:
+    """Fork ``count`` worker processes; returns their pids in the parent, None in a worker.
+
+    Python's GIL keeps one process on one core; workers sharing the listening socket use the
+    others. Fork before opening pools or threads: each process opens its own.
+    """
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            return None
+        pids.append(pid)
+    return pids
+
+
+def stop_workers(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def bind(factory, host: str, port: int):

@@ -1,6 +1,10 @@
 """The SOAP door every actor's service uses: hardened intake, MTOM, WS-Addressing, then spyne dispatch.
 
 Handlers are plain functions ``handler(envelope) -> response element`` bound to a ``wsa:Action``.
+A route with ``attachments=True`` (large documents) is instead called as
+``handler(envelope, attachments)``: the door reads an MTOM body with ``mtom.read_multipart``
+(parts spooled to files, hashed, never inlined as base64), leaves the ``xop:Include`` elements in
+place, and may answer ``Reply(element, parts)`` to send file-backed parts back as MTOM.
 spyne (Python 3.11 only) is imported here and nowhere else, so it can be replaced without
 touching any actor's core.
 """
@@ -9,7 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from lxml import etree
@@ -29,6 +34,14 @@ class Route:
     request: str          # Clark name of the body element, e.g. "{urn:...:query:3.0}AdhocQueryRequest"
     response_action: str
     handler: Handler
+    attachments: bool = False    # handler(envelope, {content-id: mtom.Attachment}); needs spool_dir
+
+
+@dataclass
+class Reply:
+    """A handler's answer with MTOM parts (always sent as multipart/related)."""
+    body: etree._Element
+    parts: list[mtom.OutPart] = field(default_factory=list)
 
 
 class _BadRequest(Exception):
@@ -36,19 +49,27 @@ class _BadRequest(Exception):
         self.fault, self.status = fault, status
 
 
-def _forward(routes: dict[str, Route]):
+def _forward(routes: dict[str, Route], name: str = "call"):
     def call(ctx, _body):
         envelope: soap.Envelope = ctx.transport.req_env["xdsi.envelope"]
         route = routes[envelope.action]
-        ctx.transport.req_env["xdsi.response_action"] = route.response_action
-        return route.handler(envelope)
+        env = ctx.transport.req_env
+        env["xdsi.response_action"] = route.response_action
+        if not route.attachments:
+            return route.handler(envelope)
+        reply = route.handler(envelope, env.get("xdsi.attachments", {}))
+        if isinstance(reply, Reply):
+            env["xdsi.parts"] = reply.parts
+            return reply.body
+        return reply
+    call.__name__ = call.__qualname__ = name    # spyne keys methods by function name
     return call
 
 
 def _spyne_app(ns: str, names: list[str], routes: dict[str, Route]) -> WsgiApplication:
     """One spyne application per request namespace (spyne resolves methods against its tns)."""
     methods = {name: rpc(AnyXml, _body_style="bare", _in_message_name=f"{{{ns}}}{name}",
-                         _returns=AnyXml)(_forward(routes)) for name in names}
+                         _returns=AnyXml)(_forward(routes, name)) for name in names}
     service = type(f"{names[0]}Service", (ServiceBase,), {"__namespace__": ns, **methods})
     app = Application([service], tns=ns, name="xdsi",
                       in_protocol=Soap12(validator=None), out_protocol=Soap12())
@@ -69,8 +90,13 @@ def _unwrap_and_address(ctx) -> None:
 class SoapDoor:
     """WSGI application: POST a SOAP 1.2 (or MTOM) request of one of ``routes``' actions."""
 
-    def __init__(self, routes: dict[str, Route], max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES):
+    def __init__(self, routes: dict[str, Route], max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES,
+                 spool_dir: str | Path | None = None, max_stream_bytes: int = 0):
+        """``spool_dir``/``max_stream_bytes``: where MTOM parts of ``attachments`` routes are
+        spooled, and the largest such request accepted."""
         self.routes, self.max_bytes = routes, max_bytes
+        self.spool_dir, self.max_stream_bytes = spool_dir, max_stream_bytes
+        self.streaming = spool_dir is not None and any(r.attachments for r in routes.values())
         by_ns: dict[str, list[str]] = {}
         for clark in sorted({r.request for r in routes.values()}):
             ns, name = clark[1:].split("}")
@@ -89,11 +115,30 @@ class SoapDoor:
                               "413 Payload Too Large")
         return environ["wsgi.input"].read(length) if length else b""
 
-    def _envelope(self, environ, body: bytes) -> tuple[soap.Envelope, bool]:
+    def _read_streaming(self, environ) -> tuple[bytes, dict[str, mtom.Attachment]]:
+        """An MTOM body read part by part: (root part, spooled attachments)."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > self.max_stream_bytes:
+            raise _BadRequest(soap.SoapFault(f"request larger than {self.max_stream_bytes} bytes"),
+                              "413 Payload Too Large")
+        try:
+            message = mtom.read_multipart(environ["wsgi.input"], environ.get("CONTENT_TYPE", ""),
+                                          self.spool_dir, length, self.max_bytes)
+        except mtom.MtomError as e:
+            raise _BadRequest(soap.SoapFault(str(e))) from None
+        return message.root, message.attachments
+
+    def _envelope(self, environ, body: bytes,
+                  spooled: dict[str, mtom.Attachment] | None = None) -> tuple[soap.Envelope, bool]:
         content_type = environ.get("CONTENT_TYPE", "")
         multipart = mtom.is_multipart(content_type)
         parts = {}
-        if multipart:
+        if spooled is not None:
+            pass                      # already split by _read_streaming
+        elif multipart:
             try:
                 body, _, parts = mtom.split(body, content_type)
             except mtom.MtomError as e:
@@ -105,7 +150,14 @@ class SoapDoor:
             root = xmlsafe.parse(body, self.max_bytes)
         except xmlsafe.UnsafeXml as e:
             raise _BadRequest(soap.SoapFault(str(e))) from None
-        if parts or multipart:
+        route = self.routes.get(_action_hint(root))
+        if spooled is not None and not (route and route.attachments):
+            # A plain route behind a streaming door: inline as the door always did, within max_bytes.
+            if sum(a.size for a in spooled.values()) > self.max_bytes:
+                raise _BadRequest(soap.SoapFault(f"request larger than {self.max_bytes} bytes"),
+                                  "413 Payload Too Large")
+            parts = {cid: (a.content_type, a.path.read_bytes()) for cid, a in spooled.items()}
+        if (parts or multipart) and not (spooled is not None and route and route.attachments):
             try:
                 mtom.inline_includes(root, parts)
             except mtom.MtomError as e:
@@ -127,15 +179,34 @@ class SoapDoor:
         return envelope, multipart
 
     def __call__(self, environ, start_response):
+        try:
+            return self._serve(environ, start_response)
+        finally:
+            if environ.get("xdsi.attachments"):   # the spool files the handler did not take
+                mtom.SpooledMessage(b"", "", environ["xdsi.attachments"]).discard()
+
+    def _serve(self, environ, start_response):
         started = time.perf_counter()
         if environ.get("REQUEST_METHOD") != "POST":
             start_response("405 Method Not Allowed", [("Allow", "POST"), ("Content-Type", "text/plain")])
             return [b"POST a SOAP 1.2 request\n"]
-        envelope = None
+        envelope, spooled = None, None
         try:
-            envelope, multipart = self._envelope(environ, self._read(environ))
+            if self.streaming and mtom.is_multipart(environ.get("CONTENT_TYPE", "")):
+                root, spooled = self._read_streaming(environ)
+                environ["xdsi.attachments"] = spooled
+                envelope, multipart = self._envelope(environ, root, spooled)
+            else:
+                envelope, multipart = self._envelope(environ, self._read(environ))
             status, body = self._dispatch(environ, envelope)
             content_type = "application/soap+xml; charset=UTF-8"
+            if environ.get("xdsi.parts") is not None and status.startswith("200"):
+                streamed = mtom.StreamedBody(body, environ["xdsi.parts"], environ["xdsi.response_action"])
+                start_response(status, [("Content-Type", streamed.content_type),
+                                        ("Content-Length", str(streamed.length))])
+                log.info("soap", extra={"action": envelope.action, "status": status[:3], "parts": len(environ["xdsi.parts"]),
+                                        "ms": round((time.perf_counter() - started) * 1000, 2)})
+                return streamed
             if multipart and status.startswith("200"):
                 # Answer MTOM with MTOM, as peers built on Axis2/Metro expect.
                 content_type, body = mtom.build(body, action=environ["xdsi.response_action"])
@@ -154,6 +225,7 @@ class SoapDoor:
         inner = dict(environ, CONTENT_TYPE="application/soap+xml; charset=UTF-8",
                      CONTENT_LENGTH=str(len(plain)))
         inner["xdsi.envelope"] = envelope
+        inner["xdsi.attachments"] = environ.get("xdsi.attachments", {})
         inner["wsgi.input"] = io.BytesIO(plain)
         captured = {}
 
@@ -163,9 +235,17 @@ class SoapDoor:
         spyne = self.spyne[etree.QName(envelope.body).namespace]
         body = b"".join(spyne(inner, start))
         environ["xdsi.response_action"] = inner.get("xdsi.response_action", "")
+        if "xdsi.parts" in inner:
+            environ["xdsi.parts"] = inner["xdsi.parts"]
         if not captured["status"].startswith("200"):
             log.error("handler failed", extra={"action": envelope.action, "status": captured["status"], "detail": body[-600:].decode("utf-8", "replace")})
             fault = soap.SoapFault("the service failed to process the request", code="Receiver")
             return "500 Internal Server Error", soap.to_bytes(
                 soap.fault_envelope(fault, envelope.message_id))
         return "200 OK", body
+
+
+def _action_hint(root: etree._Element) -> str:
+    """The wsa:Action of a parsed envelope, before it is validated (to pick the route's intake)."""
+    el = root.find(f"{{{soap.SOAP12}}}Header/{{{soap.WSA}}}Action")
+    return (el.text or "").strip() if el is not None else ""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from affinity_domain import db, hl7, logs, serving
 from affinity_domain.config import Config
@@ -26,24 +27,31 @@ class RegistryActor:
     def serve(self, config: Config) -> int:
         logs.setup("registry")
         s = config.section("registry")
+        domain = config.domain["assigning_authority"]
         url = db.database_url(config)
         db.migrate(url, "registry", "registry")
+        sock = serving.listen(s["host"], int(s["port"]))
+        workers = serving.fork_workers(max(0, int(s["workers"]) - 1))
         pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2)
-        store = Store(pool, int(s["max_query_results"]))
-        registry = Registry(store, codes.from_config(s), config.domain["assigning_authority"])
+        read_pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2, read_only=True)
+        store = Store(pool, int(s["max_query_results"]), read_pool)
+        registry = Registry(store, codes.from_config(s), domain)
         app = serving.path_app(s["path"], service.door(registry, int(s["max_request_bytes"])))
-        http = serving.http_server(app, s["host"], int(s["port"]), int(s["threads"]))
+        http = serving.http_server(app, sock, int(s["threads"]))
+        if workers is None:  # a forked worker: HTTP only; skip the parent's atexit hooks on exit
+            serving.run_until_stopped([http], [pool.close, read_pool.close])
+            os._exit(0)
 
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
         mllp = serving.bind(lambda: MllpServer((s["feed_host"], int(s["feed_port"])),
-                                               feed.handler(store, config.domain["assigning_authority"]),
-                                               oversize), s["feed_host"], int(s["feed_port"]))
+                                               feed.handler(store, domain), oversize),
+                            s["feed_host"], int(s["feed_port"]))
         mllp.start()
         for label, where in self.endpoints(config):
-            log.info("listening", extra={"endpoint": label, "at": where})
-        serving.run_until_stopped([http], [mllp.shutdown, pool.close])
+            log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
+        serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, pool.close, read_pool.close])
         return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from xml.sax.saxutils import escape
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -52,14 +53,18 @@ class Reader:
         return self._select("association", ", source, target, type, NULL AS patient_id", where)
 
 
+_PATIENT_SCHEMES = frozenset(rim.PATIENT_ID_SCHEME.values())
+
+
 def render(row, kind: str) -> etree._Element:
     """The stored object as registered, with its current status, patient and folder time."""
     el = etree.fromstring(row.xml)
     el.set("status", row.status)
-    if kind != "associations" and row.patient_id:
+    # The stored patient id differs from the row's only after an A40 merge.
+    if kind != "associations" and row.patient_id and escape(row.patient_id).encode() not in row.xml:
         for ext in el.iterfind(rim.q(rim.RIM, "ExternalIdentifier")):
-            if ext.get("identificationScheme") in rim.PATIENT_ID_SCHEME.values():
-                ext.set("value", row.patient_id)   # differs only after an A40 merge
+            if ext.get("identificationScheme") in _PATIENT_SCHEMES:
+                ext.set("value", row.patient_id)
     if kind == "folders":
         for slot in el.iterfind(rim.q(rim.RIM, "Slot")):
             if slot.get("name") == "lastUpdateTime":
@@ -68,16 +73,21 @@ def render(row, kind: str) -> etree._Element:
 
 
 class Store:
-    def __init__(self, pool: ConnectionPool, max_results: int = 10000):
+    def __init__(self, pool: ConnectionPool, max_results: int = 10000,
+                 read_pool: ConnectionPool | None = None):
+        """``read_pool``: connections set to REPEATABLE READ, READ ONLY (one snapshot per query,
+        begun in the same round trip as its first statement)."""
         self.pool, self.max_results = pool, max_results
+        self.read_pool = read_pool or pool
 
     @contextmanager
     def reader(self) -> Iterator[Reader]:
-        with self.pool.connection() as conn:
+        with self.read_pool.connection() as conn:
             conn.row_factory = namedtuple_row
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
                 yield Reader(conn, self.max_results)
+            finally:
+                conn.rollback()  # end the read-only snapshot; nothing to keep
 
     # ------------------------------------------------------------ patients (ITI-8)
 

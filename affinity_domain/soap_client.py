@@ -1,0 +1,115 @@
+"""The SOAP 1.2 + WS-Addressing client every actor uses to call another: plain or MTOM/XOP.
+
+zeep cannot send MTOM, and XDS needs it (ITI-41, RAD-68, ITI-43, RAD-69), so this is a small
+transport of our own on ``http.client``: attachments are streamed from files, MTOM answers are
+read part by part into a spool directory, and every call has a time-out.
+"""
+from __future__ import annotations
+
+import http.client
+import socket
+import tempfile
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from . import mtom, soap, xmlsafe
+
+SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
+
+
+class TransportError(Exception):
+    """No usable answer. ``maybe_processed``: the request was sent whole, so the peer may have
+    acted on it (a time-out while waiting); False when it certainly did not (connection refused)."""
+
+    def __init__(self, message: str, maybe_processed: bool):
+        super().__init__(message)
+        self.maybe_processed = maybe_processed
+
+
+@dataclass
+class Response:
+    http_status: int
+    envelope: soap.Envelope | None
+    fault: str = ""                  # the Reason of a SOAP Fault answer
+    attachments: dict[str, mtom.Attachment] = field(default_factory=dict)
+
+    @property
+    def body(self) -> etree._Element | None:
+        return self.envelope.body if self.envelope else None
+
+    def discard(self) -> None:
+        mtom.SpooledMessage(b"", "", self.attachments).discard()
+
+
+class SoapClient:
+    def __init__(self, url: str, timeout: float = 30.0, spool_dir: str | Path | None = None,
+                 max_response_bytes: int = xmlsafe.DEFAULT_MAX_BYTES):
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"not an HTTP URL: {url}")
+        self.url, self._u = url, u
+        self.timeout, self.max_response_bytes = timeout, max_response_bytes
+        self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.gettempdir())
+
+    def _connection(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._u.scheme == "https" else http.client.HTTPConnection
+        return cls(self._u.hostname, self._u.port, timeout=self.timeout)
+
+    def call(self, action: str, body: etree._Element, parts: list[mtom.OutPart] = (),
+             use_mtom: bool | None = None) -> Response:
+        """Send ``body`` with ``wsa:Action`` ``action``; MTOM when there are parts or ``use_mtom``."""
+        xml = soap.to_bytes(soap.envelope(body, action, to=self.url))
+        if parts or use_mtom:
+            payload = mtom.StreamedBody(xml, list(parts), action)
+            content_type, length, chunks = payload.content_type, payload.length, payload
+        else:
+            content_type = f'{SOAP_CONTENT_TYPE}; action="{action}"'
+            length, chunks = len(xml), [xml]
+        conn = self._connection()
+        sent = False
+        try:
+            try:
+                conn.putrequest("POST", self._u.path or "/", skip_accept_encoding=True)
+                conn.putheader("Content-Type", content_type)
+                conn.putheader("Content-Length", str(length))
+                conn.endheaders()
+                for chunk in chunks:
+                    conn.send(chunk)
+                sent = True
+                reply = conn.getresponse()
+                return self._read(reply)
+            except (OSError, http.client.HTTPException) as e:
+                what = "timed out" if isinstance(e, socket.timeout) else f"failed: {e}"
+                raise TransportError(f"{self.url} {what}", maybe_processed=sent) from None
+        finally:
+            if isinstance(chunks, mtom.StreamedBody):
+                chunks.close()
+            conn.close()
+
+    def _read(self, reply: http.client.HTTPResponse) -> Response:
+        content_type = reply.getheader("Content-Type", "")
+        length = reply.getheader("Content-Length")
+        attachments: dict[str, mtom.Attachment] = {}
+        try:
+            if mtom.is_multipart(content_type):
+                message = mtom.read_multipart(reply, content_type, self.spool_dir,
+                                              int(length) if length else None, self.max_response_bytes)
+                raw, attachments = message.root, message.attachments
+            else:
+                raw = reply.read(self.max_response_bytes + 1)
+                if len(raw) > self.max_response_bytes:
+                    raise TransportError(f"{self.url} answered more than {self.max_response_bytes} bytes",
+                                         maybe_processed=True)
+            envelope = soap.read_envelope(xmlsafe.parse(raw, self.max_response_bytes))
+        except (mtom.MtomError, xmlsafe.UnsafeXml, soap.SoapFault) as e:
+            mtom.SpooledMessage(b"", "", attachments).discard()
+            raise TransportError(f"{self.url} answered HTTP {reply.status} that is not SOAP 1.2: {e}",
+                                 maybe_processed=True) from None
+        fault = ""
+        if envelope.body.tag == f"{{{soap.SOAP12}}}Fault":
+            reason = envelope.body.findtext(f"{{{soap.SOAP12}}}Reason/{{{soap.SOAP12}}}Text")
+            fault = (reason or "SOAP Fault").strip()
+        return Response(reply.status, envelope, fault, attachments)
