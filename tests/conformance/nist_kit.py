@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import time
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -105,13 +104,12 @@ def new_patient_id() -> str:
 
 def hl7_now(years_back: int = 0) -> str:
     now = dt.datetime.now(dt.timezone.utc)
-    if not years_back:
-        # Time ranges end exclusively at second precision: a folder updated earlier in this same
-        # second would fall outside "until $now$". The toolkit runs at human pace; we wait for the
-        # next second so that everything already written is strictly earlier.
-        time.sleep(1 - now.microsecond / 1e6)
-        now = dt.datetime.now(dt.timezone.utc)
     return f"{now.year - years_back:04d}{now:%m%d%H%M%S}"
+
+
+def uses_now(step: "Step", section: "Section") -> bool:
+    path = section.directory / (step.metadata_file or "")
+    return path.is_file() and "$now$" in path.read_text(errors="replace")
 
 
 # ---------------------------------------------------------------- test plans

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -184,6 +185,10 @@ class Runner:
             except FeedRejected as err:
                 return StepResult(section.key, step, [str(err)])
         try:
+            if kit.uses_now(step, section):
+                # Ranges end exclusively at second precision: wait for the next second so that
+                # everything already written is strictly before $now$ (the toolkit runs at human pace).
+                time.sleep(1 - dt.datetime.now().microsecond / 1e6)
             prepared = kit.prepare(step, section, link)
         except (kit.KitError, FeedRejected) as err:
             return StepResult(section.key, step, [f"could not prepare the request: {err}"])

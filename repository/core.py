@@ -1,0 +1,202 @@
+"""The repository's transactions: bytes to the content store, rows to the index, ITI-42 to the
+registry, and the recovery of submissions that never finished. No wire formats, no SQL here."""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+from dataclasses import dataclass
+
+from lxml import etree
+
+from affinity_domain import ebrim as rim
+from affinity_domain import mtom
+from affinity_domain.errors import XdsError, registry_response
+from affinity_domain.soap_client import SoapClient, TransportError
+
+from . import provide, retrieve
+from .content import FileStore
+from .provide import Content
+from .store import Index, Row
+
+log = logging.getLogger("xdsi.repository")
+
+REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
+STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
+GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
+_QUERY_BATCH = 100
+
+
+@dataclass
+class Retrieved:
+    response: etree._Element
+    parts: list[mtom.OutPart]
+
+
+class Repository:
+    def __init__(self, index: Index, content: FileStore, registry: SoapClient, repository_unique_id: str):
+        self.index, self.content, self.registry = index, content, registry
+        self.unique_id = repository_unique_id
+        self._recovering = threading.Lock()
+
+    # ------------------------------------------------------------ ITI-41 / RAD-68
+
+    def provide_and_register(self, request: etree._Element,
+                             attachments: dict[str, mtom.Attachment]) -> etree._Element:
+        """The RegistryResponse for a ProvideAndRegisterDocumentSetRequest."""
+        submit, parts = provide.read_request(request)
+        if submit is None:
+            return registry_response([XdsError(provide.REPOSITORY_METADATA_ERROR,
+                                               "ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest")])
+        contents = {p.id: self._content(p, attachments) for p in parts}
+        try:
+            return self._provide(submit, contents)
+        finally:
+            for c in contents.values():      # what was not moved into the content store
+                if c.path is not None:
+                    c.path.unlink(missing_ok=True)
+
+    def _provide(self, submit: etree._Element, contents: dict[str, Content]) -> etree._Element:
+        errors, docs = provide.check_and_stamp(submit, contents, self.unique_id)
+        if errors:
+            return registry_response(errors)
+        rows = {d.unique_id: Row(d.unique_id, d.content.sha1, d.content.size, d.mime_type, "pending", "")
+                for d in docs}
+        created, existing = self.index.reserve(list(rows.values()))
+        clashes = [XdsError(provide.NON_IDENTICAL_HASH,
+                            f"document {e.unique_id} is already stored with SHA-1 {e.sha1}", e.unique_id)
+                   for e in existing if e.sha1 != rows[e.unique_id].sha1]
+        if clashes:
+            self.index.forget(created, self.content.delete)
+            return registry_response(clashes)
+        try:
+            for d in docs:
+                self.content.put(d.content.path, d.content.sha1)
+        except OSError as e:
+            log.error("cannot store document bytes", extra={"error": str(e)})
+            self.index.forget(created, self.content.delete)
+            return registry_response([XdsError(provide.REPOSITORY_OUT_OF_RESOURCES,
+                                               f"the repository cannot store the documents: {e.strerror or e}")])
+        return self._register(submit, created)
+
+    def _content(self, part: provide.DocumentPart, attachments: dict[str, mtom.Attachment]) -> Content:
+        if part.cid is not None:
+            a = attachments.get(part.cid)
+            if a is None:
+                return Content(error=f"xop:Include references cid:{part.cid}, which is not a part of the message")
+            if a.error:
+                return Content(error=a.error, error_code=provide.REPOSITORY_OUT_OF_RESOURCES)
+            return Content(a.size, a.sha1, a.path)
+        return self._spool_base64(part.text or "")
+
+    def _spool_base64(self, text: str) -> Content:
+        try:
+            data = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return Content(error="the inline document is not valid base64")
+        spooled = mtom.spool(data, self.content.spool_dir)
+        if spooled.error:
+            return Content(error=spooled.error, error_code=provide.REPOSITORY_OUT_OF_RESOURCES)
+        return Content(spooled.size, spooled.sha1, spooled.path)
+
+    def _register(self, submit: etree._Element, created: list[str]) -> etree._Element:
+        """ITI-42; the registry's answer goes back unchanged."""
+        try:
+            answer = self.registry.call(REGISTER, submit)
+        except TransportError as e:
+            if e.maybe_processed:
+                # The registry may have registered it: recovery asks it later and keeps or drops
+                # the bytes accordingly. Until then nothing of it is retrievable.
+                log.warning("registry did not answer", extra={"error": str(e), "pending": created})
+            else:
+                self.index.forget(created, self.content.delete)
+            return registry_response([XdsError(provide.REGISTRY_NOT_AVAILABLE, str(e))])
+        body = answer.body
+        if answer.fault or body is None or body.tag != rim.q(rim.RS, "RegistryResponse"):
+            self.index.forget(created, self.content.delete)
+            return registry_response([XdsError(provide.REGISTRY_NOT_AVAILABLE,
+                                               f"the registry answered no RegistryResponse: {answer.fault}")])
+        if body.get("status", "").endswith(":Success"):
+            self.index.mark_registered(created)
+            log.info("provided and registered", extra={"documents": created})
+        else:
+            self.index.forget(created, self.content.delete)
+        return body
+
+    # ------------------------------------------------------------ ITI-43
+
+    def retrieve(self, request: etree._Element) -> Retrieved:
+        requests = retrieve.read_request(request)
+        wanted = [r.document_unique_id for r in requests if r.repository_unique_id == self.unique_id]
+        rows = self.index.registered(wanted) if wanted else {}
+        files = {}
+        for uid, row in rows.items():
+            try:
+                files[uid] = self.content.open(row.sha1)
+            except FileNotFoundError:
+                log.error("registered document has no bytes", extra={"unique_id": uid, "sha1": row.sha1})
+        errors, served = retrieve.plan(requests, self.unique_id, {u: rows[u].mime_type for u in files})
+        parts = [mtom.OutPart(s.content_id, s.mime_type or "application/octet-stream",
+                              file=files.pop(s.request.document_unique_id)) for s in served]
+        for f in files.values():
+            f.close()
+        return Retrieved(retrieve.response(errors, served), parts)
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self, grace_seconds: float) -> dict[str, int]:
+        """Settle pending submissions nobody is finishing (a crash, a registry time-out): keep
+        what the registry has registered, forget the rest. Then drop bytes no row names."""
+        done = {"registered": 0, "forgotten": 0, "orphans": 0, "spool": 0}
+        if not self._recovering.acquire(blocking=False):
+            return done
+        try:
+            rows = self.index.unfinished(grace_seconds)
+            for start in range(0, len(rows), _QUERY_BATCH):
+                batch = rows[start:start + _QUERY_BATCH]
+                try:
+                    known = self._registered_in_registry([r.unique_id for r in batch])
+                except TransportError as e:
+                    log.warning("recovery postponed: registry unavailable", extra={"error": str(e)})
+                    return done
+                keep = [r.unique_id for r in batch if known.get(r.unique_id) == r.sha1]
+                drop = [r.unique_id for r in batch if r.unique_id not in keep]
+                self.index.mark_registered(keep)
+                self.index.forget(drop, self.content.delete)
+                done["registered"] += len(keep)
+                done["forgotten"] += len(drop)
+            done["orphans"] = self.index.orphans(list(self.content.keys()), self.content.delete)
+            done["spool"] = self.content.sweep_spool()
+            if any(done.values()):
+                log.info("recovered", extra=done)
+            return done
+        finally:
+            self._recovering.release()
+
+    def _registered_in_registry(self, unique_ids: list[str]) -> dict[str, str]:
+        """uniqueId -> hash of the DocumentEntries the registry holds for this repository."""
+        answer = self.registry.call(STORED_QUERY, get_documents_query(unique_ids))
+        body = answer.body
+        if answer.fault or body is None or not body.get("status", "").endswith(":Success"):
+            raise TransportError(f"GetDocuments failed: {answer.fault or (body.get('status') if body is not None else '')}",
+                                 maybe_processed=False)
+        found = {}
+        for entry in body.iter(rim.q(rim.RIM, "ExtrinsicObject")):
+            if provide.slot_values(entry, "repositoryUniqueId") != [self.unique_id]:
+                continue
+            hashes = provide.slot_values(entry, "hash") or [""]
+            found[provide.entry_unique_id(entry)] = hashes[0].lower()
+        return found
+
+
+def get_documents_query(unique_ids: list[str]) -> etree._Element:
+    """ITI-18 GetDocuments by uniqueId, LeafClass."""
+    q = etree.Element(rim.q(rim.QUERY, "AdhocQueryRequest"), nsmap={"query": rim.QUERY, "rim": rim.RIM})
+    etree.SubElement(q, rim.q(rim.QUERY, "ResponseOption"), returnType="LeafClass", returnComposedObjects="true")
+    adhoc = etree.SubElement(q, rim.q(rim.RIM, "AdhocQuery"), id=GET_DOCUMENTS)
+    slot = etree.SubElement(adhoc, rim.q(rim.RIM, "Slot"), name="$XDSDocumentEntryUniqueId")
+    values = etree.SubElement(slot, rim.q(rim.RIM, "ValueList"))
+    quoted = ",".join("'" + u.replace("'", "''") + "'" for u in unique_ids)
+    etree.SubElement(values, rim.q(rim.RIM, "Value")).text = f"({quoted})"
+    return q
