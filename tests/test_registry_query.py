@@ -201,7 +201,7 @@ def test_multi_patient_query(registry, data):
 
 
 def test_too_many_results(new_database, tmp_path):
-    from conftest import start_registry
+    from services import start_registry
     service = start_registry(new_database(), tmp_path, max_query_results=2)
     try:
         pid = new_patient()
@@ -221,7 +221,7 @@ def test_zeep_client_reads_the_stored_query_response(registry, data):
     import zeep
     from zeep.transports import Transport
 
-    from conftest import SHARED
+    from services import SHARED
     wsdl = SHARED / "ihe-iti-info" / "wsdl" / "XDS.b_DocumentRegistry.wsdl"
     xml_xsd = SHARED / "ihe-iti-info" / "schema" / "ebRS" / "xml.xsd"
 

@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import free_port, start_repository
+from services import free_port, start_repository
 from pnr import REPOSITORY_UNIQUE_ID, provide, retrieve, sha1, with_hash
 from xds import Doc, envelope, feed, new_patient, post as registry_post, stored_query
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import start_registry, start_repository
+from services import start_registry, start_repository
 from nist_repository import TESTS, Runner
 
 CAPTURED = ("PnrXop", "PnrNoXop")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
+from services import SHARED
 from pnr import REPOSITORY_UNIQUE_ID, provide, with_hash
 from xds import Doc, feed, new_patient
 

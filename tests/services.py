@@ -1,0 +1,98 @@
+"""Running our services as real processes for tests: free ports, waiting for a listener, the
+registry and repository started as ``xdsi serve …``. Shared by every test folder (import ``services``)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@dataclass
+class Service:
+    url: str
+    feed: tuple[str, int]
+    database_url: str
+    process: subprocess.Popen
+    env: dict
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
+def start_registry(database_url: str, tmp: Path, **settings) -> Service:
+    port, feed_port = free_port(), free_port()
+    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
+               XDSI_REGISTRY_PORT=str(port), XDSI_REGISTRY_FEED_PORT=str(feed_port),
+               **{f"XDSI_REGISTRY_{k.upper()}": str(v) for k, v in settings.items()})
+    log = open(tmp / f"registry-{port}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"],
+                            env=env, stdout=log, stderr=log, cwd=ROOT)
+    wait_for_port(port, proc)
+    wait_for_port(feed_port, proc)
+    return Service(f"http://127.0.0.1:{port}/registry", ("127.0.0.1", feed_port), database_url, proc, env)
+
+
+
+@dataclass
+class Repository:
+    url: str
+    store: Path
+    database_url: str
+    process: subprocess.Popen
+    env: dict
+    port: int
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
+def start_repository(database_url: str, registry_url: str, tmp: Path, port: int | None = None,
+                     preexec_fn=None, **settings) -> Repository:
+    port = port or free_port()
+    store = tmp / "store"
+    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
+               XDSI_REPOSITORY_PORT=str(port), XDSI_REPOSITORY_REGISTRY_URL=registry_url,
+               XDSI_REPOSITORY_STORE_DIR=str(store),
+               **{f"XDSI_REPOSITORY_{k.upper()}": str(v) for k, v in settings.items()})
+    log = open(tmp / f"repository-{port}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "repository"],
+                            env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)
+    wait_for_port(port, proc)
+    return Repository(f"http://127.0.0.1:{port}/repository", store, database_url, proc, env, port)
