@@ -8,6 +8,7 @@ starting together do not race.
 from __future__ import annotations
 
 import logging
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -22,7 +23,10 @@ _embedded = {}  # data dir -> pgserver handle; kept alive for the life of the pr
 
 def embedded_url(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL in ``data_dir/pg`` and return its URL."""
-    import pgserver  # only needed without a server URL
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver  # only needed without a server URL
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,14 @@
+# One image for every actor; compose.yaml picks the actor with `xdsi serve ACTOR`.
+# Python 3.11: spyne (the SOAP doors) does not import on 3.12+.
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends dcmtk dicom3tools \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY affinity_domain affinity_domain
+COPY registry registry
+COPY repository repository
+RUN pip install --no-cache-dir .
+WORKDIR /data
+ENV XDSI_DATA_DIR=/data
+ENTRYPOINT ["xdsi"]
