@@ -35,10 +35,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> N
 
 
 @dataclass
-class Service:
-    url: str
-    feed: tuple[str, int]
-    database_url: str
+class Running:
+    """An actor running as its own process (``xdsi serve ACTOR``)."""
+
     process: subprocess.Popen
     env: dict
 
@@ -49,50 +48,49 @@ class Service:
             else:
                 self.process.send_signal(sig)
             self.process.wait(timeout=30)
+
+
+def launch(actor: str, tmp: Path, database_url: str, settings: dict, ports: list[int],
+           preexec_fn=None) -> tuple[subprocess.Popen, dict]:
+    """Start ``xdsi serve ACTOR`` with ``settings`` as ``XDSI_<SECTION>_<KEY>`` and wait for its ports."""
+    prefix = "XDSI_" + actor.replace("-", "_").upper() + "_"
+    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
+               **{prefix + k.upper(): str(v) for k, v in settings.items()})
+    log = open(tmp / f"{actor}-{ports[0]}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
+                            env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)
+    for port in ports:
+        wait_for_port(port, proc)
+    return proc, env
+
+
+@dataclass
+class Service(Running):
+    url: str = ""
+    feed: tuple[str, int] = ("", 0)
+    database_url: str = ""
 
 
 def start_registry(database_url: str, tmp: Path, **settings) -> Service:
     port, feed_port = free_port(), free_port()
-    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
-               XDSI_REGISTRY_PORT=str(port), XDSI_REGISTRY_FEED_PORT=str(feed_port),
-               **{f"XDSI_REGISTRY_{k.upper()}": str(v) for k, v in settings.items()})
-    log = open(tmp / f"registry-{port}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"],
-                            env=env, stdout=log, stderr=log, cwd=ROOT)
-    wait_for_port(port, proc)
-    wait_for_port(feed_port, proc)
-    return Service(f"http://127.0.0.1:{port}/registry", ("127.0.0.1", feed_port), database_url, proc, env)
-
+    proc, env = launch("registry", tmp, database_url, {"port": port, "feed_port": feed_port, **settings},
+                       [port, feed_port])
+    return Service(proc, env, f"http://127.0.0.1:{port}/registry", ("127.0.0.1", feed_port), database_url)
 
 
 @dataclass
-class Repository:
-    url: str
-    store: Path
-    database_url: str
-    process: subprocess.Popen
-    env: dict
-    port: int
-
-    def stop(self, sig: int | None = None) -> None:
-        if self.process.poll() is None:
-            if sig is None:
-                self.process.terminate()
-            else:
-                self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+class Repository(Running):
+    url: str = ""
+    store: Path = Path()
+    database_url: str = ""
+    port: int = 0
 
 
 def start_repository(database_url: str, registry_url: str, tmp: Path, port: int | None = None,
                      preexec_fn=None, **settings) -> Repository:
     port = port or free_port()
     store = tmp / "store"
-    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
-               XDSI_REPOSITORY_PORT=str(port), XDSI_REPOSITORY_REGISTRY_URL=registry_url,
-               XDSI_REPOSITORY_STORE_DIR=str(store),
-               **{f"XDSI_REPOSITORY_{k.upper()}": str(v) for k, v in settings.items()})
-    log = open(tmp / f"repository-{port}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "repository"],
-                            env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)
-    wait_for_port(port, proc)
-    return Repository(f"http://127.0.0.1:{port}/repository", store, database_url, proc, env, port)
+    proc, env = launch("repository", tmp, database_url,
+                       {"port": port, "registry_url": registry_url, "store_dir": store, **settings},
+                       [port], preexec_fn)
+    return Repository(proc, env, f"http://127.0.0.1:{port}/repository", store, database_url, port)
