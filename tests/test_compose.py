@@ -5,7 +5,7 @@ from importlib.metadata import entry_points
 
 import yaml
 
-from affinity_domain.config import DEFAULTS, TOP_LEVEL_ENV
+from affinity_domain.config import DEFAULTS, TOP_LEVEL_ENV, load
 from services import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -33,9 +33,15 @@ def test_environment_names_configuration_keys_that_exist():
             assert var in env_names, f"{name}: {var} is not a configuration key"
 
 
-def test_published_ports_are_the_configured_ones():
+def served_ports(actor: str) -> set[int]:
+    """The ports an actor says it serves on (its endpoint table, as ``xdsi up`` prints it)."""
+    ep = next(ep for ep in entry_points(group="xdsi.actors") if ep.name == actor)
+    return {int(re.search(r":(\d+)", where).group(1)) for _, where in ep.load().endpoints(load())}
+
+
+def test_published_ports_are_the_served_ones():
     for name, service in SERVICES.items():
-        configured = {v for k, v in DEFAULTS[section(name)].items() if k.endswith("port")}
+        configured = served_ports(name)
         published = {int(p.split(":")[1]) for p in service["ports"]}
         assert published == configured, name
         assert all(p.split(":")[0] == p.split(":")[1] for p in service["ports"])
