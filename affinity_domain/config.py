@@ -33,6 +33,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "codes_file": "",
         "validate_codes": True,
     },
+    "pix": {
+        "host": "127.0.0.1",
+        "port": 2575,                   # ITI-8 and ITI-9 (MLLP)
+        "http_host": "127.0.0.1",
+        "http_port": 8050,              # review queue and admin (JSON)
+        "domains": [],                  # known patient-id domains; empty: a domain joins with its first id
+        "facility_authorities": {},     # sending facility -> OID for PID-3 ids without an assigning authority
+        "lower_threshold": 63.0,        # below: different patients
+        "upper_threshold": 70.0,        # above: the same patient; between: review
+        "weights": {},                  # attribute = [weight, penalty(, floor)] overrides the scorecard
+        "blocking_keys": [],            # empty: the built-in keys
+        "affinity_prefix": "XDSI",      # affinity-domain ids are <prefix><n>
+        "registry_feed": "127.0.0.1:2577",   # ITI-8 of affinity-domain ids; empty: not forwarded
+        "subscribers": [],              # ITI-10 receivers, "host:port"
+        "max_message_bytes": 1048576,
+    },
     "repository": {
         "host": "127.0.0.1",
         "port": 8020,
@@ -47,6 +63,46 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_document_bytes": 4 * 1024 * 1024 * 1024,  # a whole MTOM request
         "recovery_seconds": 60,         # how often unfinished submissions are resolved
         "pending_grace_seconds": 600,   # a submission of another host is left alone this long
+    },
+    "imaging_source": {
+        "ae_title": "XDSI_SOURCE",
+        "dicom_host": "127.0.0.1",
+        "dicom_port": 11112,
+        "host": "127.0.0.1",            # RAD-69 (SOAP)
+        "port": 8030,
+        "path": "/imaging-source",
+        "assigning_authority": "1.3.6.1.4.1.21367.2005.13.20.3000",   # local ids without an issuer
+        "calling_ae_authorities": {},   # calling AE -> patient-id OID, for instances without an issuer
+        "quiet_seconds": 30,
+        "move_destinations": {},        # AE = "host:port"
+        "repository_unique_id": "1.3.6.1.4.1.21367.13.40.302",   # RAD-69; the Retrieve Location UID
+        "repository_url": "http://127.0.0.1:8020/repository",   # RAD-68 goes here
+        "repository_timeout": 60.0,
+        "pix_host": "127.0.0.1",        # ITI-9
+        "pix_port": 2575,
+        "pix_timeout": 10.0,
+        "retry_seconds": 30,            # a publication that failed (PIX or repository) is tried again after this
+        "poll_seconds": 1.0,            # how often the publisher looks for quiet studies
+        "store_dir": "",                # received instances; empty: <data dir>/imaging-source
+        "duplicate_policy": "replace",  # a re-sent SOP Instance UID: replace | ignore | reject
+        "source_id": "1.3.6.1.4.1.21367.13.80.302",   # XDSSubmissionSet.sourceId
+        "outside_calling_aes": [],      # calling AEs whose studies are never published (they are outside copies)
+        "author_institution": "",
+        # DocumentEntry codes (code, coding scheme, display name); defaults are in the NIST kit's code set.
+        "class_code": ["IMAGES", "1.3.6.1.4.1.19376.1.2.6.1", "Images"],
+        "type_code": ["18748-4", "2.16.840.1.113883.6.1", "Diagnostic imaging study"],
+        "confidentiality_code": ["N", "2.16.840.1.113883.5.25", "Normal"],
+        "healthcare_facility_type_code": ["22232009", "2.16.840.1.113883.6.96", "Hospital"],
+        "practice_setting_code": ["309964003", "2.16.840.1.113883.6.96", "Radiology department"],
+        "content_type_code": ["UNSPECIFIED-CONTENT-TYPE", "1.3.6.1.4.1.21367.2017.3", "Unspecified Clinical Activity"],
+        "threads": 8,
+        "max_request_bytes": 20 * 1024 * 1024,
+        "max_associations": 32,
+        "max_pdu_bytes": 1024 * 1024,   # the PDU size we announce for receiving
+        "network_timeout": 60.0,
+        "max_query_results": 10000,
+        "fsync": False,                 # fsync each received instance before answering (slower intake)
+        "min_free_bytes": 256 * 1024 * 1024,   # below this, C-STORE answers Out of Resources
     },
 }
 

@@ -105,9 +105,12 @@ def _escape(text: str) -> str:
 
 
 def err_segment(error: Hl7Error, version: str) -> str:
-    loc = (error.location.split("^") + ["", "", "", ""])[:4]
+    """``error.location`` is an ERL: segment^sequence^field^repetition^component^subcomponent."""
+    loc = error.location.split("^")
     text = _escape(error.text)[:200]
     if version == "2.3.1":  # ERR-1 ELD: segment^sequence^field^code&text
+        loc = (loc + ["", "", ""])[:3]
         return f"ERR|{loc[0]}^{loc[1] or 1}^{loc[2]}^{error.code}&{text}"
-    severity = "E"
-    return f"ERR||{loc[0]}^{loc[1] or 1}^{loc[2]}^{loc[3]}|{error.code}^{text}^HL70357|{severity}"
+    if len(loc) > 1 and not loc[1]:
+        loc[1] = "1"
+    return f"ERR||{'^'.join(loc)}|{error.code}^{text}^HL70357|E"

@@ -72,9 +72,9 @@ class Service(Running):
 
 
 def start_registry(database_url: str, tmp: Path, **settings) -> Service:
-    port, feed_port = free_port(), free_port()
-    proc, env = launch("registry", tmp, database_url, {"port": port, "feed_port": feed_port, **settings},
-                       [port, feed_port])
+    settings = {"port": free_port(), "feed_port": free_port(), **settings}
+    port, feed_port = int(settings["port"]), int(settings["feed_port"])
+    proc, env = launch("registry", tmp, database_url, settings, [port, feed_port])
     return Service(proc, env, f"http://127.0.0.1:{port}/registry", ("127.0.0.1", feed_port), database_url)
 
 

@@ -1,0 +1,102 @@
+"""``xdsi serve pix`` and ``xdsi pix review …``."""
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+
+from affinity_domain import db, hl7, logs, serving
+from affinity_domain.config import Config
+from affinity_domain.hl7 import Hl7Error
+from affinity_domain.mllp import MllpServer
+
+from . import blocking, http_door, mllp_door
+from .delivery import Deliverer
+from .index import PatientIndex, Settings
+from .matching import Thresholds
+from .scorecard import rules_from_config
+from .store import Store
+
+log = logging.getLogger("xdsi.pix")
+
+
+def settings(config: Config) -> Settings:
+    s = config.section("pix")
+    return Settings(affinity_authority=config.domain["assigning_authority"], affinity_prefix=s["affinity_prefix"],
+                    domains=list(s["domains"]),
+                    thresholds=Thresholds(float(s["lower_threshold"]), float(s["upper_threshold"])),
+                    rules=rules_from_config(s["weights"]),
+                    blocking_keys=list(s["blocking_keys"]) or list(blocking.DEFAULT_KEYS),
+                    registry_feed=s["registry_feed"], subscribers=list(s["subscribers"]))
+
+
+class PixActor:
+    name = "pix"
+
+    def endpoints(self, config: Config) -> list[tuple[str, str]]:
+        s = config.section("pix")
+        return [("ITI-8/ITI-9 (MLLP)", f"{s['host']}:{s['port']}"),
+                ("review and admin (HTTP)", f"http://{s['http_host']}:{s['http_port']}/review")]
+
+    def serve(self, config: Config) -> int:
+        logs.setup("pix")
+        s = config.section("pix")
+        url = db.database_url(config)
+        db.migrate(url, "pix", "pix_manager")
+        pool = db.open_pool(url, "pix", max_size=16)
+        store = Store(pool)
+        index = PatientIndex(store, settings(config))
+        http = serving.http_server(http_door.app(index), serving.listen(s["http_host"], int(s["http_port"])), 4)
+
+        def oversize(reason: str) -> bytes:
+            return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_PIX")
+
+        mllp = serving.bind(lambda: MllpServer((s["host"], int(s["port"])),
+                                               mllp_door.handler(index, dict(s["facility_authorities"])),
+                                               oversize, max_bytes=int(s["max_message_bytes"])),
+                            s["host"], int(s["port"]))
+        mllp.start()
+        deliverer = Deliverer(store)
+        deliverer.start()
+        for label, where in self.endpoints(config):
+            log.info("listening", extra={"endpoint": label, "at": where})
+        serving.run_until_stopped([http], [mllp.shutdown, deliverer.stop, pool.close])
+        return 0
+
+    def add_commands(self, sub) -> None:
+        pix = sub.add_parser("pix", help="PIX manager administration")
+        psub = pix.add_subparsers(dest="pix_command", required=True)
+        review = psub.add_parser("review", help="the review queue: list, link, break")
+        review.add_argument("action", choices=["list", "link", "break"])
+        review.add_argument("item", nargs="?", type=int)
+        review.add_argument("--by", help="who decides (required for link/break)")
+        review.add_argument("--status", default="open", help="open | linked | broken | '' (all)")
+        review.set_defaults(run=_review)
+
+
+def _review(config: Config, args) -> int:
+    s = config.section("pix")
+    base = f"http://{s['http_host']}:{s['http_port']}"
+    if args.action == "list":
+        with urllib.request.urlopen(f"{base}/review?status={args.status}") as r:
+            for item in json.load(r):
+                print(f"#{item['id']:<5} {item['status']:<7} score {item['score']:5.1f}  "
+                      f"{item['identity_pid']}@{item['identity_domain']}  ~  "
+                      f"{item['candidate_pid']}@{item['candidate_domain']}\n        {item['explanation']}")
+        return 0
+    if args.item is None or not args.by:
+        print("xdsi pix review link|break ITEM --by NAME")
+        return 2
+    request = urllib.request.Request(f"{base}/review/{args.item}/{args.action}", method="POST",
+                                     data=json.dumps({"by": args.by}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as r:
+            print(json.load(r)["result"])
+        return 0
+    except urllib.error.HTTPError as e:
+        print(f"xdsi: {json.load(e).get('error')}")
+        return 1
+
+
+actor = PixActor()
