@@ -20,9 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     available = actors()
     serve = sub.add_parser("serve", help="run one actor in the foreground")
-    serve.add_argument("actor", choices=sorted(available))
+    serve.add_argument("actor", choices=sorted(available))  # an unusable one is reported below
     sub.add_parser("up", help="run every installed actor in the foreground")
-    loaded = {name: ep.load() for name, ep in available.items()}
+    loaded = {}
+    for name, ep in available.items():
+        try:
+            loaded[name] = ep.load()
+        except ImportError as e:  # one broken actor must not take the others' commands down
+            print(f"xdsi: actor {name} is not usable: {e}", file=sys.stderr)
     for actor in loaded.values():
         if hasattr(actor, "add_commands"):
             actor.add_commands(sub)
@@ -30,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load(args.config, args.data_dir)
     try:
         if args.command == "serve":
+            if args.actor not in loaded:
+                return 2
             return loaded[args.actor].serve(cfg) or 0
         if args.command == "up":
             from .up import run_all

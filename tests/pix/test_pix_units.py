@@ -1,0 +1,81 @@
+"""The PIX manager's pure parts: scorecard, blocking, matching decisions, ITI-9 answers, feed reading."""
+import pytest
+
+from affinity_domain.hl7 import Cx, Hl7Error
+from pix_manager import blocking, messages, query
+from pix_manager.demographics import normalise
+from pix_manager.matching import Candidate, Thresholds, decide
+from pix_manager.scorecard import compare
+from pixmsg import HOSP_A, HOSP_B, adt, cx, qbp
+
+KATE = normalise("Abernathy", "Katherine", "19720314", "F", "M5V 2T6", "Toronto", "12 Oak St", "416-555-0101")
+
+
+def test_identical_records_score_every_attribute():
+    s = compare(KATE, KATE)
+    assert s.total == 24 + 16 + 24 + 6 + 10 + 4 + 6 + 10 and set(s.parts) >= {"family", "birth_date", "phone"}
+
+
+def test_typos_nicknames_and_swapped_dates_earn_part_of_the_weight():
+    other = normalise("Abernethy", "Kate", "19721403", "F", "M5V2T6", "Toronto", "12 Oak Street", "4165550101")
+    s = compare(KATE, other)
+    assert 0 < s.parts["family"] < 24 and 0 < s.parts["given"] < 16 and 0 < s.parts["birth_date"] < 24
+    assert s.total > 70, s.explain()
+
+
+def test_missing_values_are_neither_rewarded_nor_punished():
+    bare = normalise("Abernathy", "Katherine", "19720314", "F")
+    s = compare(KATE, bare)
+    assert set(s.parts) == {"family", "given", "birth_date", "sex"} and s.total == 70
+
+
+def test_disagreement_costs():
+    other = normalise("Abernathy", "Katherine", "19810101", "M")
+    s = compare(KATE, other)
+    assert s.parts["birth_date"] < 0 and s.parts["sex"] < 0 and s.total < 63
+
+
+def test_blocking_puts_swapped_day_and_month_together():
+    a = normalise("Smith", "John", "19800304")
+    b = normalise("Smith", "John", "19800403")
+    assert set(blocking.keys(a)) & set(blocking.keys(b))
+
+
+def _cand(identity, enterprise, domain, d):
+    return Candidate(identity, enterprise, domain, d)
+
+
+def test_decision_thresholds_and_remembered_decisions():
+    bare = normalise("Abernathy", "Katherine", "19720314", "F")
+    candidates = [_cand(1, 10, HOSP_A, KATE)]
+    assert decide(HOSP_B, KATE, candidates, {}).action == "link"
+    assert decide(HOSP_B, bare, candidates, {}).action == "review"           # exactly 70: not above
+    assert decide(HOSP_B, normalise("Other", "Person", "19990101"), candidates, {}).action == "new"
+    assert decide(HOSP_B, KATE, candidates, {1: ("break", "dr")}).action == "new"
+    linked = decide(HOSP_B, bare, candidates, {1: ("link", "dr")})
+    assert (linked.action, linked.by) == ("link", "dr")
+    # Same domain never auto-links; a person who already has a HOSP_B id goes to review.
+    assert decide(HOSP_A, KATE, candidates, {}).action == "new"
+    assert decide(HOSP_B, KATE, candidates, {}, occupied={10}).action == "review"
+    assert decide(HOSP_B, KATE, candidates, {}, Thresholds(101, 120)).action == "new"
+
+
+def test_pix_query_answers():
+    q = query.read(qbp(cx("A1", HOSP_A), [HOSP_B]))
+    known = {HOSP_A, HOSP_B}
+    ok = query.answer(q, known, [Cx("A1", HOSP_A), Cx("B1", HOSP_B)]).decode()
+    assert "MSA|AA" in ok and "QAK|" in ok and "|OK" in ok and "B1^^^&" + HOSP_B in ok
+    nf = query.answer(query.read(qbp(cx("A1", HOSP_A), [HOSP_B])), known, [Cx("A1", HOSP_A)]).decode()
+    assert "|NF" in nf and "\rPID|" not in nf
+    unknown = query.answer(q, known, None).decode()
+    assert "MSA|AE" in unknown and "ERR||QPD^1^3^1^1|204" in unknown
+
+
+def test_feed_reading_fills_authority_from_facility_and_rejects_bad_dates():
+    m = messages.read_feed(adt("A01", "X1", facility="WARD"), {"WARD": "1.2.3"})
+    assert m.ids == [Cx("X1", "1.2.3")] and m.demographics.family == "MOORE"
+    with pytest.raises(Hl7Error) as e:
+        messages.read_feed(adt("A01", cx("X1", HOSP_A), dob="19991399"), {})
+    assert e.value.code == "102"
+    merge = messages.read_feed(adt("A40", cx("K", HOSP_A), mrg=cx("O", HOSP_A)), {})
+    assert merge.subsumed == [Cx("O", HOSP_A)]
