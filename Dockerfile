@@ -8,6 +8,8 @@ COPY pyproject.toml README.md ./
 COPY affinity_domain affinity_domain
 COPY registry registry
 COPY repository repository
+COPY pix_manager pix_manager
+COPY imaging_source imaging_source
 RUN pip install --no-cache-dir .
 WORKDIR /data
 ENV XDSI_DATA_DIR=/data

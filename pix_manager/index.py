@@ -84,8 +84,8 @@ class PatientIndex:
                 return f"updated {cx}"        # a person's link, or a standing link, is kept
         candidates = tx.candidates(keys, exclude=existing.id if existing else None)
         decisions = tx.decisions(existing.id) if existing else {}
-        occupied = tx.occupied(cx.authority, exclude=existing.id if existing else None) & \
-            {c.enterprise for c in candidates}
+        occupied = tx.occupied(cx.authority, {c.enterprise for c in candidates},
+                               exclude=existing.id if existing else None)
         verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.s.rules, occupied)
         explanation = verdict.score.explain() if verdict.score else ""
         total = verdict.score.total if verdict.score else None

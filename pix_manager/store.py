@@ -61,11 +61,13 @@ class Tx:
             "AND merged_into IS NULL AND id IS DISTINCT FROM %s LIMIT %s", (keys, exclude, limit)).fetchall()
         return [Candidate(r.id, r.enterprise, r.domain, Demographics(**r.demographics)) for r in rows]
 
-    def occupied(self, domain: str, exclude: int | None = None) -> set[int]:
-        """Enterprises (among all) that already hold an identity of ``domain``; called with candidates'."""
+    def occupied(self, domain: str, enterprises: set[int], exclude: int | None = None) -> set[int]:
+        """Which of ``enterprises`` already hold an identity of ``domain``."""
+        if not enterprises:
+            return set()
         return {r.enterprise for r in self.conn.execute(
-            "SELECT enterprise FROM identity WHERE domain = %s AND merged_into IS NULL "
-            "AND id IS DISTINCT FROM %s", (domain, exclude))}
+            "SELECT enterprise FROM identity WHERE enterprise = ANY(%s) AND domain = %s AND merged_into IS NULL "
+            "AND id IS DISTINCT FROM %s", (list(enterprises), domain, exclude))}
 
     def decisions(self, identity: int) -> dict[int, tuple[str, str]]:
         return {r.b: (r.verdict, r.decided_by) for r in self.conn.execute(

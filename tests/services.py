@@ -94,3 +94,17 @@ def start_repository(database_url: str, registry_url: str, tmp: Path, port: int 
                        {"port": port, "registry_url": registry_url, "store_dir": store, **settings},
                        [port], preexec_fn)
     return Repository(proc, env, f"http://127.0.0.1:{port}/repository", store, database_url, port)
+
+
+@dataclass
+class Pix(Running):
+    mllp: tuple[str, int] = ("", 0)
+    http: str = ""
+    database_url: str = ""
+
+
+def start_pix(database_url: str, tmp: Path, **settings) -> Pix:
+    port, http_port = free_port(), free_port()
+    proc, env = launch("pix", tmp, database_url, {"port": port, "http_port": http_port, **settings},
+                       [port, http_port])
+    return Pix(proc, env, ("127.0.0.1", port), f"http://127.0.0.1:{http_port}", database_url)

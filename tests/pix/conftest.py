@@ -5,28 +5,13 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from services import Running, free_port, launch, start_registry
+from services import start_pix, start_registry  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-@dataclass
-class Pix(Running):
-    mllp: tuple[str, int] = ("", 0)
-    http: str = ""
-    database_url: str = ""
-
-
-def start_pix(database_url: str, tmp: Path, **settings) -> Pix:
-    port, http_port = free_port(), free_port()
-    proc, env = launch("pix", tmp, database_url, {"port": port, "http_port": http_port, **settings},
-                       [port, http_port])
-    return Pix(proc, env, ("127.0.0.1", port), f"http://127.0.0.1:{http_port}", database_url)
 
 
 class Subscriber(threading.Thread):

@@ -144,8 +144,7 @@ def test_bad_messages_get_errors_and_lose_nothing(domain):
 
 
 def test_registry_down_delays_forwarding_but_loses_nothing(new_database, tmp_path):
-    from conftest import start_pix
-    from services import free_port, start_registry
+    from services import free_port, start_pix, start_registry
     database = new_database()
     feed_port = free_port()
     pix = start_pix(database, tmp_path, registry_feed=f"127.0.0.1:{feed_port}")

@@ -1,0 +1,228 @@
+"""Imaging source benchmark: C-STORE intake and C-MOVE retrieval as ratios to DCMTK measured in
+the same run, RAD-69 throughput, and a large study's manifest built and published.
+
+    python bench/imaging_source.py [--instances 500] [--manifest-instances 5000] [--repeat 3]
+
+Starts PostgreSQL (embedded, or $XDSI_DATABASE_URL's server), the registry, the repository and
+the imaging source as ``xdsi serve`` processes, a PIX stand-in (the tests' one), and DCMTK's
+storescp and dcmqrscp as the baselines; every DICOM peer runs with TCP_NODELAY=1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "imaging_source")]
+
+from lxml import etree  # noqa: E402
+
+import source_dicom as dd  # noqa: E402
+import source_pix  # noqa: E402
+from affinity_domain import config as config_mod  # noqa: E402
+from affinity_domain import db  # noqa: E402
+from affinity_domain.soap_client import SoapClient  # noqa: E402
+from services import free_port, wait_for_port  # noqa: E402
+
+ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+def timed(*cmd) -> float:
+    t = time.perf_counter()
+    out = subprocess.run(list(map(str, cmd)), env=ENV, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr[-2000:]}")
+    return elapsed
+
+
+def start(cmd, env, port, log) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=ROOT)
+    wait_for_port(port, p)
+    return p
+
+
+def dcmqrscp_config(path: Path, port: int, store: Path, dest_port: int) -> None:
+    store.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""NetworkTCPPort = {port}
+MaxPDUSize = 16384
+MaxAssociations = 16
+HostTable BEGIN
+movedest = (MOVEDEST, 127.0.0.1, {dest_port})
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+DCMQR {store} RW (100000, 4096mb) ANY
+AETable END
+""")
+
+
+def rad69_request(study_uid: str, docs: list[tuple[str, str]], repository_id: str) -> etree._Element:
+    xml = (f'<r:RetrieveImagingDocumentSetRequest xmlns:r="urn:ihe:rad:xdsi-b:2009" xmlns:x="urn:ihe:iti:xds-b:2007">'
+           f'<r:StudyRequest studyInstanceUID="{study_uid}">')
+    series: dict[str, list[str]] = {}
+    for s, sop in docs:
+        series.setdefault(s, []).append(sop)
+    for s, sops in series.items():
+        xml += f'<r:SeriesRequest seriesInstanceUID="{s}">' + "".join(
+            f"<x:DocumentRequest><x:RepositoryUniqueId>{repository_id}</x:RepositoryUniqueId>"
+            f"<x:DocumentUniqueId>{u}</x:DocumentUniqueId></x:DocumentRequest>" for u in sops) + "</r:SeriesRequest>"
+    xml += ("</r:StudyRequest><r:TransferSyntaxUIDList><r:TransferSyntaxUID>1.2.840.10008.1.2.1</r:TransferSyntaxUID>"
+            "</r:TransferSyntaxUIDList></r:RetrieveImagingDocumentSetRequest>")
+    return etree.fromstring(xml)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--instances", type=int, default=500, help="CT instances in the intake/retrieve study")
+    ap.add_argument("--manifest-instances", type=int, default=5000, help="instances of the study whose manifest is timed")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is kept)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="xbis", dir="/tmp"))
+    procs, server, pix = [], None, None
+    log = open(work / "services.log", "ab")
+    try:
+        url = os.environ.get("XDSI_DATABASE_URL")
+        if not url:
+            import pgserver
+            server = pgserver.get_server(str(work / "pg"), cleanup_mode="stop")
+            url = server.get_uri()
+        name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        info = psycopg.conninfo.conninfo_to_dict(url)
+        info["dbname"] = name
+        database = psycopg.conninfo.make_conninfo(**info)
+
+        pix = source_pix.StandIn.start()
+        reg, feed, repo, dicom, http = (free_port() for _ in range(5))
+        dest, dcmtk_scp, dcmqr = free_port(), free_port(), free_port()
+        env = dict(os.environ, XDSI_DATABASE_URL=database, XDSI_DATA_DIR=str(work),
+                   XDSI_REGISTRY_PORT=str(reg), XDSI_REGISTRY_FEED_PORT=str(feed), XDSI_REPOSITORY_PORT=str(repo),
+                   XDSI_REPOSITORY_STORE_DIR=str(work / "repo"),
+                   XDSI_REPOSITORY_REGISTRY_URL=f"http://127.0.0.1:{reg}/registry",
+                   XDSI_IMAGING_SOURCE_DICOM_PORT=str(dicom), XDSI_IMAGING_SOURCE_PORT=str(http),
+                   XDSI_IMAGING_SOURCE_REPOSITORY_URL=f"http://127.0.0.1:{repo}/repository",
+                   XDSI_IMAGING_SOURCE_PIX_PORT=str(pix.port), XDSI_IMAGING_SOURCE_QUIET_SECONDS="86400",
+                   XDSI_IMAGING_SOURCE_STORE_DIR=str(work / "images"), XDSI_IMAGING_SOURCE_MIN_FREE_BYTES="0",
+                   XDSI_IMAGING_SOURCE_MOVE_DESTINATIONS=f'{{ MOVEDEST = "127.0.0.1:{dest}" }}')
+        cli = [sys.executable, "-m", "affinity_domain.cli", "serve"]
+        procs.append(start(cli + ["registry"], env, reg, log))
+        procs.append(start(cli + ["repository"], env, repo, log))
+        procs.append(start(cli + ["imaging-source"], env, dicom, log))
+        wait_for_port(http, procs[-1])
+        (work / "dest").mkdir()
+        (work / "dcmtk-in").mkdir()
+        procs.append(start(["/usr/bin/storescp", "-aet", "MOVEDEST", "+uf", "-od", str(work / "dest"), str(dest)],
+                           ENV, dest, log))
+        procs.append(start(["/usr/bin/storescp", "-aet", "STORESCP", "+uf", "-od", str(work / "dcmtk-in"),
+                            str(dcmtk_scp)], ENV, dcmtk_scp, log))
+        dcmqrscp_config(work / "dcmqrscp.cfg", dcmqr, work / "dcmqr", dest)
+        procs.append(start(["/usr/bin/dcmqrscp", "-c", str(work / "dcmqrscp.cfg")], ENV, dcmqr, log))
+
+        def line(label, ours, theirs, unit, what="DCMTK"):
+            print(f"{label:<52} ours {ours:>9.1f} {unit:<6} {what} {theirs:>9.1f} {unit:<6} ratio {ours / theirs:.3f}",
+                  flush=True)
+
+        local = f"B{uuid.uuid4().hex[:8]}"
+        domain_id = pix.register(local, dd.LOCAL_ISSUER)
+
+        registry = type("Registry", (), {"feed": ("127.0.0.1", feed)})
+        source_pix.feed_registry(registry, domain_id)
+
+        # 1. intake: storescu -> our SCP vs -> DCMTK storescp (a fresh study each run for ours)
+        n = args.instances
+        ours_rates, dcmtk_rates, study = [], [], None
+        for r in range(args.repeat):
+            study = dd.make_study(work / f"study{r}", local, series=5, per_series=n // 5)
+            files = study.files
+            t_ours = timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", dicom, *files)
+            t_dcmtk = timed("/usr/bin/storescu", "-aec", "STORESCP", "127.0.0.1", dcmtk_scp, *files)
+            ours_rates.append(len(files) / t_ours)
+            dcmtk_rates.append(len(files) / t_dcmtk)
+        line(f"C-STORE intake, {len(study.files)} CT (instances/s)", max(ours_rates), max(dcmtk_rates), "/s")
+
+        # 2. C-MOVE of the study to a DCMTK storescp: from us vs from dcmqrscp
+        timed("/usr/bin/storescu", "-aec", "DCMQR", "127.0.0.1", dcmqr, *study.files)
+        ours_t, dcmtk_t = [], []
+        for _ in range(args.repeat):
+            ours_t.append(timed("/usr/bin/movescu", "-S", "-aec", "XDSI_SOURCE", "-aem", "MOVEDEST",
+                                "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.uid}", "127.0.0.1", dicom))
+            dcmtk_t.append(timed("/usr/bin/movescu", "-S", "-aec", "DCMQR", "-aem", "MOVEDEST",
+                                 "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.uid}", "127.0.0.1", dcmqr))
+        line(f"C-MOVE of {len(study.files)} instances (instances/s)", len(study.files) / min(ours_t),
+             len(study.files) / min(dcmtk_t), "/s", "dcmqrscp")
+
+        # 3. RAD-69 of the whole study
+        from pydicom import dcmread
+        docs = [(d.SeriesInstanceUID, d.SOPInstanceUID) for d in (dcmread(f, stop_before_pixels=True) for f in study.files)]
+        request = rad69_request(study.uid, docs, "1.3.6.1.4.1.21367.13.40.302")
+        spool = work / "spool"
+        spool.mkdir()
+        best = 0.0
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            reply = SoapClient(f"http://127.0.0.1:{http}/imaging-source", 300, spool, 1 << 30).call(
+                "urn:ihe:rad:2009:RetrieveImagingDocumentSet", request)
+            elapsed = time.perf_counter() - t
+            size = sum(a.size for a in reply.attachments.values())
+            assert len(reply.attachments) == len(docs), etree.tostring(reply.body)[:500]
+            reply.discard()
+            best = max(best, size / 1e6 / elapsed)
+        print(f"{f'RAD-69 of {len(docs)} instances (MB/s, best of {args.repeat})':<52} ours {best:>9.1f} MB/s   "
+              f"target 100 MB/s", flush=True)
+
+        # 4. the manifest of a large study, built and published (ITI-9, KOS, RAD-68 → ITI-42)
+        big = dd.make_study(work / "big", local, series=10, per_series=1)
+        timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", dicom, *big.files)
+        from imaging_source.publish import Publisher
+        from imaging_source.store import Index
+        from imaging_source.content import FileStore
+        pool = db.open_pool(database, "imaging_source")
+        with pool.connection() as conn:
+            # Multiply the study's instances in the index (sending 5,000 files is the intake figure's job).
+            conn.execute("""INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, transfer_syntax,
+                            sha1, size) SELECT i.sop_uid || '.' || g, i.series, i.sop_class, g::text, true,
+                            i.transfer_syntax, i.sha1, i.size FROM instance i JOIN series se ON se.id = i.series
+                            JOIN study st ON st.id = se.study, generate_series(1, %s) g WHERE st.study_uid = %s""",
+                         (args.manifest_instances // len(big.files) - 1, big.uid))
+            conn.execute("UPDATE study SET version = version + 1 WHERE study_uid = %s", (big.uid,))
+            count = conn.execute("SELECT count(*) FROM instance i JOIN series se ON se.id = i.series JOIN study st "
+                                 "ON st.id = se.study WHERE st.study_uid = %s", (big.uid,)).fetchone()[0]
+        cfg = config_mod.load(environ=env)
+        s = cfg.section("imaging_source")
+        publisher = Publisher(Index(pool), FileStore(work / "images"), s, cfg.domain["assigning_authority"])
+        t = time.perf_counter()
+        result = publisher.publish_now(big.uid)
+        elapsed = time.perf_counter() - t
+        assert result.startswith("published"), result
+        print(f"{f'manifest of {count} instances built and published (s)':<52} ours {elapsed:>9.2f} s      "
+              f"target < 2 s", flush=True)
+        pool.close()
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if pix is not None:
+            pix.stop()
+        if server is not None:
+            server.cleanup()
+        subprocess.run(["rm", "-rf", str(work)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""PIX manager benchmark: match quality on generated two-domain data with known truth, then feed
+throughput (4 concurrent MLLP senders over a preloaded index) and ITI-9 latency.
+
+    python bench/pix.py [--persons 5000] [--index 100000] [--messages 4000] [--queries 2000]
+
+Prints precision, recall and F1 of the auto-links and the share of true pairs sent to review, then
+messages/s and ITI-9 p50/p99. Uses $XDSI_DATABASE_URL's server if set, else an embedded PostgreSQL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from affinity_domain import mllp  # noqa: E402
+from pix_manager import blocking  # noqa: E402
+from pix_manager.demographics import Demographics, normalise  # noqa: E402
+from pix_manager.matching import Candidate, decide  # noqa: E402
+from pix_manager.scorecard import NICKNAMES  # noqa: E402
+
+A, B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
+FAMILIES = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "RODRIGUEZ",
+            "MARTINEZ", "HERNANDEZ", "LOPEZ", "GONZALEZ", "WILSON", "ANDERSON", "THOMAS", "TAYLOR", "MOORE",
+            "JACKSON", "MARTIN", "LEE", "PEREZ", "THOMPSON", "WHITE", "HARRIS", "SANCHEZ", "CLARK", "RAMIREZ",
+            "LEWIS", "ROBINSON", "WALKER", "YOUNG", "ALLEN", "KING", "WRIGHT", "SCOTT", "TORRES", "NGUYEN",
+            "HILL", "FLORES", "GREEN", "ADAMS", "NELSON", "BAKER", "HALL", "RIVERA", "CAMPBELL", "MITCHELL",
+            "CARTER", "ROBERTS", "CHEN", "WONG", "PATEL", "SINGH", "OBRIEN", "MURPHY", "KELLY", "SULLIVAN"]
+GIVEN_F = ["MARY", "PATRICIA", "JENNIFER", "LINDA", "ELIZABETH", "BARBARA", "SUSAN", "JESSICA", "SARAH",
+           "KAREN", "MARGARET", "KATHERINE", "DEBORAH", "VICTORIA", "SAMANTHA", "ALEXANDRA", "CHRISTINE"]
+GIVEN_M = ["JAMES", "ROBERT", "JOHN", "MICHAEL", "WILLIAM", "DAVID", "RICHARD", "JOSEPH", "THOMAS",
+           "CHARLES", "CHRISTOPHER", "DANIEL", "MATTHEW", "ANTHONY", "EDWARD", "STEVEN", "ANDREW", "PETER"]
+CITIES = ["TORONTO", "MISSISSAUGA", "BRAMPTON", "OAKVILLE", "MARKHAM", "VAUGHAN", "HAMILTON", "OSHAWA"]
+NICK = {}
+for full, short in NICKNAMES:
+    NICK.setdefault(full, []).append(short)
+
+
+def person(rng: random.Random) -> Demographics:
+    sex = rng.choice("MF")
+    return normalise(rng.choice(FAMILIES) + ("" if rng.random() < .7 else rng.choice(["SON", "S", "ER", "E"])),
+                     rng.choice(GIVEN_M if sex == "M" else GIVEN_F),
+                     f"{rng.randint(1930, 2015)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}", sex,
+                     f"M{rng.randint(1, 9)}{rng.choice('ABCDEFGHJK')}{rng.randint(1, 9)}{rng.choice('ABCDEF')}"
+                     f"{rng.randint(1, 9)}", rng.choice(CITIES), f"{rng.randint(1, 999)} {rng.choice(FAMILIES)} ST",
+                     f"416{rng.randint(1000000, 9999999)}")
+
+
+def typo(s: str, rng: random.Random) -> str:
+    if len(s) < 3:
+        return s
+    i = rng.randrange(1, len(s) - 1)
+    op = rng.choice(["swap", "drop", "sub"])
+    if op == "swap":
+        return s[:i] + s[i + 1] + s[i] + s[i + 2:]
+    if op == "drop":
+        return s[:i] + s[i + 1:]
+    return s[:i] + rng.choice("AEIOURSTN") + s[i + 1:]
+
+
+def corrupt(d: Demographics, rng: random.Random) -> Demographics:
+    """What the other hospital registered: typos, nicknames, swapped day/month, gaps, moves."""
+    v = d.as_dict()
+    if rng.random() < .15:
+        v["family"] = typo(v["family"], rng)
+    if rng.random() < .12:
+        v["given"] = rng.choice(NICK.get(v["given"], [typo(v["given"], rng)]))
+    if rng.random() < .05 and int(v["birth_date"][6:8]) <= 12:
+        v["birth_date"] = v["birth_date"][:4] + v["birth_date"][6:8] + v["birth_date"][4:6]
+    elif rng.random() < .04:
+        v["birth_date"] = typo(v["birth_date"], rng)
+    for k in ("postal_code", "phone", "street", "city"):
+        if rng.random() < .25:
+            v[k] = ""
+    if rng.random() < .1:      # moved
+        v.update(postal_code=f"L{rng.randint(1, 9)}X{rng.randint(1, 9)}Y{rng.randint(1, 9)}",
+                 street=f"{rng.randint(1, 999)} ELM ST", phone="")
+    return Demographics(**v)
+
+
+def quality(persons: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    truth, index, by_key = {}, [], {}
+    # Hospital A registers everyone; hospital B sees 70% of them (corrupted) and strangers.
+    people = [person(rng) for _ in range(persons)]
+    for i, d in enumerate(people):
+        index.append(Candidate(i, i, A, d))
+        for k in blocking.keys(d):
+            by_key.setdefault(k, []).append(i)
+    links = reviews = true_links = true_reviews = false_links = 0
+    pairs = 0
+    for i, d in enumerate(people + [person(rng) for _ in range(persons // 3)]):
+        same = i < persons and rng.random() < .7
+        if i < persons and not same:
+            continue
+        record = corrupt(d, rng) if same else d
+        cands = {c for k in blocking.keys(record) for c in by_key.get(k, [])}
+        v = decide(B, record, [index[c] for c in cands], {})
+        pairs += same
+        if v.action == "link":
+            links += 1
+            if same and v.enterprise == i:
+                true_links += 1
+            else:
+                false_links += 1
+        elif v.action == "review":
+            reviews += 1
+            true_reviews += same
+    precision = true_links / links if links else 1.0
+    recall = true_links / pairs
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0
+    print(f"match quality on {persons:,} persons, {pairs:,} true cross-domain pairs: precision {precision:.4f}  "
+          f"recall {recall:.4f}  F1 {f1:.4f}  true pairs in review {true_reviews / pairs:.2%}  "
+          f"(reviews {reviews}, false links {false_links})")
+
+
+# ---------------------------------------------------------------- wire
+
+def adt(pid: str, oid: str, d: Demographics, n: int) -> bytes:
+    return (f"MSH|^~\\&|ADT|H|PIX|X|20240101||ADT^A01^ADT_A01|M{n}|P|2.3.1\rEVN|A01|20240101\r"
+            f"PID|||{pid}^^^&{oid}&ISO||{d.family}^{d.given}||{d.birth_date}|{d.sex}|||"
+            f"{d.street}^^{d.city}^^{d.postal_code}||{d.phone}\r").encode()
+
+
+def _send(args) -> list[float]:
+    port, count, seed = args
+    rng = random.Random(seed)
+    times = []
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reader = mllp.FrameReader()
+    for n in range(count):
+        d = person(rng)
+        t = time.perf_counter()
+        sock.sendall(mllp.frame(adt(f"S{seed}N{n}", rng.choice([A, B]), d, n)))
+        replies = []
+        while not replies:
+            replies = reader.feed(sock.recv(65536))
+        assert b"MSA|AA" in replies[0], replies[0]
+        times.append(time.perf_counter() - t)
+    sock.close()
+    return times
+
+
+def _query(args) -> list[float]:
+    port, count, index = args
+    rng = random.Random(3)
+    times = []
+    for _ in range(count):
+        pid = f"I{rng.randrange(index)}"
+        msg = (f"MSH|^~\\&|C|H|PIX|X|20240101||QBP^Q23^QBP_Q21|Q1|P|2.5\rQPD|IHE PIX Query|q|{pid}^^^&{A}&ISO|\r"
+               f"RCP|I\r").encode()
+        t = time.perf_counter()
+        reply = mllp.send("127.0.0.1", port, msg)
+        times.append(time.perf_counter() - t)
+        assert b"MSA|AA" in reply, reply
+    return times
+
+
+def preload(url: str, size: int) -> None:
+    rng = random.Random(11)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET search_path = pix")
+        conn.execute("INSERT INTO domain (oid) VALUES (%s), (%s) ON CONFLICT DO NOTHING", (A, B))
+        with conn.cursor().copy("COPY enterprise (id, affinity_id) FROM STDIN") as copy:
+            for i in range(size):
+                copy.write_row((i + 1, f"BENCH{i}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"))
+        conn.execute("SELECT setval(pg_get_serial_sequence('enterprise', 'id'), %s)", (size + 1,))
+        with conn.cursor().copy("COPY identity (domain, pid, enterprise, demographics, blocking) FROM STDIN") as copy:
+            for i in range(size):
+                d = person(rng)
+                copy.write_row((A, f"I{i}", i + 1, json.dumps(d.as_dict()), blocking.keys(d)))
+        conn.execute("ANALYZE pix.identity")
+
+
+def wire(index: int, messages: int, queries: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="xpixb", dir="/tmp"))
+    server = os.environ.get("XDSI_DATABASE_URL")
+    if not server:
+        import pgserver
+        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop").get_uri()
+    name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(server)
+    info["dbname"] = name
+    url = psycopg.conninfo.make_conninfo(**info)
+    from affinity_domain.db import migrate
+    migrate(url, "pix", "pix_manager")
+    try:
+        started = time.perf_counter()
+        preload(url, index)
+        print(f"index preloaded: {index:,} identities in {time.perf_counter() - started:.0f} s")
+        port, http_port = 12575, 18050
+        env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_PIX_PORT=str(port),
+                   XDSI_PIX_HTTP_PORT=str(http_port), XDSI_PIX_REGISTRY_FEED="")
+        proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "pix"], env=env, cwd=ROOT,
+                                stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(300):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            with mp.Pool(4) as pool:
+                started = time.perf_counter()
+                results = pool.map(_send, [(port, messages // 4, s) for s in range(4)])
+                elapsed = time.perf_counter() - started
+            flat = sorted(t for r in results for t in r)
+            print(f"ITI-8 feed with matching, 4 senders: {len(flat) / elapsed:.0f} messages/s  "
+                  f"(p50 {statistics.median(flat) * 1000:.1f} ms)")
+            times = sorted(_query((port, queries, index)))
+            print(f"ITI-9: p50 {statistics.median(times) * 1000:.1f} ms   p99 {times[int(len(times) * .99)] * 1000:.1f} ms")
+        finally:
+            proc.terminate()
+            proc.wait()
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--persons", type=int, default=5000)
+    p.add_argument("--index", type=int, default=100_000)
+    p.add_argument("--messages", type=int, default=4000)
+    p.add_argument("--queries", type=int, default=2000)
+    a = p.parse_args()
+    quality(a.persons)
+    wire(a.index, a.messages, a.queries)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""``xdsi serve imaging-source`` and ``xdsi source …``: wire the DICOM and SOAP doors, the intake and
+the publisher to PostgreSQL and the image store."""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+from affinity_domain import db, logs, serving
+from affinity_domain.config import Config, ConfigError
+
+from . import service
+from .content import FileStore
+from .intake import Intake
+from .publish import Publisher
+from .store import Index
+
+log = logging.getLogger("xdsi.imaging_source")
+ACTOR = "imaging_source"      # schema and configuration section
+
+
+def _open(config: Config):
+    s = config.section(ACTOR)
+    url = db.database_url(config)
+    db.migrate(url, ACTOR, "imaging_source")
+    content = FileStore(Path(s["store_dir"] or config.data_dir / "imaging-source"), bool(s["fsync"]),
+                        int(s["min_free_bytes"]))
+    pool = db.open_pool(url, ACTOR, max_size=int(s["threads"]) + int(s["max_associations"]) // 2 + 2)
+    return s, content, pool, Index(pool)
+
+
+class ImagingSourceActor:
+    name = "imaging-source"
+
+    def endpoints(self, config: Config) -> list[tuple[str, str]]:
+        s = config.section(ACTOR)
+        return [("DICOM C-STORE/FIND/MOVE/GET", f"{s['ae_title']}@{s['dicom_host']}:{s['dicom_port']}"),
+                ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s['host']}:{s['port']}{s['path']}")]
+
+    def serve(self, config: Config) -> int:
+        logs.setup("imaging-source")
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)    # it logs every association at INFO
+        from .dimse import DicomDoor      # pynetdicom's settings are process-wide: only the server sets them
+        s, content, pool, index = _open(config)
+        content.sweep_spool()
+        sock = serving.listen(s["host"], int(s["port"]))
+        door = DicomDoor(index, content, Intake(index, content, s), s)
+        try:
+            dicom = door.start(s["dicom_host"], int(s["dicom_port"]))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {s['dicom_port']} on {s['dicom_host']} is already in use") from None
+            raise
+        app = serving.path_app(s["path"], service.door(index, content, s["repository_unique_id"],
+                                                       int(s["max_request_bytes"])))
+        http = serving.http_server(app, sock, int(s["threads"]))
+        stop = threading.Event()
+        publisher = Publisher(index, content, s, config.domain["assigning_authority"])
+        threading.Thread(target=publisher.run, args=(stop,), name="publisher", daemon=True).start()
+        for label, where in self.endpoints(config):
+            log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
+                                         "repository": s["repository_url"],
+                                         "pix": f"{s['pix_host']}:{s['pix_port']}"})
+        serving.run_until_stopped([http], [stop.set, dicom.shutdown, pool.close])
+        return 0
+
+    def add_commands(self, sub) -> None:
+        source = sub.add_parser("source", help="imaging source tools")
+        commands = source.add_subparsers(dest="source_command", required=True)
+        publish = commands.add_parser("publish", help="take in the DICOM files under DIR and publish their "
+                                                      "studies now (ITI-9, manifest, RAD-68)")
+        publish.add_argument("dir")
+        publish.add_argument("--calling-ae", default="XDSI_CLI",
+                             help="the AE title the files are taken in as (for its configured issuer)")
+        publish.set_defaults(run=_publish)
+        status = commands.add_parser("status", help="publication state of a study")
+        status.add_argument("study_uid")
+        status.set_defaults(run=_status)
+
+
+def _publish(config: Config, args: argparse.Namespace) -> int:
+    logs.setup("imaging-source", "WARNING")
+    s, content, pool, index = _open(config)
+    intake = Intake(index, content, s)
+    studies, failed = [], 0
+    try:
+        for path in sorted(p for p in Path(args.dir).rglob("*") if p.is_file()):
+            copy = content.spool_dir / f"cli-{path.name}"
+            shutil.copyfile(path, copy)
+            status, comment = intake.accept(copy, args.calling_ae)
+            copy.unlink(missing_ok=True)
+            if status != 0:
+                failed += 1
+                print(f"{path}: refused 0x{status:04X} {comment}", file=sys.stderr)
+                continue
+            from pydicom import dcmread
+            uid = str(dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).StudyInstanceUID)
+            if uid not in studies:
+                studies.append(uid)
+        publisher = Publisher(index, content, s, config.domain["assigning_authority"])
+        results = {uid: publisher.publish_now(uid) for uid in studies}
+    finally:
+        pool.close()
+    for uid, result in results.items():
+        print(f"{uid}: {result}")
+    return 1 if failed or any(not r.startswith(("published", "settled")) for r in results.values()) else 0
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    s, content, pool, index = _open(config)
+    try:
+        state = index.publication_state(args.study_uid)
+    finally:
+        pool.close()
+    if state is None:
+        print(f"no study {args.study_uid}", file=sys.stderr)
+        return 1
+    for key, value in state.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+actor = ImagingSourceActor()

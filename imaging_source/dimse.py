@@ -1,0 +1,211 @@
+"""The DICOM door: C-ECHO, C-STORE (intake), Study Root C-FIND, C-MOVE and C-GET over pynetdicom.
+
+Only translation lives here: statuses and datasets in, calls to intake/query/store, statuses and
+datasets out. Every socket gets TCP_NODELAY (pynetdicom sets none, and each C-STORE would then
+stall on Nagle and delayed ACK); received datasets are spooled undecoded
+(``STORE_RECV_CHUNKED_DATASET``), and instances sent by C-MOVE/C-GET are read lazily, so pydicom
+passes their elements through as read instead of decoding them.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config, build_context, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
+                                  StudyRootQueryRetrieveInformationModelGet,
+                                  StudyRootQueryRetrieveInformationModelMove, Verification)
+
+from . import query
+from .content import FileStore
+from .intake import Intake
+from .store import Index
+
+log = logging.getLogger("xdsi.imaging_source.dimse")
+
+_config.STORE_RECV_CHUNKED_DATASET = True
+_config.LOG_HANDLER_LEVEL = "none"
+
+UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+TRANSFER_SYNTAXES = UNCOMPRESSED + [
+    "1.2.840.10008.1.2.1.99",   # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",      # explicit VR big endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",   # JPEG baseline, extended
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",   # JPEG lossless
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",   # JPEG-LS
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",   # JPEG 2000
+    "1.2.840.10008.1.2.5",      # RLE lossless
+]
+# C-FIND/C-MOVE/C-GET failure statuses (PS3.4 C.4)
+OUT_OF_RESOURCES = 0xA700
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+PENDING = 0xFF00
+
+
+def nodelay(event) -> None:
+    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # pynetdicom's DUL thread sleeps this long whenever it finds nothing to do (1 ms by default),
+    # several times per C-STORE.
+    event.assoc.dul._run_loop_delay = 0.0001
+
+
+NODELAY = [(evt.EVT_CONN_OPEN, nodelay)]
+
+
+def parse_destinations(raw: dict) -> dict[str, tuple[str, int]]:
+    out = {}
+    for ae, where in (raw or {}).items():
+        host, _, port = str(where).rpartition(":")
+        out[ae.strip()] = (host or "127.0.0.1", int(port))
+    return out
+
+
+class DicomDoor:
+    def __init__(self, index: Index, content: FileStore, intake: Intake, settings: dict):
+        self.index, self.content, self.intake = index, content, intake
+        self.ae_title = settings["ae_title"]
+        self.destinations = parse_destinations(settings.get("move_destinations"))
+        self.max_results = int(settings.get("max_query_results", 10000))
+        # pynetdicom spools received datasets with NamedTemporaryFile in the default temp dir:
+        # point it at the store's spool so that keeping an instance is a rename.
+        tempfile.tempdir = str(content.spool_dir)
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_associations = int(settings.get("max_associations", 32))
+        ae.maximum_pdu_size = int(settings.get("max_pdu_bytes", 1 << 20))
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = float(settings.get("network_timeout", 60))
+        for cx in AllStoragePresentationContexts:
+            # scu_role/scp_role: accept the role selection that a C-GET requestor proposes.
+            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        for sop in (Verification, StudyRootQueryRetrieveInformationModelFind,
+                    StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet):
+            ae.add_supported_context(sop, UNCOMPRESSED)
+        self.ae = ae
+
+    def start(self, host: str, port: int):
+        handlers = NODELAY + [(evt.EVT_C_ECHO, lambda e: 0x0000), (evt.EVT_C_STORE, self.on_store),
+                              (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move),
+                              (evt.EVT_C_GET, self.on_get)]
+        return self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+
+    # ------------------------------------------------------------ C-STORE
+
+    def on_store(self, event):
+        calling = event.assoc.requestor.ae_title
+        status, comment = self.intake.accept(event.dataset_path, calling, event.request.AffectedSOPInstanceUID or "")
+        if status == 0:
+            return 0x0000
+        ds = Dataset()
+        ds.Status = status
+        if comment:
+            ds.ErrorComment = comment[:64]
+        return ds
+
+    # ------------------------------------------------------------ C-FIND
+
+    def on_find(self, event):
+        try:
+            identifier = event.identifier
+            level, conditions = query.plan(identifier)
+        except (query.QueryError, ValueError, AttributeError) as e:
+            log.warning("C-FIND refused", extra={"reason": str(e)})
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            return
+        try:
+            rows = self.index.find(level, conditions, self.max_results)
+        except Exception:
+            log.exception("C-FIND failed")
+            yield _failure(UNABLE_TO_PROCESS, "query failed"), None
+            return
+        for row in rows:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield PENDING, query.response(identifier, row, self.ae_title)
+
+    # ------------------------------------------------------------ C-MOVE / C-GET
+
+    def _matches(self, identifier: Dataset) -> list[dict]:
+        level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        if level not in query.LEVELS:
+            raise query.QueryError(f"Query/Retrieve Level {level!r}")
+
+        def uids(keyword):
+            value = identifier.get(keyword)
+            if value in (None, ""):
+                return []
+            return [str(v) for v in (value if isinstance(value, (list, tuple)) or type(value).__name__ ==
+                                     "MultiValue" else [value])]
+        study, series, sop = uids("StudyInstanceUID"), uids("SeriesInstanceUID"), uids("SOPInstanceUID")
+        if not (study or series or sop):
+            raise query.QueryError("no unique key to retrieve by")
+        return self.index.instances(study, series if level != "STUDY" else [], sop if level == "IMAGE" else [])
+
+    def _datasets(self, rows: list[dict], event):
+        for row in rows:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            try:
+                ds = dcmread(self.content.path(row["sha1"]))
+            except OSError:
+                log.error("indexed instance has no bytes", extra={"sop_uid": row["sop_uid"]})
+                yield 0xFF00, Dataset()       # counted as a failed sub-operation
+                continue
+            yield PENDING, ds
+
+    def on_move(self, event):
+        destination = self.destinations.get((event.move_destination or "").strip())
+        if destination is None:
+            log.warning("C-MOVE to unknown destination", extra={"destination": event.move_destination})
+            yield None, None            # pynetdicom answers 0xA801, Move Destination unknown
+            return
+        try:
+            rows = self._matches(event.identifier)
+        except (query.QueryError, ValueError, AttributeError) as e:
+            yield destination[0], destination[1], {"contexts": [build_context(Verification)],
+                                                   "evt_handlers": NODELAY}
+            yield 1                     # pynetdicom reports a failure yielded inside the sub-operations
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            return
+        contexts = _contexts_for(rows)
+        yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": NODELAY}
+        yield len(rows)
+        yield from self._datasets(rows, event)
+
+    def on_get(self, event):
+        try:
+            rows = self._matches(event.identifier)
+        except (query.QueryError, ValueError, AttributeError) as e:
+            yield 1
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            return
+        yield len(rows)
+        yield from self._datasets(rows, event)
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _contexts_for(rows: list[dict]) -> list:
+    """One presentation context per SOP class, offering each stored transfer syntax (and the
+    uncompressed ones, to which pynetdicom can convert)."""
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        syntaxes = by_class.setdefault(r["sop_class"], [])
+        if r["transfer_syntax"] not in syntaxes:
+            syntaxes.append(r["transfer_syntax"])
+    contexts = []
+    for sop_class, syntaxes in list(by_class.items())[:128]:
+        contexts.append(build_context(sop_class, syntaxes + [t for t in UNCOMPRESSED if t not in syntaxes]))
+    return contexts

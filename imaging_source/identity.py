@@ -1,0 +1,70 @@
+"""Who an instance belongs to, and whether it is an outside study — read from its header, pure.
+
+Patient identity is PatientID with its issuer: the ISO Universal Entity ID of Issuer of Patient
+ID Qualifiers, else Issuer of Patient ID when it is an OID, else the assigning authority
+configured for the calling AE, else the source's own ``assigning_authority``.
+
+**The outside-study marker.** The consumer writes, into every instance it reconciles into a
+local PACS, a private block in group 0009 with Private Creator ``XDSI RECONCILED`` and, at
+element xx01, the uid of the source it came from (LO). A study any of whose instances carries
+that block — or that arrives from a calling AE listed in ``outside_calling_aes`` — is an outside
+study: indexed and served, never published.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+OUTSIDE_CREATOR = "XDSI RECONCILED"
+OUTSIDE_GROUP = 0x0009
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+@dataclass(frozen=True)
+class LocalIdentity:
+    patient_id: str
+    issuer: str          # assigning authority OID
+
+    @property
+    def cx(self) -> str:
+        return f"{self.patient_id}^^^&{self.issuer}&ISO"
+
+
+def is_oid(value: str) -> bool:
+    return bool(_OID.match(value or "")) and len(value) <= 64
+
+
+def issuer_of(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default: str) -> str:
+    qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
+    if qualifiers:
+        q = qualifiers[0]
+        uid = str(q.get("UniversalEntityID", "") or "")
+        if uid and str(q.get("UniversalEntityIDType", "ISO") or "ISO").upper() == "ISO" and is_oid(uid):
+            return uid
+    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+    if is_oid(issuer):
+        return issuer
+    return by_ae.get(calling_ae.strip(), default)
+
+
+def local_identity(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default: str) -> LocalIdentity:
+    return LocalIdentity(str(ds.get("PatientID", "") or "").strip(), issuer_of(ds, calling_ae, by_ae, default))
+
+
+def marked_outside(ds: Dataset) -> bool:
+    """True when the consumer's reconciliation block is present."""
+    if not any(tag.group == OUTSIDE_GROUP for tag in ds.keys()):
+        return False
+    for element in range(0x10, 0x100):
+        creator = ds.get((OUTSIDE_GROUP, element))
+        if creator is not None and str(creator.value).strip() == OUTSIDE_CREATOR:
+            return (OUTSIDE_GROUP, (element << 8) | 0x01) in ds
+    return False
+
+
+def mark_outside(ds: Dataset, source_uid: str) -> None:
+    """Write the marker (what the consumer does; here for tests and tools)."""
+    block = ds.private_block(OUTSIDE_GROUP, OUTSIDE_CREATOR, create=True)
+    block.add_new(0x01, "LO", source_uid)

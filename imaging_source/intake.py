@@ -1,0 +1,126 @@
+"""C-STORE intake: what a received instance is (pure), then keep its bytes and index it.
+
+The bytes are never decoded and re-encoded: pynetdicom spools the dataset as received, only the
+header up to Pixel Data is parsed to index it, and the spooled file itself becomes the stored one.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .content import FileStore, StoreFull
+from .identity import LocalIdentity, local_identity, marked_outside
+
+log = logging.getLogger("xdsi.imaging_source.intake")
+
+# C-STORE statuses (PS3.4 B.2.3, PS3.7 C)
+SUCCESS = 0x0000
+DUPLICATE = 0x0111               # Duplicate SOP Instance (duplicate_policy = "reject")
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH = 0xA900          # Data Set does not match SOP Class (required attributes missing)
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+
+REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID")
+
+
+def _s(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+@dataclass
+class Received:
+    sop_uid: str
+    sop_class: str
+    series_uid: str
+    study_uid: str
+    transfer_syntax: str
+    identity: LocalIdentity
+    outside: bool = False
+    is_image: bool = False
+    instance_number: str = ""
+    patient: dict = field(default_factory=dict)
+    study: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)
+
+
+@dataclass
+class Rejected:
+    status: int
+    reason: str
+
+
+def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str, str],
+             default_issuer: str, outside_aes: frozenset[str] = frozenset(),
+             affected_sop_uid: str = "") -> Received | Rejected:
+    """Index entry of a received header, or why the instance is refused."""
+    missing = [k for k in REQUIRED if not _s(ds, k)]
+    if missing:
+        return Rejected(DOES_NOT_MATCH, f"missing {', '.join(missing)}")
+    sop_uid = _s(ds, "SOPInstanceUID")
+    if affected_sop_uid and affected_sop_uid != sop_uid:
+        return Rejected(DOES_NOT_MATCH, f"SOP Instance UID {sop_uid} differs from the request's {affected_sop_uid}")
+    return Received(
+        sop_uid=sop_uid, sop_class=_s(ds, "SOPClassUID"), series_uid=_s(ds, "SeriesInstanceUID"),
+        study_uid=_s(ds, "StudyInstanceUID"), transfer_syntax=transfer_syntax,
+        identity=local_identity(ds, calling_ae, by_ae, default_issuer),
+        outside=marked_outside(ds) or calling_ae.strip() in outside_aes,
+        is_image="Rows" in ds and "Columns" in ds,
+        instance_number=_s(ds, "InstanceNumber"),
+        patient={"name": _s(ds, "PatientName"), "birth_date": _s(ds, "PatientBirthDate"), "sex": _s(ds, "PatientSex")},
+        study={"date": _s(ds, "StudyDate"), "time": _s(ds, "StudyTime"), "accession": _s(ds, "AccessionNumber"),
+               "id": _s(ds, "StudyID"), "description": _s(ds, "StudyDescription"),
+               "referring": _s(ds, "ReferringPhysicianName")},
+        series={"modality": _s(ds, "Modality"), "number": _s(ds, "SeriesNumber"),
+                "description": _s(ds, "SeriesDescription"), "body_part": _s(ds, "BodyPartExamined")})
+
+
+def read_header(path: Path) -> Dataset:
+    """The file's meta and dataset up to Pixel Data."""
+    return dcmread(path, stop_before_pixels=True)
+
+
+class Intake:
+    def __init__(self, index, content: FileStore, settings: dict):
+        self.index, self.content = index, content
+        self.by_ae = dict(settings.get("calling_ae_authorities") or {})
+        self.default_issuer = settings["assigning_authority"]
+        self.outside_aes = frozenset(settings.get("outside_calling_aes") or ())
+        self.policy = settings.get("duplicate_policy", "replace")
+
+    def accept(self, spooled: Path, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
+        """Keep a spooled Part-10 file; (status, comment). The spooled file is consumed or left for
+        its owner to delete; nothing is indexed unless its bytes are stored."""
+        if not self.content.has_room():
+            return OUT_OF_RESOURCES, "image store is full"
+        try:
+            ds = read_header(spooled)
+        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as e:
+            return CANNOT_UNDERSTAND, f"cannot read the dataset: {e}"[:64]
+        ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+        got = describe(ds, ts, calling_ae, self.by_ae, self.default_issuer, self.outside_aes, affected_sop_uid)
+        if isinstance(got, Rejected):
+            log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
+            return got.status, got.reason[:64]
+        try:
+            sha1, size = self.content.put(spooled)
+        except StoreFull:
+            log.error("image store is full")
+            return OUT_OF_RESOURCES, "image store is full"
+        try:
+            outcome = self.index.record(got, sha1, size, calling_ae, self.policy)
+        except Exception:
+            # Not indexed: the bytes may belong to another instance too, so only a sweep may drop them.
+            log.exception("indexing failed", extra={"sop_uid": got.sop_uid})
+            return PROCESSING_FAILURE, "indexing failed"
+        if outcome.drop_sha1:
+            self.content.delete(outcome.drop_sha1)
+        if outcome.status == "rejected":
+            return DUPLICATE, "duplicate SOP Instance UID"
+        return SUCCESS, ""

@@ -1,0 +1,65 @@
+"""The imaging source's SOAP door: RAD-69 in, RetrieveDocumentSetResponse with one Part-10
+instance per MTOM part out (streamed from the image store)."""
+from __future__ import annotations
+
+import io
+import logging
+
+import psycopg
+import psycopg_pool
+from pydicom import dcmread
+
+from affinity_domain import mtom
+from affinity_domain.errors import XdsError
+from affinity_domain.soap import Envelope
+from affinity_domain.soap_door import Reply, Route, SoapDoor
+
+from . import rad69
+from .content import FileStore
+from .store import Index
+
+log = logging.getLogger("xdsi.imaging_source")
+_UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+
+
+def transcoded(path, transfer_syntax: str) -> bytes:
+    """An uncompressed instance re-encoded in another uncompressed transfer syntax."""
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=transfer_syntax == "1.2.840.10008.1.2", little_endian=True,
+               enforce_file_format=True)
+    return out.getvalue()
+
+
+def retrieve(index: Index, content: FileStore, repository_unique_id: str, request) -> Reply:
+    requests, syntaxes = rad69.read_request(request)
+    try:
+        rows = index.instances(sop_uids=[r.document_unique_id for r in requests]) if requests else []
+    except _UNAVAILABLE as e:
+        log.error("database unavailable", extra={"error": str(e)})
+        return Reply(rad69.response([XdsError(rad69.REPOSITORY_ERROR, "the source's database is unavailable")], []))
+    errors, served = rad69.plan(requests, syntaxes, repository_unique_id, {r["sop_uid"]: r for r in rows})
+    parts, kept = [], []
+    for s in served:
+        path = content.path(s.sha1)
+        if not path.exists():
+            errors.append(XdsError(rad69.REPOSITORY_ERROR, f"instance {s.request.document_unique_id} is indexed "
+                                   "but its bytes are missing", s.request.document_unique_id))
+            continue
+        kept.append(s)
+        if s.transcode:
+            parts.append(mtom.OutPart(s.content_id, "application/dicom", data=transcoded(path, s.transfer_syntax)))
+        else:
+            parts.append(mtom.OutPart(s.content_id, "application/dicom", path=path))
+    return Reply(rad69.response(errors, kept), parts)
+
+
+def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes: int) -> SoapDoor:
+    def retrieve_imaging_document_set(envelope: Envelope, attachments):
+        return retrieve(index, content, repository_unique_id, envelope.body)
+
+    return SoapDoor({
+        rad69.ACTION: Route(f"{{{rad69.IHERAD}}}RetrieveImagingDocumentSetRequest", rad69.RESPONSE_ACTION,
+                            retrieve_imaging_document_set, attachments=True),
+    }, max_bytes=max_bytes, spool_dir=content.spool_dir, max_stream_bytes=max_bytes)

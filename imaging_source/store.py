@@ -1,0 +1,304 @@
+"""The only module that speaks SQL: the patient/study/series/instance index and the
+publication state (schema ``imaging_source``, migrations/)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from .intake import Received
+from .query import Condition
+
+# C-FIND columns: the only identifiers that reach SQL text (query.py names them).
+_FROM = {
+    "STUDY": "study st JOIN patient p ON p.id = st.patient",
+    "SERIES": "series se JOIN study st ON st.id = se.study JOIN patient p ON p.id = st.patient",
+    "IMAGE": ("instance i JOIN series se ON se.id = i.series JOIN study st ON st.id = se.study "
+              "JOIN patient p ON p.id = st.patient"),
+}
+_COUNTS = {
+    "STUDY": ("(SELECT count(*) FROM series x WHERE x.study = st.id) AS n_series, "
+              "(SELECT count(*) FROM instance y JOIN series x ON x.id = y.series WHERE x.study = st.id) AS n_instances, "
+              "(SELECT string_agg(DISTINCT x.modality, '\\') FROM series x WHERE x.study = st.id) AS modalities"),
+    "SERIES": "(SELECT count(*) FROM instance y WHERE y.series = se.id) AS n_instances",
+    "IMAGE": "NULL AS n_instances",
+}
+_MODALITIES = "(SELECT string_agg(x.modality, '\\') FROM series x WHERE x.study = st.id)"
+_COLUMNS = {"p.patient_id", "p.issuer", "p.name", "p.birth_date", "p.sex", "st.study_uid", "st.study_date",
+            "st.study_time", "st.accession", "st.study_id", "st.description", "st.referring",
+            "se.series_uid", "se.modality", "se.series_number", "se.description", "se.body_part",
+            "i.sop_uid", "i.sop_class", "i.instance_number", "modalities"}
+
+
+@dataclass
+class Outcome:
+    status: str                 # stored | replaced | unchanged | ignored | rejected
+    drop_sha1: str = ""         # bytes no longer referenced (the replaced file, or the new copy)
+
+
+@dataclass
+class StudySnapshot:
+    id: int
+    version: int
+    study: dict
+    patient: dict
+    series: list[dict]
+    instances: list[dict]
+    outside: bool
+    pending: dict | None
+    latest: dict | None          # the newest approved manifest
+    attempts: int = 0
+
+
+@dataclass
+class Claim:
+    study_id: int
+    study_uid: str
+
+
+class Index:
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    # ------------------------------------------------------------ intake
+
+    def _ids(self, cur, r: Received) -> tuple[int, int]:
+        cur.execute("SELECT se.id, se.study FROM series se JOIN study st ON st.id = se.study "
+                    "WHERE se.series_uid = %s AND st.study_uid = %s", (r.series_uid, r.study_uid))
+        row = cur.fetchone()
+        if row:
+            return row
+        cur.execute("INSERT INTO patient (patient_id, issuer, name, birth_date, sex) VALUES (%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (patient_id, issuer) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                    (r.identity.patient_id, r.identity.issuer, r.patient.get("name", ""),
+                     r.patient.get("birth_date", ""), r.patient.get("sex", "")))
+        patient = cur.fetchone()[0]
+        s = r.study
+        cur.execute("INSERT INTO study (study_uid, patient, study_date, study_time, accession, study_id, "
+                    "description, referring) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (study_uid) DO UPDATE SET study_uid = EXCLUDED.study_uid RETURNING id",
+                    (r.study_uid, patient, s.get("date", ""), s.get("time", ""), s.get("accession", ""),
+                     s.get("id", ""), s.get("description", ""), s.get("referring", "")))
+        study = cur.fetchone()[0]
+        se = r.series
+        cur.execute("INSERT INTO series (series_uid, study, modality, series_number, description, body_part) "
+                    "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (series_uid) DO UPDATE "
+                    "SET series_uid = EXCLUDED.series_uid RETURNING id, study",
+                    (r.series_uid, study, se.get("modality", ""), se.get("number", ""),
+                     se.get("description", ""), se.get("body_part", "")))
+        return cur.fetchone()
+
+    _FAST = ("WITH se AS (SELECT se.id, se.study FROM series se JOIN study st ON st.id = se.study "
+             "  WHERE se.series_uid = %(series)s AND st.study_uid = %(study)s), "
+             "ins AS (INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, transfer_syntax, "
+             "  sha1, size, calling_ae) SELECT %(sop)s, se.id, %(cls)s, %(num)s, %(img)s, %(ts)s, %(sha1)s, %(size)s, "
+             "  %(ae)s FROM se ON CONFLICT (sop_uid) DO NOTHING RETURNING id), "
+             "up AS (UPDATE study SET version = version + 1, changed_at = now(), outside = outside OR %(outside)s, "
+             "  next_attempt_at = NULL, attempts = 0 WHERE id = (SELECT study FROM se) AND EXISTS (SELECT 1 FROM ins) "
+             "  RETURNING id) "
+             "SELECT (SELECT id FROM ins), (SELECT id FROM up)")
+
+    def record(self, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
+        """Index one received instance (its bytes are already in the store) in one transaction."""
+        with self.pool.connection() as conn:
+            # The common case, a new instance of a known series, is one statement (its own transaction).
+            conn.autocommit = True
+            try:
+                row = conn.execute(self._FAST, {
+                    "series": r.series_uid, "study": r.study_uid, "sop": r.sop_uid, "cls": r.sop_class,
+                    "num": r.instance_number, "img": r.is_image, "ts": r.transfer_syntax, "sha1": sha1,
+                    "size": size, "ae": calling_ae, "outside": r.outside}).fetchone()
+            finally:
+                conn.autocommit = False
+            if row[0] is not None and row[1] is not None:
+                return Outcome("stored")
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            series, study = self._ids(cur, r)
+            cur.execute("INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, "
+                        "transfer_syntax, sha1, size, calling_ae) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                        "ON CONFLICT (sop_uid) DO NOTHING RETURNING id",
+                        (r.sop_uid, series, r.sop_class, r.instance_number, r.is_image, r.transfer_syntax,
+                         sha1, size, calling_ae))
+            outcome = Outcome("stored")
+            if cur.fetchone() is None:
+                cur.execute("SELECT i.id, i.sha1, i.series FROM instance i WHERE sop_uid = %s FOR UPDATE",
+                            (r.sop_uid,))
+                old_id, old_sha1, old_series = cur.fetchone()
+                if old_sha1 == sha1 and old_series == series:
+                    return Outcome("unchanged")
+                if policy != "replace":
+                    return Outcome("ignored" if policy == "ignore" else "rejected", sha1 if sha1 != old_sha1 else "")
+                cur.execute("SELECT st.id FROM series se JOIN study st ON st.id = se.study WHERE se.id = %s",
+                            (old_series,))
+                old_study = cur.fetchone()[0]
+                cur.execute("UPDATE instance SET series=%s, sop_class=%s, instance_number=%s, is_image=%s, "
+                            "transfer_syntax=%s, sha1=%s, size=%s, calling_ae=%s, received_at=now() WHERE id=%s",
+                            (series, r.sop_class, r.instance_number, r.is_image, r.transfer_syntax, sha1, size,
+                             calling_ae, old_id))
+                if old_study != study:
+                    self._touch(cur, old_study, False)
+                cur.execute("SELECT count(*) FROM instance WHERE sha1 = %s", (old_sha1,))
+                outcome = Outcome("replaced", old_sha1 if cur.fetchone()[0] == 0 else "")
+            self._touch(cur, study, r.outside)
+            return outcome
+
+    @staticmethod
+    def _touch(cur, study: int, outside: bool) -> None:
+        cur.execute("UPDATE study SET version = version + 1, changed_at = now(), outside = outside OR %s, "
+                    "next_attempt_at = NULL, attempts = 0 WHERE id = %s", (outside, study))
+
+    def remove(self, level: str, uid: str) -> list[str]:
+        """Delete a study, series or instance from the index (as a PACS deletion); returns the
+        sha1s no longer referenced. The study stays (empty) so that its manifest is withdrawn."""
+        where = {"STUDY": "st.study_uid", "SERIES": "se.series_uid", "IMAGE": "i.sop_uid"}[level]
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT i.id, i.sha1, st.id FROM {_FROM['IMAGE']} WHERE {where} = %s", (uid,))
+            rows = cur.fetchall()
+            if not rows:
+                return []
+            cur.execute("DELETE FROM instance WHERE id = ANY(%s)", ([r[0] for r in rows],))
+            cur.execute("DELETE FROM series se WHERE NOT EXISTS (SELECT 1 FROM instance i WHERE i.series = se.id)")
+            for study in {r[2] for r in rows}:
+                self._touch(cur, study, False)
+            sha1s = list({r[1] for r in rows})
+            cur.execute("SELECT DISTINCT sha1 FROM instance WHERE sha1 = ANY(%s)", (sha1s,))
+            still = {r[0] for r in cur.fetchall()}
+            return [s for s in sha1s if s not in still]
+
+    # ------------------------------------------------------------ serving
+
+    def find(self, level: str, conditions: list[Condition], limit: int = 10000) -> list[dict]:
+        where, params = [], []
+        for c in conditions:
+            if c.column not in _COLUMNS:
+                raise ValueError(f"unknown column {c.column}")
+            column = _MODALITIES if c.column == "modalities" else c.column
+            if c.op == "in":
+                where.append(f"{column} = ANY(%s)")
+                params.append(list(c.values))
+            elif c.op == "like":
+                where.append(f"{column} LIKE %s ESCAPE '!'")
+                params.append(c.values[0])
+            elif c.op == "range":
+                low, high = c.values
+                if low:
+                    where.append(f"{column} >= %s")
+                    params.append(low)
+                if high:
+                    where.append(f"{column} <= %s")
+                    params.append(high)
+            elif c.op == "contains":     # a multi-valued column holding one of the values
+                where.append(f"string_to_array({column}, '\\') && %s::text[]")
+                params.append(list(c.values))
+        sql = (f"SELECT p.patient_id, p.issuer, p.name, p.birth_date, p.sex, st.study_uid, st.study_date, "
+               f"st.study_time, st.accession, st.study_id, st.description AS study_description, st.referring, "
+               + ("se.series_uid, se.modality, se.series_number, se.description AS series_description, "
+                  "se.body_part, " if level in ("SERIES", "IMAGE") else "")
+               + ("i.sop_uid, i.sop_class, i.instance_number, i.transfer_syntax, i.sha1, " if level == "IMAGE" else "")
+               + f"{_COUNTS[level]} FROM {_FROM[level]}"
+               + (" WHERE " + " AND ".join(where) if where else "") + f" LIMIT {int(limit)}")
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def instances(self, study_uids: list[str] = (), series_uids: list[str] = (),
+                  sop_uids: list[str] = ()) -> list[dict]:
+        """Instances to retrieve: those of the studies, series and instances named (all must match
+        the levels given)."""
+        where, params = [], []
+        for column, values in (("st.study_uid", study_uids), ("se.series_uid", series_uids),
+                               ("i.sop_uid", sop_uids)):
+            if values:
+                where.append(f"{column} = ANY(%s)")
+                params.append(list(values))
+        if not where:
+            return []
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT st.study_uid, se.series_uid, i.sop_uid, i.sop_class, i.transfer_syntax, i.sha1, "
+                        f"i.size FROM {_FROM['IMAGE']} WHERE {' AND '.join(where)} "
+                        f"ORDER BY se.id, i.id", params)
+            return cur.fetchall()
+
+    # ------------------------------------------------------------ publication
+
+    def claim_due(self, quiet_seconds: float, lease_seconds: float) -> Claim | None:
+        """Take one study that has been quiet long enough and is not being published elsewhere."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE study SET lease_until = now() + make_interval(secs => %s) WHERE id = ("
+                " SELECT id FROM study WHERE version > published_version"
+                "  AND changed_at <= now() - make_interval(secs => %s)"
+                "  AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+                "  AND (lease_until IS NULL OR lease_until < now())"
+                " ORDER BY changed_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id, study_uid",
+                (lease_seconds, quiet_seconds))
+            row = cur.fetchone()
+            return Claim(*row) if row else None
+
+    def claim_study(self, study_uid: str, lease_seconds: float) -> Claim | None:
+        """Take a named study now, quiet or not (``xdsi source publish``)."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("UPDATE study SET lease_until = now() + make_interval(secs => %s) "
+                        "WHERE study_uid = %s AND (lease_until IS NULL OR lease_until < now()) "
+                        "RETURNING id, study_uid", (lease_seconds, study_uid))
+            row = cur.fetchone()
+            return Claim(*row) if row else None
+
+    def snapshot(self, study_id: int) -> StudySnapshot:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            # One snapshot of the study: instances arriving meanwhile bump version and wait.
+            conn.isolation_level = None
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT * FROM study WHERE id = %s", (study_id,))
+            study = cur.fetchone()
+            cur.execute("SELECT * FROM patient WHERE id = %s", (study["patient"],))
+            patient = cur.fetchone()
+            cur.execute("SELECT * FROM series WHERE study = %s ORDER BY id", (study_id,))
+            series = cur.fetchall()
+            cur.execute("SELECT i.*, se.series_uid FROM instance i JOIN series se ON se.id = i.series "
+                        "WHERE se.study = %s ORDER BY se.id, i.id", (study_id,))
+            instances = cur.fetchall()
+            cur.execute("SELECT * FROM manifest WHERE study = %s AND status = 'approved' "
+                        "ORDER BY published_at DESC LIMIT 1", (study_id,))
+            latest = cur.fetchone()
+        return StudySnapshot(study_id, study["version"], study, patient, series, instances, study["outside"],
+                             study["pending"], latest, study["attempts"])
+
+    def save_pending(self, study_id: int, pending: dict) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE study SET pending = %s WHERE id = %s", (json.dumps(pending), study_id))
+
+    def settle(self, study_id: int, version: int, manifest: dict | None = None,
+               replaced: str = "", status_of_replaced: str = "replaced") -> None:
+        """The study is published as of ``version`` (with ``manifest`` registered, if any)."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            if replaced:
+                cur.execute("UPDATE manifest SET status = %s WHERE sop_uid = %s", (status_of_replaced, replaced))
+            if manifest:
+                cur.execute("INSERT INTO manifest (sop_uid, study, entry_uuid, study_version, instances, refs_digest, "
+                            "patient_id, sha1) VALUES (%(sop_uid)s, %(study)s, %(entry_uuid)s, %(study_version)s, "
+                            "%(instances)s, %(refs_digest)s, %(patient_id)s, %(sha1)s) ON CONFLICT (sop_uid) DO NOTHING", {**manifest, "study": study_id})
+            cur.execute("UPDATE study SET published_version = GREATEST(published_version, %s), lease_until = NULL, "
+                        "pending = NULL, attempts = 0, last_error = '', next_attempt_at = NULL WHERE id = %s",
+                        (version, study_id))
+
+    def postpone(self, study_id: int, error: str, retry_seconds: float, keep_pending: bool = True) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE study SET lease_until = NULL, attempts = attempts + 1, last_error = %s, "
+                         "next_attempt_at = now() + make_interval(secs => %s)"
+                         + ("" if keep_pending else ", pending = NULL") + " WHERE id = %s",
+                         (error[:2000], retry_seconds, study_id))
+
+    def publication_state(self, study_uid: str) -> dict[str, Any] | None:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT id, version, published_version, attempts, last_error, outside, next_attempt_at "
+                        "FROM study WHERE study_uid = %s", (study_uid,))
+            row = cur.fetchone()
+            if row:
+                cur.execute("SELECT sop_uid, status, study_version, instances, entry_uuid FROM manifest "
+                            "WHERE study = %s ORDER BY published_at", (row["id"],))
+                row["manifests"] = cur.fetchall()
+            return row

@@ -1,0 +1,240 @@
+"""The imaging source's pure cores: identity, intake decisions, C-FIND planning, the manifest,
+the RAD-68 metadata, RAD-69 planning, publication decisions and ITI-9 answers."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+import source_dicom as dd
+from affinity_domain import ebrim as rim
+from affinity_domain.hl7 import Cx
+from imaging_source import identity, intake, manifest, metadata, pix, publish, query, rad69
+from imaging_source.store import StudySnapshot
+
+DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
+
+
+def header(**changes) -> Dataset:
+    ds = dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    return ds
+
+
+# ---------------------------------------------------------------- identity and intake
+
+def test_issuer_comes_from_qualifiers_then_issuer_then_calling_ae_then_default():
+    ds = header()
+    q = Dataset()
+    q.UniversalEntityID, q.UniversalEntityIDType = "1.2.3.9", "ISO"
+    ds.IssuerOfPatientIDQualifiersSequence = [q]
+    ds.IssuerOfPatientID = "1.2.3.8"
+    assert identity.issuer_of(ds, "CT1", {"CT1": "1.2.3.7"}, "1.2.3.6") == "1.2.3.9"
+    del ds.IssuerOfPatientIDQualifiersSequence
+    assert identity.issuer_of(ds, "CT1", {"CT1": "1.2.3.7"}, "1.2.3.6") == "1.2.3.8"
+    ds.IssuerOfPatientID = "HOSPITAL A"                     # a namespace, not an OID
+    assert identity.issuer_of(ds, "CT1", {"CT1": "1.2.3.7"}, "1.2.3.6") == "1.2.3.7"
+    assert identity.issuer_of(ds, "CT2", {"CT1": "1.2.3.7"}, "1.2.3.6") == "1.2.3.6"
+
+
+def test_outside_marker_is_recognised():
+    ds = header()
+    assert not identity.marked_outside(ds)
+    identity.mark_outside(ds, "1.2.3")
+    assert identity.marked_outside(ds)
+    got = intake.describe(ds, "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
+    assert got.outside
+    assert intake.describe(header(), "1.2.840.10008.1.2.1", "PACS2", {}, "1.2.3.6", frozenset({"PACS2"})).outside
+
+
+@pytest.mark.parametrize("missing", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID"])
+def test_instances_without_identifiers_are_refused(missing):
+    ds = header()
+    delattr(ds, missing)
+    got = intake.describe(ds, "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
+    assert isinstance(got, intake.Rejected) and got.status == intake.DOES_NOT_MATCH and missing in got.reason
+
+
+def test_sop_instance_uid_must_match_the_request():
+    got = intake.describe(header(), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6", affected_sop_uid="9.9.9")
+    assert isinstance(got, intake.Rejected) and got.status == intake.DOES_NOT_MATCH
+
+
+def test_describe_reads_the_index_entry():
+    got = intake.describe(header(AccessionNumber="A1"), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
+    assert got.identity == identity.LocalIdentity("1CT1", "1.2.3.6")
+    assert got.is_image and got.study["accession"] == "A1" and got.series["modality"] == "CT"
+
+
+# ---------------------------------------------------------------- C-FIND
+
+def test_find_conditions():
+    c = query.condition
+    assert c("PatientName", "") is None and c("PatientName", "*") is None
+    assert c("PatientName", "Doe*^J?n_%") == query.Condition("p.name", "like", ("Doe%^J_n!_!%",))
+    assert c("StudyDate", "20200101-20201231") == query.Condition("st.study_date", "range", ("20200101", "20201231"))
+    assert c("StudyDate", "-20201231").values == ("", "20201231")
+    assert c("StudyDate", "20200101") == query.Condition("st.study_date", "in", ("20200101",))
+    assert c("StudyInstanceUID", "1.2\\1.3") == query.Condition("st.study_uid", "in", ("1.2", "1.3"))
+    assert c("ModalitiesInStudy", "CT\\MR") == query.Condition("modalities", "contains", ("CT", "MR"))
+
+
+def test_find_plan_checks_the_level():
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "PATIENT"
+    with pytest.raises(query.QueryError):
+        query.plan(ds)
+    ds.QueryRetrieveLevel, ds.SOPInstanceUID = "STUDY", "1.2"
+    with pytest.raises(query.QueryError):
+        query.plan(ds)
+    ds = Dataset()
+    ds.QueryRetrieveLevel, ds.PatientID, ds.StudyInstanceUID = "STUDY", "P*", ""
+    assert query.plan(ds) == ("STUDY", [query.Condition("p.patient_id", "like", ("P%",))])
+
+
+def test_find_response_returns_the_keys_asked_for():
+    ask = Dataset()
+    ask.QueryRetrieveLevel, ask.PatientID, ask.StudyInstanceUID = "STUDY", "", ""
+    ask.NumberOfStudyRelatedInstances, ask.ModalitiesInStudy, ask.PatientWeight = None, None, None
+    out = query.response(ask, {"patient_id": "P1", "study_uid": "1.2", "n_instances": 7, "modalities": "CT\\MR"},
+                         "XDSI_SOURCE")
+    assert out.PatientID == "P1" and out.NumberOfStudyRelatedInstances == 7
+    assert list(out.ModalitiesInStudy) == ["CT", "MR"] and out.RetrieveAETitle == "XDSI_SOURCE"
+    assert "PatientWeight" in out and out.PatientWeight is None
+
+
+# ---------------------------------------------------------------- the manifest
+
+def _refs(h, n, series=3):
+    return [manifest.Reference(f"{h.SeriesInstanceUID}.{i % series}", h.SOPClassUID, f"{h.SOPInstanceUID}.{i}",
+                               i % 4 != 0) for i in range(n)]
+
+
+def test_fast_manifest_is_what_highdicom_builds():
+    h = header(AccessionNumber="ACC9")
+    plan = manifest.Plan(generate_uid(), generate_uid(), datetime(2024, 1, 2, 3, 4, 5))
+    refs = _refs(h, 13)
+    fast = manifest.to_bytes(manifest.build(h, refs, plan, "XDSI_SOURCE", "1.2.3"))
+    slow = manifest.to_bytes(manifest.build(h, refs, plan, "XDSI_SOURCE", "1.2.3", fast=False))
+    assert fast == slow
+
+
+def test_manifest_content_and_dciodvfy(tmp_path):
+    h = header(AccessionNumber="ACC9")
+    refs = _refs(h, 7)
+    kos = manifest.build(h, refs, manifest.Plan(generate_uid(), generate_uid(), datetime(2024, 1, 2)),
+                         "XDSI_SOURCE", "1.2.3.302")
+    path = tmp_path / "kos.dcm"
+    path.write_bytes(manifest.to_bytes(kos))
+    assert dd.dciodvfy_errors(path) == []
+    kos = dcmread(path)
+    assert kos.SOPClassUID == manifest.KOS_SOP_CLASS and kos.Modality == "KO"
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113030"
+    assert kos.PatientID == h.PatientID and kos.StudyInstanceUID == h.StudyInstanceUID
+    assert kos.ReferencedRequestSequence[0].AccessionNumber == "ACC9"
+    series = kos.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert len(series) == 3
+    assert all(s.RetrieveAETitle == "XDSI_SOURCE" and s.RetrieveLocationUID == "1.2.3.302" for s in series)
+    assert sorted(i.ReferencedSOPInstanceUID for s in series for i in s.ReferencedSOPSequence) == \
+        sorted(r.sop_uid for r in refs)
+    assert len(kos.ContentSequence) == 7
+
+
+def test_manifest_without_accession_has_no_request_sequence():
+    h = header(AccessionNumber="")
+    kos = manifest.build(h, _refs(h, 2), manifest.Plan(generate_uid(), generate_uid(), datetime(2024, 1, 2)),
+                         "A", "1.2")
+    assert "ReferencedRequestSequence" not in kos
+
+
+# ---------------------------------------------------------------- RAD-68 metadata
+
+CODES = {"class_code": ["IMAGES", "1.3.6.1.4.1.19376.1.2.6.1", "Images"],
+         "type_code": ["18748-4", "2.16.840.1.113883.6.1", "x"], "confidentiality_code": ["N", "2.16.840.1.113883.5.25", "x"],
+         "healthcare_facility_type_code": ["22232009", "2.16.840.1.113883.6.96", "x"],
+         "practice_setting_code": ["309964003", "2.16.840.1.113883.6.96", "x"],
+         "content_type_code": ["UNSPECIFIED-CONTENT-TYPE", "1.3.6.1.4.1.21367.2017.3", "x"]}
+
+
+def test_document_entry_carries_the_xds_i_metadata():
+    f = metadata.ManifestFacts("1.2.3.4", "urn:uuid:e1", "1.2.3.5", "urn:uuid:s1", f"D1^^^&{DOMAIN}&ISO",
+                               "L1^^^&1.2.3&ISO", patient_name="Doe^Jane", study_uid="1.2.9", accession="A7",
+                               accession_issuer="1.2.3", study_date="20240102", study_time="101112.5",
+                               creation_time="20240103000000", modalities=["CT", "MR", "KO"],
+                               body_parts=["CHEST", "nonsense"])
+    e = metadata.document_entry(f, CODES)
+    assert e.mime_type == "application/dicom" and e.unique_id == "1.2.3.4" and e.patient_id == f.patient_id
+    assert [c.node_representation for c in e.codes(rim.DE_FORMAT_CODE)] == [metadata.KOS_FORMAT[0]]
+    assert e.codes(rim.DE_FORMAT_CODE)[0].slot("codingScheme") == ["1.2.840.10008.2.6.1"]
+    assert [c.node_representation for c in e.codes(rim.DE_EVENT_CODE)] == ["CT", "MR", "T-D3000"]
+    assert e.slot("urn:ihe:iti:xds:2013:referenceIdList") == [
+        "A7^^^&1.2.3&ISO^urn:ihe:iti:xds:2013:accession", "1.2.9^^^^urn:ihe:iti:xds:2016:studyInstanceUID"]
+    assert e.slot_value("serviceStartTime") == "20240102101112"
+    assert e.slot("sourcePatientInfo")[:2] == ["PID-3|L1^^^&1.2.3&ISO", "PID-5|Doe^Jane"]
+
+
+def test_replacing_manifest_has_an_rplc_association():
+    f = metadata.ManifestFacts("1.2.3.4", "urn:uuid:e2", "1.2.3.5", "urn:uuid:s2", "D1^^^&1.2&ISO", "L1^^^&1.3&ISO",
+                               study_uid="1.2.9", creation_time="20240103000000", replaces="urn:uuid:e1")
+    el = metadata.request(f, CODES, "1.2.3.6", "m@x")
+    objects = rim.parse_object_list(el.find(f"{{{rim.LCM}}}SubmitObjectsRequest/{{{rim.RIM}}}RegistryObjectList"))
+    rplc = [a for a in objects.of_kind("association") if a.association_type == rim.RPLC]
+    assert [(a.source, a.target) for a in rplc] == [("urn:uuid:e2", "urn:uuid:e1")]
+    assert objects.of_kind("submission_set")[0].patient_id == "D1^^^&1.2&ISO"
+
+
+# ---------------------------------------------------------------- RAD-69
+
+def _req(uid, series="s1", repo="9.9"):
+    return rad69.DocumentRequest("st1", series, "", repo, uid)
+
+
+def test_rad69_plan():
+    stored = {"a": {"study_uid": "st1", "series_uid": "s1", "transfer_syntax": "1.2.840.10008.1.2.1", "sha1": "x"},
+              "b": {"study_uid": "st1", "series_uid": "s1", "transfer_syntax": "1.2.840.10008.1.2", "sha1": "y"},
+              "c": {"study_uid": "st1", "series_uid": "s1", "transfer_syntax": "1.2.840.10008.1.2.4.50", "sha1": "z"}}
+    errors, served = rad69.plan([_req("a"), _req("b"), _req("c"), _req("d"), _req("a", "s2"), _req("a", repo="1")],
+                                ["1.2.840.10008.1.2.1"], "9.9", stored)
+    assert [(s.request.document_unique_id, s.transcode) for s in served] == [("a", False), ("b", True)]
+    assert [(e.code, e.location) for e in errors] == [
+        ("XDSRepositoryError", "c"), ("XDSDocumentUniqueIdError", "d"), ("XDSDocumentUniqueIdError", "a"),
+        ("XDSUnknownRepositoryId", "a")]
+    response = rad69.response(errors, served)
+    assert response[0].get("status") == "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess"
+
+
+# ---------------------------------------------------------------- publication decisions
+
+def _snap(instances, latest=None, outside=False):
+    return StudySnapshot(1, 3, {"study_uid": "1.2"}, {}, [], [{"sop_uid": u} for u in instances], outside, None, latest)
+
+
+def test_publication_decisions():
+    assert publish.decide(_snap(["a"], outside=True)).action == "settle"
+    assert publish.decide(_snap(["a", "b"])) == publish.Decision("publish", "new study")
+    latest = {"refs_digest": publish.refs_digest(["b", "a"]), "entry_uuid": "urn:uuid:1", "sop_uid": "9"}
+    assert publish.decide(_snap(["a", "b"], latest)).action == "settle"
+    changed = publish.decide(_snap(["a", "b", "c"], latest))
+    assert (changed.action, changed.replaces) == ("publish", "urn:uuid:1")
+    assert publish.decide(_snap([], latest)).action == "withdraw"
+    assert publish.backoff(2, 0) == 2 and publish.backoff(2, 10) == 64
+
+
+# ---------------------------------------------------------------- ITI-9
+
+def test_pix_query_and_answers():
+    q = pix.query(Cx("L1", "1.2.3"), DOMAIN, "C1").decode()
+    assert "QBP^Q23^QBP_Q21" in q and f"QPD|IHE PIX Query|C1|L1^^^&1.2.3&ISO|^^^&{DOMAIN}&ISO" in q
+    ok = (f"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23^RSP_K23|1|P|2.5\rMSA|AA|C1\rQAK|C1|OK\rQPD|x\r"
+          f"PID|||OTHER^^^&9.9&ISO~D77^^^&{DOMAIN}&ISO\r").encode()
+    assert pix.read_answer(ok, DOMAIN).patient_id == f"D77^^^&{DOMAIN}&ISO"
+    nf = b"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23|1|P|2.5\rMSA|AA|C1\rQAK|C1|NF\r"
+    assert not pix.read_answer(nf, DOMAIN).patient_id
+    unknown = b"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23|1|P|2.5\rMSA|AE|C1\rERR||QPD^1^3|204^Unknown\rQAK|C1|AE\r"
+    answer = pix.read_answer(unknown, DOMAIN)
+    assert not answer.patient_id and "204" in answer.reason
