@@ -5,7 +5,6 @@ import itertools
 import time
 from dataclasses import dataclass
 
-from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
 _counter = itertools.count(1)
@@ -77,23 +76,15 @@ def msh_fields(raw: bytes) -> dict[str, str]:
 
 def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
         application: str = "XDSI", facility: str = "XDSI") -> bytes:
-    """An original-mode ACK answering ``raw``."""
+    """An original-mode ACK answering ``raw`` (written directly: it is on every message's path)."""
     msh = msh_fields(raw)
     version = msh["version"] if msh["version"] in ("2.3.1", "2.4", "2.5", "2.5.1") else "2.5"
     trigger = msh["type"].split("^")[1] if "^" in msh["type"] else ""
-    msg = Message("ACK", version=version)
-    msg.msh.msh_3 = application
-    msg.msh.msh_4 = facility
-    msg.msh.msh_5 = msh["sending_app"]
-    msg.msh.msh_6 = msh["sending_facility"]
-    msg.msh.msh_7 = time.strftime("%Y%m%d%H%M%S")
-    msg.msh.msh_9 = f"ACK^{trigger}^ACK" if trigger else "ACK"
-    msg.msh.msh_10 = f"XDSI{time.time_ns()}{next(_counter)}"
-    msg.msh.msh_11 = msh["processing"]
-    msg.add_segment("MSA")
-    msg.msa.msa_1 = code
-    msg.msa.msa_2 = msh["control_id"]
-    text = msg.to_er7()
+    # The sender's fields are echoed as they came: they are already encoded HL7.
+    text = "|".join(["MSH", "^~\\&", application, facility, msh["sending_app"], msh["sending_facility"],
+                     time.strftime("%Y%m%d%H%M%S"), "", f"ACK^{trigger}^ACK" if trigger else "ACK",
+                     f"XDSI{time.time_ns()}{next(_counter)}", msh["processing"], version])
+    text += f"\rMSA|{code}|{msh['control_id']}"
     if error is not None:
         text += "\r" + err_segment(error, version)
     return (text + "\r").encode("utf-8")
