@@ -39,7 +39,7 @@ class Rule:
 
 
 DEFAULT_RULES = {
-    "family": Rule(24, 10),
+    "family": Rule(28, 10),
     "given": Rule(16, 6),
     "birth_date": Rule(24, 14),
     "sex": Rule(6, 12),
