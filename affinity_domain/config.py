@@ -49,6 +49,30 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "subscribers": [],              # ITI-10 receivers, "host:port"
         "max_message_bytes": 1048576,
     },
+    "consumer": {
+        "host": "127.0.0.1",
+        "mllp_port": 2576,              # orders: ORM^O01, OMI^O23
+        "http_host": "127.0.0.1",
+        "http_port": 8040,              # start a fetch, see progress and history (JSON)
+        "ae_title": "XDSI_CONSUMER",
+        "local_assigning_authority": "1.3.6.1.4.1.21367.2005.13.20.2000",
+        "local_pacs": "LOCALPACS@127.0.0.1:11114",   # where reconciled studies are stored (C-STORE)
+        "accession_prefix": "",         # for outside accession numbers, when the source has none below
+        "accession_prefixes": {},       # source repositoryUniqueId -> that site's accession prefix
+        "procedure_codes": {},          # outside procedure code -> local code
+        "pix": "127.0.0.1:2575",        # ITI-9
+        "registry_url": "http://127.0.0.1:8010/registry",   # ITI-18
+        "repositories": {"1.3.6.1.4.1.21367.13.40.301": "http://127.0.0.1:8020/repository"},   # ITI-43
+        "sources": {"1.3.6.1.4.1.21367.13.40.302": "http://127.0.0.1:8030/imaging-source"},    # RAD-69
+        "modalities": [],               # relevancy: empty means any
+        "body_parts": [],
+        "lookback_days": 0,             # 0: no limit
+        "max_studies": 0,               # 0: no limit
+        "max_attempts": 6,              # then the job is failed, with its reason
+        "timeout": 60.0,
+        "workers": 4,                   # studies retrieved concurrently
+        "spool_dir": "",                # empty: <data dir>/consumer
+    },
     "repository": {
         "host": "127.0.0.1",
         "port": 8020,

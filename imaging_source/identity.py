@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-OUTSIDE_CREATOR = "XDSI RECONCILED"
-OUTSIDE_GROUP = 0x0009
+from affinity_domain.outside import OUTSIDE_CREATOR, OUTSIDE_GROUP, mark_outside  # noqa: F401
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 
@@ -64,7 +63,3 @@ def marked_outside(ds: Dataset) -> bool:
     return False
 
 
-def mark_outside(ds: Dataset, source_uid: str) -> None:
-    """Write the marker (what the consumer does; here for tests and tools)."""
-    block = ds.private_block(OUTSIDE_GROUP, OUTSIDE_CREATOR, create=True)
-    block.add_new(0x01, "LO", source_uid)

@@ -156,8 +156,7 @@ class Store:
 
     def reviews(self, status: str = "open", limit: int = 100) -> list[dict]:
         with self.pool.connection() as conn:
-            conn.row_factory = psycopg.rows.dict_row
-            return conn.execute(
+            return conn.cursor(row_factory=psycopg.rows.dict_row).execute(
                 "SELECT r.id, r.status, r.score, r.explanation, r.decided_by, r.decided_at, r.created_at, "
                 "a.domain AS identity_domain, a.pid AS identity_pid, a.demographics AS identity_demographics, "
                 "b.domain AS candidate_domain, b.pid AS candidate_pid, b.demographics AS candidate_demographics "
@@ -166,7 +165,7 @@ class Store:
 
     def person(self, domain: str, pid: str) -> dict | None:
         with self.pool.connection() as conn:
-            conn.row_factory = psycopg.rows.dict_row
+            conn = conn.cursor(row_factory=psycopg.rows.dict_row)
             me = conn.execute("SELECT enterprise FROM identity WHERE domain = %s AND pid = %s AND merged_into IS NULL",
                               (domain, pid)).fetchone()
             if me is None:

@@ -108,3 +108,37 @@ def start_pix(database_url: str, tmp: Path, **settings) -> Pix:
     proc, env = launch("pix", tmp, database_url, {"port": port, "http_port": http_port, **settings},
                        [port, http_port])
     return Pix(proc, env, ("127.0.0.1", port), f"http://127.0.0.1:{http_port}", database_url)
+
+
+# DICOM peers nobody here wrote: DCMTK, with TCP_NODELAY (it reads the variable).
+DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+class StoreScp:
+    def __init__(self, proc, port, directory):
+        self.process, self.port, self.directory = proc, port, directory
+
+    @classmethod
+    def start(cls, directory: Path, ae: str) -> "StoreScp":
+        port = free_port()
+        proc = subprocess.Popen(["/usr/bin/storescp", "-aet", ae, "+uf", "-od", str(directory), str(port)],
+                                env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port, proc)
+        return cls(proc, port, directory)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.directory.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")

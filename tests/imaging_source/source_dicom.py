@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from services import free_port, wait_for_port
+from services import StoreScp, free_port, wait_for_port, wait_until  # noqa: F401
 
 LOCAL_ISSUER = "1.3.6.1.4.1.21367.2005.13.20.3000"
 ENV = dict(os.environ, TCP_NODELAY="1")
@@ -88,31 +88,3 @@ def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
-class StoreScp:
-    def __init__(self, proc, port, directory):
-        self.process, self.port, self.directory = proc, port, directory
-
-    @classmethod
-    def start(cls, directory: Path, ae: str) -> "StoreScp":
-        port = free_port()
-        proc = subprocess.Popen(["/usr/bin/storescp", "-aet", ae, "+uf", "-od", str(directory), str(port)],
-                                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(port, proc)
-        return cls(proc, port, directory)
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir() if p.is_file())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout}s")

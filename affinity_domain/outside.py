@@ -1,0 +1,24 @@
+"""The outside-study marker, shared by the consumer (which writes it into every instance it
+reconciles into a local PACS) and the imaging source (which never publishes a marked study):
+a private block in group 0009, Private Creator ``XDSI RECONCILED``, element xx01 = the uid of the
+source the study came from (LO)."""
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+OUTSIDE_CREATOR = "XDSI RECONCILED"
+OUTSIDE_GROUP = 0x0009
+
+
+def mark_outside(ds: Dataset, source_uid: str) -> None:
+    block = ds.private_block(OUTSIDE_GROUP, OUTSIDE_CREATOR, create=True)
+    block.add_new(0x01, "LO", source_uid)
+
+
+def outside_source(ds: Dataset) -> str | None:
+    """The source uid of a marked instance, or None."""
+    try:
+        block = ds.private_block(OUTSIDE_GROUP, OUTSIDE_CREATOR)
+    except KeyError:
+        return None
+    return str(block[0x01].value) if 0x01 in block else ""

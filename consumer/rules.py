@@ -1,0 +1,78 @@
+"""Relevancy rules (which outside studies to prefetch) and reconciliation to the local site, pure."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from affinity_domain.outside import mark_outside
+
+from .entries import ManifestEntry
+
+
+@dataclass
+class Relevancy:
+    modalities: list[str] = field(default_factory=list)      # empty: any
+    body_parts: list[str] = field(default_factory=list)      # anatomic region codes; empty: any
+    lookback_days: int = 0                                   # 0: no limit
+    max_studies: int = 0                                     # 0: no limit
+
+
+def own_site(entry: ManifestEntry, local_authority: str) -> bool:
+    """A study this site published itself: its source patient id is in our own domain."""
+    return f"&{local_authority}&" in entry.source_patient_id
+
+
+def select(entries: list[ManifestEntry], rules: Relevancy, local_authority: str,
+           today: dt.date | None = None) -> list[ManifestEntry]:
+    today = today or dt.date.today()
+    chosen = []
+    for e in entries:
+        if own_site(e, local_authority):
+            continue
+        codes = {c.split("^^")[0] for c in e.event_codes}
+        if rules.modalities and not codes & set(rules.modalities):
+            continue
+        if rules.body_parts and not codes & set(rules.body_parts):
+            continue
+        if rules.lookback_days and e.service_start[:8]:
+            start = dt.datetime.strptime(e.service_start[:8], "%Y%m%d").date()
+            if (today - start).days > rules.lookback_days:
+                continue
+        chosen.append(e)
+    chosen.sort(key=lambda e: e.service_start, reverse=True)     # most recent priors first
+    return chosen[:rules.max_studies] if rules.max_studies else chosen
+
+
+@dataclass
+class Reconciliation:
+    local_patient_id: str
+    local_authority: str
+    accession_prefix: str = ""
+    procedure_codes: dict[str, str] = field(default_factory=dict)   # outside code -> local code
+    source_uid: str = ""
+
+
+def reconcile(ds: Dataset, r: Reconciliation) -> Dataset:
+    """The outside instance as the local PACS should see it; the original identity is kept."""
+    original = Dataset()
+    original.PatientID = ds.get("PatientID", "")
+    original.IssuerOfPatientID = ds.get("IssuerOfPatientID", "")
+    original.TypeOfPatientID = "TEXT"
+    others = list(ds.get("OtherPatientIDsSequence", []))
+    if not any(o.get("PatientID") == original.PatientID for o in others):
+        others.append(original)
+    ds.OtherPatientIDsSequence = Sequence(others)
+    ds.PatientID, ds.IssuerOfPatientID = r.local_patient_id, r.local_authority
+    if "IssuerOfPatientIDQualifiersSequence" in ds:
+        del ds.IssuerOfPatientIDQualifiersSequence
+    accession = ds.get("AccessionNumber", "")
+    if accession and r.accession_prefix and not accession.startswith(r.accession_prefix):
+        ds.AccessionNumber = (r.accession_prefix + accession)[:16]
+    for item in ds.get("ProcedureCodeSequence", []):
+        if item.get("CodeValue") in r.procedure_codes:
+            item.CodeValue = r.procedure_codes[item.CodeValue]
+    mark_outside(ds, r.source_uid)
+    return ds

@@ -1,0 +1,250 @@
+"""The demo's story, step by step, over the wire: identities, a CT study published, an order at
+another hospital, the study arriving there reconciled. Every step checks that it really happened."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+from pynetdicom import AE, StoragePresentationContexts
+
+from affinity_domain import ebrim, mllp
+from affinity_domain.config import Config
+from affinity_domain.soap_client import SoapClient
+
+from .pacs import LocalPacs, _nodelay
+from .study import ct_study
+
+HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
+KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59"
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class Summary:
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+
+    def add(self, name: str, started: float, what: str) -> None:
+        self.steps.append((name, time.monotonic() - started, what))
+        print(f"  ✔ {what}  ({time.monotonic() - started:.1f} s)")
+
+
+def bar(label: str, done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stdout.write(f"\r    {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    sys.stdout.flush()
+    if done >= total:
+        sys.stdout.write("\n")
+
+
+def wait_until(what: str, predicate, timeout: float, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise StepFailed(f"timed out waiting for {what}")
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def hl7(host: str, port: int, text: str) -> str:
+    reply = mllp.send(host, port, (text.replace("\n", "\r") + "\r").encode(), timeout=20).decode()
+    return reply
+
+
+def msa(reply: str) -> str:
+    return next(s for s in reply.split("\r") if s.startswith("MSA|")).split("|")[1]
+
+
+def adt(pid: str, oid: str, name: str, dob: str, sex: str, address: str, phone: str) -> str:
+    return (f"MSH|^~\\&|ADT|HOSP|XDSI_PIX|XDSI|{time.strftime('%Y%m%d%H%M%S')}||ADT^A01^ADT_A01|"
+            f"{uuid.uuid4().hex[:12]}|P|2.3.1\nEVN|A01|{time.strftime('%Y%m%d%H%M%S')}\n"
+            f"PID|||{pid}^^^&{oid}&ISO||{name}||{dob}|{sex}|||{address}||{phone}\nPV1||O")
+
+
+def pix_ids(cfg: Config, pid: str, oid: str) -> list[str]:
+    s = cfg.section("pix")
+    reply = hl7(s["host"], int(s["port"]),
+                f"MSH|^~\\&|DEMO|HOSP|XDSI_PIX|XDSI|{time.strftime('%Y%m%d%H%M%S')}||QBP^Q23^QBP_Q21|"
+                f"{uuid.uuid4().hex[:12]}|P|2.5\nQPD|IHE PIX Query|{uuid.uuid4().hex[:8]}|{pid}^^^&{oid}&ISO|\nRCP|I")
+    pid_segment = [s for s in reply.split("\r") if s.startswith("PID|")]
+    return pid_segment[0].split("|")[3].split("~") if pid_segment else []
+
+
+class Domain:
+    """The running affinity domain: started here (``xdsi up``) unless one already answers."""
+
+    def __init__(self, cfg: Config, data_dir: Path):
+        self.cfg, self.process = cfg, None
+        reg = cfg.section("registry")
+        if listening(reg["host"], int(reg["port"])):
+            print("  using the affinity domain already running")
+            return
+        env = dict(os.environ, XDSI_DATA_DIR=str(data_dir), XDSI_IMAGING_SOURCE_QUIET_SECONDS="2")
+        log = open(data_dir / "demo-domain.log", "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env,
+                                        stdout=log, stderr=log)
+
+    def wait_ready(self, endpoints: list[tuple[str, int]]) -> None:
+        for host, port in endpoints:
+            wait_until(f"{host}:{port}", lambda: listening(host, port) or
+                       (self.process is not None and self.process.poll() is not None and
+                        (_ for _ in ()).throw(StepFailed("the domain stopped; see demo-domain.log"))), 90)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def run(cfg: Config, instances: int = 300) -> int:
+    data_dir = cfg.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    pix, source, consumer = cfg.section("pix"), cfg.section("imaging_source"), cfg.section("consumer")
+    pacs_ae, pacs_addr = consumer["local_pacs"].split("@")
+    pacs_host, pacs_port = pacs_addr.split(":")
+    print("xdsi demo — an imaging study shared across an affinity domain\n")
+    started = time.monotonic()
+    print("1. Starting the affinity domain")
+    domain = Domain(cfg, data_dir)
+    pacs = None
+    try:
+        domain.wait_ready([(cfg.section("registry")["host"], int(cfg.section("registry")["port"])),
+                           (pix["host"], int(pix["port"])), (source["dicom_host"], int(source["dicom_port"])),
+                           (consumer["host"], int(consumer["mllp_port"]))])
+        summary.add("domain", started, "registry, repository, PIX manager, imaging source and consumer are up")
+
+        run_id = uuid.uuid4().hex[:6].upper()
+        mrn_a, mrn_b, mrn_c = f"A{run_id}", f"B{run_id}", f"C{run_id}"
+        print("\n2. Two hospitals register the same patient, with slightly different demographics")
+        started = time.monotonic()
+        for pid, oid, name, dob, sex, address, phone in [
+            (mrn_a, HOSP_A, "Abernathy^Katherine", "19720314", "F", "12 Oak St^^Toronto^ON^M5V 2T6", "416-555-0101"),
+            (mrn_b, HOSP_B, "Abernethy^Kate", "19720314", "F", "12 Oak Street^^Toronto^ON^M5V2T6", "(416) 555-0101"),
+            (mrn_c, HOSP_B, "Abernathy^Katrina", "19720413", "F", "", ""),
+        ]:
+            code = msa(hl7(pix["host"], int(pix["port"]), adt(pid, oid, name, dob, sex, address, phone)))
+            if code != "AA":
+                raise StepFailed(f"PIX answered {code} to the feed of {pid}")
+            print(f"    ITI-8 {pid} ({name.replace('^', ' ')}, {dob}) -> {code}")
+        ids = pix_ids(cfg, mrn_a, HOSP_A)
+        if f"{mrn_b}^^^&{HOSP_B}&ISO" not in ids:
+            raise StepFailed(f"hospital B's identity was not linked to hospital A's: {ids}")
+        affinity = next(i for i in ids if cfg.domain["assigning_authority"] in i)
+        person = json.load(urllib.request.urlopen(
+            f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}"))
+        link = next(i for i in person["identities"] if i["pid"] == mrn_b)
+        print(f"    linked by the scorecard: score {link['link_score']:.1f} ({link['link_explanation']})")
+        queue = json.load(urllib.request.urlopen(f"http://{pix['http_host']}:{pix['http_port']}/review"))
+        held = [r for r in queue if mrn_c in (r["identity_pid"], r["candidate_pid"])]
+        if not held:
+            raise StepFailed("the near-miss patient did not reach the review queue")
+        print(f"    near miss held for review: {mrn_c}, score {held[0]['score']:.1f}")
+        summary.add("identity", started, f"{mrn_a} and {mrn_b} are one person ({affinity}); {mrn_c} awaits review")
+
+        print(f"\n3. Hospital A sends a CT study ({instances} instances) to the imaging source")
+        started = time.monotonic()
+        accession = f"ACC{run_id}"
+        datasets = ct_study(instances, mrn_a, HOSP_A, "ABERNATHY^KATHERINE", "19720314", "F", accession)
+        send_study(datasets, source)
+        summary.add("store", started, f"{instances} instances stored by C-STORE at {source['ae_title']}")
+
+        print("\n4. The imaging source publishes a KOS manifest (RAD-68) once the study is quiet")
+        started = time.monotonic()
+        study_uid = datasets[0].StudyInstanceUID
+        wait_until("the manifest in the registry", lambda: manifest_registered(cfg, affinity), 120)
+        summary.add("publish", started, f"manifest registered for {affinity}")
+
+        print("\n5. Hospital B books the patient: an order reaches the consumer")
+        started = time.monotonic()
+        pacs = LocalPacs(pacs_ae, int(pacs_port), data_dir / f"local-pacs-{run_id}")
+        order = (f"MSH|^~\\&|RIS|HOSPB|XDSI_CONSUMER|XDSI|{time.strftime('%Y%m%d%H%M%S')}||ORM^O01^ORM_O01|"
+                 f"{uuid.uuid4().hex[:12]}|P|2.3.1\nPID|||{mrn_b}^^^&{HOSP_B}&ISO||Abernethy^Kate||19720314|F\n"
+                 f"ORC|NW|ORD{run_id}\nOBR|1|ORD{run_id}||CTCHEST^CT Chest")
+        code = msa(hl7(consumer["host"], int(consumer["mllp_port"]), order))
+        if code != "AA":
+            raise StepFailed(f"the consumer answered {code} to the order")
+        print(f"    ORM^O01 for {mrn_b} -> {code}")
+        deadline = time.monotonic() + 180
+        while pacs.count() < instances and time.monotonic() < deadline:
+            bar("local PACS", pacs.count(), instances)
+            time.sleep(0.3)
+        bar("local PACS", pacs.count(), instances)
+        if pacs.count() < instances:
+            raise StepFailed(f"only {pacs.count()} of {instances} instances reached the local PACS")
+        wrong = [r for r in pacs.received if r[0] != mrn_b]
+        if wrong:
+            raise StepFailed(f"{len(wrong)} instances arrived under another patient id: {wrong[0]}")
+        summary.add("prefetch", started, f"{pacs.count()} instances in hospital B's PACS under {mrn_b} "
+                                         f"(accession {pacs.received[0][2]})")
+    except StepFailed as e:
+        print(f"\n  ✘ {e}")
+        print("\nxdsi demo FAILED")
+        return 1
+    finally:
+        if pacs:
+            pacs.stop()
+        domain.stop()
+    print("\nSummary")
+    for name, seconds, what in summary.steps:
+        print(f"  {name:<9} {seconds:6.1f} s  {what}")
+    print("\nxdsi demo: every step happened.")
+    return 0
+
+
+def send_study(datasets, source: dict) -> None:
+    ae = AE("HOSPITAL_A")
+    ae.requested_contexts = StoragePresentationContexts[:1]
+    assoc = ae.associate(source["dicom_host"], int(source["dicom_port"]), ae_title=source["ae_title"],
+                         evt_handlers=[])
+    if not assoc.is_established:
+        raise StepFailed("the imaging source refused the association")
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i, ds in enumerate(datasets, start=1):
+            status = assoc.send_c_store(ds)
+            if not status or status.Status != 0:
+                raise StepFailed(f"C-STORE failed: {status}")
+            if i % 10 == 0 or i == len(datasets):
+                bar("C-STORE", i, len(datasets))
+    finally:
+        assoc.release()
+
+
+def manifest_registered(cfg: Config, patient: str) -> bool:
+    reg = cfg.section("registry")
+    q = etree.fromstring(
+        f'<query:AdhocQueryRequest xmlns:query="{ebrim.QUERY}" xmlns:rim="{ebrim.RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
+        f'<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>\'{patient}\'</rim:Value>'
+        f'</rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList>'
+        f"<rim:Value>('{ebrim.APPROVED}')</rim:Value></rim:ValueList></rim:Slot>"
+        f'<rim:Slot name="$XDSDocumentEntryFormatCode"><rim:ValueList><rim:Value>(\'{KOS_FORMAT}^^1.2.840.10008.2.6.1\')'
+        f'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>'
+        .replace("&", "&amp;").encode())
+    r = SoapClient(f"http://{reg['host']}:{reg['port']}{reg['path']}", timeout=10).call(
+        "urn:ihe:iti:2007:RegistryStoredQuery", q)
+    body = r.body
+    return body is not None and len(body.findall(f"{{{ebrim.RIM}}}RegistryObjectList/{{{ebrim.RIM}}}ObjectRef")) > 0
