@@ -10,6 +10,8 @@ COPY registry registry
 COPY repository repository
 COPY pix_manager pix_manager
 COPY imaging_source imaging_source
+COPY consumer consumer
+COPY demo demo
 RUN pip install --no-cache-dir .
 WORKDIR /data
 ENV XDSI_DATA_DIR=/data

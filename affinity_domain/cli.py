@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
             loaded[name] = ep.load()
         except ImportError as e:  # one broken actor must not take the others' commands down
             print(f"xdsi: actor {name} is not usable: {e}", file=sys.stderr)
-    for actor in loaded.values():
+    # Commands that are not actors (``xdsi demo``) plug in the same way.
+    extras = [ep.load() for ep in entry_points(group="xdsi.commands")]
+    for actor in [*loaded.values(), *extras]:
         if hasattr(actor, "add_commands"):
             actor.add_commands(sub)
     args = parser.parse_args(argv)

@@ -25,9 +25,12 @@ def run_all(config: Config, actors: dict) -> int:
         procs[name] = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", name],
                                        env=env, stderr=subprocess.PIPE)
         threading.Thread(target=_pump, args=(name, procs[name].stderr), daemon=True).start()
+    stop = threading.Event()
+    # SIGTERM (a supervisor, the demo) stops the children as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while all(p.poll() is None for p in procs.values()):
-            threading.Event().wait(0.5)
+        while not stop.is_set() and all(p.poll() is None for p in procs.values()):
+            stop.wait(0.5)
     except KeyboardInterrupt:
         pass
     for p in procs.values():

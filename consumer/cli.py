@@ -33,7 +33,7 @@ def settings(config: Config) -> Settings:
                                   int(s["max_studies"])),
         accession_prefix=s["accession_prefix"], accession_prefixes=dict(s["accession_prefixes"]),
         procedure_codes=dict(s["procedure_codes"]),
-        spool=Path(s["spool_dir"]) if s["spool_dir"] else config.data_dir / "consumer",
+        spool=(Path(s["spool_dir"]) if s["spool_dir"] else config.data_dir / "consumer").resolve(),
         timeout=float(s["timeout"]), max_attempts=int(s["max_attempts"]))
 
 
@@ -53,6 +53,7 @@ class ConsumerActor:
         pool = db.open_pool(url, "consumer", max_size=int(s["workers"]) + 6)
         prefetcher = Prefetcher(Store(pool), settings(config))
         prefetcher.s.spool.mkdir(parents=True, exist_ok=True)
+        resumed = prefetcher.store.resume()     # one consumer process per site: its leases are its own
         http = serving.http_server(orders.http_app(prefetcher), serving.listen(s["http_host"], int(s["http_port"])), 4)
 
         def oversize(reason: str) -> bytes:
@@ -65,7 +66,7 @@ class ConsumerActor:
         for w in workers:
             w.start()
         for label, where in self.endpoints(config):
-            log.info("listening", extra={"endpoint": label, "at": where})
+            log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed})
         serving.run_until_stopped([http], [mllp.shutdown, *[w.stop for w in workers], pool.close])
         return 0
 

@@ -37,6 +37,12 @@ class Store:
                 new += row is not None
         return new
 
+    def resume(self) -> int:
+        """At start-up: unfinished jobs leased by a process that is gone are due again."""
+        with self.pool.connection() as conn:
+            return conn.execute("UPDATE job SET next_attempt = now() WHERE state NOT IN ('stored', 'failed') "
+                                "AND next_attempt > now()").rowcount
+
     def claim(self, limit: int = 4) -> list[dict]:
         """Due jobs, leased so that one worker (of any process) takes each."""
         with self.pool.connection() as conn, conn.transaction():
@@ -52,8 +58,6 @@ class Store:
                 f"UPDATE job SET state = %(state)s, last_error = NULL, updated_at = now(), "
                 f"history = history || %(entry)s::jsonb{', ' + sets if sets else ''} WHERE id = %(id)s",
                 {"state": state, "id": job, "entry": json.dumps([{"state": state, "note": note}]), **counts})
-            if state not in ("stored", "failed"):
-                conn.execute("UPDATE job SET next_attempt = now() WHERE id = %s", (job,))
 
     def retry(self, job: int, error: str, delay: float, give_up: bool) -> None:
         with self.pool.connection() as conn:

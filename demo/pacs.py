@@ -10,7 +10,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 class LocalPacs:
     def __init__(self, ae_title: str, port: int, directory: Path):
-        self.directory, self.received, self.lock = directory, [], threading.Lock()
+        self.directory, self.received, self.lock = directory, {}, threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
@@ -24,8 +24,8 @@ class LocalPacs:
         path = self.directory / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)
         with self.lock:
-            self.received.append((ds.PatientID, str(getattr(ds, "IssuerOfPatientID", "")),
-                                  str(getattr(ds, "AccessionNumber", ""))))
+            self.received[ds.SOPInstanceUID] = (ds.PatientID, str(getattr(ds, "IssuerOfPatientID", "")),
+                                                str(getattr(ds, "AccessionNumber", "")))
         return 0x0000
 
     def count(self) -> int:

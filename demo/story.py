@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -15,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
-from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom import AE
 
 from affinity_domain import ebrim, mllp
 from affinity_domain.config import Config
 from affinity_domain.soap_client import SoapClient
 
-from .pacs import LocalPacs, _nodelay
+from .pacs import LocalPacs
 from .study import ct_study
 
 HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
@@ -107,10 +108,12 @@ class Domain:
                                         stdout=log, stderr=log)
 
     def wait_ready(self, endpoints: list[tuple[str, int]]) -> None:
+        def up(host: str, port: int) -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise StepFailed("the domain stopped; see demo-domain.log in the data dir")
+            return listening(host, port)
         for host, port in endpoints:
-            wait_until(f"{host}:{port}", lambda: listening(host, port) or
-                       (self.process is not None and self.process.poll() is not None and
-                        (_ for _ in ()).throw(StepFailed("the domain stopped; see demo-domain.log"))), 90)
+            wait_until(f"{host}:{port}", lambda: up(host, port), 120)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -138,12 +141,17 @@ def run(cfg: Config, instances: int = 300) -> int:
 
         run_id = uuid.uuid4().hex[:6].upper()
         mrn_a, mrn_b, mrn_c = f"A{run_id}", f"B{run_id}", f"C{run_id}"
+        # Each run's patient is new to the index, so that runs on one domain do not meet.
+        rnd = random.Random(run_id)
+        dob = f"{rnd.randint(1940, 1999)}{rnd.randint(1, 12):02d}{rnd.randint(10, 28):02d}"
+        near = dob[:7] + str((int(dob[7]) + 1) % 10)
+        phone = f"416-555-{rnd.randint(1000, 9999)}"
         print("\n2. Two hospitals register the same patient, with slightly different demographics")
         started = time.monotonic()
         for pid, oid, name, dob, sex, address, phone in [
-            (mrn_a, HOSP_A, "Abernathy^Katherine", "19720314", "F", "12 Oak St^^Toronto^ON^M5V 2T6", "416-555-0101"),
-            (mrn_b, HOSP_B, "Abernethy^Kate", "19720314", "F", "12 Oak Street^^Toronto^ON^M5V2T6", "(416) 555-0101"),
-            (mrn_c, HOSP_B, "Abernathy^Katrina", "19720413", "F", "", ""),
+            (mrn_a, HOSP_A, "Abernathy^Katherine", dob, "F", "12 Oak St^^Toronto^ON^M5V 2T6", phone),
+            (mrn_b, HOSP_B, "Abernethy^Kate", dob, "F", "12 Oak Street^^Toronto^ON^M5V2T6", f"({phone[:3]}) {phone[4:]}"),
+            (mrn_c, HOSP_B, "Abernathy^Katherine", near, "F", "", ""),
         ]:
             code = msa(hl7(pix["host"], int(pix["port"]), adt(pid, oid, name, dob, sex, address, phone)))
             if code != "AA":
@@ -167,7 +175,7 @@ def run(cfg: Config, instances: int = 300) -> int:
         print(f"\n3. Hospital A sends a CT study ({instances} instances) to the imaging source")
         started = time.monotonic()
         accession = f"ACC{run_id}"
-        datasets = ct_study(instances, mrn_a, HOSP_A, "ABERNATHY^KATHERINE", "19720314", "F", accession)
+        datasets = ct_study(instances, mrn_a, HOSP_A, "ABERNATHY^KATHERINE", dob, "F", accession)
         send_study(datasets, source)
         summary.add("store", started, f"{instances} instances stored by C-STORE at {source['ae_title']}")
 
@@ -181,24 +189,26 @@ def run(cfg: Config, instances: int = 300) -> int:
         started = time.monotonic()
         pacs = LocalPacs(pacs_ae, int(pacs_port), data_dir / f"local-pacs-{run_id}")
         order = (f"MSH|^~\\&|RIS|HOSPB|XDSI_CONSUMER|XDSI|{time.strftime('%Y%m%d%H%M%S')}||ORM^O01^ORM_O01|"
-                 f"{uuid.uuid4().hex[:12]}|P|2.3.1\nPID|||{mrn_b}^^^&{HOSP_B}&ISO||Abernethy^Kate||19720314|F\n"
+                 f"{uuid.uuid4().hex[:12]}|P|2.3.1\nPID|||{mrn_b}^^^&{HOSP_B}&ISO||Abernethy^Kate||{dob}|F\n"
                  f"ORC|NW|ORD{run_id}\nOBR|1|ORD{run_id}||CTCHEST^CT Chest")
         code = msa(hl7(consumer["host"], int(consumer["mllp_port"]), order))
         if code != "AA":
             raise StepFailed(f"the consumer answered {code} to the order")
         print(f"    ORM^O01 for {mrn_b} -> {code}")
-        deadline = time.monotonic() + 180
+        deadline, shown = time.monotonic() + 180, -1
         while pacs.count() < instances and time.monotonic() < deadline:
-            bar("local PACS", pacs.count(), instances)
-            time.sleep(0.3)
+            if pacs.count() != shown:
+                shown = pacs.count()
+                bar("local PACS", shown, instances)
+            time.sleep(0.2)
         bar("local PACS", pacs.count(), instances)
         if pacs.count() < instances:
             raise StepFailed(f"only {pacs.count()} of {instances} instances reached the local PACS")
-        wrong = [r for r in pacs.received if r[0] != mrn_b]
+        wrong = [r for r in pacs.received.values() if r[0] != mrn_b or r[1] != HOSP_B]
         if wrong:
             raise StepFailed(f"{len(wrong)} instances arrived under another patient id: {wrong[0]}")
         summary.add("prefetch", started, f"{pacs.count()} instances in hospital B's PACS under {mrn_b} "
-                                         f"(accession {pacs.received[0][2]})")
+                                         f"(accession {next(iter(pacs.received.values()))[2]})")
     except StepFailed as e:
         print(f"\n  ✘ {e}")
         print("\nxdsi demo FAILED")
@@ -216,7 +226,7 @@ def run(cfg: Config, instances: int = 300) -> int:
 
 def send_study(datasets, source: dict) -> None:
     ae = AE("HOSPITAL_A")
-    ae.requested_contexts = StoragePresentationContexts[:1]
+    ae.add_requested_context(datasets[0].SOPClassUID, [datasets[0].file_meta.TransferSyntaxUID])
     assoc = ae.associate(source["dicom_host"], int(source["dicom_port"]), ae_title=source["ae_title"],
                          evt_handlers=[])
     if not assoc.is_established:

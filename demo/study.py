@@ -13,6 +13,9 @@ from pydicom.uid import generate_uid
 def ct_study(count: int, patient_id: str, issuer: str, name: str, birth_date: str, sex: str,
              accession: str, series: int = 2) -> list[Dataset]:
     template = dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword in ("OtherPatientIDsSequence", "OtherPatientIDs", "OtherPatientNames"):
+        if keyword in template:     # the test image's own; the demo patient has none
+            delattr(template, keyword)
     study_uid = generate_uid()
     series_uids = [generate_uid() for _ in range(series)]
     out = []
