@@ -87,7 +87,10 @@ class HoldingProxy:
             with socket.create_connection(self.target) as up:
                 up.sendall(head + b"\r\n\r\n" + body)
                 up.settimeout(30)
-                while up.recv(65536):
+                try:
+                    while up.recv(65536):   # drain the registry's answer; nobody is waiting for it
+                        pass
+                except TimeoutError:        # keep-alive: the registry holds the connection open
                     pass
         conn.close()
 
