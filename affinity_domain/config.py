@@ -48,6 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "registry_feed": "127.0.0.1:2577",   # ITI-8 of affinity-domain ids; empty: not forwarded
         "subscribers": [],              # ITI-10 receivers, "host:port"
         "max_message_bytes": 1048576,
+        "workers": 2,                   # MLLP worker processes (one per core)
     },
     "consumer": {
         "host": "127.0.0.1",

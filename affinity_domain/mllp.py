@@ -99,6 +99,9 @@ class MllpServer(socketserver.ThreadingTCPServer):
         self.handler, self.on_oversize = handler, on_oversize
         self.max_bytes, self.idle_timeout = max_bytes, idle_timeout
         super().__init__(address, _Connection)
+        # Worker processes may share this socket: when another one wins a connection, accept()
+        # must fail at once rather than block this loop (and its shutdown) forever.
+        self.socket.setblocking(False)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="mllp", daemon=True)

@@ -82,6 +82,14 @@ def bind(factory, host: str, port: int):
         raise
 
 
+def wait_for_stop() -> None:
+    """Block until SIGINT/SIGTERM (a worker process with no HTTP server of its own)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+
+
 def run_until_stopped(http_servers: list, closers: list = ()) -> None:
     """Serve until SIGINT/SIGTERM, then close every listener."""
     stop = threading.Event()

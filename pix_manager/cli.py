@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.request
 
 from affinity_domain import db, hl7, logs, serving
@@ -43,24 +44,32 @@ class PixActor:
         s = config.section("pix")
         url = db.database_url(config)
         db.migrate(url, "pix", "pix_manager")
-        pool = db.open_pool(url, "pix", max_size=16)
-        store = Store(pool)
-        index = PatientIndex(store, settings(config))
-        http = serving.http_server(http_door.app(index), serving.listen(s["http_host"], int(s["http_port"])), 4)
 
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_PIX")
 
-        mllp = serving.bind(lambda: MllpServer((s["host"], int(s["port"])),
-                                               mllp_door.handler(index, dict(s["facility_authorities"])),
-                                               oversize, max_bytes=int(s["max_message_bytes"])),
-                            s["host"], int(s["port"]))
+        # Bound before forking: every worker process accepts on the same socket.
+        mllp = serving.bind(lambda: MllpServer((s["host"], int(s["port"])), None, oversize,
+                                               max_bytes=int(s["max_message_bytes"])), s["host"], int(s["port"]))
+        workers = serving.fork_workers(max(0, int(s["workers"]) - 1))
+        pool = db.open_pool(url, "pix", max_size=16)
+        store = Store(pool)
+        index = PatientIndex(store, settings(config))
+        mllp.handler = mllp_door.handler(index, dict(s["facility_authorities"]))
+        if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
+            mllp.start()
+            serving.wait_for_stop()
+            mllp.shutdown()
+            pool.close()
+            os._exit(0)
+        http = serving.http_server(http_door.app(index), serving.listen(s["http_host"], int(s["http_port"])), 4)
         mllp.start()
         deliverer = Deliverer(store)
         deliverer.start()
         for label, where in self.endpoints(config):
-            log.info("listening", extra={"endpoint": label, "at": where})
-        serving.run_until_stopped([http], [mllp.shutdown, deliverer.stop, pool.close])
+            log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
+        serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, deliverer.stop,
+                                           pool.close])
         return 0
 
     def add_commands(self, sub) -> None:

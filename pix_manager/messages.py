@@ -46,7 +46,7 @@ def _ids(field: str, default_authority: str, location: str) -> list[Cx]:
 
 
 def read_feed(raw: bytes, facility_authorities: dict[str, str]) -> FeedMessage:
-    hl7.parse(raw)    # structure and encoding characters, with hl7apy
+    hl7.check_structure(raw)
     msh = hl7.msh_fields(raw)
     kind = msh["type"].split("^")
     if kind[0] != "ADT":
