@@ -6,7 +6,7 @@ import jellyfish
 
 from .demographics import Demographics
 
-DEFAULT_KEYS = ["family_phonetic+birth_year", "given_phonetic+birth_date_sorted", "birth_date+sex+postal",
+DEFAULT_KEYS = ["family_phonetic+given_phonetic+birth_year", "family_phonetic+birth_date_sorted", "given_phonetic+birth_date_sorted", "birth_date+sex+postal",
                 "phone", "national_id", "family_phonetic+given_initial+postal"]
 
 
