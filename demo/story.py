@@ -144,7 +144,8 @@ def run(cfg: Config, instances: int = 300) -> int:
         # Each run's patient is new to the index, so that runs on one domain do not meet.
         rnd = random.Random(run_id)
         dob = f"{rnd.randint(1940, 1999)}{rnd.randint(1, 12):02d}{rnd.randint(10, 28):02d}"
-        near = dob[:7] + str((int(dob[7]) + 1) % 10)
+        last = int(dob[7])
+        near = dob[:7] + str(last + 1 if last < 8 else last - 1)    # one digit off, still a real date
         phone = f"416-555-{rnd.randint(1000, 9999)}"
         print("\n2. Two hospitals register the same patient, with slightly different demographics")
         started = time.monotonic()
