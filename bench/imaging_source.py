@@ -187,7 +187,7 @@ def main() -> int:
         timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", dicom, *big.files)
         from imaging_source.publish import Publisher
         from imaging_source.store import Index
-        from imaging_source.content import FileStore
+        from affinity_domain.content import FileStore
         pool = db.open_pool(database, "imaging_source")
         with pool.connection() as conn:
             # Multiply the study's instances in the index (sending 5,000 files is the intake figure's job).

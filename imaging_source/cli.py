@@ -14,7 +14,7 @@ from affinity_domain import db, logs, serving
 from affinity_domain.config import Config, ConfigError
 
 from . import service
-from .content import FileStore
+from affinity_domain.content import FileStore
 from .intake import Intake
 from .publish import Publisher
 from .store import Index

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
 from . import query
-from .content import FileStore
+from affinity_domain.content import FileStore
 from .intake import Intake
 from .store import Index
 

@@ -13,7 +13,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .content import FileStore, StoreFull
+from affinity_domain.content import FileStore, StoreFull
 from .identity import LocalIdentity, local_identity, marked_outside
 
 log = logging.getLogger("xdsi.imaging_source.intake")

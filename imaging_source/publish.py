@@ -24,7 +24,7 @@ from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
 from . import manifest, metadata, pix
-from .content import FileStore
+from affinity_domain.content import FileStore
 from .intake import read_header
 from .store import Index, StudySnapshot
 

@@ -15,7 +15,7 @@ from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
 
 from . import rad69
-from .content import FileStore
+from affinity_domain.content import FileStore
 from .store import Index
 
 log = logging.getLogger("xdsi.imaging_source")

@@ -11,7 +11,7 @@ from affinity_domain.config import Config
 from affinity_domain.soap_client import SoapClient
 
 from . import service
-from .content import FileStore
+from affinity_domain.content import FileStore
 from .core import Repository
 from .store import Index
 

@@ -16,7 +16,7 @@ from affinity_domain.errors import XdsError, registry_response
 from affinity_domain.soap_client import SoapClient, TransportError
 
 from . import provide, retrieve
-from .content import FileStore
+from affinity_domain.content import FileStore
 from .provide import Content
 from .store import Index, Row
 

@@ -12,7 +12,7 @@ from lxml import etree
 from affinity_domain import mtom
 from affinity_domain import ebrim as rim
 from repository import provide, retrieve
-from repository.content import FileStore
+from affinity_domain.content import FileStore
 from repository.provide import Content
 
 REPO = "1.3.6.1.4.1.21367.13.40.301"

@@ -1,0 +1,153 @@
+"""The content store every actor keeps bytes in: files named by their SHA-1 (``root/ab/cd/<sha1>``).
+
+Writers spool into ``root/spool/<host>-<pid>/`` on the same file system, so storing is a rename,
+never a copy or a decode: fsync, atomic rename, fsync of the directory. ``ContentStore`` is the
+interface; an S3-compatible store would implement the same methods (``put`` as an upload).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+
+class StoreFull(OSError):
+    """The store's file system is out of space (XDS: out of resources; DICOM 0xA700)."""
+
+
+class ContentStore(Protocol):
+    def put(self, spooled: Path, sha1: str | None = None) -> tuple[str, int]:
+        """Keep the spooled file's bytes durably under their SHA-1 (computed when not given); the
+        spooled file is consumed. Bytes already stored under that hash are kept (a retry)."""
+
+    def open(self, sha1: str) -> BinaryIO: ...
+
+    def delete(self, sha1: str) -> None: ...
+
+    def keys(self) -> Iterator[str]: ...
+
+
+def sha1_of(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha1(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class FileStore:
+    def __init__(self, root: str | os.PathLike, fsync: bool = True, min_free_bytes: int = 0):
+        """``fsync=False`` trades durability of the last writes before a power loss for speed
+        (the imaging source can ask its modality to send again; the repository cannot)."""
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.spool_root = self.root / "spool"
+        self.spool_dir = self.spool_root / f"{socket.gethostname()}-{os.getpid()}"
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.fsync, self.min_free_bytes = fsync, min_free_bytes
+        self._dirs: set[Path] = set()
+
+    def path(self, sha1: str) -> Path:
+        return self.root / sha1[:2] / sha1[2:4] / sha1
+
+    def has_room(self) -> bool:
+        if not self.min_free_bytes:
+            return True
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize >= self.min_free_bytes
+
+    def put(self, spooled: Path, sha1: str | None = None) -> tuple[str, int]:
+        if sha1 is None:
+            sha1, size = sha1_of(spooled)
+        else:
+            size = spooled.stat().st_size
+        target = self.path(sha1)
+        if target.exists():
+            spooled.unlink(missing_ok=True)
+            return sha1, size
+        try:
+            if self.fsync:
+                with open(spooled, "rb+") as f:
+                    os.fsync(f.fileno())          # the bytes are on disk before their name is
+            if target.parent not in self._dirs:   # mkdir costs more than the rest of a put
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(target.parent)
+            os.replace(spooled, target)           # atomic: a reader sees all of it or nothing
+            if self.fsync:
+                _fsync_dir(target.parent)         # and the name survives a crash
+        except OSError as e:
+            spooled.unlink(missing_ok=True)
+            if _full(e):
+                raise StoreFull(e.errno, "the content store is full") from None
+            raise
+        return sha1, size
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        tmp = self.spool_dir / f"put-{time.time_ns()}"
+        try:
+            tmp.write_bytes(data)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if _full(e):
+                raise StoreFull(e.errno, "the content store is full") from None
+            raise
+        return self.put(tmp)
+
+    def open(self, sha1: str) -> BinaryIO:
+        return open(self.path(sha1), "rb")
+
+    def delete(self, sha1: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(sha1).unlink()
+
+    def keys(self) -> Iterator[str]:
+        for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
+            for f in first.glob("*/*"):
+                if len(f.name) == 40:
+                    yield f.name
+
+    def sweep_spool(self, max_age: float = 24 * 3600) -> int:
+        """Remove what dead processes of this host left in the spool (a kill -9 mid-transfer)."""
+        host = socket.gethostname()
+        removed = 0
+        for d in self.spool_root.iterdir():
+            name, _, pid = d.name.rpartition("-")
+            if d == self.spool_dir or not d.is_dir():
+                continue
+            dead = name == host and pid.isdigit() and not _alive(int(pid))
+            stale = name != host and time.time() - d.stat().st_mtime > max_age
+            if dead or stale:
+                for f in d.iterdir():
+                    f.unlink(missing_ok=True)
+                    removed += 1
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
