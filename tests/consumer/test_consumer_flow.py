@@ -28,9 +28,9 @@ def order(pid, oid=HOSP_B):
             f"{uuid.uuid4().hex[:10]}|P|2.3.1\rPID|||{pid}^^^&{oid}&ISO||Nakamura^Hiro\rORC|NW|O1\rOBR|1|O1\r").encode()
 
 
-def send_study(chain, tmp_path, pid, oid, count=12, modality="CT", study_date="20260110"):
+def send_study(chain, tmp_path, pid, oid, count=12, modality="CT", study_date="20260110", study=None):
     template = dcmread(get_testdata_file("CT_small.dcm"))
-    study, series = generate_uid(), [generate_uid(), generate_uid()]
+    study, series = study or generate_uid(), [generate_uid(), generate_uid()]
     files = []
     for i in range(count):
         ds = template.copy()
@@ -39,7 +39,7 @@ def send_study(chain, tmp_path, pid, oid, count=12, modality="CT", study_date="2
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.AccessionNumber, ds.Modality, ds.StudyDate = "ACC77", modality, study_date
         ds.SeriesNumber, ds.InstanceNumber = i % 2 + 1, i + 1
-        path = tmp_path / f"{i}.dcm"
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     out = subprocess.run(["/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", str(chain.source_dicom_port),
@@ -139,3 +139,26 @@ def test_cli_fetch_with_modality_filter(chain, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4/4 instances" in out.stdout
     assert [j["state"] for j in stored_for(chain, b)] == ["stored"]
+
+
+def test_an_updated_study_is_fetched_again_through_its_replacing_manifest(chain, tmp_path):
+    """RPLC seen by the consumer: a series added after the first prefetch reaches the local PACS."""
+    a, b = linked_patient(chain)
+    first = tmp_path / "first"
+    first.mkdir()
+    study = send_study(chain, first, a, HOSP_A, count=4)
+    time.sleep(4)
+    assert ack_code(mllp_send(("127.0.0.1", chain.consumer_mllp), order(b))) == "AA"
+    wait_until(lambda: [j for j in stored_for(chain, b) if j["state"] == "stored"], 90, 0.5)
+    more = tmp_path / "more"
+    more.mkdir()
+    send_study(chain, more, a, HOSP_A, count=2, study=study)          # a new series in the same study
+    time.sleep(4)                                                     # quiet, then the RPLC manifest
+    assert ack_code(mllp_send(("127.0.0.1", chain.consumer_mllp), order(b))) == "AA"
+    jobs_b = wait_until(lambda: [j for j in stored_for(chain, b) if j["state"] == "stored"]
+                        if len([j for j in stored_for(chain, b) if j["state"] == "stored"]) == 2 else None, 90, 0.5)
+    newest = max(jobs_b, key=lambda j: j["id"])
+    assert newest["study_uid"] == study and newest["instances_total"] == 6
+    received = {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in chain.pacs.files()}
+    sent = {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in list(first.iterdir()) + list(more.iterdir())}
+    assert sent <= received
