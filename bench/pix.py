@@ -94,7 +94,7 @@ def corrupt(d: Demographics, rng: random.Random) -> Demographics:
 
 def quality(persons: int, seed: int = 7) -> None:
     rng = random.Random(seed)
-    truth, index, by_key = {}, [], {}
+    index, by_key = [], {}
     # Hospital A registers everyone; hospital B sees 70% of them (corrupted) and strangers.
     people = [person(rng) for _ in range(persons)]
     for i, d in enumerate(people):

@@ -13,7 +13,6 @@ import http.client
 import multiprocessing as mp
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile

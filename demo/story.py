@@ -8,7 +8,6 @@ import random
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -182,7 +181,6 @@ def run(cfg: Config, instances: int = 300) -> int:
 
         print("\n4. The imaging source publishes a KOS manifest (RAD-68) once the study is quiet")
         started = time.monotonic()
-        study_uid = datasets[0].StudyInstanceUID
         wait_until("the manifest in the registry", lambda: manifest_registered(cfg, affinity), 120)
         summary.add("publish", started, f"manifest registered for {affinity}")
 

@@ -3,7 +3,7 @@ publication state (schema ``imaging_source``, migrations/)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -193,8 +193,8 @@ class Index:
             elif c.op == "contains":     # a multi-valued column holding one of the values
                 where.append(f"string_to_array({column}, '\\') && %s::text[]")
                 params.append(list(c.values))
-        sql = (f"SELECT p.patient_id, p.issuer, p.name, p.birth_date, p.sex, st.study_uid, st.study_date, "
-               f"st.study_time, st.accession, st.study_id, st.description AS study_description, st.referring, "
+        sql = ("SELECT p.patient_id, p.issuer, p.name, p.birth_date, p.sex, st.study_uid, st.study_date, "
+               "st.study_time, st.accession, st.study_id, st.description AS study_description, st.referring, "
                + ("se.series_uid, se.modality, se.series_number, se.description AS series_description, "
                   "se.body_part, " if level in ("SERIES", "IMAGE") else "")
                + ("i.sop_uid, i.sop_class, i.instance_number, i.transfer_syntax, i.sha1, " if level == "IMAGE" else "")

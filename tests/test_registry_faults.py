@@ -2,11 +2,9 @@
 import os
 import signal
 import socket
-import subprocess
 import time
 
 import psycopg
-import pytest
 
 from xds import (APPROVED, FIND_DOCUMENTS, NS, QUERY, REGISTER, Doc, ack_code, adt, envelope, feed, mllp_send,
                  new_patient, post, stored_query, submission)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services import DOMAIN, free_port, launch, start_registry, start_repository
+from services import free_port, launch, start_registry, start_repository
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -13,7 +13,6 @@ from affinity_domain.soap_client import SoapClient
 from pydicom import dcmread
 
 import source_dicom as dd
-from services import DOMAIN
 from xds import FIND_DOCUMENTS, NS, QUERY, post, envelope, stored_query
 
 XDSB = "urn:ihe:iti:xds-b:2007"

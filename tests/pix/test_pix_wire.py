@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
-from xds import FIND_DOCUMENTS, QUERY, REGISTER, Doc, envelope, post, stored_query, submission
+from xds import REGISTER, Doc, envelope, post, submission
 
 
 def affinity_id(ids: list[str]) -> str:

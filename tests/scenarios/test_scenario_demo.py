@@ -4,11 +4,9 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 from pydicom import dcmread
 
-from services import ROOT
 
 
 def test_demo_exits_0_and_its_summary_is_true(new_database, tmp_path):
