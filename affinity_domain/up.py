@@ -21,7 +21,7 @@ def run_all(config: Config, actors: dict) -> int:
     print("xdsi affinity domain — endpoints:")
     for name, actor in sorted(actors.items()):
         for label, where in actor.endpoints(config):
-            print(f"  {name:<12} {label:<28} {where}")
+            print(f"  {name:<15} {label:<38} {where}")
         procs[name] = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", name],
                                        env=env, stderr=subprocess.PIPE)
         threading.Thread(target=_pump, args=(name, procs[name].stderr), daemon=True).start()
