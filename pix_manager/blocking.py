@@ -6,14 +6,32 @@ import jellyfish
 
 from .demographics import Demographics
 
-DEFAULT_KEYS = ["family_phonetic+given_phonetic+birth_year", "family_phonetic+birth_date_sorted", "given_phonetic+birth_date_sorted", "birth_date+sex+postal",
-                "phone", "national_id", "family_phonetic+given_initial+postal"]
+# Each key is selective on its own (a few candidates even in a large index), and together they
+# survive any one attribute being wrong or missing: names (in either order), date, postal code, phone.
+DEFAULT_KEYS = ["name_pair+birth_year", "family_phonetic+birth_date_sorted", "given_phonetic+birth_date_sorted",
+                "birth_date+postal", "phone", "national_id", "family_phonetic+given_initial+postal"]
+
+
+PARTS = ("family_phonetic", "given_phonetic", "name_pair", "given_initial", "birth_year", "birth_date",
+         "birth_date_sorted", "sex", "postal", "phone", "national_id")
+
+
+def check(names: list[str]) -> None:
+    """Configuration: every key a ``+``-joined list of known parts."""
+    for name in names:
+        unknown = [p for p in name.split("+") if p not in PARTS]
+        if unknown:
+            raise ValueError(f"[pix] blocking_keys: {name!r} has unknown parts {unknown} (known: {', '.join(PARTS)})")
 
 
 def keys(d: Demographics, names: list[str] = DEFAULT_KEYS) -> list[str]:
+    family = jellyfish.metaphone(d.family.replace(" ", "")) if d.family else ""
+    given = jellyfish.metaphone(d.given) if d.given else ""
     parts = {
-        "family_phonetic": jellyfish.metaphone(d.family.replace(" ", "")) if d.family else "",
-        "given_phonetic": jellyfish.metaphone(d.given) if d.given else "",
+        "family_phonetic": family,
+        "given_phonetic": given,
+        # Both names, in either order: a family and given name written in each other's place.
+        "name_pair": "/".join(sorted([family, given])) if family and given else "",
         "given_initial": d.given[:1],
         "birth_year": d.birth_date[:4],
         "birth_date": d.birth_date,

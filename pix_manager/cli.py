@@ -7,7 +7,7 @@ import os
 import urllib.request
 
 from affinity_domain import db, hl7, logs, serving
-from affinity_domain.config import Config
+from affinity_domain.config import Config, ConfigError
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
 
@@ -23,11 +23,17 @@ log = logging.getLogger("xdsi.pix")
 
 def settings(config: Config) -> Settings:
     s = config.section("pix")
+    try:
+        keys = list(s["blocking_keys"]) or list(blocking.DEFAULT_KEYS)
+        blocking.check(keys)
+        rules = rules_from_config(s["weights"])
+        thresholds = Thresholds(float(s["lower_threshold"]), float(s["upper_threshold"]))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+    if thresholds.lower > thresholds.upper:
+        raise ConfigError("[pix] lower_threshold must not be above upper_threshold")
     return Settings(affinity_authority=config.domain["assigning_authority"], affinity_prefix=s["affinity_prefix"],
-                    domains=list(s["domains"]),
-                    thresholds=Thresholds(float(s["lower_threshold"]), float(s["upper_threshold"])),
-                    rules=rules_from_config(s["weights"]),
-                    blocking_keys=list(s["blocking_keys"]) or list(blocking.DEFAULT_KEYS),
+                    domains=list(s["domains"]), thresholds=thresholds, rules=rules, blocking_keys=keys,
                     registry_feed=s["registry_feed"], subscribers=list(s["subscribers"]))
 
 
@@ -42,6 +48,7 @@ class PixActor:
     def serve(self, config: Config) -> int:
         logs.setup("pix")
         s = config.section("pix")
+        rules = settings(config)   # a configuration mistake stops us before anything starts
         url = db.database_url(config)
         db.migrate(url, "pix", "pix_manager")
 
@@ -54,7 +61,7 @@ class PixActor:
         workers = serving.fork_workers(max(0, int(s["workers"]) - 1))
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)
-        index = PatientIndex(store, settings(config))
+        index = PatientIndex(store, rules)
         mllp.handler = mllp_door.handler(index, dict(s["facility_authorities"]))
         if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
             mllp.start()
@@ -75,12 +82,41 @@ class PixActor:
     def add_commands(self, sub) -> None:
         pix = sub.add_parser("pix", help="PIX manager administration")
         psub = pix.add_subparsers(dest="pix_command", required=True)
-        review = psub.add_parser("review", help="the review queue: list, link, break")
-        review.add_argument("action", choices=["list", "link", "break"])
+        review = psub.add_parser("review", help="the review queue: list, show, link, break")
+        review.add_argument("action", choices=["list", "show", "link", "break"])
         review.add_argument("item", nargs="?", type=int)
         review.add_argument("--by", help="who decides (required for link/break)")
         review.add_argument("--status", default="open", help="open | linked | broken | '' (all)")
-        review.set_defaults(run=_review)
+        review.set_defaults(run=_reachable(_review))
+        unlink = psub.add_parser("unlink", help="undo a wrong link: the identity becomes a person of its own")
+        unlink.add_argument("domain", help="the identity's assigning authority (OID)")
+        unlink.add_argument("pid", help="the identity's id in that domain")
+        unlink.add_argument("--by", required=True, help="who decides")
+        unlink.set_defaults(run=_reachable(_unlink))
+        rekey = psub.add_parser("rekey", help="recompute the index's blocking keys after [pix] blocking_keys changed")
+        rekey.set_defaults(run=_rekey)
+
+
+def _rekey(config: Config, args) -> int:
+    keys = settings(config).blocking_keys
+    url = db.database_url(config)
+    db.migrate(url, "pix", "pix_manager")
+    with db.open_pool(url, "pix", max_size=2) as pool:
+        done = Store(pool).rekey(lambda d: blocking.keys(d, keys))
+    print(f"blocking keys recomputed for {done} identities ({', '.join(keys)})")
+    return 0
+
+
+def _reachable(command):
+    """A PIX manager that is not running is one line, not a traceback."""
+    def run(config: Config, args) -> int:
+        try:
+            return command(config, args)
+        except urllib.error.URLError as e:
+            s = config.section("pix")
+            print(f"xdsi: the PIX manager at http://{s['http_host']}:{s['http_port']} is not reachable: {e.reason}")
+            return 1
+    return run
 
 
 def _review(config: Config, args) -> int:
@@ -93,11 +129,44 @@ def _review(config: Config, args) -> int:
                       f"{item['identity_pid']}@{item['identity_domain']}  ~  "
                       f"{item['candidate_pid']}@{item['candidate_domain']}\n        {item['explanation']}")
         return 0
+    if args.action == "show":
+        if args.item is None:
+            print("xdsi pix review show ITEM")
+            return 2
+        try:
+            with urllib.request.urlopen(f"{base}/review/{args.item}") as r:
+                item = json.load(r)
+        except urllib.error.HTTPError as e:
+            print(f"xdsi: {json.load(e).get('error')}")
+            return 1
+        _show(item)
+        return 0
     if args.item is None or not args.by:
         print("xdsi pix review link|break ITEM --by NAME")
         return 2
-    request = urllib.request.Request(f"{base}/review/{args.item}/{args.action}", method="POST",
-                                     data=json.dumps({"by": args.by}).encode(),
+    return _post(f"{base}/review/{args.item}/{args.action}", {"by": args.by})
+
+
+def _show(item: dict) -> None:
+    print(f"review item #{item['id']}: {item['status']}, score {item['score']:.1f}"
+          + (f", decided by {item['decided_by']} at {item['decided_at']}" if item.get("decided_by") else ""))
+    print(f"  {item['explanation']}")
+    left, right = item["identity_demographics"], item["candidate_demographics"]
+    print(f"  {'':12} {item['identity_pid'] + '@' + item['identity_domain']:40} "
+          f"{item['candidate_pid'] + '@' + item['candidate_domain']}")
+    for name in left:
+        print(f"  {name:12} {left[name] or '-':40} {right.get(name) or '-'}")
+    print(f"  {'person':12} {item['identity_person'].split('^')[0]:40} {item['candidate_person'].split('^')[0]}")
+
+
+def _unlink(config: Config, args) -> int:
+    s = config.section("pix")
+    return _post(f"http://{s['http_host']}:{s['http_port']}/persons/unlink",
+                 {"domain": args.domain, "pid": args.pid, "by": args.by})
+
+
+def _post(url: str, body: dict) -> int:
+    request = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request) as r:

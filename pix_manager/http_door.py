@@ -1,9 +1,11 @@
 """The PIX manager's HTTP door (review queue and admin), JSON over plain WSGI.
 
 GET  /review[?status=open|linked|broken|]   the queue
+GET  /review/<id>                            one item: both identities, their persons, the explanation
 POST /review/<id>/link   {"by": "name"}      same patient
 POST /review/<id>/break  {"by": "name"}      different patients
 GET  /persons?domain=OID&pid=ID              a person and every linked identity, with explanations
+POST /persons/unlink {"domain": OID, "pid": ID, "by": "name"}   a wrong link undone, remembered
 GET  /health
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import parse_qs
 from .index import PatientIndex
 
 _ACTION = re.compile(r"^/review/(\d+)/(link|break)$")
+_ITEM = re.compile(r"^/review/(\d+)$")
 
 
 def app(index: PatientIndex):
@@ -33,16 +36,29 @@ def app(index: PatientIndex):
         if path == "/persons" and method == "GET":
             person = index.store.person(params.get("domain", ""), params.get("pid", ""))
             return respond(start_response, "200 OK" if person else "404 Not Found", person or {"error": "unknown"})
+        m = _ITEM.match(path)
+        if m and method == "GET":
+            item = index.store.review(int(m.group(1)))
+            return respond(start_response, "200 OK" if item else "404 Not Found",
+                           item or {"error": "no such review item"})
         m = _ACTION.match(path)
-        if m and method == "POST":
+        if (m or path == "/persons/unlink") and method == "POST":
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
                 body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+                if not isinstance(body, dict):
+                    raise ValueError
             except (ValueError, json.JSONDecodeError):
-                return respond(start_response, "400 Bad Request", {"error": "body must be JSON"})
+                return respond(start_response, "400 Bad Request", {"error": "body must be a JSON object"})
             who = str(body.get("by") or "").strip()
-            if not who:
+            if not who:   # every decision is attributed
                 return respond(start_response, "400 Bad Request", {"error": "say who decides: {\"by\": name}"})
+            if m is None:
+                domain, pid = str(body.get("domain") or ""), str(body.get("pid") or "")
+                try:
+                    return respond(start_response, "200 OK", {"result": index.unlink(domain, pid, who)})
+                except KeyError:
+                    return respond(start_response, "404 Not Found", {"error": f"no identity {pid} in {domain}"})
             try:
                 decide = index.link if m.group(2) == "link" else index.break_link
                 return respond(start_response, "200 OK", {"result": decide(int(m.group(1)), who)})

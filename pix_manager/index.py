@@ -199,3 +199,24 @@ class PatientIndex:
                 self._notify(tx, b.enterprise)
                 self._notify(tx, enterprise)
             return f"kept {a.domain}:{a.pid} apart from {b.domain}:{b.pid}"
+
+    def unlink(self, domain: str, pid: str, who: str) -> str:
+        """A person says: this identity is not the person it is linked to (an auto-link was wrong).
+        It becomes a person of its own; the break is remembered against every former companion."""
+        with self.store.transaction() as tx:
+            tx.lock([f"id:{domain}:{pid}"])
+            me = tx.identity(domain, pid)
+            if me is None:
+                raise KeyError((domain, pid))
+            others = [m for m in tx.members(me.enterprise) if m.id != me.id]
+            if not others:
+                return f"{domain}:{pid} is linked to nobody"
+            for other in others:
+                tx.remember(me.id, other.id, "break", who)
+                tx.close_reviews_between(me.id, other.id, "broken", who)
+            enterprise = self._new_person(tx, Cx(pid, domain), me.demographics)
+            tx.move_identity(me.id, enterprise, None, f"unlinked by {who}", f"person:{who}")
+            self._notify(tx, me.enterprise)
+            self._notify(tx, enterprise)
+            log.info("unlinked", extra={"identity": f"{domain}:{pid}", "by": who})
+            return f"unlinked {domain}:{pid} from {len(others)} identit{'y' if len(others) == 1 else 'ies'}"

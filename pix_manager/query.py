@@ -17,7 +17,11 @@ class PixQuery:
 
 
 def read(raw: bytes) -> PixQuery:
-    text = hl7.decode(raw)
+    text = hl7.check_structure(raw)
+    event = (hl7.msh_fields(raw)["type"].split("^") + [""])[1]
+    if event != "Q23":   # QBP also carries PDQ (Q22) and others this listener does not answer
+        raise Hl7Error(f"query event {event} is not supported; PIX Query is QBP^Q23", code="201",
+                       location="MSH^1^9^1^2", ack="AR")
     segments = {line.split("|", 1)[0]: line.split("|") for line in text.split("\r") if line}
     if "QPD" not in segments:
         raise Hl7Error("QPD segment is required", code="100", location="QPD", ack="AE")

@@ -36,6 +36,7 @@ class Rule:
     weight: float
     penalty: float
     floor: float = 0.85        # below this similarity the values disagree
+    comparison: str = ""       # a name in COMPARISONS; empty: the attribute's usual one
 
 
 DEFAULT_RULES = {
@@ -60,8 +61,12 @@ class Score:
         return ", ".join(f"{k} {v:+.1f}" for k, v in self.parts.items()) + f" = {self.total:.1f}"
 
 
-def _similar_name(a: str, b: str, floor: float, phonetic: bool) -> float:
-    """1 for equal, partial credit for close spellings, phonetic twins and nicknames, 0 otherwise."""
+INCONCLUSIVE_BAND = 0.1
+
+
+def _similar_name(a: str, b: str, floor: float, phonetic: bool) -> float | None:
+    """1 for equal, partial credit for close spellings, phonetic twins and nicknames, None when the
+    spellings are too far apart to agree and too close to disagree, 0 otherwise."""
     if a == b:
         return 1.0
     if frozenset((a, b)) in _NICK:
@@ -76,6 +81,9 @@ def _similar_name(a: str, b: str, floor: float, phonetic: bool) -> float:
     # Hyphenated or double family names: one part equal to the other name.
     if phonetic and (set(a.split()) & set(b.split())):
         return 0.75
+    # Close, but not close enough to count: two typos look like this, as do two different names.
+    if jw >= floor - INCONCLUSIVE_BAND:
+        return None
     return 0.0
 
 
@@ -96,10 +104,10 @@ def _similar_date(a: str, b: str) -> float:
 
 
 def _similar_code(a: str, b: str) -> float:
-    """Identifiers and phone numbers: equal, or one typo / adjacent transposition."""
+    """Identifiers, phone numbers, postal codes: equal, or one typo / adjacent transposition."""
     if a == b:
         return 1.0
-    if len(a) == len(b) and len(a) >= 6:
+    if len(a) == len(b) and len(a) >= 4:
         diffs = [i for i in range(len(a)) if a[i] != b[i]]
         if len(diffs) == 1:
             return 0.5
@@ -108,31 +116,57 @@ def _similar_code(a: str, b: str) -> float:
     return 0.0
 
 
+# The distance functions a rule may name: (a, b, floor) -> similarity in [0, 1].
+COMPARISONS = {
+    "exact": lambda a, b, floor: 1.0 if a == b else 0.0,
+    "name": lambda a, b, floor: _similar_name(a, b, floor, phonetic=True),       # + nicknames, metaphone
+    "text": lambda a, b, floor: _similar_name(a, b, floor, phonetic=False),      # Jaro-Winkler above floor
+    "jaro_winkler": lambda a, b, floor: (lambda jw: jw if jw >= floor else 0.0)(
+        jellyfish.jaro_winkler_similarity(a, b)),
+    "phonetic": lambda a, b, floor: 1.0 if a == b else 0.8 if jellyfish.metaphone(a) == jellyfish.metaphone(b)
+    else 0.0,
+    "date": lambda a, b, floor: _similar_date(a, b),
+    "code": lambda a, b, floor: _similar_code(a, b),
+}
+USUAL = {"family": "name", "given": "name", "city": "text", "street": "text", "birth_date": "date",
+         "phone": "code", "national_id": "code", "postal_code": "code", "sex": "exact"}
+
+
 def compare(a: Demographics, b: Demographics, rules: dict[str, Rule] = DEFAULT_RULES) -> Score:
     parts: dict[str, float] = {}
     for name, rule in rules.items():
         x, y = getattr(a, name), getattr(b, name)
         if not x or not y or (name == "sex" and "U" in (x, y)):
             continue                                   # missing: neither rewarded nor punished
-        if name in ("family", "given", "city", "street"):
-            sim = _similar_name(x, y, rule.floor, phonetic=name in ("family", "given"))
-        elif name == "birth_date":
-            sim = _similar_date(x, y)
-        elif name in ("phone", "national_id", "postal_code"):
-            sim = _similar_code(x, y)
+        sim = COMPARISONS[rule.comparison or USUAL[name]](x, y, rule.floor)
+        if sim is None:                                # inconclusive: shown, worth nothing either way
+            parts[name] = 0.0
         else:
-            sim = 1.0 if x == y else 0.0
-        parts[name] = round(rule.weight * sim, 2) if sim > 0 else -rule.penalty
+            parts[name] = round(rule.weight * sim, 2) if sim > 0 else -rule.penalty
     # Given and family names written in each other's place.
-    if parts.get("family", 0) <= 0 and parts.get("given", 0) <= 0 and a.family and a.given and \
+    if "family" in rules and "given" in rules and parts.get("family", 0) <= 0 and parts.get("given", 0) <= 0 \
+            and a.family and a.given and \
             a.family == b.given and a.given == b.family:
         parts["family"], parts["given"] = rules["family"].weight * 0.8, rules["given"].weight * 0.8
     return Score(round(sum(parts.values()), 2), parts)
 
 
 def rules_from_config(weights: dict) -> dict[str, Rule]:
-    """``[pix.weights] family = [24, 10]`` (weight, penalty[, floor]) overrides a default rule."""
+    """``[pix.weights] family = [24, 10]`` (weight, penalty[, floor[, comparison]]), or a table with
+    those keys, overrides a default rule; a weight of 0 with penalty 0 leaves the attribute out."""
     rules = dict(DEFAULT_RULES)
     for name, value in (weights or {}).items():
-        rules[name] = Rule(*value)
+        if name not in USUAL:
+            raise ValueError(f"[pix] weights: no attribute {name!r} (known: {', '.join(USUAL)})")
+        base = rules.get(name, Rule(0, 0))
+        rule = Rule(*value) if isinstance(value, (list, tuple)) else Rule(
+            float(value.get("weight", base.weight)), float(value.get("penalty", base.penalty)),
+            float(value.get("floor", base.floor)), str(value.get("comparison", base.comparison)))
+        if rule.comparison and rule.comparison not in COMPARISONS:
+            raise ValueError(f"[pix] weights.{name}: no comparison {rule.comparison!r} "
+                             f"(known: {', '.join(COMPARISONS)})")
+        if rule.weight or rule.penalty:
+            rules[name] = rule
+        else:
+            rules.pop(name, None)
     return rules

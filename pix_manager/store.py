@@ -163,6 +163,24 @@ class Store:
                 "FROM review_item r JOIN identity a ON a.id = r.identity JOIN identity b ON b.id = r.candidate "
                 "WHERE %s = '' OR r.status = %s ORDER BY r.id LIMIT %s", (status, status, limit)).fetchall()
 
+    def review(self, item: int) -> dict | None:
+        """One review item in full: both identities side by side, and the persons they belong to now."""
+        with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+            row = cur.execute(
+                "SELECT r.*, a.domain AS identity_domain, a.pid AS identity_pid, "
+                "a.demographics AS identity_demographics, ea.affinity_id AS identity_person, "
+                "b.domain AS candidate_domain, b.pid AS candidate_pid, b.demographics AS candidate_demographics, "
+                "eb.affinity_id AS candidate_person FROM review_item r "
+                "JOIN identity a ON a.id = r.identity JOIN enterprise ea ON ea.id = a.enterprise "
+                "JOIN identity b ON b.id = r.candidate JOIN enterprise eb ON eb.id = b.enterprise "
+                "WHERE r.id = %s", (item,)).fetchone()
+            if row is not None:
+                row["decisions"] = cur.execute(
+                    "SELECT verdict, decided_by, decided_at FROM decision WHERE a = %s AND b = %s",
+                    (min(row["identity"], row["candidate"]), max(row["identity"], row["candidate"]))).fetchall()
+            return row
+
     def person(self, domain: str, pid: str) -> dict | None:
         with self.pool.connection() as conn:
             conn = conn.cursor(row_factory=psycopg.rows.dict_row)
@@ -175,6 +193,21 @@ class Store:
                 "SELECT domain, pid, demographics, link_score, link_explanation, linked_by FROM identity "
                 "WHERE enterprise = %s AND merged_into IS NULL ORDER BY id", (me["enterprise"],)).fetchall()
             return e
+
+    def rekey(self, keys_of, batch: int = 5000) -> int:
+        """Recompute every identity's blocking keys (after ``[pix] blocking_keys`` changed), in batches
+        so that the feed goes on meanwhile; ``keys_of(Demographics) -> list[str]``."""
+        done, last = 0, 0
+        while True:
+            with self.transaction() as tx:
+                rows = tx.conn.execute("SELECT id, demographics FROM identity WHERE id > %s ORDER BY id LIMIT %s",
+                                       (last, batch)).fetchall()
+                if not rows:
+                    return done
+                with tx.conn.cursor() as cur:
+                    cur.executemany("UPDATE identity SET blocking = %s WHERE id = %s",
+                                    [(keys_of(Demographics(**r.demographics)), r.id) for r in rows])
+            done, last = done + len(rows), rows[-1].id
 
     # ---------------------------------------------------------------- outbox
 

@@ -79,3 +79,40 @@ def test_feed_reading_fills_authority_from_facility_and_rejects_bad_dates():
     assert e.value.code == "102"
     merge = messages.read_feed(adt("A40", cx("K", HOSP_A), mrg=cx("O", HOSP_A)), {})
     assert merge.subsumed == [Cx("O", HOSP_A)]
+
+
+def test_weights_and_distance_functions_come_from_configuration():
+    from pix_manager.scorecard import rules_from_config
+    typo = normalise("Abernethy", "Katherine", "19720314", "F")
+    default = compare(KATE, typo).parts["family"]
+    exact = rules_from_config({"family": {"comparison": "exact"}})
+    assert 0 < default < 28 and compare(KATE, typo, exact).parts["family"] == -10
+    heavier = rules_from_config({"family": [40, 10]})
+    assert compare(KATE, KATE, heavier).parts["family"] == 40
+    without_phone = rules_from_config({"phone": [0, 0]})
+    assert "phone" not in compare(KATE, KATE, without_phone).parts
+    with pytest.raises(ValueError):
+        rules_from_config({"family": {"comparison": "soundex"}})
+    with pytest.raises(ValueError):
+        rules_from_config({"shoe_size": [1, 1]})
+
+
+def test_blocking_keys_are_checked_and_configurable():
+    blocking.check(["phone", "family_phonetic+birth_year"])
+    with pytest.raises(ValueError):
+        blocking.check(["family+zip"])
+    assert blocking.keys(KATE, ["phone"]) == ["phone:4165550101"]
+    assert blocking.keys(normalise("A", "B"), ["phone"]) == []       # a missing value makes no key
+
+
+def test_only_pix_queries_are_read_as_pix_queries():
+    with pytest.raises(Hl7Error) as e:
+        query.read(qbp(cx("A1", HOSP_A)).replace(b"QBP^Q23", b"QBP^Q22"))
+    assert (e.value.ack, e.value.code) == ("AR", "201")
+
+
+def test_names_too_far_apart_to_agree_and_too_close_to_differ_earn_nothing():
+    far = compare(KATE, normalise("Arnett", "Katherine", "19720314", "F"))       # Jaro-Winkler 0.76
+    assert far.parts["family"] == 0.0
+    other = compare(KATE, normalise("Zhou", "Katherine", "19720314", "F"))
+    assert other.parts["family"] == -10
