@@ -73,6 +73,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "timeout": 60.0,
         "workers": 4,                   # studies retrieved concurrently
         "spool_dir": "",                # empty: <data dir>/consumer
+        "dicom_host": "127.0.0.1",      # AE ae_title: the C-MOVE destination
+        "dicom_port": 11113,
+        "dicom_sources": {"XDSI_SOURCE": "127.0.0.1:11112"},   # Retrieve AE Title -> host:port (C-MOVE/C-GET)
+        "retrieve_order": ["rad69", "c-move"],   # tried in order; the next one covers what the last could not
+        "accession_mode": "prefix",     # prefix | issuer (Issuer of Accession Number, for a PACS that keeps it)
+        "reports": "skip",              # a report beside the study: skip | store (Encapsulated PDF / Basic Text SR) | oru
+        "report_oru": "",               # host:port of the ORU^R01 receiver, for reports = "oru"
+        "pacs_orders": "",              # host:port: an ORM^O01 goes there before the images (a PACS that needs one)
+        "retry_base_seconds": 2.0,      # back-off: base * 3^(attempt-1), at most 300 s
+        "processes": 1,                 # job worker processes (each runs `workers` threads); 1: this process only
     },
     "repository": {
         "host": "127.0.0.1",

@@ -27,14 +27,22 @@ class ManifestEntry:
     study_uid: str = ""
     accession: str = ""
     event_codes: list[str] = field(default_factory=list)      # code^^scheme
+    format_code: str = ""                                     # code^^scheme
+    mime_type: str = ""
+    report: "ManifestEntry | None" = None                     # a report registered beside the study
+
+    @property
+    def is_manifest(self) -> bool:
+        return self.format_code == KOS_FORMAT
 
 
-def find_documents(patient: str, since: str = "") -> etree._Element:
+def find_documents(patient: str, since: str = "", manifests_only: bool = True) -> etree._Element:
     def slot(name, value):
         return f'<rim:Slot name="{name}"><rim:ValueList><rim:Value>{value}</rim:Value></rim:ValueList></rim:Slot>'
     slots = slot("$XDSDocumentEntryPatientId", f"'{patient}'") + \
-        slot("$XDSDocumentEntryStatus", f"('{rim.APPROVED}')") + \
-        slot("$XDSDocumentEntryFormatCode", f"('{KOS_FORMAT}')")
+        slot("$XDSDocumentEntryStatus", f"('{rim.APPROVED}')")
+    if manifests_only:
+        slots += slot("$XDSDocumentEntryFormatCode", f"('{KOS_FORMAT}')")
     if since:
         slots += slot("$XDSDocumentEntryServiceStartTimeFrom", since)
     xml = (f'<query:AdhocQueryRequest xmlns:query="{rim.QUERY}" xmlns:rim="{rim.RIM}">'
@@ -54,8 +62,21 @@ def read_entries(response: etree._Element) -> list[ManifestEntry]:
             source_patient_id=obj.slot_value("sourcePatientId") or "",
             study_uid=next((r.split("^")[0] for r in refs if r.endswith(STUDY_UID_REF)), ""),
             accession=next((r.split("^")[0] for r in refs if r.endswith(ACCESSION_REF)), ""),
-            event_codes=[rim.code_key(c) for c in obj.codes(rim.DE_EVENT_CODE)]))
+            event_codes=[rim.code_key(c) for c in obj.codes(rim.DE_EVENT_CODE)],
+            format_code=next((rim.code_key(c) for c in obj.codes(rim.DE_FORMAT_CODE)), ""),
+            mime_type=obj.mime_type or ""))
     return out
+
+
+def attach_reports(manifests: list[ManifestEntry], others: list[ManifestEntry]) -> None:
+    """A report belongs beside a study when it names the study (or its accession) in referenceIdList."""
+    for m in manifests:
+        for r in others:
+            if r.is_manifest or not r.unique_id:
+                continue
+            if (m.study_uid and r.study_uid == m.study_uid) or (m.accession and r.accession == m.accession):
+                m.report = r
+                break
 
 
 def retrieve_document(repository_unique_id: str, unique_id: str, home: str = "") -> etree._Element:

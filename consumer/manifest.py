@@ -1,11 +1,10 @@
 """Read a KOS manifest, pure: which instances to fetch, from where."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
@@ -20,22 +19,38 @@ class SeriesReference:
     retrieve_ae_title: str
     retrieve_location_uid: str
     instances: list[str]
+    sop_classes: list[str] = field(default_factory=list)     # parallel to ``instances``
 
 
 @dataclass
 class Manifest:
     study_uid: str
     series: list[SeriesReference]
+    accession: str = ""
 
     @property
     def instance_count(self) -> int:
         return sum(len(s.instances) for s in self.series)
 
+    @property
+    def sop_classes(self) -> set[str]:
+        return {c for s in self.series for c in s.sop_classes if c}
+
+    def without(self, done: set[str]) -> list[SeriesReference]:
+        """The series references still to fetch when ``done`` instances are already stored."""
+        out = []
+        for s in self.series:
+            keep = [(u, c) for u, c in zip(s.instances, s.sop_classes or [""] * len(s.instances)) if u not in done]
+            if keep:
+                out.append(SeriesReference(s.series_uid, s.retrieve_ae_title, s.retrieve_location_uid,
+                                           [u for u, _ in keep], [c for _, c in keep]))
+        return out
+
 
 def read(data: bytes) -> Manifest:
     try:
         ds = dcmread(BytesIO(data))
-    except (InvalidDicomError, Exception) as e:  # pydicom raises several types for garbage
+    except Exception as e:  # pydicom raises several types for garbage
         raise NotAManifest(f"not DICOM: {e}") from None
     if ds.get("SOPClassUID") != KOS_SOP_CLASS:
         raise NotAManifest(f"SOP class {ds.get('SOPClassUID')} is not Key Object Selection")
@@ -45,9 +60,16 @@ def read(data: bytes) -> Manifest:
     evidence = ds.get("CurrentRequestedProcedureEvidenceSequence", [])
     if not evidence:
         raise NotAManifest("no Current Requested Procedure Evidence")
+    if len(evidence) > 1:
+        raise NotAManifest("evidence from more than one study")
     study = evidence[0]
-    series = [SeriesReference(str(s.SeriesInstanceUID), str(s.get("RetrieveAETitle", "")),
-                              str(s.get("RetrieveLocationUID", "")),
-                              [str(i.ReferencedSOPInstanceUID) for i in s.get("ReferencedSOPSequence", [])])
-              for s in study.get("ReferencedSeriesSequence", [])]
-    return Manifest(str(study.StudyInstanceUID), series)
+    series = []
+    for s in study.get("ReferencedSeriesSequence", []):
+        refs = s.get("ReferencedSOPSequence", [])
+        series.append(SeriesReference(
+            str(s.SeriesInstanceUID), str(s.get("RetrieveAETitle", "") or "").strip(),
+            str(s.get("RetrieveLocationUID", "") or ""),
+            [str(i.ReferencedSOPInstanceUID) for i in refs], [str(i.get("ReferencedSOPClassUID", "")) for i in refs]))
+    if not any(s.instances for s in series):
+        raise NotAManifest("the manifest references no instance")
+    return Manifest(str(study.StudyInstanceUID), series, str(ds.get("AccessionNumber", "") or ""))

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from urllib.parse import parse_qs
 
 from affinity_domain import hl7
 from affinity_domain.hl7 import Cx, Hl7Error
 
+from . import jobs
 from .flow import Prefetcher
 
 log = logging.getLogger("xdsi.consumer")
@@ -32,15 +32,9 @@ def local_patient(raw: bytes, local_authority: str) -> Cx:
 
 def start_fetch(prefetcher: Prefetcher, trigger: str, patient: Cx, since: str = "",
                 modalities: list[str] = ()) -> int:
-    """Record the fetch and search in the background; the caller answers at once."""
-    fetch = prefetcher.store.new_fetch(trigger, str(patient))
-
-    def search():
-        try:
-            prefetcher.search(fetch, patient, since, list(modalities))
-        except Exception:  # recorded on the fetch by search()
-            pass
-    threading.Thread(target=search, daemon=True).start()
+    """Record the fetch (durable); a worker searches it, so the caller answers at once."""
+    fetch = prefetcher.store.new_fetch(trigger, str(patient), since, [m.upper() for m in modalities])
+    prefetcher.wake.set()
     return fetch
 
 
@@ -63,10 +57,12 @@ def order_handler(prefetcher: Prefetcher):
 
 
 _FETCH = re.compile(r"^/fetches/(\d+)$")
+_JOB = re.compile(r"^/jobs/(\d+)$")
 
 
 def http_app(prefetcher: Prefetcher):
-    """GET /fetches, GET /fetches/<id> (with its jobs), GET /jobs, POST /fetches {"patient": CX, "since": DTM}."""
+    """POST /fetches {"patient": CX, "since": DTM, "modalities": [..]}; GET /fetches, /fetches/<id> (its jobs and
+    progress), /jobs[?fetch=N][&patient=CX], /jobs/<id>, /health."""
     store = prefetcher.store
 
     def respond(start_response, status, body):
@@ -96,10 +92,17 @@ def http_app(prefetcher: Prefetcher):
             fetch = store.fetch(int(m.group(1)))
             if fetch is None:
                 return respond(start_response, "404 Not Found", {"error": "no such fetch"})
-            return respond(start_response, "200 OK", {**fetch, "jobs": store.jobs(int(m.group(1)))})
+            found = store.jobs(int(m.group(1)))
+            return respond(start_response, "200 OK", {**fetch, "progress": jobs.fetch_summary(fetch, found),
+                                                      "jobs": found})
+        m = _JOB.match(path)
+        if m:
+            job = store.job(int(m.group(1)))
+            return respond(start_response, "200 OK" if job else "404 Not Found", job or {"error": "no such job"})
         if path == "/jobs":
             q = parse_qs(environ.get("QUERY_STRING", ""))
-            return respond(start_response, "200 OK", store.jobs(int(q["fetch"][0]) if "fetch" in q else None))
+            return respond(start_response, "200 OK", store.jobs(int(q["fetch"][0]) if "fetch" in q else None,
+                                                                q["patient"][0] if "patient" in q else None))
         if path == "/health":
             return respond(start_response, "200 OK", {"status": "ok"})
         return respond(start_response, "404 Not Found", {"error": "not found", "see": http_app.__doc__})

@@ -15,9 +15,16 @@ from .entries import ManifestEntry
 @dataclass
 class Relevancy:
     modalities: list[str] = field(default_factory=list)      # empty: any
-    body_parts: list[str] = field(default_factory=list)      # anatomic region codes; empty: any
+    body_parts: list[str] = field(default_factory=list)      # anatomic region codes (SNOMED CT); empty: any
     lookback_days: int = 0                                   # 0: no limit
     max_studies: int = 0                                     # 0: no limit
+
+
+def window_start(rules: Relevancy, today: dt.date | None = None) -> str:
+    """ITI-18 $XDSDocumentEntryServiceStartTimeFrom for the look-back window ('' when unlimited)."""
+    if not rules.lookback_days:
+        return ""
+    return ((today or dt.date.today()) - dt.timedelta(days=rules.lookback_days)).strftime("%Y%m%d")
 
 
 def own_site(entry: ManifestEntry, local_authority: str) -> bool:
@@ -53,6 +60,11 @@ class Reconciliation:
     accession_prefix: str = ""
     procedure_codes: dict[str, str] = field(default_factory=dict)   # outside code -> local code
     source_uid: str = ""
+    accession_issuer: str = ""      # set: keep the accession, name its issuer (a PACS that supports it)
+
+
+# Where a procedure code may sit in an image's header.
+PROCEDURE_SEQUENCES = ("ProcedureCodeSequence", "RequestedProcedureCodeSequence")
 
 
 def reconcile(ds: Dataset, r: Reconciliation) -> Dataset:
@@ -62,17 +74,26 @@ def reconcile(ds: Dataset, r: Reconciliation) -> Dataset:
     original.IssuerOfPatientID = ds.get("IssuerOfPatientID", "")
     original.TypeOfPatientID = "TEXT"
     others = list(ds.get("OtherPatientIDsSequence", []))
-    if not any(o.get("PatientID") == original.PatientID for o in others):
+    already_local = (original.PatientID, original.IssuerOfPatientID) == (r.local_patient_id, r.local_authority)
+    if not already_local and not any(o.get("PatientID") == original.PatientID for o in others):
         others.append(original)
     ds.OtherPatientIDsSequence = Sequence(others)
     ds.PatientID, ds.IssuerOfPatientID = r.local_patient_id, r.local_authority
     if "IssuerOfPatientIDQualifiersSequence" in ds:
         del ds.IssuerOfPatientIDQualifiersSequence
     accession = ds.get("AccessionNumber", "")
-    if accession and r.accession_prefix and not accession.startswith(r.accession_prefix):
+    if accession and r.accession_issuer:
+        issuer = Dataset()
+        issuer.LocalNamespaceEntityID = r.accession_issuer[:64]
+        ds.IssuerOfAccessionNumberSequence = Sequence([issuer])
+    elif accession and r.accession_prefix and not accession.startswith(r.accession_prefix):
         ds.AccessionNumber = (r.accession_prefix + accession)[:16]
-    for item in ds.get("ProcedureCodeSequence", []):
-        if item.get("CodeValue") in r.procedure_codes:
-            item.CodeValue = r.procedure_codes[item.CodeValue]
+    for keyword in PROCEDURE_SEQUENCES:
+        for item in ds.get(keyword, []):
+            if item.get("CodeValue") in r.procedure_codes:
+                item.CodeValue = r.procedure_codes[item.CodeValue]
+    for item in ds.get("RequestAttributesSequence", []):
+        if "AccessionNumber" in item and ds.get("AccessionNumber"):
+            item.AccessionNumber = ds.AccessionNumber      # the request follows the study's accession
     mark_outside(ds, r.source_uid)
     return ds

@@ -158,6 +158,7 @@ class Chain:
     consumer_http: str
     pacs: StoreScp
     processes: list
+    consumer_dicom: int = 0
 
     def stop(self) -> None:
         for p in self.processes:
@@ -176,18 +177,20 @@ def start_chain(database: str, mktemp) -> Chain:
     repository = start_repository(database, registry.url, mktemp("repository"))
     pix = start_pix(database, mktemp("pix"), registry_feed=f"127.0.0.1:{registry.feed[1]}")
     pacs = StoreScp.start(mktemp("localpacs"), "LOCALPACS")
-    dicom_port, rad69_port = free_port(), free_port()
+    dicom_port, rad69_port, consumer_dicom = free_port(), free_port(), free_port()
     source_tmp = mktemp("source")
     source, _ = launch("imaging-source", source_tmp, database, {
         "dicom_port": dicom_port, "port": rad69_port, "quiet_seconds": 1, "retry_seconds": 1, "poll_seconds": 0.2,
         "repository_url": repository.url, "pix_port": pix.mllp[1], "store_dir": source_tmp / "images",
-        "min_free_bytes": 0}, [dicom_port, rad69_port])
+        "min_free_bytes": 0, "move_destinations": f'{{ XDSI_CONSUMER = "127.0.0.1:{consumer_dicom}" }}'},
+        [dicom_port, rad69_port])
     source_url = f"http://127.0.0.1:{rad69_port}/imaging-source"
     mllp_port, http_port = free_port(), free_port()
     consumer, _ = launch("consumer", mktemp("consumer"), database, {
         "mllp_port": mllp_port, "http_port": http_port, "pix": f"127.0.0.1:{pix.mllp[1]}",
         "registry_url": registry.url, "repositories": f'{{ "1.3.6.1.4.1.21367.13.40.301" = "{repository.url}" }}',
         "sources": f'{{ "{SOURCE_RUID}" = "{source_url}" }}', "local_pacs": f"LOCALPACS@127.0.0.1:{pacs.port}",
-        "accession_prefix": "A-", "max_attempts": 3}, [mllp_port, http_port])
+        "accession_prefix": "A-", "max_attempts": 3, "dicom_port": consumer_dicom,
+        "dicom_sources": f'{{ XDSI_SOURCE = "127.0.0.1:{dicom_port}" }}'}, [mllp_port, http_port, consumer_dicom])
     return Chain(registry, repository, pix, dicom_port, source_url, mllp_port, f"http://127.0.0.1:{http_port}",
-                 pacs, [consumer, source])
+                 pacs, [consumer, source], consumer_dicom)

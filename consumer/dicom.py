@@ -1,0 +1,159 @@
+"""The consumer's DICOM side (pynetdicom): the AE ``XDSI_CONSUMER`` that C-MOVE sub-operations arrive
+at, the C-MOVE/C-GET requests to a source, and C-STORE into the local PACS."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
+from pynetdicom import AE, AllStoragePresentationContexts, build_context, build_role, evt
+from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
+                                  StudyRootQueryRetrieveInformationModelMove, Verification)
+
+log = logging.getLogger("xdsi.consumer")
+UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+ACCEPTED = UNCOMPRESSED + ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                           "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+                           "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"]
+STORE_OK = (0x0000, 0xB000, 0xB006, 0xB007)       # success and the storage warnings
+
+
+class DicomRefused(ConnectionError):
+    """A DICOM peer would not associate, or answered with a failure status."""
+
+
+def nodelay(assoc) -> None:
+    # pynetdicom never sets TCP_NODELAY; without it every small PDU waits for a delayed ACK.
+    sock = assoc.dul.socket.socket if assoc.dul.socket else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def keep(event, directory: Path) -> Path:
+    """A received instance written as a DICOM file without decoding it: ``<dir>/<SOP Instance UID>.dcm``."""
+    uid = str(event.request.AffectedSOPInstanceUID)
+    part = directory / f"{uid}.{os.getpid()}.part"
+    with open(part, "wb") as f:
+        f.write(event.encoded_dataset())
+    target = directory / f"{uid}.dcm"
+    os.replace(part, target)
+    return target
+
+
+def start_scp(ae_title: str, host: str, port: int, incoming: Path):
+    """The C-MOVE destination: every instance lands in ``incoming``, where the job that asked waits."""
+    incoming.mkdir(parents=True, exist_ok=True)
+    ae = AE(ae_title=ae_title)
+    ae.maximum_associations = 32
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, ACCEPTED)
+    ae.add_supported_context(Verification)
+
+    def on_store(event):
+        try:
+            keep(event, incoming)
+            return 0x0000
+        except OSError:
+            log.exception("could not keep a received instance")
+            return 0xA700           # out of resources
+
+    handlers = [(evt.EVT_ESTABLISHED, lambda e: nodelay(e.assoc)), (evt.EVT_C_STORE, on_store),
+                (evt.EVT_C_ECHO, lambda e: 0x0000)]
+    return ae.start_server((host, port), block=False, evt_handlers=handlers)
+
+
+def _identifier(study_uid: str, series_uid: str, sops: list[str]) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study_uid, series_uid, sops
+    return ds
+
+
+def _final(responses, what: str) -> None:
+    last = None
+    for status, _ in responses:
+        if status is not None:
+            last = status
+    if last is None:
+        raise DicomRefused(f"{what}: no final response (association aborted or timed out)")
+    if last.Status not in (0x0000, 0xB000):
+        raise DicomRefused(f"{what}: status 0x{last.Status:04X} {last.get('ErrorComment', '')}".strip())
+
+
+def move(calling_ae: str, peer: tuple[str, str, int], destination_ae: str, study_uid: str,
+         series: dict[str, list[str]], timeout: float) -> None:
+    """C-MOVE each series' instances to ``destination_ae`` (this consumer's SCP)."""
+    ae_title, host, port = peer
+    ae = AE(calling_ae)
+    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate(host, port, ae_title=ae_title)
+    if not assoc.is_established:
+        raise DicomRefused(f"{ae_title}@{host}:{port} refused the C-MOVE association")
+    nodelay(assoc)
+    try:
+        for series_uid, sops in series.items():
+            _final(assoc.send_c_move(_identifier(study_uid, series_uid, sops), destination_ae,
+                                     StudyRootQueryRetrieveInformationModelMove), f"C-MOVE from {ae_title}")
+    finally:
+        assoc.release()
+
+
+def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dict[str, list[str]],
+        sop_classes: set[str], into: Path, timeout: float) -> None:
+    """C-GET each series' instances over one association, written into ``into``."""
+    ae_title, host, port = peer
+    ae = AE(calling_ae)
+    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    classes = sorted(sop_classes)[:120]          # 128 presentation contexts at most
+    for uid in classes:
+        ae.add_requested_context(uid, ACCEPTED)
+    roles = [build_role(uid, scp_role=True) for uid in classes]
+
+    def on_store(event):
+        keep(event, into)
+        return 0x0000
+    assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    if not assoc.is_established:
+        raise DicomRefused(f"{ae_title}@{host}:{port} refused the C-GET association")
+    nodelay(assoc)
+    try:
+        for series_uid, sops in series.items():
+            _final(assoc.send_c_get(_identifier(study_uid, series_uid, sops),
+                                    StudyRootQueryRetrieveInformationModelGet), f"C-GET from {ae_title}")
+    finally:
+        assoc.release()
+
+
+class LocalPacs:
+    """One association to the local PACS for a study's instances (C-STORE SCU)."""
+
+    def __init__(self, calling_ae: str, peer: tuple[str, str, int], files: list[Path], timeout: float):
+        self.peer = peer
+        pairs = {}
+        for path in files:
+            meta = read_file_meta_info(path)
+            pairs.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(str(meta.TransferSyntaxUID))
+        ae = AE(calling_ae)
+        ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
+        ae.requested_contexts = [build_context(uid, sorted(ts | {UNCOMPRESSED[0]}))
+                                 for uid, ts in sorted(pairs.items())][:128]
+        ae_title, host, port = peer
+        self.assoc = ae.associate(host, port, ae_title=ae_title)
+        if not self.assoc.is_established:
+            raise DicomRefused(f"the local PACS {ae_title}@{host}:{port} refused the association")
+        nodelay(self.assoc)
+
+    def store(self, ds: Dataset) -> None:
+        status = self.assoc.send_c_store(ds)
+        if not status or status.Status not in STORE_OK:
+            code = f"0x{status.Status:04X}" if status else "none (association lost)"
+            raise DicomRefused(f"the local PACS {self.peer[0]} refused {ds.SOPInstanceUID}: status {code}")
+
+    def close(self) -> None:
+        if self.assoc.is_established:
+            self.assoc.release()

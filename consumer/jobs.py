@@ -1,0 +1,49 @@
+"""The job state machine and the retry decisions, pure.
+
+A fetch (one per order or request) searches once: new -> searched | failed. A job (one per outside
+study) walks found -> manifest -> retrieved -> stored; any step may fail. A failure either waits
+and retries (peer down, time-out, a PACS that said no) or ends the job (retrying cannot help)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FETCH_STATES = ("new", "searched", "failed")
+JOB_STATES = ("found", "manifest", "retrieved", "stored", "failed")
+DONE = ("stored", "failed")
+
+
+class Permanent(Exception):
+    """Retrying cannot help: not a manifest, unknown patient or source, instances gone."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    give_up: bool
+    retry_in: float        # seconds; 0 when giving up
+
+
+def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """2 s, 6 s, 18 s, … (base * 3^(n-1)), never more than ``cap``."""
+    return min(cap, base * 3 ** max(0, attempts - 1))
+
+
+def decide(attempts: int, max_attempts: int, permanent: bool, base: float = 2.0) -> Decision:
+    """After the ``attempts``-th attempt failed: wait and retry, or give up."""
+    if permanent or attempts >= max_attempts:
+        return Decision(True, 0.0)
+    return Decision(False, backoff(attempts, base))
+
+
+def next_step(state: str) -> str | None:
+    """What a worker does with a job in ``state``: fetch the manifest, or the images; None: done."""
+    return {"found": "manifest", "manifest": "images", "retrieved": "images"}.get(state)
+
+
+def fetch_summary(fetch: dict, jobs: list[dict]) -> dict:
+    """Progress of one fetch for the API and the CLI's bar: instances counted as stored or done."""
+    total = sum(j["instances_total"] for j in jobs)
+    done = sum(j["instances_total"] if j["state"] == "stored" else j["instances_done"] for j in jobs)
+    finished = fetch["state"] == "failed" or (fetch["state"] == "searched" and all(j["state"] in DONE for j in jobs))
+    return {"instances_total": total, "instances_done": done, "studies": len(jobs),
+            "studies_stored": sum(j["state"] == "stored" for j in jobs),
+            "studies_failed": sum(j["state"] == "failed" for j in jobs), "finished": finished}

@@ -1,0 +1,203 @@
+"""The consumer's pure core: relevancy rules, reconciliation, KOS reading, the job state machine and
+retry decisions, order parsing, the messages and report objects it builds."""
+import datetime as dt
+from io import BytesIO
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from affinity_domain.hl7 import Hl7Error
+from affinity_domain.outside import outside_source
+from consumer import entries, jobs, manifest, messages, orders, reports, rules
+from consumer.entries import ManifestEntry
+
+LOCAL = "1.3.6.1.4.1.21367.2005.13.20.2000"
+OTHER = "1.3.6.1.4.1.21367.2005.13.20.3000"
+TODAY = dt.date(2026, 3, 1)
+
+
+def entry(uid, start="20260110", modality="CT", site=OTHER, region=None):
+    codes = [f"{modality}^^1.2.840.10008.2.16.4"] + ([f"{region}^^2.16.840.1.113883.6.96"] if region else [])
+    return ManifestEntry(uid, "1.2.3", service_start=start, source_patient_id=f"P^^^&{site}&ISO", event_codes=codes)
+
+
+# ------------------------------------------------------------ relevancy
+
+
+def test_relevancy_keeps_studies_inside_the_lookback_window_and_drops_older_ones():
+    found = [entry("in", "20260201"), entry("edge", "20251201"), entry("out", "20240101")]
+    chosen = rules.select(found, rules.Relevancy(lookback_days=90), LOCAL, TODAY)
+    assert [e.unique_id for e in chosen] == ["in", "edge"]
+    assert rules.window_start(rules.Relevancy(lookback_days=90), TODAY) == "20251201"
+    assert rules.window_start(rules.Relevancy(), TODAY) == ""
+
+
+def test_relevancy_modality_filter():
+    found = [entry("ct", modality="CT"), entry("mr", modality="MR"), entry("us", modality="US")]
+    assert [e.unique_id for e in rules.select(found, rules.Relevancy(modalities=["MR", "US"]), LOCAL, TODAY)] == \
+        ["mr", "us"]
+    assert len(rules.select(found, rules.Relevancy(), LOCAL, TODAY)) == 3       # broad prefetch
+
+
+def test_relevancy_body_part_most_recent_first_and_maximum():
+    found = [entry("chest", "20260105", region="51185008"), entry("head", "20260106", region="69536005"),
+             entry("chest2", "20260120", region="51185008")]
+    chosen = rules.select(found, rules.Relevancy(body_parts=["51185008"], max_studies=1), LOCAL, TODAY)
+    assert [e.unique_id for e in chosen] == ["chest2"]
+
+
+def test_own_site_studies_are_never_selected():
+    found = [entry("mine", site=LOCAL), entry("theirs")]
+    assert [e.unique_id for e in rules.select(found, rules.Relevancy(), LOCAL, TODAY)] == ["theirs"]
+
+
+# ------------------------------------------------------------ reconciliation
+
+
+def outside_ct():
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID, ds.IssuerOfPatientID, ds.AccessionNumber = "A123", OTHER, "ACC77"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "CTCHEST", "99SITEA", "CT chest"
+    ds.ProcedureCodeSequence = Sequence([code])
+    return ds
+
+
+def test_reconcile_rewrites_identity_keeps_the_original_and_marks_the_study():
+    ds = rules.reconcile(outside_ct(), rules.Reconciliation("B9", LOCAL, "A-", {"CTCHEST": "LCT01"}, "1.2.3.302"))
+    assert (ds.PatientID, ds.IssuerOfPatientID, ds.AccessionNumber) == ("B9", LOCAL, "A-ACC77")
+    assert [(o.PatientID, o.get("IssuerOfPatientID")) for o in ds.OtherPatientIDsSequence
+            if o.PatientID == "A123"] == [("A123", OTHER)]
+    assert ds.ProcedureCodeSequence[0].CodeValue == "LCT01"
+    assert outside_source(ds) == "1.2.3.302"
+    again = rules.reconcile(ds, rules.Reconciliation("B9", LOCAL, "A-", {}, "1.2.3.302"))
+    assert again.AccessionNumber == "A-ACC77"                  # idempotent: nothing prefixed or kept twice
+    assert [o.PatientID for o in again.OtherPatientIDsSequence].count("A123") == 1
+    assert "B9" not in [o.PatientID for o in again.OtherPatientIDsSequence]
+    # it survives encoding: what the PACS receives is what we checked
+    buf = BytesIO()
+    ds.save_as(buf)
+    assert outside_source(dcmread(BytesIO(buf.getvalue()))) == "1.2.3.302"
+
+
+def test_reconcile_with_an_accession_issuer_keeps_the_accession():
+    ds = rules.reconcile(outside_ct(), rules.Reconciliation("B9", LOCAL, "A-", {}, "1.2.3.302", "1.2.3.302"))
+    assert ds.AccessionNumber == "ACC77"
+    assert ds.IssuerOfAccessionNumberSequence[0].LocalNamespaceEntityID == "1.2.3.302"
+
+
+# ------------------------------------------------------------ KOS manifest
+
+
+def kos(sop_class=manifest.KOS_SOP_CLASS, title="113030", refs=3):
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.AccessionNumber = sop_class, generate_uid(), "ACC77"
+    t = Dataset()
+    t.CodeValue, t.CodingSchemeDesignator, t.CodeMeaning = title, "DCM", "Manifest"
+    ds.ConceptNameCodeSequence = Sequence([t])
+    series = Dataset()
+    series.SeriesInstanceUID, series.RetrieveAETitle, series.RetrieveLocationUID = "1.9.2", "XDSI_SOURCE", "1.2.3.302"
+    items = []
+    for n in range(refs):
+        i = Dataset()
+        i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", f"1.9.3.{n}"
+        items.append(i)
+    series.ReferencedSOPSequence = Sequence(items)
+    study = Dataset()
+    study.StudyInstanceUID, study.ReferencedSeriesSequence = "1.9.1", Sequence([series])
+    ds.CurrentRequestedProcedureEvidenceSequence = Sequence([study])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, ds.SOPInstanceUID
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_manifest_reading_gives_study_series_instances_and_where_to_fetch():
+    m = manifest.read(kos())
+    assert m.study_uid == "1.9.1" and m.instance_count == 3 and m.accession == "ACC77"
+    s = m.series[0]
+    assert (s.retrieve_ae_title, s.retrieve_location_uid) == ("XDSI_SOURCE", "1.2.3.302")
+    assert m.sop_classes == {"1.2.840.10008.5.1.4.1.1.2"}
+    left = m.without({"1.9.3.0", "1.9.3.2"})
+    assert [x.instances for x in left] == [["1.9.3.1"]] and m.without({"1.9.3.0", "1.9.3.1", "1.9.3.2"}) == []
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"%PDF-1.4 not dicom", "not DICOM"),
+    (kos(sop_class="1.2.840.10008.5.1.4.1.1.88.11"), "not Key Object Selection"),
+    (kos(title="113000"), "113030"),
+    (kos(refs=0), "no instance"),
+])
+def test_what_is_not_a_manifest_is_refused_with_its_reason(data, reason):
+    with pytest.raises(manifest.NotAManifest, match=reason):
+        manifest.read(data)
+
+
+# ------------------------------------------------------------ jobs: states and retries
+
+
+def test_backoff_grows_and_is_capped():
+    assert [jobs.backoff(n) for n in (1, 2, 3)] == [2.0, 6.0, 18.0]
+    assert jobs.backoff(20) == 300.0 and jobs.backoff(2, base=0.5) == 1.5
+
+
+def test_retry_decisions():
+    assert jobs.decide(1, 3, permanent=False) == jobs.Decision(False, 2.0)
+    assert jobs.decide(3, 3, permanent=False).give_up                  # out of attempts
+    assert jobs.decide(1, 6, permanent=True) == jobs.Decision(True, 0.0)   # retrying cannot help
+
+
+def test_job_steps_and_fetch_progress():
+    assert [jobs.next_step(s) for s in jobs.JOB_STATES] == ["manifest", "images", "images", None, None]
+    rows = [{"state": "stored", "instances_total": 10, "instances_done": 0},
+            {"state": "retrieved", "instances_total": 5, "instances_done": 2}]
+    p = jobs.fetch_summary({"state": "searched"}, rows)
+    assert (p["instances_done"], p["instances_total"], p["studies_stored"], p["finished"]) == (12, 15, 1, False)
+    assert jobs.fetch_summary({"state": "failed"}, [])["finished"]
+
+
+# ------------------------------------------------------------ orders and messages
+
+
+def order(pid3):
+    return f"MSH|^~\\&|RIS|H|XDSI_CONSUMER|X|20260101||ORM^O01|1|P|2.3.1\rPID|||{pid3}||Doe^J\r".encode()
+
+
+def test_order_patient_is_the_local_identifier():
+    assert orders.local_patient(order(f"X1^^^&{OTHER}&ISO~B9^^^&{LOCAL}&ISO"), LOCAL).id == "B9"
+    assert orders.local_patient(order("B9"), LOCAL).authority == LOCAL       # no authority: ours
+    with pytest.raises(Hl7Error) as e:
+        orders.local_patient(order(f"X1^^^&{OTHER}&ISO"), LOCAL)
+    assert e.value.code == "204"
+
+
+def test_messages_to_the_local_side():
+    orm = messages.order("B9", LOCAL, "Doe^J", "A-ACC|7", "1.9.1").decode()
+    assert "ORM^O01" in orm and f"PID|||B9^^^&{LOCAL}&ISO" in orm and "A-ACC\\F\\7" in orm and "ZDS|1.9.1" in orm
+    oru = messages.report("B9", LOCAL, "Doe^J", "A-ACC77", "1.9.1", "line one\nline two").decode()
+    assert oru.count("OBX|") == 2 and "ORU^R01" in oru
+    assert messages.acked("MSH|...\rMSA|AA|1\r") and not messages.acked("MSH|...\rMSA|AE|1\r")
+
+
+def test_reports_become_dicom_in_the_study():
+    study = outside_ct()
+    sr = reports.as_dicom(b"<ClinicalDocument><text>No acute findings.</text></ClinicalDocument>", "text/xml", study)
+    assert sr.SOPClassUID == reports.BASIC_TEXT_SR and sr.StudyInstanceUID == study.StudyInstanceUID
+    assert sr.ContentSequence[0].TextValue == "No acute findings."
+    pdf = reports.as_dicom(b"%PDF-1.4 x", "application/pdf", study)
+    assert pdf.SOPClassUID == reports.ENCAPSULATED_PDF and pdf.EncapsulatedDocument.startswith(b"%PDF")
+
+
+def test_reports_are_attached_to_their_study():
+    m = ManifestEntry("kos", "r", study_uid="1.9.1", format_code=entries.KOS_FORMAT)
+    other = ManifestEntry("kos2", "r", study_uid="1.9.9", format_code=entries.KOS_FORMAT)
+    report = ManifestEntry("rep", "r", study_uid="1.9.1", format_code="urn:ihe:rad:TEXT^^1.3.6.1.4.1.19376.1.2.3",
+                           mime_type="text/plain")
+    entries.attach_reports([m, other], [m, other, report])
+    assert m.report is report and other.report is None
