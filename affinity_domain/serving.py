@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import waitress
 
@@ -55,20 +56,44 @@ def fork_workers(count: int) -> list[int] | None:
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
+            _die_with_parent()
             return None
         pids.append(pid)
     return pids
 
 
-def stop_workers(pids: list[int]) -> None:
+def _die_with_parent() -> None:
+    """A worker whose parent was killed (SIGKILL, OOM) gets SIGTERM instead of serving on alone."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+def _wait(stop: threading.Event) -> None:
+    # A signal may be delivered to any thread; the main thread runs Python's handler only when it
+    # runs bytecode, so a wait without a timeout can sleep through it.
+    while not stop.wait(0.5):
+        pass
+
+
+def stop_workers(pids: list[int], grace: float = 10.0) -> None:
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + grace
     for pid in pids:
         try:
-            os.waitpid(pid, 0)
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    log.warning("worker did not stop; killed", extra={"pid": pid})
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.05)
         except ChildProcessError:
             pass
 
@@ -87,7 +112,7 @@ def wait_for_stop() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    _wait(stop)
 
 
 def run_until_stopped(http_servers: list, closers: list = ()) -> None:
@@ -105,7 +130,7 @@ def run_until_stopped(http_servers: list, closers: list = ()) -> None:
     threads = [threading.Thread(target=s.run, daemon=True) for s in http_servers]
     for t in threads:
         t.start()
-    stop.wait()
+    _wait(stop)
     for close in closers:
         close()
     log.info("stopped")
