@@ -234,19 +234,13 @@ class Prefetcher:
 
     def _retrieve_by(self, method: str, study_uid: str, series: list[manifest.SeriesReference], work: Path) -> None:
         if method == "rad69":
-            by_location: dict[str, dict[str, list[str]]] = {}
-            for s in series:
-                by_location.setdefault(s.retrieve_location_uid, {})[s.series_uid] = s.instances
-            for location, refs in by_location.items():
+            for location, refs in _by_source(series, "retrieve_location_uid").items():
                 url = self.s.sources.get(location)
                 if not url:
                     raise Permanent(f"no imaging source configured for Retrieve Location UID {location!r}")
                 self._rad69(url, location, study_uid, refs, work)
             return
-        by_ae: dict[str, dict[str, list[str]]] = {}
-        for s in series:
-            by_ae.setdefault(s.retrieve_ae_title, {})[s.series_uid] = s.instances
-        for ae_title, refs in by_ae.items():
+        for ae_title, refs in _by_source(series, "retrieve_ae_title").items():
             where = self.s.dicom_sources.get(ae_title)
             if not where:
                 raise Permanent(f"no DICOM address configured for Retrieve AE Title {ae_title!r}")
@@ -384,3 +378,11 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.p.wake.set()
+
+
+def _by_source(series: list[manifest.SeriesReference], key: str) -> dict[str, dict[str, list[str]]]:
+    """Series instance uids grouped by where they are retrieved from (a Retrieve Location UID or AE Title)."""
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for s in series:
+        grouped.setdefault(getattr(s, key), {})[s.series_uid] = s.instances
+    return grouped

@@ -3,7 +3,6 @@ auto-link (``xdsi pix unlink``), remembered against later updates, forwarded and
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -11,6 +10,7 @@ import psycopg
 import pytest
 
 from pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
+from services import wait_until
 
 
 def cli(pix, *args: str) -> subprocess.CompletedProcess:
@@ -77,14 +77,8 @@ def test_a_wrong_auto_link_is_undone_and_stays_undone(domain, subscriber):
 
     # The registry learns the new affinity id; subscribers hear both persons' new cross-references.
     subscriber.wait_for(lambda m: "ADT^A31" in m and b in m and own in m and a not in m)
-    with psycopg.connect(registry.database_url) as conn:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if conn.execute("SELECT 1 FROM registry.patient WHERE id = %s", (own,)).fetchone():
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the new affinity id never reached the registry")
+    with psycopg.connect(registry.database_url, autocommit=True) as conn:
+        wait_until(lambda: conn.execute("SELECT 1 FROM registry.patient WHERE id = %s", (own,)).fetchone(), 15, 0.3)
 
 
 def test_unlink_needs_a_name_and_a_known_identity(domain):

@@ -144,7 +144,7 @@ def test_bad_messages_get_errors_and_lose_nothing(domain):
 
 
 def test_registry_down_delays_forwarding_but_loses_nothing(new_database, tmp_path):
-    from services import free_port, start_pix, start_registry
+    from services import free_port, start_pix, start_registry, wait_until
     database = new_database()
     feed_port = free_port()
     pix = start_pix(database, tmp_path, registry_feed=f"127.0.0.1:{feed_port}")
@@ -155,14 +155,9 @@ def test_registry_down_delays_forwarding_but_loses_nothing(new_database, tmp_pat
         time.sleep(1.5)                                      # a few delivery attempts fail
         registry = start_registry(database, tmp_path, feed_port=feed_port)
         try:
-            with psycopg.connect(database) as conn:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    if conn.execute("SELECT 1 FROM registry.patient WHERE id = %s", (affinity,)).fetchone():
-                        break
-                    time.sleep(0.3)
-                else:
-                    raise AssertionError("the affinity id never reached the registry")
+            with psycopg.connect(database, autocommit=True) as conn:
+                wait_until(lambda: conn.execute("SELECT 1 FROM registry.patient WHERE id = %s",
+                                                (affinity,)).fetchone(), 30, 0.3)
         finally:
             registry.stop()
     finally:
