@@ -12,6 +12,12 @@ import pytest
 from services import DOMAIN, ROOT, SHARED, Service, free_port, start_registry, wait_for_port  # noqa: F401
 
 
+def pytest_configure(config):
+    if not (SHARED / "nist-testkit").is_dir():
+        pytest.exit(f"the NIST test kit and IHE schemas were not found at {SHARED}; "
+                    "set XDSI_SHARED to the folder that holds nist-testkit/ and ihe-iti-info/", returncode=4)
+
+
 @pytest.fixture(scope="session")
 def server_url():
     """The PostgreSQL server tests run against: $XDSI_DATABASE_URL, else an embedded one."""

@@ -18,7 +18,8 @@ from typing import Callable, Protocol
 
 from lxml import etree
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+from services import SHARED
+
 KIT_TESTS = SHARED / "nist-testkit" / "testkit" / "tests"
 EBRS_SCHEMAS = SHARED / "ihe-iti-info" / "schema" / "ebRS"
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
