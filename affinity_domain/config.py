@@ -138,6 +138,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_query_results": 10000,
         "fsync": False,                 # fsync each received instance before answering (slower intake)
         "min_free_bytes": 256 * 1024 * 1024,   # below this, C-STORE answers Out of Resources
+        # Received datasets are held in memory until stored (fastest); true spools each to a file
+        # as it arrives, for sites whose instances run to hundreds of MB (whole-slide, tomosynthesis).
+        "spool_received": False,
     },
 }
 

@@ -50,7 +50,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _full(e: OSError) -> bool:
-    return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class FileStore:
@@ -79,12 +79,32 @@ class FileStore:
             sha1, size = sha1_of(spooled)
         else:
             size = spooled.stat().st_size
+        return self._keep(spooled, sha1, size, synced=not self.fsync)
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        sha1 = hashlib.sha1(data).hexdigest()
+        if self.path(sha1).exists():
+            return sha1, len(data)
+        tmp = self.spool_dir / f"put-{time.time_ns()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    os.fsync(f.fileno())          # written and synced through one handle
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if _full(e):
+                raise StoreFull(e.errno, "the content store is full") from None
+            raise
+        return self._keep(tmp, sha1, len(data), synced=True)
+
+    def _keep(self, spooled: Path, sha1: str, size: int, synced: bool) -> tuple[str, int]:
         target = self.path(sha1)
         if target.exists():
             spooled.unlink(missing_ok=True)
             return sha1, size
         try:
-            if self.fsync:
+            if not synced:
                 with open(spooled, "rb+") as f:
                     os.fsync(f.fileno())          # the bytes are on disk before their name is
             if target.parent not in self._dirs:   # mkdir costs more than the rest of a put
@@ -99,17 +119,6 @@ class FileStore:
                 raise StoreFull(e.errno, "the content store is full") from None
             raise
         return sha1, size
-
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        tmp = self.spool_dir / f"put-{time.time_ns()}"
-        try:
-            tmp.write_bytes(data)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            if _full(e):
-                raise StoreFull(e.errno, "the content store is full") from None
-            raise
-        return self.put(tmp)
 
     def open(self, sha1: str) -> BinaryIO:
         return open(self.path(sha1), "rb")

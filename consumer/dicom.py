@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -13,6 +12,9 @@ from pynetdicom import AE, AllStoragePresentationContexts, build_context, build_
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
+from affinity_domain.dicom_net import TUNED, install, nodelay
+
+install()
 log = logging.getLogger("xdsi.consumer")
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 ACCEPTED = UNCOMPRESSED + ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
@@ -23,13 +25,6 @@ STORE_OK = (0x0000, 0xB000, 0xB006, 0xB007)       # success and the storage warn
 
 class DicomRefused(ConnectionError):
     """A DICOM peer would not associate, or answered with a failure status."""
-
-
-def nodelay(assoc) -> None:
-    # pynetdicom never sets TCP_NODELAY; without it every small PDU waits for a delayed ACK.
-    sock = assoc.dul.socket.socket if assoc.dul.socket else None
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def keep(event, directory: Path) -> Path:
@@ -60,7 +55,7 @@ def start_scp(ae_title: str, host: str, port: int, incoming: Path):
             log.exception("could not keep a received instance")
             return 0xA700           # out of resources
 
-    handlers = [(evt.EVT_ESTABLISHED, lambda e: nodelay(e.assoc)), (evt.EVT_C_STORE, on_store),
+    handlers = TUNED + [(evt.EVT_C_STORE, on_store),
                 (evt.EVT_C_ECHO, lambda e: 0x0000)]
     return ae.start_server((host, port), block=False, evt_handlers=handlers)
 

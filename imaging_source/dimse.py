@@ -1,15 +1,16 @@
 """The DICOM door: C-ECHO, C-STORE (intake), Study Root C-FIND, C-MOVE and C-GET over pynetdicom.
 
 Only translation lives here: statuses and datasets in, calls to intake/query/store, statuses and
-datasets out. Every socket gets TCP_NODELAY (pynetdicom sets none, and each C-STORE would then
-stall on Nagle and delayed ACK); received datasets are spooled undecoded
-(``STORE_RECV_CHUNKED_DATASET``), and instances sent by C-MOVE/C-GET are read lazily, so pydicom
-passes their elements through as read instead of decoding them.
+datasets out. Associations are tuned by ``affinity_domain.dicom_net`` (TCP_NODELAY, a reactor that
+waits instead of polling). Received datasets are kept undecoded: in memory by default, or spooled
+to files by pynetdicom as they arrive (``spool_received``; bounded memory, but pynetdicom's
+per-instance temporary file and meta writing halve its C-STORE rate). Instances sent by
+C-MOVE/C-GET are read lazily, so pydicom passes their elements through as read instead of
+decoding them.
 """
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 
 from pydicom import dcmread
@@ -21,14 +22,15 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
 from . import query
+from affinity_domain import dicom_net
 from affinity_domain.content import FileStore
 from .intake import Intake
 from .store import Index
 
 log = logging.getLogger("xdsi.imaging_source.dimse")
 
-_config.STORE_RECV_CHUNKED_DATASET = True
 _config.LOG_HANDLER_LEVEL = "none"
+dicom_net.install()
 
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 TRANSFER_SYNTAXES = UNCOMPRESSED + [
@@ -47,18 +49,6 @@ UNABLE_TO_PROCESS = 0xC000
 PENDING = 0xFF00
 
 
-def nodelay(event) -> None:
-    sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # pynetdicom's DUL thread sleeps this long whenever it finds nothing to do (1 ms by default),
-    # several times per C-STORE.
-    event.assoc.dul._run_loop_delay = 0.0001
-
-
-NODELAY = [(evt.EVT_CONN_OPEN, nodelay)]
-
-
 def parse_destinations(raw: dict) -> dict[str, tuple[str, int]]:
     out = {}
     for ae, where in (raw or {}).items():
@@ -73,9 +63,12 @@ class DicomDoor:
         self.ae_title = settings["ae_title"]
         self.destinations = parse_destinations(settings.get("move_destinations"))
         self.max_results = int(settings.get("max_query_results", 10000))
-        # pynetdicom spools received datasets with NamedTemporaryFile in the default temp dir:
-        # point it at the store's spool so that keeping an instance is a rename.
-        tempfile.tempdir = str(content.spool_dir)
+        self.spooled = bool(settings.get("spool_received"))
+        _config.STORE_RECV_CHUNKED_DATASET = self.spooled
+        if self.spooled:
+            # pynetdicom spools with NamedTemporaryFile in the default temp dir: point it at the
+            # store's spool so that keeping an instance is a rename.
+            tempfile.tempdir = str(content.spool_dir)
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = int(settings.get("max_associations", 32))
         ae.maximum_pdu_size = int(settings.get("max_pdu_bytes", 1 << 20))
@@ -89,7 +82,7 @@ class DicomDoor:
         self.ae = ae
 
     def start(self, host: str, port: int):
-        handlers = NODELAY + [(evt.EVT_C_ECHO, lambda e: 0x0000), (evt.EVT_C_STORE, self.on_store),
+        handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: 0x0000), (evt.EVT_C_STORE, self.on_store),
                               (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move),
                               (evt.EVT_C_GET, self.on_get)]
         return self.ae.start_server((host, port), block=False, evt_handlers=handlers)
@@ -98,7 +91,8 @@ class DicomDoor:
 
     def on_store(self, event):
         calling = event.assoc.requestor.ae_title
-        status, comment = self.intake.accept(event.dataset_path, calling, event.request.AffectedSOPInstanceUID or "")
+        received = event.dataset_path if self.spooled else event.encoded_dataset()
+        status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "")
         if status == 0:
             return 0x0000
         ds = Dataset()
@@ -170,12 +164,12 @@ class DicomDoor:
             rows = self._matches(event.identifier)
         except (query.QueryError, ValueError, AttributeError) as e:
             yield destination[0], destination[1], {"contexts": [build_context(Verification)],
-                                                   "evt_handlers": NODELAY}
+                                                   "evt_handlers": dicom_net.TUNED}
             yield 1                     # pynetdicom reports a failure yielded inside the sub-operations
             yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
             return
         contexts = _contexts_for(rows)
-        yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": NODELAY}
+        yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": dicom_net.TUNED}
         yield len(rows)
         yield from self._datasets(rows, event)
 

@@ -1,12 +1,14 @@
 """C-STORE intake: what a received instance is (pure), then keep its bytes and index it.
 
-The bytes are never decoded and re-encoded: pynetdicom spools the dataset as received, only the
-header up to Pixel Data is parsed to index it, and the spooled file itself becomes the stored one.
+The bytes are never decoded and re-encoded: the dataset is kept as received (in memory, or spooled
+to a file by pynetdicom when ``spool_received`` is on), only the header up to Pixel Data is parsed
+to index it, and those bytes become the stored file.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -81,9 +83,9 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
                 "description": _s(ds, "SeriesDescription"), "body_part": _s(ds, "BodyPartExamined")})
 
 
-def read_header(path: Path) -> Dataset:
-    """The file's meta and dataset up to Pixel Data."""
-    return dcmread(path, stop_before_pixels=True)
+def read_header(part10: Path | bytes) -> Dataset:
+    """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes."""
+    return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
 
 
 class Intake:
@@ -94,13 +96,14 @@ class Intake:
         self.outside_aes = frozenset(settings.get("outside_calling_aes") or ())
         self.policy = settings.get("duplicate_policy", "replace")
 
-    def accept(self, spooled: Path, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
-        """Keep a spooled Part-10 file; (status, comment). The spooled file is consumed or left for
-        its owner to delete; nothing is indexed unless its bytes are stored."""
+    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
+        """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled
+        file is consumed or left for its owner to delete; nothing is indexed unless its bytes are
+        stored."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         try:
-            ds = read_header(spooled)
+            ds = read_header(received)
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as e:
             return CANNOT_UNDERSTAND, f"cannot read the dataset: {e}"[:64]
         ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
@@ -109,7 +112,8 @@ class Intake:
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
             return got.status, got.reason[:64]
         try:
-            sha1, size = self.content.put(spooled)
+            sha1, size = (self.content.put_bytes(received) if isinstance(received, bytes)
+                          else self.content.put(received))
         except StoreFull:
             log.error("image store is full")
             return OUT_OF_RESOURCES, "image store is full"

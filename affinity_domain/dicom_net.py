@@ -1,0 +1,129 @@
+"""pynetdicom tuned for latency: TCP_NODELAY on every association, and a reactor that wakes when a
+DIMSE message arrives instead of polling.
+
+pynetdicom 3.0 runs one reactor thread per association that sleeps 1 ms between looks at its
+DIMSE queue, and every ``send_*`` call first waits for that thread to reach its pause point. A
+C-STORE therefore waits up to a millisecond for its request to be noticed, and a C-STORE sent as
+an SCU up to a millisecond more before it leaves: with small instances, that is most of the time
+per instance (measured: 270 instances/s for an SCP whose handler does nothing, DCMTK 550).
+
+``install()`` replaces the reactor loop with one that waits on the DIMSE queue's condition and is
+woken at once by a pause request. What it does per turn is unchanged: serve a complete message,
+answer a release, notice an abort, a dead DUL or an idle timeout. It checks the pynetdicom
+version it was written against and leaves any other version alone.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom.association import Association
+
+log = logging.getLogger("xdsi.dicom")
+
+IDLE_TICK = 0.001          # how often an idle association looks at release, abort and timers
+DUL_POLL = 0.0001          # the DUL thread's sleep when its socket has nothing (1 ms by default)
+
+
+def nodelay(assoc) -> None:
+    """Without TCP_NODELAY every small PDU waits for the peer's delayed ACK (~40 ms on Linux)."""
+    sock = assoc.dul.socket.socket if assoc.dul.socket else None
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assoc.dul._run_loop_delay = DUL_POLL
+
+
+# For evt_handlers (start_server, associate, a C-MOVE destination): tune each association as it opens.
+TUNED = [(evt.EVT_CONN_OPEN, lambda event: nodelay(event.assoc))]
+
+
+class _Checkpoint(threading.Event):
+    """The reactor's pause gate; clearing it (a ``send_*`` wants the association) also wakes a
+    reactor that is waiting for a message, so the pause is taken at once."""
+
+    def __init__(self, wake: threading.Condition):
+        super().__init__()
+        self._wake = wake
+        self.set()
+
+    def clear(self) -> None:
+        super().clear()
+        with self._wake:
+            self._wake.notify_all()
+
+
+def _wait_for_message(assoc) -> None:
+    arrived = assoc.dimse.msg_queue.not_empty
+    with arrived:
+        if not assoc.dimse.msg_queue.queue and assoc._reactor_checkpoint.is_set():
+            arrived.wait(IDLE_TICK)
+
+
+def _reactor(self) -> None:
+    """Serve DIMSE requests as they complete; end the association on release, abort or timeout."""
+    while not self._kill:
+        self._is_paused = True
+        self._reactor_checkpoint.wait()          # held while a send_* call owns the association
+        self._is_paused = False
+
+        _wait_for_message(self)
+        if not self._reactor_checkpoint.is_set():
+            continue                             # a send_* call wants the next message: leave it
+        context_id, msg = self.dimse.get_msg(block=False)
+        if msg:
+            self._serve_request(msg, context_id)
+
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released, self.is_established = True, False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)     # lets EVT_ACSE_RECV subscribers see the abort
+            self.is_aborted, self.is_established = True, False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return
+        if not self.dul.is_alive():
+            self.kill()
+            return
+        if self.dul.idle_timer_expired():
+            log.warning("DICOM network timeout", extra={"peer": self.requestor.ae_title})
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return
+
+
+_SUPPORTED = ("3.0.",)
+_installed = False
+
+
+def install() -> bool:
+    """Swap in the waiting reactor (once, process-wide); False when this pynetdicom is not one it
+    was written for, in which case pynetdicom's own polling reactor stays."""
+    global _installed
+    if _installed:
+        return True
+    if not pynetdicom.__version__.startswith(_SUPPORTED):
+        log.warning("pynetdicom %s: keeping its polling reactor", pynetdicom.__version__)
+        return False
+    original_init = Association.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self._reactor_checkpoint = _Checkpoint(self.dimse.msg_queue.not_empty)
+
+    Association.__init__ = __init__
+    Association._run_reactor = _reactor
+    _installed = True
+    return True

@@ -1,0 +1,181 @@
+"""The imaging source under bad input and faults: compressed transfer syntaxes kept as sent, an
+association aborted mid-transfer, a full disk, a re-sent SOP Instance UID. Every peer is real:
+DCMTK's compressors and storescu, pynetdicom as a requestor that stops mid-dataset."""
+from __future__ import annotations
+
+import os
+import resource
+import uuid
+from io import BytesIO
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.sop_class import CTImageStorage
+
+import source_dicom as dd
+from services import free_port, launch
+from test_source_flow import NS, XDSB, rad69, state
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+# (DCMTK command, its options, the transfer syntax it writes, storescu's option proposing it)
+COMPRESSORS = [
+    ("dcmcjpeg", [], "1.2.840.10008.1.2.4.70", "-xs"),       # JPEG lossless, first-order prediction
+    ("dcmcrle", [], "1.2.840.10008.1.2.5", "-xr"),           # RLE lossless
+    ("dcmcjpls", [], "1.2.840.10008.1.2.4.80", "-xt"),       # JPEG-LS lossless
+    ("dcmconv", ["+td"], "1.2.840.10008.1.2.1.99", "-xd"),   # deflated explicit VR little endian
+]
+
+
+def _retrieved(reply) -> tuple[str, dict[str, bytes], list[str]]:
+    """A RAD-69 reply's status (its last word), documents by uid and the uids its errors locate."""
+    status = reply.body.find("rs:RegistryResponse", NS).get("status").rsplit(":", 1)[-1]
+    documents = {}
+    for doc in reply.body.iterfind(f"{{{XDSB}}}DocumentResponse"):
+        cid = doc.find(f"{{{XDSB}}}Document/{{http://www.w3.org/2004/08/xop/include}}Include").get("href")[4:]
+        documents[doc.findtext(f"{{{XDSB}}}DocumentUniqueId")] = reply.attachments[cid].path.read_bytes()
+    errors = [e.get("location") for e in reply.body.iterfind(".//rs:RegistryError", NS)]
+    reply.discard()
+    return status, documents, errors
+
+
+def _index_rows(source, study_uid: str) -> dict[str, tuple[str, str]]:
+    import psycopg
+    with psycopg.connect(source.database_url) as conn:
+        rows = conn.execute("SELECT i.sop_uid, i.transfer_syntax, i.sha1 FROM imaging_source.instance i "
+                            "JOIN imaging_source.series se ON se.id = i.series "
+                            "JOIN imaging_source.study st ON st.id = se.study WHERE st.study_uid = %s",
+                            (study_uid,)).fetchall()
+    return {sop: (ts, sha1) for sop, ts, sha1 in rows}
+
+
+def test_compressed_instances_are_kept_and_served_as_sent(source, patient, tmp_path):
+    local, _ = patient
+    study = dd.make_study(tmp_path / "plain", local, series=1, per_series=len(COMPRESSORS))
+    sent = {}
+    for (tool, options, syntax, propose), original in zip(COMPRESSORS, study.files):
+        target = tmp_path / f"{tool}.dcm"
+        out = dd.run(f"/usr/bin/{tool}", *options, str(original), str(target))
+        assert out.returncode == 0, out.stderr
+        assert str(dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
+        sent[dcmread(target, stop_before_pixels=True).SOPInstanceUID] = (syntax, target)
+        # Proposed first, so storescu sends the file as it is, compressed.
+        out = dd.run("/usr/bin/storescu", propose, "-aec", "XDSI_SOURCE", "127.0.0.1", str(source.dicom_port),
+                     str(target))
+        assert out.returncode == 0, out.stderr
+    indexed = dd.wait_until(lambda: len(rows := _index_rows(source, study.uid)) == len(sent) and rows)
+    assert {sop: ts for sop, (ts, _) in indexed.items()} == {sop: ts for sop, (ts, _) in sent.items()}
+
+    # RAD-69 asking for each stored syntax returns the bytes as sent, never decoded and re-encoded.
+    series = study.series[0]
+    all_syntaxes = tuple(ts for ts, _ in sent.values())
+    status, returned, errors = _retrieved(rad69(source, tmp_path, study.uid, [(series, sop) for sop in sent],
+                                                syntaxes=all_syntaxes))
+    assert (status, errors) == ("Success", [])
+    for sop, (syntax, path) in sent.items():
+        got = returned[sop]
+        assert str(dcmread(BytesIO(got), stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
+        assert dd.dataset_bytes(got) == dd.dataset_bytes(path.read_bytes())
+
+    # Asked only for explicit little endian, each compressed instance gets its own error.
+    status, returned, errors = _retrieved(rad69(source, tmp_path, study.uid, [(series, sop) for sop in sent],
+                                                syntaxes=(EXPLICIT_LE,)))
+    assert (status, returned) == ("Failure", {})
+    assert sorted(errors) == sorted(sent)
+
+
+def _store_half_then_abort(port: int, path) -> str:
+    """Send a C-STORE's command and half of its dataset in small PDUs, then A-ABORT."""
+    ds = dcmread(path)
+    ae = AE("HALFWAY")
+    ae.add_requested_context(CTImageStorage, EXPLICIT_LE)
+    assoc = ae.associate("127.0.0.1", port, ae_title="XDSI_SOURCE")
+    assert assoc.is_established
+    context = assoc.accepted_contexts[0]
+    request = C_STORE()
+    request.MessageID, request.Priority = 1, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    request.DataSet = BytesIO(dd.dataset_bytes(path.read_bytes()))
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = list(message.encode_msg(context.context_id, 4096))
+    assert len(fragments) > 4
+    for primitive in fragments[: len(fragments) // 2]:
+        pdu = P_DATA_TF()
+        pdu.from_primitive(primitive)
+        assoc.dul.socket.send(pdu.encode())
+    assoc.abort()
+    return str(ds.SOPInstanceUID)
+
+
+def test_an_association_aborted_mid_transfer_stores_nothing(source, patient, tmp_path):
+    local, _ = patient
+    study = dd.make_study(tmp_path / "s", local, series=1, per_series=2)
+    first, second = study.files
+    assert dd.storescu(source.dicom_port, [first]).returncode == 0
+    cut = _store_half_then_abort(source.dicom_port, second)
+    # The SCP keeps serving, and what it had before is intact.
+    assert dd.run("/usr/bin/echoscu", "-aec", "XDSI_SOURCE", "127.0.0.1", str(source.dicom_port)).returncode == 0
+    rows = _index_rows(source, study.uid)
+    assert cut not in rows and len(rows) == 1
+    spool = source.store / "spool"
+    assert not [p for p in spool.rglob("*") if p.is_file()]
+    # The same instance sent whole afterwards is stored.
+    assert dd.storescu(source.dicom_port, [second]).returncode == 0
+    assert cut in _index_rows(source, study.uid)
+
+
+@pytest.fixture
+def cramped_source(new_database, tmp_path, domain, pix):
+    """An imaging source whose files may not grow past 30 KB: RLIMIT_FSIZE stands in for a full
+    disk (a write past it fails with EFBIG, as one on a full disk fails with ENOSPC)."""
+    _, repository = domain
+    limit = 30_000
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    dicom_port, http_port = free_port(), free_port()
+    database = new_database()
+    settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
+                "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600}
+    proc, _ = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=small_files)
+    proc.dicom_port, proc.database_url, proc.store = dicom_port, database, tmp_path / "images"
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_full_disk_answers_out_of_resources_and_keeps_serving(cramped_source, tmp_path):
+    big = dd.make_study(tmp_path / "big", "FULL1", series=1, per_series=1)           # 39 KB
+    assert os.path.getsize(big.files[0]) > 30_000
+    out = dd.run("/usr/bin/storescu", "-v", "-aec", "XDSI_SOURCE", "127.0.0.1", str(cramped_source.dicom_port),
+                 str(big.files[0]))
+    assert "0xa700" in (out.stdout + out.stderr).lower() or "OutOfResources" in out.stdout + out.stderr, out.stderr
+    assert state(cramped_source, big.uid) == {}
+    spool = cramped_source.store / "spool"
+    assert not [p for p in spool.rglob("*") if p.is_file()]
+    # Instances that fit are still taken.
+    small = dd.make_study(tmp_path / "small", "FULL2", series=1, per_series=1,
+                          edit=lambda ds: delattr(ds, "PixelData"))
+    assert dd.storescu(cramped_source.dicom_port, small.files).returncode == 0
+    assert state(cramped_source, small.uid)["version"] >= 1
+
+
+def test_a_resent_instance_replaces_the_stored_one(source, patient, tmp_path):
+    local, _ = patient
+    study = dd.make_study(tmp_path / "s", local, series=1, per_series=1)
+    assert dd.storescu(source.dicom_port, study.files).returncode == 0
+    sop = study.sop_uids()[0]
+    before = dd.wait_until(lambda: _index_rows(source, study.uid).get(sop))
+    ds = dcmread(study.files[0])
+    ds.SeriesDescription = f"corrected {uuid.uuid4().hex[:6]}"
+    ds.save_as(study.files[0], enforce_file_format=True)
+    assert dd.storescu(source.dicom_port, study.files).returncode == 0
+    after = dd.wait_until(lambda: (row := _index_rows(source, study.uid).get(sop)) != before and row)
+    assert after[1] != before[1]
+    _, documents, _ = _retrieved(rad69(source, tmp_path, study.uid, [(study.series[0], sop)]))
+    assert dd.dataset_bytes(documents[sop]) == dd.dataset_bytes(study.files[0].read_bytes())
