@@ -45,13 +45,18 @@ def _snapshot_reader(conn: psycopg.Connection) -> None:
     conn.read_only = True
 
 
-def open_pool(url: str, actor: str, max_size: int = 10, read_only: bool = False) -> ConnectionPool:
+def open_pool(url: str, actor: str, max_size: int = 10, read_only: bool = False, checked: bool = True,
+              durable: bool = True) -> ConnectionPool:
     """Connections whose search_path is the actor's own schema; ``read_only`` ones also read
-    one snapshot per transaction."""
+    one snapshot per transaction. ``checked``: each connection is tested (a round trip) before it
+    is lent, so a restarted server costs no failed statement; a hot path that retries on
+    ``OperationalError`` instead can do without. ``durable=False``: commits return before their
+    WAL is flushed (lost only in an OS crash, never inconsistent)."""
+    options = f"-c search_path={actor}" + ("" if durable else " -c synchronous_commit=off")
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                          kwargs={"autocommit": False, "options": f"-c search_path={actor}"},
+                          kwargs={"autocommit": False, "options": options},
                           configure=_snapshot_reader if read_only else None,
-                          check=ConnectionPool.check_connection)
+                          check=ConnectionPool.check_connection if checked else None)
     pool.open(wait=True, timeout=30)
     return pool
 

@@ -16,9 +16,13 @@ def mark_outside(ds: Dataset, source_uid: str) -> None:
 
 
 def outside_source(ds: Dataset) -> str | None:
-    """The source uid of a marked instance, or None."""
-    try:
-        block = ds.private_block(OUTSIDE_GROUP, OUTSIDE_CREATOR)
-    except KeyError:
-        return None
-    return str(block[0x01].value) if 0x01 in block else ""
+    """The source uid of a marked instance ("" when the block has none), or None."""
+    # Membership tests on the tag keys: images often carry other private blocks in group 0009
+    # (GE does), and decoding each candidate creator costs more than the rest of intake.
+    present = ds.keys()
+    group = OUTSIDE_GROUP << 16
+    for element in range(0x10, 0x100):
+        if group | element in present and str(ds[group | element].value).strip() == OUTSIDE_CREATOR:
+            uid = group | (element << 8) | 0x01
+            return str(ds[uid].value) if uid in present else ""
+    return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -29,8 +28,12 @@ def _open(config: Config):
     db.migrate(url, ACTOR, "imaging_source")
     content = FileStore(Path(s["store_dir"] or config.data_dir / "imaging-source"), bool(s["fsync"]),
                         int(s["min_free_bytes"]))
-    pool = db.open_pool(url, ACTOR, max_size=int(s["threads"]) + int(s["max_associations"]) // 2 + 2)
-    return s, content, pool, Index(pool)
+    pool = db.open_pool(url, ACTOR, max_size=int(s["threads"]) + 2)
+    # C-STORE indexing: no test round trip before each statement (a dropped connection is retried),
+    # and commits no more durable than the image files (fsync).
+    intake = db.open_pool(url, ACTOR, max_size=int(s["max_associations"]) // 2 + 1, checked=False,
+                          durable=bool(s["fsync"]))
+    return s, content, Index(pool, intake)
 
 
 class ImagingSourceActor:
@@ -45,7 +48,7 @@ class ImagingSourceActor:
         logs.setup("imaging-source")
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)    # it logs every association at INFO
         from .dimse import DicomDoor      # pynetdicom's settings are process-wide: only the server sets them
-        s, content, pool, index = _open(config)
+        s, content, index = _open(config)
         content.sweep_spool()
         sock = serving.listen(s["host"], int(s["port"]))
         door = DicomDoor(index, content, Intake(index, content, s), s)
@@ -65,7 +68,7 @@ class ImagingSourceActor:
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s["repository_url"],
                                          "pix": f"{s['pix_host']}:{s['pix_port']}"})
-        serving.run_until_stopped([http], [stop.set, dicom.shutdown, pool.close])
+        serving.run_until_stopped([http], [stop.set, dicom.shutdown, index.close])
         return 0
 
     def add_commands(self, sub) -> None:
@@ -84,15 +87,12 @@ class ImagingSourceActor:
 
 def _publish(config: Config, args: argparse.Namespace) -> int:
     logs.setup("imaging-source", "WARNING")
-    s, content, pool, index = _open(config)
+    s, content, index = _open(config)
     intake = Intake(index, content, s)
     studies, failed = [], 0
     try:
         for path in sorted(p for p in Path(args.dir).rglob("*") if p.is_file()):
-            copy = content.spool_dir / f"cli-{path.name}"
-            shutil.copyfile(path, copy)
-            status, comment = intake.accept(copy, args.calling_ae)
-            copy.unlink(missing_ok=True)
+            status, comment = intake.accept(path.read_bytes(), args.calling_ae)
             if status != 0:
                 failed += 1
                 print(f"{path}: refused 0x{status:04X} {comment}", file=sys.stderr)
@@ -104,18 +104,18 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
         publisher = Publisher(index, content, s, config.domain["assigning_authority"])
         results = {uid: publisher.publish_now(uid) for uid in studies}
     finally:
-        pool.close()
+        index.close()
     for uid, result in results.items():
         print(f"{uid}: {result}")
     return 1 if failed or any(not r.startswith(("published", "settled")) for r in results.values()) else 0
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:
-    s, content, pool, index = _open(config)
+    s, content, index = _open(config)
     try:
         state = index.publication_state(args.study_uid)
     finally:
-        pool.close()
+        index.close()
     if state is None:
         print(f"no study {args.study_uid}", file=sys.stderr)
         return 1

@@ -5,15 +5,14 @@ datasets out. Associations are tuned by ``affinity_domain.dicom_net`` (TCP_NODEL
 waits instead of polling). Received datasets are kept undecoded: in memory by default, or spooled
 to files by pynetdicom as they arrive (``spool_received``; bounded memory, but pynetdicom's
 per-instance temporary file and meta writing halve its C-STORE rate). Instances sent by
-C-MOVE/C-GET are read lazily, so pydicom passes their elements through as read instead of
-decoding them.
+C-MOVE/C-GET go out as their stored bytes (``dicom_net.StoredInstance``), decoded only when the
+destination did not accept their transfer syntax.
 """
 from __future__ import annotations
 
 import logging
 import tempfile
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -146,13 +145,12 @@ class DicomDoor:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            try:
-                ds = dcmread(self.content.path(row["sha1"]))
-            except OSError:
+            path = self.content.path(row["sha1"])
+            if not path.exists():
                 log.error("indexed instance has no bytes", extra={"sop_uid": row["sop_uid"]})
                 yield 0xFF00, Dataset()       # counted as a failed sub-operation
                 continue
-            yield PENDING, ds
+            yield PENDING, dicom_net.StoredInstance(path, row["sop_class"], row["sop_uid"], row["transfer_syntax"])
 
     def on_move(self, event):
         destination = self.destinations.get((event.move_destination or "").strip())

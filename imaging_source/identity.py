@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from affinity_domain.outside import OUTSIDE_CREATOR, OUTSIDE_GROUP, mark_outside  # noqa: F401
+from affinity_domain.outside import mark_outside, outside_source  # noqa: F401
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 
@@ -54,12 +54,4 @@ def local_identity(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default:
 
 def marked_outside(ds: Dataset) -> bool:
     """True when the consumer's reconciliation block is present."""
-    if not any(tag.group == OUTSIDE_GROUP for tag in ds.keys()):
-        return False
-    for element in range(0x10, 0x100):
-        creator = ds.get((OUTSIDE_GROUP, element))
-        if creator is not None and str(creator.value).strip() == OUTSIDE_CREATOR:
-            return (OUTSIDE_GROUP, (element << 8) | 0x01) in ds
-    return False
-
-
+    return outside_source(ds) is not None

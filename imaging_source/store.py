@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -60,8 +61,14 @@ class Claim:
 
 
 class Index:
-    def __init__(self, pool: ConnectionPool):
-        self.pool = pool
+    def __init__(self, pool: ConnectionPool, intake_pool: ConnectionPool | None = None):
+        """``intake_pool``: the connections C-STORE indexing uses (unchecked, and with commits as
+        durable as the image files are); the ``pool`` otherwise."""
+        self.pool, self.intake_pool = pool, intake_pool or pool
+
+    def close(self) -> None:
+        for pool in {id(p): p for p in (self.pool, self.intake_pool)}.values():
+            pool.close()
 
     # ------------------------------------------------------------ intake
 
@@ -102,8 +109,15 @@ class Index:
              "SELECT (SELECT id FROM ins), (SELECT id FROM up)")
 
     def record(self, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
-        """Index one received instance (its bytes are already in the store) in one transaction."""
-        with self.pool.connection() as conn:
+        """Index one received instance (its bytes are already in the store) in one transaction;
+        once more on a fresh connection if the server dropped the one lent (it restarted)."""
+        try:
+            return self._record(r, sha1, size, calling_ae, policy)
+        except psycopg.OperationalError:
+            return self._record(r, sha1, size, calling_ae, policy)
+
+    def _record(self, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
+        with self.intake_pool.connection() as conn:
             # The common case, a new instance of a known series, is one statement (its own transaction).
             conn.autocommit = True
             try:
@@ -115,7 +129,7 @@ class Index:
                 conn.autocommit = False
             if row[0] is not None and row[1] is not None:
                 return Outcome("stored")
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self.intake_pool.connection() as conn, conn.cursor() as cur:
             series, study = self._ids(cur, r)
             cur.execute("INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, "
                         "transfer_syntax, sha1, size, calling_ae) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "

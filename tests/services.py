@@ -122,9 +122,9 @@ class StoreScp:
         self.process, self.port, self.directory = proc, port, directory
 
     @classmethod
-    def start(cls, directory: Path, ae: str) -> "StoreScp":
+    def start(cls, directory: Path, ae: str, *options: str) -> "StoreScp":
         port = free_port()
-        proc = subprocess.Popen(["/usr/bin/storescp", "-aet", ae, "+uf", "-od", str(directory), str(port)],
+        proc = subprocess.Popen(["/usr/bin/storescp", "-aet", ae, "+uf", *options, "-od", str(directory), str(port)],
                                 env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, proc)
         return cls(proc, port, directory)

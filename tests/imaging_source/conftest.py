@@ -72,7 +72,15 @@ def storescp(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def source(new_database, tmp_path_factory, domain, pix, storescp):
+def implicit_storescp(tmp_path_factory):
+    """A DCMTK storescp that accepts implicit VR little endian only (AE IMPLICITDEST)."""
+    peer = dicom_data.StoreScp.start(tmp_path_factory.mktemp("implicitdest"), "IMPLICITDEST", "+xi")
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def source(new_database, tmp_path_factory, domain, pix, storescp, implicit_storescp):
     registry, repository = domain
     tmp = tmp_path_factory.mktemp("source")
     dicom_port, http_port = free_port(), free_port()
@@ -80,7 +88,8 @@ def source(new_database, tmp_path_factory, domain, pix, storescp):
     settings = {"dicom_port": dicom_port, "port": http_port, "quiet_seconds": 1, "retry_seconds": 1,
                 "poll_seconds": 0.2, "repository_url": repository.url, "pix_host": "127.0.0.1",
                 "pix_port": pix.port, "store_dir": tmp / "images", "min_free_bytes": 0,
-                "move_destinations": f'{{ MOVEDEST = "127.0.0.1:{storescp.port}" }}',
+                "move_destinations": f'{{ MOVEDEST = "127.0.0.1:{storescp.port}", '
+                                     f'IMPLICITDEST = "127.0.0.1:{implicit_storescp.port}" }}',
                 "outside_calling_aes": '["OUTSIDE_PACS"]'}
     proc, env = launch("imaging-source", tmp, database, settings, [dicom_port, http_port])
     s = Source(proc, env, dicom_port, f"http://127.0.0.1:{http_port}/imaging-source", tmp / "images", tmp,
