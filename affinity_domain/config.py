@@ -113,6 +113,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "repository_unique_id": "1.3.6.1.4.1.21367.13.40.302",   # RAD-69; the Retrieve Location UID
         "repository_url": "http://127.0.0.1:8020/repository",   # RAD-68 goes here
         "repository_timeout": 60.0,
+        # ITI-57 goes here: a study whose instances are all gone has its manifest deprecated
+        # (empty: the manifest is only withdrawn locally and stays Approved in the registry).
+        "registry_url": "http://127.0.0.1:8010/registry",
         "pix_host": "127.0.0.1",        # ITI-9
         "pix_port": 2575,
         "pix_timeout": 10.0,

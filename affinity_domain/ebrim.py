@@ -44,6 +44,7 @@ XFRM_RPLC = "urn:ihe:iti:2007:AssociationType:XFRM_RPLC"
 SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
 IS_SNAPSHOT_OF = "urn:ihe:iti:2010:AssociationType:IsSnapshotOf"
 RELATIONSHIP_TYPES = (RPLC, APND, XFRM, XFRM_RPLC, SIGNS, IS_SNAPSHOT_OF)
+UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"   # ITI-57 only
 ASSOCIATION_TYPES = (HAS_MEMBER,) + RELATIONSHIP_TYPES
 
 # DocumentEntry schemes

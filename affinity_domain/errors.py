@@ -32,6 +32,10 @@ TOO_MANY_RESULTS = "XDSTooManyResults"
 DEPRECATED_DOCUMENT = "XDSRegistryDeprecatedDocumentError"
 REPLACE_FAILED = "XDSReplaceFailed"   # legacy name; ITI TF-3 now uses XDSRegistryMetadataError
 UNKNOWN_COMMUNITY = "XDSUnknownCommunity"
+# ITI-57 Update Document Set
+METADATA_UPDATE_ERROR = "XDSMetadataUpdateError"
+METADATA_UPDATE_OPERATION_ERROR = "XDSMetadataUpdateOperationError"
+PATIENT_ID_RECONCILIATION_ERROR = "XDSPatientIDReconciliationError"
 
 
 @dataclass

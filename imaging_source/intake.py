@@ -30,6 +30,13 @@ PROCESSING_FAILURE = 0x0110
 
 REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID")
 
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+# IHE IOCM: a KOS titled with one of these rejects the instances it references.
+REJECTION_TITLES = {"113001",    # Rejected for Quality Reasons
+                    "113037",    # Rejected for Patient Safety Reasons
+                    "113038",    # Incorrect Modality Worklist Entry
+                    "113039"}    # Data Retention Policy Expired
+
 
 def _s(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword, "")
@@ -83,6 +90,19 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
                 "description": _s(ds, "SeriesDescription"), "body_part": _s(ds, "BodyPartExamined")})
 
 
+def rejected_instances(ds: Dataset) -> list[str] | None:
+    """The SOP Instance UIDs an IOCM rejection note rejects, or None when ``ds`` is not one."""
+    if _s(ds, "SOPClassUID") != KOS:
+        return None
+    title = (ds.get("ConceptNameCodeSequence") or [None])[0]
+    if title is None or _s(title, "CodeValue") not in REJECTION_TITLES or _s(title, "CodingSchemeDesignator") != "DCM":
+        return None
+    return [_s(instance, "ReferencedSOPInstanceUID")
+            for study in ds.get("CurrentRequestedProcedureEvidenceSequence") or []
+            for series in study.get("ReferencedSeriesSequence") or []
+            for instance in series.get("ReferencedSOPSequence") or []]
+
+
 def read_header(part10: Path | bytes) -> Dataset:
     """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes."""
     return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
@@ -107,6 +127,9 @@ class Intake:
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as e:
             return CANNOT_UNDERSTAND, f"cannot read the dataset: {e}"[:64]
         ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+        rejected = rejected_instances(ds)
+        if rejected is not None:
+            return self.reject(rejected, calling_ae)
         got = describe(ds, ts, calling_ae, self.by_ae, self.default_issuer, self.outside_aes, affected_sop_uid)
         if isinstance(got, Rejected):
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
@@ -127,4 +150,16 @@ class Intake:
             self.content.delete(outcome.drop_sha1)
         if outcome.status == "rejected":
             return DUPLICATE, "duplicate SOP Instance UID"
+        return SUCCESS, ""
+
+    def reject(self, sop_uids: list[str], calling_ae: str) -> tuple[int, str]:
+        """Apply an IOCM rejection note: the instances leave the index and the store (the note is
+        not kept); their studies change, so they are published again, or deprecated when empty."""
+        try:
+            for sha1 in self.index.remove("IMAGE", sop_uids):
+                self.content.delete(sha1)
+        except Exception:
+            log.exception("rejection failed", extra={"instances": len(sop_uids)})
+            return PROCESSING_FAILURE, "rejection failed"
+        log.info("instances rejected", extra={"instances": len(sop_uids), "calling_ae": calling_ae})
         return SUCCESS, ""

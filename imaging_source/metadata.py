@@ -12,6 +12,7 @@ from affinity_domain.mtom import XOP
 
 XDSB = "urn:ihe:iti:xds-b:2007"
 PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"    # RAD-68 travels as ITI-41
+UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"                    # ITI-57, to the registry
 KOS_FORMAT = ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1", "Key Object Selection Document")
 MIME_DICOM = "application/dicom"
 ACCESSION = "urn:ihe:iti:xds:2013:accession"
@@ -162,4 +163,20 @@ def request(f: ManifestFacts, codes: dict[str, Code], source_id: str, content_id
     object_list.extend(rim.to_element(o) for o in objects)
     doc = etree.SubElement(root, f"{{{XDSB}}}Document", id=f.entry_uuid)
     etree.SubElement(doc, f"{{{XOP}}}Include", nsmap={"xop": XOP}, href=f"cid:{content_id}")
+    return root
+
+
+def availability_update(entry_uuid: str, patient_id: str, ss_uid: str, ss_uuid: str, created: str,
+                        codes: dict[str, Code], source_id: str, institution: str = "",
+                        original: str = rim.APPROVED, new: str = rim.DEPRECATED) -> etree._Element:
+    """The ITI-57 SubmitObjectsRequest moving one registered manifest from ``original`` to ``new``."""
+    facts = ManifestFacts(kos_uid="", entry_uuid=entry_uuid, submission_set_uid=ss_uid, submission_set_uuid=ss_uuid,
+                          patient_id=patient_id, source_patient_id="", creation_time=created)
+    objects = [submission_set(facts, codes, source_id, institution),
+               RegistryObject(kind="association", id=f"{ss_uuid}_status", object_type=rim.ASSOCIATION_TYPE_OBJ,
+                              association_type=rim.UPDATE_AVAILABILITY_STATUS, source=ss_uuid, target=entry_uuid,
+                              slots=[Slot("OriginalStatus", [original]), Slot("NewStatus", [new])])]
+    root = etree.Element(rim.q(rim.LCM, "SubmitObjectsRequest"), nsmap={"lcm": rim.LCM, "rim": rim.RIM})
+    object_list = etree.SubElement(root, rim.q(rim.RIM, "RegistryObjectList"))
+    object_list.extend(rim.to_element(o) for o in objects)
     return root

@@ -127,11 +127,7 @@ class Publisher:
             log.info("nothing to publish", extra={"study": study_uid, "reason": d.reason})
             return f"settled: {d.reason}"
         if d.action == "withdraw":
-            # Deprecating needs ITI-57 (Update Document Set), which this domain's registry does not serve.
-            self.index.settle(snap.id, snap.version, replaced=d.replaces_uid, status_of_replaced="withdrawn")
-            log.warning("manifest withdrawn locally; the registry entry stays until ITI-57",
-                        extra={"study": study_uid, "manifest": d.replaces_uid})
-            return "withdrawn"
+            return self._deprecate(snap, d)
         local = Cx(snap.patient["patient_id"], snap.patient["issuer"])
         try:
             answer = pix.ask(self.s["pix_host"], int(self.s["pix_port"]), local, self.domain_oid,
@@ -174,6 +170,40 @@ class Publisher:
         log.info("manifest published", extra={"study": study_uid, "manifest": pending["kos_uid"],
                                               "instances": len(snap.instances), "replaces": d.replaces_uid or None})
         return "published" + (" (RPLC)" if d.replaces else "")
+
+    def _deprecate(self, snap: StudySnapshot, d: Decision) -> str:
+        """Every instance is gone: ITI-57 moves the registered manifest to Deprecated. The request's
+        uids are kept as pending, so a retry after a lost answer is recognised as done."""
+        study_uid = snap.study["study_uid"]
+        if not self.s.get("registry_url"):
+            self.index.settle(snap.id, snap.version, replaced=d.replaces_uid, status_of_replaced="withdrawn")
+            log.warning("manifest withdrawn locally: no registry_url to deprecate it at (ITI-57)",
+                        extra={"study": study_uid, "manifest": d.replaces_uid})
+            return "withdrawn"
+        pending = snap.pending if snap.pending and snap.pending.get("deprecates") == d.replaces else None
+        if pending is None:
+            pending = {"deprecates": d.replaces, "ss_uid": generate_uid(), "ss_uuid": f"urn:uuid:{uuid.uuid4()}",
+                       "created": datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")}
+            self.index.save_pending(snap.id, pending)
+        body = metadata.availability_update(d.replaces, snap.latest["patient_id"], pending["ss_uid"],
+                                            pending["ss_uuid"], pending["created"], self.s, self.s["source_id"],
+                                            self.s.get("author_institution", ""))
+        registry = SoapClient(self.s["registry_url"], float(self.s["repository_timeout"]), self.content.spool_dir)
+        try:
+            reply = registry.call(metadata.UPDATE, body)
+        except TransportError as e:
+            raise Held(f"registry: {e}") from None
+        try:
+            status, codes = _registry_status(reply.body)
+        finally:
+            reply.discard()
+        if reply.fault:
+            raise Held(f"registry answered a SOAP Fault: {reply.fault}")
+        if status != xds.SUCCESS and xds.DUPLICATE_UNIQUE_ID not in codes:
+            raise Held(f"registry answered {status.rsplit(':', 1)[-1]} {' '.join(codes)}")
+        self.index.settle(snap.id, snap.version, replaced=d.replaces_uid, status_of_replaced="deprecated")
+        log.info("manifest deprecated", extra={"study": study_uid, "manifest": d.replaces_uid})
+        return "deprecated"
 
     def build(self, snap: StudySnapshot, pending: dict, local: Cx) -> tuple[bytes, metadata.ManifestFacts]:
         header = read_header(self.content.path(snap.instances[0]["sha1"]))

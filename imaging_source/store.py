@@ -164,12 +164,13 @@ class Index:
         cur.execute("UPDATE study SET version = version + 1, changed_at = now(), outside = outside OR %s, "
                     "next_attempt_at = NULL, attempts = 0 WHERE id = %s", (outside, study))
 
-    def remove(self, level: str, uid: str) -> list[str]:
-        """Delete a study, series or instance from the index (as a PACS deletion); returns the
-        sha1s no longer referenced. The study stays (empty) so that its manifest is withdrawn."""
+    def remove(self, level: str, uids: list[str]) -> list[str]:
+        """Delete studies, series or instances from the index (a PACS deletion, an IOCM rejection);
+        returns the sha1s no longer referenced. A study stays (empty) so that its manifest is
+        deprecated."""
         where = {"STUDY": "st.study_uid", "SERIES": "se.series_uid", "IMAGE": "i.sop_uid"}[level]
         with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT i.id, i.sha1, st.id FROM {_FROM['IMAGE']} WHERE {where} = %s", (uid,))
+            cur.execute(f"SELECT i.id, i.sha1, st.id FROM {_FROM['IMAGE']} WHERE {where} = ANY(%s)", (list(uids),))
             rows = cur.fetchall()
             if not rows:
                 return []

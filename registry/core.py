@@ -8,7 +8,7 @@ from lxml import etree
 from affinity_domain import ebrim as rim
 from affinity_domain.errors import REGISTRY_ERROR, REGISTRY_METADATA_ERROR, XdsError
 
-from . import stored_queries, submission
+from . import metadata_update, stored_queries, submission
 from .codes import CodeSets
 from .store import Store, render
 
@@ -34,6 +34,26 @@ class Registry:
         if not errors:
             log.info("registered", extra={"submission_set": objects.of_kind("submission_set")[0].unique_id,
                                           "documents": len(objects.of_kind("document_entry"))})
+        return errors
+
+    def update_document_set(self, request: etree._Element) -> list[XdsError]:
+        """ITI-57 (availability status of DocumentEntries): the errors, or [] when applied."""
+        container = request.find(rim.q(rim.RIM, "RegistryObjectList"))
+        if container is None:
+            return [XdsError(REGISTRY_METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")]
+        objects = rim.parse_object_list(container)
+        errors = metadata_update.validate(objects, self.codes, self.domain)
+        if errors:
+            return errors
+        submitted_at = submission.now_dtm()
+        submission.plan(objects, submitted_at)
+        errors = self.store.update_status(objects, submitted_at)
+        if not errors:
+            log.info("availability updated", extra={
+                "submission_set": objects.of_kind("submission_set")[0].unique_id,
+                "documents": [f"{a.target} -> {a.slot_value('NewStatus').rsplit(':', 1)[-1]}"
+                              for a in objects.of_kind("association")
+                              if a.association_type == rim.UPDATE_AVAILABILITY_STATUS]})
         return errors
 
     def stored_query(self, request: etree._Element, multi_patient: bool = False

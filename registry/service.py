@@ -1,4 +1,4 @@
-"""The registry's SOAP door: ITI-42, ITI-18 and ITI-51 requests in, RegistryResponse/AdhocQueryResponse out."""
+"""The registry's SOAP door: ITI-42, ITI-57, ITI-18 and ITI-51 requests in, RegistryResponse/AdhocQueryResponse out."""
 from __future__ import annotations
 
 import logging
@@ -18,17 +18,20 @@ log = logging.getLogger("xdsi.registry")
 REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
 MULTI_PATIENT_QUERY = "urn:ihe:iti:2009:MultiPatientStoredQuery"
+UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
 def door(registry: Registry, max_bytes: int) -> SoapDoor:
-    def register(envelope: Envelope):
-        try:
-            return errors.registry_response(registry.register_document_set(envelope.body))
-        except _UNAVAILABLE as e:
-            log.error("database unavailable", extra={"error": str(e)})
-            return errors.registry_response([errors.XdsError(errors.REGISTRY_BUSY,
-                                                             "the registry's database is unavailable")])
+    def submit(transaction):
+        def handle(envelope: Envelope):
+            try:
+                return errors.registry_response(transaction(envelope.body))
+            except _UNAVAILABLE as e:
+                log.error("database unavailable", extra={"error": str(e)})
+                return errors.registry_response([errors.XdsError(errors.REGISTRY_BUSY,
+                                                                 "the registry's database is unavailable")])
+        return handle
 
     def query(multi_patient: bool):
         def handle(envelope: Envelope):
@@ -40,10 +43,11 @@ def door(registry: Registry, max_bytes: int) -> SoapDoor:
             return errors.adhoc_query_response(errs, objects)
         return handle
 
-    submit = rim.q(rim.LCM, "SubmitObjectsRequest")
+    submit_request = rim.q(rim.LCM, "SubmitObjectsRequest")
     adhoc = rim.q(rim.QUERY, "AdhocQueryRequest")
     return SoapDoor({
-        REGISTER: Route(submit, REGISTER + "Response", register),
+        REGISTER: Route(submit_request, REGISTER + "Response", submit(registry.register_document_set)),
+        UPDATE: Route(submit_request, UPDATE + "Response", submit(registry.update_document_set)),
         STORED_QUERY: Route(adhoc, STORED_QUERY + "Response", query(False)),
         MULTI_PATIENT_QUERY: Route(adhoc, MULTI_PATIENT_QUERY + "Response", query(True)),
     }, max_bytes=max_bytes)

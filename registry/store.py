@@ -15,7 +15,7 @@ from affinity_domain import ebrim as rim
 from affinity_domain.ebrim import ObjectList, RegistryObject, code_key
 from affinity_domain.errors import DUPLICATE_UNIQUE_ID, TOO_MANY_RESULTS, XdsError
 
-from . import submission
+from . import metadata_update, submission
 from .formats import dtm_key
 from .stored_queries import Where
 
@@ -126,6 +126,23 @@ class Store:
                 if errors:
                     return errors
                 self._write(conn, objects, effects, submitted_at)
+        except psycopg.errors.UniqueViolation as e:
+            return [XdsError(DUPLICATE_UNIQUE_ID, f"uniqueId already registered: {e.diag.message_detail}")]
+        return []
+
+    def update_status(self, objects: ObjectList, submitted_at: str) -> list[XdsError]:
+        """ITI-57 availability status: decide against the locked targets, then record the
+        SubmissionSet and Associations and move each target, in one transaction."""
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                state = self._state(conn, objects)
+                errors, changes = metadata_update.decide(objects, state)
+                if errors:
+                    return errors
+                self._write(conn, objects, submission.Effects(), submitted_at)
+                for change in changes:
+                    conn.execute("UPDATE document_entry SET status = %s WHERE id = %s AND status = %s",
+                                 (change.new, change.document, change.original))
         except psycopg.errors.UniqueViolation as e:
             return [XdsError(DUPLICATE_UNIQUE_ID, f"uniqueId already registered: {e.diag.message_detail}")]
         return []

@@ -304,16 +304,21 @@ class Effects:
     touched_folders: list[str] = field(default_factory=list)                 # lastUpdateTime := now
 
 
+def check_patient(ss: RegistryObject, state: RegistryState) -> list[XdsError]:
+    """The SubmissionSet's patient must be known to the registry and not merged into another."""
+    pid = ss.patient_id or ""
+    if pid not in state.patients:
+        return [XdsError(UNKNOWN_PATIENT_ID, f"patientId {pid} is not known to the registry", ss.id)]
+    if state.patients[pid]:
+        return [XdsError(UNKNOWN_PATIENT_ID, f"patientId {pid} was merged into {state.patients[pid]}", ss.id)]
+    return []
+
+
 def decide(objects: ObjectList, state: RegistryState, submitted_at: str) -> tuple[list[XdsError], Effects]:
-    errors: list[XdsError] = []
     effects = Effects()
     ss = objects.of_kind("submission_set")[0]
     pid = ss.patient_id or ""
-    if pid not in state.patients:
-        errors.append(XdsError(UNKNOWN_PATIENT_ID, f"patientId {pid} is not known to the registry", ss.id))
-    elif state.patients[pid]:
-        errors.append(XdsError(UNKNOWN_PATIENT_ID, f"patientId {pid} was merged into {state.patients[pid]}",
-                               ss.id))
+    errors = check_patient(ss, state)
     for o in objects.objects:
         uid = o.unique_id
         if o.kind == "document_entry":

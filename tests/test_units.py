@@ -4,9 +4,9 @@ import pytest
 from lxml import etree
 
 from affinity_domain import config, ebrim, mllp, mtom, xmlsafe
-from registry import formats, stored_queries, submission
+from registry import formats, metadata_update, stored_queries, submission
 from registry.codes import CodeSets
-from xds import DOMAIN, Doc, new_patient
+from xds import DOMAIN, Doc, new_oid, new_patient
 from xds import submission as submission_xml
 
 
@@ -144,3 +144,77 @@ def test_decide_rejects_unknown_patient_and_deprecates_on_replace():
     assert errors == []
     assert effects.deprecate == [target, "urn:uuid:apnd"] and effects.touched_folders == ["urn:uuid:folder"]
     assert effects.new_associations[0].source == "urn:uuid:folder"
+
+
+# ---------------------------------------------------------------- ITI-57 availability status
+
+def _status_update(pid: str, target: str, original: str = ebrim.APPROVED, new: str = ebrim.DEPRECATED,
+                   extra_slot: str = ""):
+    from imaging_source.metadata import availability_update
+    root = availability_update(target, pid, new_oid(), "urn:uuid:22222222-2222-4222-8222-222222222222",
+                               "20240101000000", {"content_type_code": ["X", "1.2.3", "x"]}, "1.3.6.1.4.1.21367.4",
+                               original=original, new=new)
+    if extra_slot:
+        assoc = root.find(f".//{{{ebrim.RIM}}}Association")
+        slot = etree.SubElement(assoc, f"{{{ebrim.RIM}}}Slot", name=extra_slot)
+        etree.SubElement(etree.SubElement(slot, f"{{{ebrim.RIM}}}ValueList"), f"{{{ebrim.RIM}}}Value").text = "1"
+    return ebrim.parse_object_list(root.find(ebrim.q(ebrim.RIM, "RegistryObjectList")))
+
+
+TARGET = "urn:uuid:11111111-1111-4111-8111-111111111111"
+
+
+def test_an_availability_update_validates_and_decides_a_deprecation():
+    pid = new_patient()
+    objects = _status_update(pid, TARGET)
+    assert metadata_update.validate(objects, CodeSets(), DOMAIN) == []
+    submission.plan(objects)
+    state = submission.RegistryState(patients={pid: None}, objects={
+        TARGET: submission.Existing(TARGET, "document_entry", ebrim.APPROVED, pid)})
+    errors, changes = metadata_update.decide(objects, state)
+    assert errors == [] and [(c.document, c.new) for c in changes] == [(TARGET, ebrim.DEPRECATED)]
+
+
+@pytest.mark.parametrize(("original", "new", "slot"), [
+    (ebrim.APPROVED, ebrim.APPROVED, ""),                     # the same status twice
+    (ebrim.APPROVED, "urn:oasis:names:tc:ebxml-regrep:StatusType:Gone", ""),
+    ("Approved", ebrim.DEPRECATED, ""),                       # not the full URN
+    (ebrim.APPROVED, ebrim.DEPRECATED, "PreviousVersion"),    # a slot of another operation
+])
+def test_malformed_availability_updates_are_operation_errors(original, new, slot):
+    errors = metadata_update.validate(_status_update(new_patient(), TARGET, original, new, slot), CodeSets(), DOMAIN)
+    assert errors and {e.code for e in errors} == {"XDSMetadataUpdateOperationError"}
+
+
+@pytest.mark.parametrize(("kind", "status", "owner", "code"), [
+    (None, None, None, "XDSMetadataUpdateError"),                                  # not registered
+    ("document_entry", ebrim.DEPRECATED, "same", "XDSMetadataUpdateError"),        # not in OriginalStatus
+    ("document_entry", ebrim.APPROVED, "other", "XDSPatientIDReconciliationError"),
+    ("folder", ebrim.APPROVED, "same", "XDSMetadataUpdateOperationError"),         # only DocumentEntries here
+])
+def test_availability_update_decisions_against_the_registry(kind, status, owner, code):
+    pid = new_patient()
+    objects = _status_update(pid, TARGET)
+    submission.plan(objects)
+    known = {} if kind is None else {
+        TARGET: submission.Existing(TARGET, kind, status, pid if owner == "same" else new_patient())}
+    errors, changes = metadata_update.decide(objects, submission.RegistryState(patients={pid: None}, objects=known))
+    assert [e.code for e in errors] == [code] and changes == []
+
+
+def test_a_rejection_note_names_the_instances_it_rejects():
+    from pydicom.dataset import Dataset
+    from imaging_source.intake import KOS, rejected_instances
+
+    def item(**kw):
+        ds = Dataset()
+        for k, v in kw.items():
+            setattr(ds, k, v)
+        return ds
+    note = item(SOPClassUID=KOS, ConceptNameCodeSequence=[item(CodeValue="113001", CodingSchemeDesignator="DCM")],
+                CurrentRequestedProcedureEvidenceSequence=[item(ReferencedSeriesSequence=[
+                    item(ReferencedSOPSequence=[item(ReferencedSOPInstanceUID="1.2.3"),
+                                                item(ReferencedSOPInstanceUID="1.2.4")])])])
+    assert rejected_instances(note) == ["1.2.3", "1.2.4"]
+    note.ConceptNameCodeSequence[0].CodeValue = "113030"        # a manifest, not a rejection
+    assert rejected_instances(note) is None

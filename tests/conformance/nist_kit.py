@@ -37,6 +37,7 @@ NS = {"rim": RIM3, "lcm": LCM, "rs": RS3, "query": QUERY, "s": SOAP12, "wsa": WS
 REGISTER_ACTION = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 QUERY_ACTION = "urn:ihe:iti:2007:RegistryStoredQuery"
 MPQ_ACTION = "urn:ihe:iti:2009:MultiPatientStoredQuery"
+UPDATE_ACTION = "urn:ihe:iti:2010:UpdateDocumentSet"
 ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 
 # ExternalIdentifier identificationSchemes and classification nodes (ITI TF-3 4.2.5)
@@ -65,7 +66,11 @@ REGISTER_TESTS = ("11996", "11997", "11998a", "12084", "11992", "11993", "11994"
                   "11999", "12000", "12001")
 QUERY_TESTS = ("11897", "11898", "11899", "11901", "11902", "11903", "11904", "11905", "11906", "11907",
                "11908", "11909", "15803", "12364", "12368")
-ALL_TESTS = DATA_SETS + REGISTER_TESTS + QUERY_TESTS
+# ITI-57, the availability-status operation: 20002 checks its syntax, 12319 deprecates a
+# DocumentEntry and reads it back (its other sections are ITI-92 Restricted Metadata Update).
+UPDATE_TESTS = ("20002", "12319")
+SECTIONS = {"12319": ("submit_version_1", "verify_version_1", "deprecate_version_1", "verify_deprecated")}
+ALL_TESTS = DATA_SETS + REGISTER_TESTS + QUERY_TESTS + UPDATE_TESTS
 
 # The toolkit stamps every submission set with its own configured sourceId (xdstest/sourceid.txt);
 # some plans' files carry ids that are no OIDs (129.6.58.92.1.1).
@@ -179,10 +184,13 @@ MISSING_PLANS = {
 
 TRANSACTIONS = {"RegisterTransaction": "Register", "StoredQueryTransaction": "StoredQuery",
                 "MPQTransaction": "MPQ", "PatientIdentityFeedTransaction": "PatientIdentityFeed",
+                "MuTransaction": "MetadataUpdate",
                 "NullTransaction": "Null"}
 
 
 def section_names(test: str) -> list[str]:
+    if test in SECTIONS:
+        return list(SECTIONS[test])
     text = (KIT_TESTS / test / "index.idx").read_text()
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -299,7 +307,12 @@ def resolve_use_report(use: UseReport, section: Section, link: Linkage) -> str:
     if use.test in FEED_TESTS:
         return link.feed_patient(use.test)
     test = use.test or section.test
-    reports = link.step_log(test, use.section, use.step).reports
+    log = link.step_log(test, use.section, use.step)
+    reports = log.reports
+    # The toolkit also reports each UUID AssignUuids gave, as "<symbolic id>_uuid".
+    uuids = log.assigned.get("AssignedUuids", {})
+    if use.name not in reports and use.name.endswith("_uuid") and use.name[:-5] in uuids:
+        return uuids[use.name[:-5]]
     if use.name not in reports:
         raise KitError(f"{section.key}: {test}/{use.section} step {use.step} reported no {use.name}")
     return reports[use.name]
@@ -392,7 +405,7 @@ def prepare(step: Step, section: Section, link: Linkage,
         substitute(root, use.use_as, resolve_use_report(use, section, link))
     substitute(root, "$now$", hl7_now())
     substitute(root, "$lastyear$", hl7_now(years_back=1))
-    if step.transaction == "Register":
+    if step.transaction in ("Register", "MetadataUpdate"):       # both submit metadata
         if not step.no_patient_id:
             pid = link.unknown_patient_id if step.alt_patient_id else link.patient_id
             log.assigned["AssignedPatientId"] = assign_patient_id(root, pid)
@@ -498,7 +511,8 @@ def envelope(request, action: str, to: str) -> bytes:
 
 
 def action_for(step: Step) -> str:
-    return {"Register": REGISTER_ACTION, "StoredQuery": QUERY_ACTION, "MPQ": MPQ_ACTION}[step.transaction]
+    return {"Register": REGISTER_ACTION, "StoredQuery": QUERY_ACTION, "MPQ": MPQ_ACTION,
+            "MetadataUpdate": UPDATE_ACTION}[step.transaction]
 
 
 @dataclass

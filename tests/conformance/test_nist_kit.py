@@ -54,7 +54,7 @@ def prepared_steps(tests):
         for name in kit.section_names(test):
             section = kit.load_section(test, name)
             for step in section.steps:
-                if step.transaction in ("Register", "StoredQuery", "MPQ"):
+                if step.transaction in ("Register", "StoredQuery", "MPQ", "MetadataUpdate"):
                     prepared = kit.prepare(step, section, link)
                     link.logs[(test, name, step.id)] = prepared.log
                     yield section, step, prepared
@@ -87,7 +87,7 @@ def test_every_plan_loads_with_known_transactions_and_checks():
 def test_requests_validate_against_ebrs3_schemas(schemas):
     count = 0
     for section, step, prepared in prepared_steps(ALL_TESTS):
-        schema = schemas["lcm" if step.transaction == "Register" else "query"]
+        schema = schemas["lcm" if step.transaction in ("Register", "MetadataUpdate") else "query"]
         assert schema.validate(prepared.request), f"{section.key}/{step.id}: {schema.error_log.last_error}"
         assert not re.search(r"\$\w+\$", etree.tostring(prepared.request, encoding="unicode"))
         count += 1

@@ -86,7 +86,8 @@ def source(new_database, tmp_path_factory, domain, pix, storescp, implicit_store
     dicom_port, http_port = free_port(), free_port()
     database = new_database()
     settings = {"dicom_port": dicom_port, "port": http_port, "quiet_seconds": 1, "retry_seconds": 1,
-                "poll_seconds": 0.2, "repository_url": repository.url, "pix_host": "127.0.0.1",
+                "poll_seconds": 0.2, "repository_url": repository.url, "registry_url": registry.url,
+                "pix_host": "127.0.0.1",
                 "pix_port": pix.port, "store_dir": tmp / "images", "min_free_bytes": 0,
                 "move_destinations": f'{{ MOVEDEST = "127.0.0.1:{storescp.port}", '
                                      f'IMPLICITDEST = "127.0.0.1:{implicit_storescp.port}" }}',

@@ -4,6 +4,7 @@ instances byte for byte, changes publish RPLC manifests, unknown patients are he
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -266,3 +267,57 @@ def test_bad_instances_are_refused_and_not_stored(source, tmp_path):
     assert state(source, no_patient.uid) == {}
     # The SCP keeps serving.
     assert dd.run("/usr/bin/echoscu", "-aec", "XDSI_SOURCE", "127.0.0.1", str(source.dicom_port)).returncode == 0
+
+
+def _rejection_note(study: dd.Study, sops: list[tuple[str, str, str]], path: Path) -> Path:
+    """An IOCM rejection note (KOS, 113001 Rejected for Quality Reasons) for (series, class, instance)s."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def item(**kw):
+        ds = Dataset()
+        for k, v in kw.items():
+            setattr(ds, k, v)
+        return ds
+    series: dict[str, list[Dataset]] = {}
+    for series_uid, sop_class, sop_uid in sops:
+        series.setdefault(series_uid, []).append(item(ReferencedSOPClassUID=sop_class,
+                                                      ReferencedSOPInstanceUID=sop_uid))
+    note = item(SOPClassUID="1.2.840.10008.5.1.4.1.1.88.59", SOPInstanceUID=generate_uid(), Modality="KO",
+                PatientID=study.patient_id, IssuerOfPatientID=dd.LOCAL_ISSUER, StudyInstanceUID=study.uid,
+                SeriesInstanceUID=generate_uid(), ValueType="CONTAINER",
+                ConceptNameCodeSequence=[item(CodeValue="113001", CodingSchemeDesignator="DCM",
+                                              CodeMeaning="Rejected for Quality Reasons")],
+                CurrentRequestedProcedureEvidenceSequence=[item(StudyInstanceUID=study.uid, ReferencedSeriesSequence=[
+                    item(SeriesInstanceUID=s, ReferencedSOPSequence=refs) for s, refs in series.items()])])
+    note.file_meta = FileMetaDataset()
+    note.file_meta.MediaStorageSOPClassUID, note.file_meta.MediaStorageSOPInstanceUID = note.SOPClassUID, note.SOPInstanceUID
+    note.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    note.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_rejected_instances_republish_then_deprecate_the_manifest(source, domain, sent_study, tmp_path):
+    """IOCM: a rejection note removes instances; the study is republished (RPLC) without them, and
+    when none is left its manifest is deprecated in the registry by ITI-57."""
+    registry, _ = domain
+    study, domain_id = sent_study
+    headers = [dcmread(f, stop_before_pixels=True) for f in study.files]
+    refs = [(h.SeriesInstanceUID, h.SOPClassUID, h.SOPInstanceUID) for h in headers]
+    first_series = [r for r in refs if r[0] == study.series[0]]
+    out = dd.storescu(source.dicom_port, [_rejection_note(study, first_series, tmp_path / "reject1.dcm")])
+    assert out.returncode == 0, out.stderr
+    manifests = published(source, study.uid, count=2)
+    assert [m[1] for m in manifests] == ["replaced", "approved"] and manifests[1][3] == len(refs) - len(first_series)
+    rest = [r for r in refs if r not in first_series]
+    out = dd.storescu(source.dicom_port, [_rejection_note(study, rest, tmp_path / "reject2.dcm")])
+    assert out.returncode == 0, out.stderr
+    manifests = dd.wait_until(lambda: (m := state(source, study.uid)["manifests"]) and m[-1][1] == "deprecated" and m)
+    assert [m[1] for m in manifests] == ["replaced", "deprecated"]
+    assert find_documents(registry, domain_id) == []
+    assert {d.get("id") for d in find_documents(registry, domain_id, "Deprecated")} == {m[2] for m in manifests}
+    # The instances are gone from the index and from C-FIND.
+    out = dd.run("/usr/bin/findscu", "-S", "-aec", "XDSI_SOURCE", "-k", "QueryRetrieveLevel=IMAGE",
+                 "-k", f"StudyInstanceUID={study.uid}", "-k", f"SeriesInstanceUID={study.series[1]}",
+                 "-k", "SOPInstanceUID", "127.0.0.1", str(source.dicom_port))
+    assert "Find Response:" not in out.stderr + out.stdout
