@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_context, evt
@@ -84,6 +85,8 @@ class DicomDoor:
         handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: 0x0000), (evt.EVT_C_STORE, self.on_store),
                               (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move),
                               (evt.EVT_C_GET, self.on_get)]
+        if self.spooled:
+            handlers.append((evt.EVT_CONN_CLOSE, _drop_partial_spool))
         return self.ae.start_server((host, port), block=False, evt_handlers=handlers)
 
     # ------------------------------------------------------------ C-STORE
@@ -180,6 +183,15 @@ class DicomDoor:
             return
         yield len(rows)
         yield from self._datasets(rows, event)
+
+
+def _drop_partial_spool(event) -> None:
+    """A connection that closed mid C-STORE leaves pynetdicom's half-written spool file: delete it."""
+    message = event.assoc.dimse.message
+    spool = getattr(message, "_data_set_file", None)
+    if spool is not None:
+        spool.close()
+        Path(spool.name).unlink(missing_ok=True)
 
 
 def _failure(status: int, comment: str) -> Dataset:

@@ -113,7 +113,32 @@ def _store_half_then_abort(port: int, path) -> str:
     return str(ds.SOPInstanceUID)
 
 
-def test_an_association_aborted_mid_transfer_stores_nothing(source, patient, tmp_path):
+def _own_source(new_database, tmp_path, domain, pix, preexec_fn=None, **settings):
+    """An imaging source of the test's own, never publishing (quiet for an hour)."""
+    _, repository = domain
+    dicom_port, http_port = free_port(), free_port()
+    database = new_database()
+    settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
+                "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
+                **settings}
+    proc, _ = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=preexec_fn)
+    proc.dicom_port, proc.database_url, proc.store = dicom_port, database, tmp_path / "images"
+    proc.url = f"http://127.0.0.1:{http_port}/imaging-source"
+    return proc
+
+
+@pytest.fixture
+def spooling_source(new_database, tmp_path, domain, pix):
+    """An imaging source that spools received datasets to files (spool_received)."""
+    proc = _own_source(new_database, tmp_path, domain, pix, spool_received="true")
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("which", ["source", "spooling_source"])
+def test_an_association_aborted_mid_transfer_stores_nothing(which, request, patient, tmp_path):
+    source = request.getfixturevalue(which)
     local, _ = patient
     study = dd.make_study(tmp_path / "s", local, series=1, per_series=2)
     first, second = study.files
@@ -121,31 +146,27 @@ def test_an_association_aborted_mid_transfer_stores_nothing(source, patient, tmp
     cut = _store_half_then_abort(source.dicom_port, second)
     # The SCP keeps serving, and what it had before is intact.
     assert dd.run("/usr/bin/echoscu", "-aec", "XDSI_SOURCE", "127.0.0.1", str(source.dicom_port)).returncode == 0
-    rows = _index_rows(source, study.uid)
+    rows = dd.wait_until(lambda: _index_rows(source, study.uid))
     assert cut not in rows and len(rows) == 1
     spool = source.store / "spool"
-    assert not [p for p in spool.rglob("*") if p.is_file()]
-    # The same instance sent whole afterwards is stored.
+    assert dd.wait_until(lambda: not [p for p in spool.rglob("*") if p.is_file()], timeout=10)
+    # The same instance sent whole afterwards is stored, and served as it was sent.
     assert dd.storescu(source.dicom_port, [second]).returncode == 0
     assert cut in _index_rows(source, study.uid)
+    _, documents, _ = _retrieved(rad69(source, tmp_path, study.uid, [(study.series[0], cut)]))
+    assert dd.dataset_bytes(documents[cut]) == dd.dataset_bytes(second.read_bytes())
 
 
 @pytest.fixture
 def cramped_source(new_database, tmp_path, domain, pix):
     """An imaging source whose files may not grow past 30 KB: RLIMIT_FSIZE stands in for a full
     disk (a write past it fails with EFBIG, as one on a full disk fails with ENOSPC)."""
-    _, repository = domain
     limit = 30_000
 
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    dicom_port, http_port = free_port(), free_port()
-    database = new_database()
-    settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
-                "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600}
-    proc, _ = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=small_files)
-    proc.dicom_port, proc.database_url, proc.store = dicom_port, database, tmp_path / "images"
+    proc = _own_source(new_database, tmp_path, domain, pix, preexec_fn=small_files)
     yield proc
     proc.terminate()
     proc.wait(timeout=30)
