@@ -139,12 +139,13 @@ class Doc:
     author: str = "^Welby^Marcus^^^Dr"
     patient: str | None = None
     reference_ids: tuple = ()
+    mime_type: str = "text/plain"
 
 
 def document_entry(d: Doc, patient: str) -> str:
     pid = d.patient or patient
     refs = _slot("urn:ihe:iti:xds:2013:referenceIdList", *d.reference_ids) if d.reference_ids else ""
-    return (f'<rim:ExtrinsicObject id="{d.id}" mimeType="text/plain" '
+    return (f'<rim:ExtrinsicObject id="{d.id}" mimeType="{d.mime_type}" '
             f'objectType="urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1">'
             f'{_slot("creationTime", d.creation_time)}{_slot("languageCode", "en-US")}'
             f'{_slot("serviceStartTime", d.service_start)}'
