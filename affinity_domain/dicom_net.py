@@ -15,6 +15,7 @@ It also lets a C-MOVE/C-GET handler yield a ``StoredInstance`` instead of a deco
 pynetdicom's sub-operations insist on a ``Dataset`` and would encode it again, so a stored file
 would be parsed and re-encoded for nothing. A ``StoredInstance`` is sent as the file's bytes when
 the peer accepted its transfer syntax, and decoded (for pynetdicom to convert) only when not.
+``send_c_store`` takes an ``EncodedInstance`` (a dataset already encoded, in memory) the same way.
 
 ``install()`` checks the pynetdicom version it was written against and leaves any other alone.
 """
@@ -24,12 +25,16 @@ import logging
 import socket
 import threading
 
+from io import BytesIO
 from pathlib import Path
 
 import pynetdicom
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID
 from pynetdicom import _config, evt
+from pynetdicom import association as association_module
 from pynetdicom.association import Association
 
 log = logging.getLogger("xdsi.dicom")
@@ -124,6 +129,36 @@ class StoredInstance(Dataset):
         self.stored_path, self.stored_syntax = path, transfer_syntax
 
 
+class EncodedInstance(Dataset):
+    """A dataset already encoded (no preamble or meta), to give ``send_c_store``."""
+
+    def __init__(self, encoded: bytes, sop_class: str, sop_instance: str, transfer_syntax: str):
+        super().__init__()
+        self.SOPClassUID, self.SOPInstanceUID = sop_class, sop_instance
+        self.file_meta = FileMetaDataset()
+        self.file_meta.TransferSyntaxUID = transfer_syntax
+        self.encoded = encoded
+
+    def decoded(self) -> Dataset:
+        syntax = UID(self.file_meta.TransferSyntaxUID)
+        ds = read_dataset(BytesIO(self.encoded), syntax.is_implicit_VR, syntax.is_little_endian)
+        ds.file_meta = self.file_meta
+        return ds
+
+
+def _encode_unless_encoded(encode):
+    """pynetdicom's encode, except for an EncodedInstance asked for in its own encoding."""
+    def encode_or_pass(ds, is_implicit_vr, is_little_endian, deflated=False):
+        if isinstance(ds, EncodedInstance):
+            syntax = UID(ds.file_meta.TransferSyntaxUID)
+            if (syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated) == \
+                    (is_implicit_vr, is_little_endian, deflated):
+                return ds.encoded
+            ds = ds.decoded()
+        return encode(ds, is_implicit_vr, is_little_endian, deflated)
+    return encode_or_pass
+
+
 def _send_stored(original):
     def send_c_store(self, dataset, *args, **kwargs):
         if isinstance(dataset, StoredInstance):
@@ -158,6 +193,7 @@ def install() -> bool:
     Association.__init__ = __init__
     Association._run_reactor = _reactor
     Association.send_c_store = _send_stored(Association.send_c_store)
+    association_module.encode = _encode_unless_encoded(association_module.encode)
     _config.STORE_SEND_CHUNKED_DATASET = True      # a file path given to send_c_store is streamed
     _installed = True
     return True

@@ -19,7 +19,7 @@ from affinity_domain import hl7, mllp
 from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
-from . import dicom, entries, jobs, manifest, messages, reports, rules
+from . import dicom, entries, jobs, manifest, messages, reports, rewrite, rules
 from .jobs import Permanent
 from .store import Store
 
@@ -284,7 +284,7 @@ class Prefetcher:
         batch: list[str] = []
         try:
             for path in files:
-                ds = rules.reconcile(dcmread(path), recon)
+                ds = rewrite.reconcile_part10(path.read_bytes(), recon) or rules.reconcile(dcmread(path), recon)
                 pacs.store(ds)
                 batch.append(str(ds.SOPInstanceUID))
                 if len(batch) == PROGRESS_EVERY:

@@ -1,7 +1,9 @@
 """The consumer's pure core: relevancy rules, reconciliation, KOS reading, the job state machine and
 retry decisions, order parsing, the messages and report objects it builds."""
 import datetime as dt
+import subprocess
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
@@ -12,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.outside import outside_source
-from consumer import entries, jobs, manifest, messages, orders, reports, rules
+from consumer import entries, jobs, manifest, messages, orders, reports, rewrite, rules
 from consumer.entries import ManifestEntry
 
 LOCAL = "1.3.6.1.4.1.21367.2005.13.20.2000"
@@ -201,3 +203,48 @@ def test_reports_are_attached_to_their_study():
                            mime_type="text/plain")
     entries.attach_reports([m, other], [m, other, report])
     assert m.report is report and other.report is None
+
+
+def _outside_instance(directory: Path) -> Path:
+    """An instance with everything reconciliation touches: other ids, an issuer qualifier, a
+    procedure code, request attributes, non-ASCII text, and GE's private block in group 0009."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    other, qualifier, code, request = Dataset(), Dataset(), Dataset(), Dataset()
+    other.PatientID, other.IssuerOfPatientID = "X9", "OTHER"
+    qualifier.UniversalEntityID, qualifier.UniversalEntityIDType = "1.2.3.9", "ISO"
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "CT101", "L", "CT chest"
+    ds.AccessionNumber = "ACC42"
+    request.AccessionNumber, request.RequestedProcedureID = "ACC42", "R1"
+    ds.OtherPatientIDsSequence, ds.IssuerOfPatientIDQualifiersSequence = [other], [qualifier]
+    ds.ProcedureCodeSequence, ds.RequestAttributesSequence = [code], [request]
+    ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 100", "Müller^Jörg"
+    path = directory / "outside.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("convert", [None, ["/usr/bin/dcmcjpeg"], ["/usr/bin/dcmconv", "+ti"]],
+                         ids=["explicit", "jpeg-lossless", "implicit"])
+def test_rewriting_a_file_gives_the_bytes_of_reconciling_it_whole(tmp_path, convert):
+    from pynetdicom.dsutils import encode
+    path = _outside_instance(tmp_path)
+    if convert:
+        converted = tmp_path / "converted.dcm"
+        subprocess.run([*convert, str(path), str(converted)], check=True)
+        path = converted
+    recon = rules.Reconciliation("L1", "1.2.3", accession_prefix="A-", procedure_codes={"CT101": "LOC-CT"},
+                                 source_uid="1.2.3.4")
+    rewritten = rewrite.reconcile_part10(path.read_bytes(), recon)
+    whole = rules.reconcile(dcmread(path), recon)
+    syntax = whole.file_meta.TransferSyntaxUID
+    assert rewritten.encoded == encode(whole, syntax.is_implicit_VR, syntax.is_little_endian, False)
+    assert rewritten.SOPInstanceUID == whole.SOPInstanceUID
+    back = rewritten.decoded()
+    assert (back.PatientID, back.AccessionNumber, back.ProcedureCodeSequence[0].CodeValue) == ("L1", "A-ACC42", "LOC-CT")
+    assert back.PatientName == "Müller^Jörg" and back.OtherPatientIDsSequence[-1].PatientID == whole.OtherPatientIDsSequence[-1].PatientID
+
+
+def test_a_deflated_file_is_left_to_the_whole_dataset_path(tmp_path):
+    deflated = tmp_path / "deflated.dcm"
+    subprocess.run(["/usr/bin/dcmconv", "+td", str(_outside_instance(tmp_path)), str(deflated)], check=True)
+    assert rewrite.reconcile_part10(deflated.read_bytes(), rules.Reconciliation("L1", "1.2.3")) is None
