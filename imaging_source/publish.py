@@ -147,19 +147,8 @@ class Publisher:
         kos_bytes, facts = self.build(snap, pending, local)
         content_id = "manifest@xdsi"
         body = metadata.request(facts, self.s, self.s["source_id"], content_id, self.s.get("author_institution", ""))
-        try:
-            reply = self.repository.call(metadata.PROVIDE, body,
-                                         [mtom.OutPart(content_id, metadata.MIME_DICOM, data=kos_bytes)])
-        except TransportError as e:
-            raise Held(f"repository: {e}") from None
-        finally:
-            pass
-        try:
-            status, codes = _registry_status(reply.body)
-        finally:
-            reply.discard()
-        if reply.fault:
-            raise Held(f"repository answered a SOAP Fault: {reply.fault}")
+        status, codes = _send(self.repository, "repository", metadata.PROVIDE, body,
+                              [mtom.OutPart(content_id, metadata.MIME_DICOM, data=kos_bytes)])
         already = xds.DUPLICATE_UNIQUE_ID in codes and snap.pending == pending
         if status != xds.SUCCESS and not already:
             raise Held(f"repository answered {status.rsplit(':', 1)[-1]} {' '.join(codes)}")
@@ -189,16 +178,7 @@ class Publisher:
                                             pending["ss_uuid"], pending["created"], self.s, self.s["source_id"],
                                             self.s.get("author_institution", ""))
         registry = SoapClient(self.s["registry_url"], float(self.s["repository_timeout"]), self.content.spool_dir)
-        try:
-            reply = registry.call(metadata.UPDATE, body)
-        except TransportError as e:
-            raise Held(f"registry: {e}") from None
-        try:
-            status, codes = _registry_status(reply.body)
-        finally:
-            reply.discard()
-        if reply.fault:
-            raise Held(f"registry answered a SOAP Fault: {reply.fault}")
+        status, codes = _send(registry, "registry", metadata.UPDATE, body)
         if status != xds.SUCCESS and xds.DUPLICATE_UNIQUE_ID not in codes:
             raise Held(f"registry answered {status.rsplit(':', 1)[-1]} {' '.join(codes)}")
         self.index.settle(snap.id, snap.version, replaced=d.replaces_uid, status_of_replaced="deprecated")
@@ -230,6 +210,21 @@ class Publisher:
             modalities=[se["modality"] for se in snap.series], body_parts=[se["body_part"] for se in snap.series],
             replaces=pending["replaces"])
         return manifest.to_bytes(kos), facts
+
+
+def _send(client: SoapClient, peer: str, action: str, body: etree._Element, parts=()) -> tuple[str, list[str]]:
+    """The RegistryResponse's status and error codes; a peer that cannot be reached or answers a
+    fault holds the publication."""
+    try:
+        reply = client.call(action, body, list(parts))
+    except TransportError as e:
+        raise Held(f"{peer}: {e}") from None
+    try:
+        if reply.fault:
+            raise Held(f"{peer} answered a SOAP Fault: {reply.fault}")
+        return _registry_status(reply.body)
+    finally:
+        reply.discard()
 
 
 def _registry_status(body: etree._Element | None) -> tuple[str, list[str]]:

@@ -21,16 +21,7 @@ class Registry:
 
     def register_document_set(self, request: etree._Element) -> list[XdsError]:
         """ITI-42: the errors, or [] when the whole submission is registered."""
-        container = request.find(rim.q(rim.RIM, "RegistryObjectList"))
-        if container is None:
-            return [XdsError(REGISTRY_METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")]
-        objects = rim.parse_object_list(container)
-        errors = submission.validate(objects, self.codes, self.domain)
-        if errors:
-            return errors
-        submitted_at = submission.now_dtm()
-        submission.plan(objects, submitted_at)
-        errors = self.store.register(objects, submitted_at)
+        errors, objects = self._submit(request, submission.validate, self.store.register)
         if not errors:
             log.info("registered", extra={"submission_set": objects.of_kind("submission_set")[0].unique_id,
                                           "documents": len(objects.of_kind("document_entry"))})
@@ -38,16 +29,7 @@ class Registry:
 
     def update_document_set(self, request: etree._Element) -> list[XdsError]:
         """ITI-57 (availability status of DocumentEntries): the errors, or [] when applied."""
-        container = request.find(rim.q(rim.RIM, "RegistryObjectList"))
-        if container is None:
-            return [XdsError(REGISTRY_METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")]
-        objects = rim.parse_object_list(container)
-        errors = metadata_update.validate(objects, self.codes, self.domain)
-        if errors:
-            return errors
-        submitted_at = submission.now_dtm()
-        submission.plan(objects, submitted_at)
-        errors = self.store.update_status(objects, submitted_at)
+        errors, objects = self._submit(request, metadata_update.validate, self.store.update_status)
         if not errors:
             log.info("availability updated", extra={
                 "submission_set": objects.of_kind("submission_set")[0].unique_id,
@@ -55,6 +37,19 @@ class Registry:
                               for a in objects.of_kind("association")
                               if a.association_type == rim.UPDATE_AVAILABILITY_STATUS]})
         return errors
+
+    def _submit(self, request: etree._Element, validate, apply) -> tuple[list[XdsError], rim.ObjectList | None]:
+        """A SubmitObjectsRequest validated, planned and applied: (errors, its objects)."""
+        container = request.find(rim.q(rim.RIM, "RegistryObjectList"))
+        if container is None:
+            return [XdsError(REGISTRY_METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")], None
+        objects = rim.parse_object_list(container)
+        errors = validate(objects, self.codes, self.domain)
+        if errors:
+            return errors, objects
+        submitted_at = submission.now_dtm()
+        submission.plan(objects, submitted_at)
+        return apply(objects, submitted_at), objects
 
     def stored_query(self, request: etree._Element, multi_patient: bool = False
                      ) -> tuple[list[XdsError], list[etree._Element]]:
