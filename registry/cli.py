@@ -21,7 +21,7 @@ class RegistryActor:
 
     def endpoints(self, config: Config) -> list[tuple[str, str]]:
         s = config.section("registry")
-        return [("ITI-42/18/51 (SOAP 1.2)", f"http://{s['host']}:{s['port']}{s['path']}"),
+        return [("ITI-42/18/51/57 (SOAP 1.2)", f"http://{s['host']}:{s['port']}{s['path']}"),
                 ("ITI-8 feed (MLLP)", f"{s['feed_host']}:{s['feed_port']}")]
 
     def serve(self, config: Config) -> int:

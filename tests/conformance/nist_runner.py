@@ -1,4 +1,4 @@
-"""Plays NIST test plans against a live registry: ITI-8 over MLLP, ITI-42/18/51 over SOAP 1.2.
+"""Plays NIST test plans against a live registry: ITI-8 over MLLP, ITI-42/18/51/57 over SOAP 1.2.
 
 Remembers, like the toolkit's log files, what every step assigned and reported, so later steps and
 other tests (``UseId testdir="../../12346/..."``) can refer to it. Sections run at most once; asking
