@@ -47,6 +47,21 @@ def send_study(chain, tmp_path, pid, oid, count=12, modality="CT", study_date="2
     return study
 
 
+def published(chain, study_uid: str, timeout: float = 60) -> None:
+    """Wait until the imaging source has published the study as it is now (its manifest is
+    registered): the actors share the chain's database, each in its own schema."""
+    import psycopg
+
+    def done() -> bool:
+        with psycopg.connect(chain.registry.database_url) as conn:
+            row = conn.execute(
+                "SELECT st.published_version = st.version AND EXISTS (SELECT 1 FROM imaging_source.manifest m "
+                "WHERE m.study = st.id AND m.status = 'approved') FROM imaging_source.study st "
+                "WHERE st.study_uid = %s", (study_uid,)).fetchone()
+        return bool(row and row[0])
+    wait_until(done, timeout)
+
+
 def linked_patient(chain, count=12, **study):
     """A patient known at hospitals A and B (linked by PIX), with a study at hospital A."""
     a, b = f"A{uuid.uuid4().hex[:8]}", f"B{uuid.uuid4().hex[:8]}"

@@ -2,14 +2,13 @@
 retried where retrying can help, and never a partly reconciled study marked as stored. Also the other
 retrieval methods (C-MOVE fallback, C-GET) and a report registered beside a study."""
 import subprocess
-import time
 import uuid
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from consumer_side import Hl7Sink, affinity_id, kos, register
-from hospital import HOSP_A, HOSP_B, linked_patient, send_study, stored_for
+from hospital import HOSP_A, HOSP_B, linked_patient, published, send_study, stored_for
 from services import free_port
 
 TEXT_FORMAT = ("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3")
@@ -45,8 +44,7 @@ def test_registry_down_is_recorded_on_the_fetch(chain, extra_consumer):
 
 def test_source_down_fails_the_job_after_retries_and_stores_nothing(chain, extra_consumer, tmp_path):
     a, b = linked_patient(chain)
-    send_study(chain, tmp_path, a, HOSP_A, count=3)
-    time.sleep(4)
+    published(chain, send_study(chain, tmp_path, a, HOSP_A, count=3))
     c = extra_consumer(sources=f'{{ "1.3.6.1.4.1.21367.13.40.302" = "http://127.0.0.1:{free_port()}/x" }}',
                        retrieve_order='["rad69"]')
     status = c.finished(c.fetch(local(b)), 90)
@@ -81,8 +79,7 @@ def test_a_manifest_referencing_instances_the_source_does_not_have(chain):
 
 def test_a_local_pacs_that_refuses_leaves_the_job_failed_not_stored(chain, extra_consumer, tmp_path):
     a, b = linked_patient(chain)
-    send_study(chain, tmp_path, a, HOSP_A, count=3)
-    time.sleep(4)
+    published(chain, send_study(chain, tmp_path, a, HOSP_A, count=3))
     refusing = subprocess.Popen(["/usr/bin/storescp", "--refuse", str(port := free_port())],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -119,7 +116,7 @@ def test_c_move_covers_what_rad69_cannot(chain, tmp_path):
 def test_c_get_with_a_report_beside_the_study(chain, extra_consumer, tmp_path):
     a, b = linked_patient(chain)
     study = send_study(chain, tmp_path, a, HOSP_A, count=3)
-    time.sleep(4)
+    published(chain, study)
     report = b"CT chest: no acute findings.\nImpression: normal."
     register(chain, affinity_id(chain, b, HOSP_B), report, format_code=TEXT_FORMAT,
              reference_ids=(f"{study}^^^^urn:ihe:iti:xds:2016:studyInstanceUID",))
@@ -137,8 +134,7 @@ def test_c_get_with_a_report_beside_the_study(chain, extra_consumer, tmp_path):
 
 def test_a_restart_resumes_and_a_second_fetch_stores_nothing_twice(chain, extra_consumer, tmp_path):
     a, b = linked_patient(chain)
-    send_study(chain, tmp_path, a, HOSP_A, count=6)
-    time.sleep(4)
+    published(chain, send_study(chain, tmp_path, a, HOSP_A, count=6))
     c = extra_consumer()
     first = c.finished(c.fetch(local(b)), 90)
     assert [j["state"] for j in first["jobs"]] == ["stored"] and len(c.pacs.files()) == 6
@@ -152,7 +148,7 @@ PDF_FORMAT = ("urn:ihe:rad:PDF", "1.3.6.1.4.1.19376.1.2.3")
 
 def _report_beside(chain, a, b, tmp_path, data: bytes, format_code, mime_type: str) -> str:
     study = send_study(chain, tmp_path, a, HOSP_A, count=3)
-    time.sleep(4)
+    published(chain, study)
     register(chain, affinity_id(chain, b, HOSP_B), data, format_code=format_code, mime_type=mime_type,
              reference_ids=(f"{study}^^^^urn:ihe:iti:xds:2016:studyInstanceUID",))
     return study

@@ -7,7 +7,7 @@ import urllib.request
 import uuid
 
 
-from hospital import HOSP_A, HOSP_B, linked_patient, order, send_study, stored_for
+from hospital import HOSP_A, HOSP_B, linked_patient, order, published, send_study, stored_for
 from services import wait_until
 from xds import ack_code, mllp_send
 
@@ -15,7 +15,7 @@ from xds import ack_code, mllp_send
 def test_order_brings_the_other_sites_study_reconciled(chain, tmp_path):
     a, b = linked_patient(chain)
     study = send_study(chain, tmp_path, a, HOSP_A)
-    time.sleep(4)                                     # quiet period, then RAD-68 and ITI-42
+    published(chain, study)                           # quiet period, then RAD-68 and ITI-42
     before = set(chain.pacs.files())
     assert ack_code(mllp_send(("127.0.0.1", chain.consumer_mllp), order(b))) == "AA"
     done = wait_until(lambda: [j for j in stored_for(chain, b) if j["state"] == "stored"], 90, 0.5)
@@ -39,8 +39,7 @@ def test_order_brings_the_other_sites_study_reconciled(chain, tmp_path):
 
 def test_own_site_studies_are_not_fetched(chain, tmp_path):
     a, b = linked_patient(chain)
-    send_study(chain, tmp_path, b, HOSP_B)            # hospital B's own study, published by the source
-    time.sleep(4)
+    published(chain, send_study(chain, tmp_path, b, HOSP_B))   # hospital B's own study, published by the source
     assert ack_code(mllp_send(("127.0.0.1", chain.consumer_mllp), order(b))) == "AA"
     fetch = wait_until(lambda: [f for f in json.load(urllib.request.urlopen(f"{chain.consumer_http}/fetches"))
                                 if f["local_patient"].startswith(b + "^") and f["state"] != "new"], 30)
@@ -64,8 +63,7 @@ def test_cli_fetch_with_modality_filter(chain, tmp_path):
     import os
     import sys
     a, b = linked_patient(chain)
-    send_study(chain, tmp_path, a, HOSP_A, count=4, modality="MR")
-    time.sleep(4)
+    published(chain, send_study(chain, tmp_path, a, HOSP_A, count=4, modality="MR"))
     env = dict(os.environ, XDSI_CONSUMER_HTTP_PORT=chain.consumer_http.rsplit(":", 1)[1])
     out = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "consumer", "fetch", "--patient",
                           f"{b}^^^&{HOSP_B}&ISO", "--modality", "CT", "--timeout", "60"],
