@@ -4,8 +4,9 @@ DIMSE message arrives instead of polling.
 pynetdicom 3.0 runs one reactor thread per association that sleeps 1 ms between looks at its
 DIMSE queue, and every ``send_*`` call first waits for that thread to reach its pause point. A
 C-STORE therefore waits up to a millisecond for its request to be noticed, and a C-STORE sent as
-an SCU up to a millisecond more before it leaves: with small instances, that is most of the time
-per instance (measured: 270 instances/s for an SCP whose handler does nothing, DCMTK 550).
+an SCU up to a millisecond more before it leaves. Measured with an SCP whose handler does nothing
+(pynetdicom spooling each dataset to a file): about 275 instances/s polling, 350/s waiting; DCMTK's
+storescp took about 650/s in the same runs.
 
 ``install()`` replaces the reactor loop with one that waits on the DIMSE queue's condition and is
 woken at once by a pause request. What it does per turn is unchanged: serve a complete message,
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-
 from io import BytesIO
 from pathlib import Path
 
