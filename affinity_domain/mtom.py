@@ -289,12 +289,16 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
 def _read_headers(reader: _Reader, buf: bytearray, eol: bytes) -> tuple[dict[str, str], bytearray]:
     end = eol + eol
     while True:
+        # The buffer is consumed from its front with del (cheap for a bytearray); slicing off the
+        # rest would copy up to a read's worth of the body once per part.
         if buf.startswith(eol):          # a part with no headers at all
-            return {}, buf[len(eol):]
+            del buf[:len(eol)]
+            return {}, buf
         at = buf.find(end)
         if at >= 0:
             raw = bytes(buf[:at]).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-            return _headers(raw), buf[at + len(end):]
+            del buf[:at + len(end)]
+            return _headers(raw), buf
         if len(buf) > _MAX_PART_HEADERS:
             raise MtomError("MIME part headers too long or never ended")
         chunk = reader.read()
@@ -325,7 +329,8 @@ def _copy_body(reader: _Reader, buf: bytearray, delimiter: bytes, sink) -> tuple
                     raise MtomError("multipart body is truncated after a boundary")
                 buf += chunk
                 nl = buf.find(b"\n", after)
-            return buf[nl + 1:], False
+            del buf[:nl + 1]
+            return buf, False
         if len(buf) > keep:
             cut = len(buf) - keep
             sink.write(memoryview(buf)[:cut])
