@@ -14,6 +14,7 @@ from affinity_domain.config import Config, ConfigError
 
 from . import service
 from affinity_domain.content import FileStore
+from . import intake as intake_mod
 from .intake import Intake
 from .publish import Publisher
 from .store import Index
@@ -80,6 +81,14 @@ class ImagingSourceActor:
         publish.add_argument("--calling-ae", default="XDSI_CLI",
                              help="the AE title the files are taken in as (for its configured issuer)")
         publish.set_defaults(run=_publish)
+        remove = commands.add_parser("remove", help="take studies, series or instances out of the index and "
+                                                    "the store, as a PACS deletion: the running source then "
+                                                    "republishes the study without them, or deprecates its "
+                                                    "manifest (ITI-57) when nothing is left")
+        what = remove.add_mutually_exclusive_group(required=True)
+        for level in ("study", "series", "instance"):
+            what.add_argument(f"--{level}", nargs="+", metavar="UID")
+        remove.set_defaults(run=_remove)
         status = commands.add_parser("status", help="publication state of a study")
         status.add_argument("study_uid")
         status.set_defaults(run=_status)
@@ -108,6 +117,18 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
     for uid, result in results.items():
         print(f"{uid}: {result}")
     return 1 if failed or any(not r.startswith(("published", "settled")) for r in results.values()) else 0
+
+
+def _remove(config: Config, args: argparse.Namespace) -> int:
+    s, content, index = _open(config)
+    level, uids = next((level, uids) for level, uids in (("STUDY", args.study), ("SERIES", args.series),
+                                                           ("IMAGE", args.instance)) if uids)
+    try:
+        files = intake_mod.remove(index, content, level, uids)
+    finally:
+        index.close()
+    print(f"removed; {files} stored files deleted")
+    return 0
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:

@@ -103,6 +103,15 @@ def rejected_instances(ds: Dataset) -> list[str] | None:
             for instance in series.get("ReferencedSOPSequence") or []]
 
 
+def remove(index, content: FileStore, level: str, uids: list[str]) -> int:
+    """Studies, series or instances out of the index, then their bytes no longer referenced out of
+    the store; the number of files deleted."""
+    sha1s = index.remove(level, uids)
+    for sha1 in sha1s:
+        content.delete(sha1)
+    return len(sha1s)
+
+
 def read_header(part10: Path | bytes) -> Dataset:
     """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes."""
     return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
@@ -156,8 +165,7 @@ class Intake:
         """Apply an IOCM rejection note: the instances leave the index and the store (the note is
         not kept); their studies change, so they are published again, or deprecated when empty."""
         try:
-            for sha1 in self.index.remove("IMAGE", sop_uids):
-                self.content.delete(sha1)
+            remove(self.index, self.content, "IMAGE", sop_uids)
         except Exception:
             log.exception("rejection failed", extra={"instances": len(sop_uids)})
             return PROCESSING_FAILURE, "rejection failed"

@@ -3,6 +3,8 @@
 instances byte for byte, changes publish RPLC manifests, unknown patients are held."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -321,3 +323,13 @@ def test_rejected_instances_republish_then_deprecate_the_manifest(source, domain
                  "-k", f"StudyInstanceUID={study.uid}", "-k", f"SeriesInstanceUID={study.series[1]}",
                  "-k", "SOPInstanceUID", "127.0.0.1", str(source.dicom_port))
     assert "Find Response:" not in out.stderr + out.stdout
+
+
+def test_removing_a_series_from_the_command_line_republishes_the_study(source, sent_study):
+    """``xdsi source remove`` (a PACS deletion) against the running source's database and store."""
+    study, _ = sent_study
+    out = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "source", "remove", "--series", study.series[0]],
+                         env=source.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "3 stored files deleted" in out.stdout, out.stdout + out.stderr
+    manifests = published(source, study.uid, count=2)
+    assert [m[1] for m in manifests] == ["replaced", "approved"] and manifests[1][3] == 3
