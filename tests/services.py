@@ -197,3 +197,31 @@ def start_chain(database: str, mktemp) -> Chain:
         "dicom_sources": f'{{ XDSI_SOURCE = "127.0.0.1:{dicom_port}" }}'}, [mllp_port, http_port, consumer_dicom])
     return Chain(registry, repository, pix, dicom_port, source_url, mllp_port, f"http://127.0.0.1:{http_port}",
                  pacs, [consumer, source], consumer_dicom)
+
+
+def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
+    """Environment that moves every actor of ``xdsi up`` / ``xdsi demo`` off the default ports,
+    the addresses each actor has of the others included; and the ports the actors listen on."""
+    keys = ("registry", "feed", "repository", "pix", "pix_http", "source_dicom", "source", "consumer_mllp",
+            "consumer_http", "consumer_dicom", "pacs")
+    p = {key: free_port() for key in keys}
+    at = "127.0.0.1"
+    registry, repository = f"http://{at}:{p['registry']}/registry", f"http://{at}:{p['repository']}/repository"
+    source = f"http://{at}:{p['source']}/imaging-source"
+    env = {
+        "XDSI_REGISTRY_PORT": p["registry"], "XDSI_REGISTRY_FEED_PORT": p["feed"],
+        "XDSI_REPOSITORY_PORT": p["repository"], "XDSI_REPOSITORY_REGISTRY_URL": registry,
+        "XDSI_PIX_PORT": p["pix"], "XDSI_PIX_HTTP_PORT": p["pix_http"], "XDSI_PIX_REGISTRY_FEED": f"{at}:{p['feed']}",
+        "XDSI_IMAGING_SOURCE_DICOM_PORT": p["source_dicom"], "XDSI_IMAGING_SOURCE_PORT": p["source"],
+        "XDSI_IMAGING_SOURCE_REPOSITORY_URL": repository, "XDSI_IMAGING_SOURCE_REGISTRY_URL": registry,
+        "XDSI_IMAGING_SOURCE_PIX_PORT": p["pix"],
+        "XDSI_CONSUMER_MLLP_PORT": p["consumer_mllp"], "XDSI_CONSUMER_HTTP_PORT": p["consumer_http"],
+        "XDSI_CONSUMER_DICOM_PORT": p["consumer_dicom"], "XDSI_CONSUMER_PIX": f"{at}:{p['pix']}",
+        "XDSI_CONSUMER_REGISTRY_URL": registry,
+        "XDSI_CONSUMER_REPOSITORIES": f'{{ "1.3.6.1.4.1.21367.13.40.301" = "{repository}" }}',
+        "XDSI_CONSUMER_SOURCES": f'{{ "{SOURCE_RUID}" = "{source}" }}',
+        "XDSI_CONSUMER_DICOM_SOURCES": f'{{ XDSI_SOURCE = "{at}:{p["source_dicom"]}" }}',
+        "XDSI_CONSUMER_LOCAL_PACS": f"LOCALPACS@{at}:{p['pacs']}",
+    }
+    listeners = [port for key, port in p.items() if key != "pacs"]
+    return {k: str(v) for k, v in env.items()}, listeners

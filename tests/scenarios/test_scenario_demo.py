@@ -1,5 +1,6 @@
-"""``xdsi demo`` end to end: the whole domain as real processes on its default ports; the demo exits
-0 only if every step happened, and what it says it stored is checked here too."""
+"""``xdsi demo`` end to end: the whole domain as real processes (moved off the default ports, so
+the test runs beside anything); the demo exits 0 only if every step happened, and what it says it
+stored is checked here too."""
 import os
 import re
 import subprocess
@@ -7,10 +8,12 @@ import sys
 
 from pydicom import dcmread
 
+from services import domain_on_free_ports
 
 
 def test_demo_exits_0_and_its_summary_is_true(new_database, tmp_path):
-    env = dict(os.environ, XDSI_DATA_DIR=str(tmp_path / "data"), XDSI_DATABASE_URL=new_database())
+    moved, _ = domain_on_free_ports()
+    env = dict(os.environ, XDSI_DATA_DIR=str(tmp_path / "data"), XDSI_DATABASE_URL=new_database(), **moved)
     out = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "demo", "--instances", "120"],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

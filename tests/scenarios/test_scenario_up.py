@@ -8,13 +8,7 @@ import sys
 
 import pytest
 
-from services import free_port, wait_until
-
-# Every listening port of the five actors, moved off the defaults so the test can run anywhere.
-LISTENERS = ["REGISTRY_PORT", "REGISTRY_FEED_PORT", "REPOSITORY_PORT", "PIX_PORT", "PIX_HTTP_PORT",
-             "IMAGING_SOURCE_DICOM_PORT", "IMAGING_SOURCE_PORT", "CONSUMER_MLLP_PORT", "CONSUMER_HTTP_PORT",
-             "CONSUMER_DICOM_PORT"]
-
+from services import domain_on_free_ports, wait_until
 
 def listening(port: int) -> bool:
     try:
@@ -42,13 +36,12 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_up_stops_every_process_it_started(new_database, tmp_path, how):
-    ports = {key: free_port() for key in LISTENERS}
-    env = dict(os.environ, XDSI_DATA_DIR=str(tmp_path / "data"), XDSI_DATABASE_URL=new_database(),
-               **{f"XDSI_{key}": str(port) for key, port in ports.items()})
+    moved, ports = domain_on_free_ports()
+    env = dict(os.environ, XDSI_DATA_DIR=str(tmp_path / "data"), XDSI_DATABASE_URL=new_database(), **moved)
     up = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env, cwd=tmp_path,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert wait_until(lambda: all(listening(p) for p in ports.values()), 90), "the domain did not come up"
+        assert wait_until(lambda: all(listening(p) for p in ports), 90), "the domain did not come up"
         started = descendants(up.pid)
         # five actors, and the workers that registry, repository and PIX fork
         assert len([p for p in started if "serve" in open(f"/proc/{p}/cmdline").read()]) > 5
@@ -59,7 +52,7 @@ def test_up_stops_every_process_it_started(new_database, tmp_path, how):
         assert up.wait(60) == 0
         assert wait_until(lambda: not any(alive(p) for p in started), 20), \
             f"still running: {[p for p in started if alive(p)]}"
-        assert not any(listening(p) for p in ports.values())
+        assert not any(listening(p) for p in ports)
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
