@@ -14,8 +14,7 @@ from affinity_domain.config import Config, ConfigError
 
 from . import service
 from affinity_domain.content import FileStore
-from . import intake as intake_mod
-from .intake import Intake
+from .intake import Intake, remove as remove_from_store
 from .publish import Publisher
 from .store import Index
 
@@ -124,7 +123,7 @@ def _remove(config: Config, args: argparse.Namespace) -> int:
     level, uids = next((level, uids) for level, uids in (("STUDY", args.study), ("SERIES", args.series),
                                                            ("IMAGE", args.instance)) if uids)
     try:
-        files = intake_mod.remove(index, content, level, uids)
+        files = remove_from_store(index, content, level, uids)
     finally:
         index.close()
     print(f"removed; {files} stored files deleted")

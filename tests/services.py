@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,3 +226,62 @@ def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
     }
     listeners = [port for key, port in p.items() if key != "pacs"]
     return {k: str(v) for k, v in env.items()}, listeners
+
+
+class Hl7Receiver(threading.Thread):
+    """An HL7 v2 receiver over MLLP on a bare socket (none of the project's MLLP code): an ITI-10
+    subscriber, a PACS order interface, an ORU receiver. ACKs every message and keeps it, with
+    the time it arrived."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.messages: list[str] = []
+        self.arrived: list[float] = []
+        self.received = threading.Condition()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while True:
+                    while b"\x1c\x0d" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if b"\x1c\x0d" not in data:
+                        break
+                    frame, _, data = data.partition(b"\x1c\x0d")
+                    text = frame.strip(b"\x0b").decode("utf-8", "replace")
+                    control = text.split("\r")[0].split("|")[9]
+                    conn.sendall(f"\x0bMSH|^~\\&|RCV|RCV|X|X|20240101||ACK|1|P|2.5\rMSA|AA|{control}\r\x1c\x0d".encode())
+                    with self.received:
+                        self.messages.append(text)
+                        self.arrived.append(time.time())
+                        self.received.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 15) -> str:
+        with self.received:
+            ok = self.received.wait_for(lambda: any(predicate(m) for m in self.messages), timeout)
+            assert ok, self.messages
+            return next(m for m in self.messages if predicate(m))
+
+    def of_type(self, kind: str) -> list[tuple[float, list[str]]]:
+        """(arrival, segments) of the messages whose MSH-9 starts with ``kind`` (ORM^O01, ORU^R01)."""
+        with self.received:
+            kept = list(zip(self.arrived, self.messages))
+        return [(at, segments) for at, text in kept
+                if (segments := [s for s in text.split("\r") if s])[0].split("|")[8].startswith(kind)]
+
+    def stop(self) -> None:
+        self.sock.close()

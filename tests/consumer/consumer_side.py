@@ -111,31 +111,3 @@ def kos(study_uid: str, series: dict[str, list[str]], location: str = SOURCE_RUI
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
-
-class Hl7Sink:
-    """An HL7 receiver over MLLP (a PACS order interface, an ORU receiver): ACKs and keeps every
-    message, with the time it arrived."""
-
-    def __init__(self):
-        from affinity_domain import hl7, mllp
-        self.messages: list[tuple[float, str]] = []
-
-        def take(raw: bytes) -> bytes:
-            self.messages.append((time.time(), raw.decode("utf-8", "replace")))
-            return hl7.ack(raw)
-        self.server = mllp.MllpServer(("127.0.0.1", 0), take, lambda reason: b"")
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.server.start()
-
-    def of_type(self, kind: str) -> list[tuple[float, list[str]]]:
-        """(arrival, segments) of the messages whose MSH-9 starts with ``kind`` (ORM^O01, ORU^R01)."""
-        found = []
-        for at, text in self.messages:
-            segments = [s for s in text.split("\r") if s]
-            if segments and segments[0].split("|")[8].startswith(kind):
-                found.append((at, segments))
-        return found
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -4,12 +4,13 @@ retrieval methods (C-MOVE fallback, C-GET) and a report registered beside a stud
 import subprocess
 import uuid
 
+import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from consumer_side import Hl7Sink, affinity_id, kos, register
+from consumer_side import affinity_id, kos, register
 from hospital import HOSP_A, HOSP_B, linked_patient, published, send_study, stored_for
-from services import free_port
+from services import Hl7Receiver, free_port
 
 TEXT_FORMAT = ("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3")
 
@@ -154,45 +155,48 @@ def _report_beside(chain, a, b, tmp_path, data: bytes, format_code, mime_type: s
     return study
 
 
-def test_a_pdf_report_is_stored_and_the_pacs_gets_its_order_first(chain, extra_consumer, tmp_path):
+@pytest.fixture
+def hl7_receiver():
+    receiver = Hl7Receiver()
+    yield receiver
+    receiver.stop()
+
+
+def _fetched_with_report(extra_consumer, b, report_state: str, **settings):
+    """A consumer with ``settings`` fetches ``b``'s study; its one job is stored, its report
+    ``report_state``; the consumer."""
+    c = extra_consumer(**settings)
+    status = c.finished(c.fetch(local(b)), 90)
+    [job] = status["jobs"]
+    assert job["state"] == "stored" and job["report_state"] == report_state, job
+    return c
+
+
+def test_a_pdf_report_is_stored_and_the_pacs_gets_its_order_first(chain, extra_consumer, tmp_path, hl7_receiver):
     """The whole chain: a PDF registered beside the study arrives in the PACS as an Encapsulated
     PDF of the reconciled study, and the PACS order interface gets the ORM before any image."""
     a, b = linked_patient(chain)
     pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
     study = _report_beside(chain, a, b, tmp_path, pdf, PDF_FORMAT, "application/pdf")
-    orders = Hl7Sink()
-    try:
-        c = extra_consumer(reports="store", pacs_orders=orders.address)
-        status = c.finished(c.fetch(local(b)), 90)
-        [job] = status["jobs"]
-        assert job["state"] == "stored" and job["report_state"] == "stored", job
-        received = {p: dcmread(p) for p in c.pacs.files()}
-        assert {ds.PatientID for ds in received.values()} == {b}
-        [report] = [ds for ds in received.values() if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"]
-        assert report.StudyInstanceUID == study and report.EncapsulatedDocument.startswith(pdf)
-        assert report.MIMETypeOfEncapsulatedDocument == "application/pdf"
-        [(ordered_at, orm)] = orders.of_type("ORM^O01")
-        pid = next(s for s in orm if s.startswith("PID|")).split("|")
-        assert pid[3].startswith(f"{b}^^^") and HOSP_B in pid[3]
-        assert any(study in s for s in orm)
-        first_image = min(p.stat().st_mtime for p, ds in received.items() if ds.Modality == "CT")
-        assert ordered_at <= first_image
-    finally:
-        orders.stop()
+    c = _fetched_with_report(extra_consumer, b, "stored", reports="store", pacs_orders=hl7_receiver.address)
+    received = {p: dcmread(p) for p in c.pacs.files()}
+    assert {ds.PatientID for ds in received.values()} == {b}
+    [report] = [ds for ds in received.values() if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"]
+    assert report.StudyInstanceUID == study and report.EncapsulatedDocument.startswith(pdf)
+    assert report.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    [(ordered_at, orm)] = hl7_receiver.of_type("ORM^O01")
+    pid = next(s for s in orm if s.startswith("PID|")).split("|")
+    assert pid[3].startswith(f"{b}^^^") and HOSP_B in pid[3]
+    assert any(study in s for s in orm)
+    first_image = min(p.stat().st_mtime for p, ds in received.items() if ds.Modality == "CT")
+    assert ordered_at <= first_image
 
 
-def test_a_text_report_is_forwarded_as_oru(chain, extra_consumer, tmp_path):
+def test_a_text_report_is_forwarded_as_oru(chain, extra_consumer, tmp_path, hl7_receiver):
     a, b = linked_patient(chain)
     _report_beside(chain, a, b, tmp_path, b"MR knee: meniscal tear.", TEXT_FORMAT, "text/plain")
-    results = Hl7Sink()
-    try:
-        c = extra_consumer(reports="oru", report_oru=results.address)
-        status = c.finished(c.fetch(local(b)), 90)
-        [job] = status["jobs"]
-        assert job["state"] == "stored" and job["report_state"] == "sent", job
-        [(_, oru)] = results.of_type("ORU^R01")
-        assert next(s for s in oru if s.startswith("PID|")).split("|")[3].startswith(f"{b}^^^")
-        assert any("meniscal tear" in s for s in oru if s.startswith("OBX|"))
-        assert all(ds.Modality == "CT" for ds in map(dcmread, c.pacs.files()))    # the report is not stored too
-    finally:
-        results.stop()
+    c = _fetched_with_report(extra_consumer, b, "sent", reports="oru", report_oru=hl7_receiver.address)
+    [(_, oru)] = hl7_receiver.of_type("ORU^R01")
+    assert next(s for s in oru if s.startswith("PID|")).split("|")[3].startswith(f"{b}^^^")
+    assert any("meniscal tear" in s for s in oru if s.startswith("OBX|"))
+    assert all(ds.Modality == "CT" for ds in map(dcmread, c.pacs.files()))    # the report is not stored too

@@ -8,6 +8,7 @@ import resource
 import uuid
 from io import BytesIO
 
+import psycopg
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
@@ -43,7 +44,6 @@ def _retrieved(reply) -> tuple[str, dict[str, bytes], list[str]]:
 
 
 def _index_rows(source, study_uid: str) -> dict[str, tuple[str, str]]:
-    import psycopg
     with psycopg.connect(source.database_url) as conn:
         rows = conn.execute("SELECT i.sop_uid, i.transfer_syntax, i.sha1 FROM imaging_source.instance i "
                             "JOIN imaging_source.series se ON se.id = i.series "
@@ -222,3 +222,19 @@ def test_c_move_sends_stored_bytes_or_converts_for_a_peer_that_needs_it(source, 
         for uid, ds in received.items():
             assert ds.file_meta.TransferSyntaxUID == syntax
             assert ds.PixelData == originals[uid].PixelData and ds.PatientID == originals[uid].PatientID
+
+
+def test_a_dropped_database_connection_costs_no_store(source, patient, tmp_path):
+    """The intake's connections are lent without a test round trip: one the server has dropped
+    fails its first statement, and the store is indexed again on a fresh one."""
+    local, _ = patient
+    first, second = dd.make_study(tmp_path / "s", local, series=1, per_series=2).files
+    assert dd.storescu(source.dicom_port, [first]).returncode == 0
+    with psycopg.connect(source.database_url, autocommit=True) as conn:
+        dropped = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+    assert dropped >= 1
+    out = dd.storescu(source.dicom_port, [second])
+    assert out.returncode == 0 and "Failed" not in out.stderr, out.stderr
+    assert dcmread(second, stop_before_pixels=True).SOPInstanceUID in \
+        _index_rows(source, dcmread(second, stop_before_pixels=True).StudyInstanceUID)
