@@ -18,12 +18,21 @@ would be parsed and re-encoded for nothing. A ``StoredInstance`` is sent as the 
 the peer accepted its transfer syntax, and decoded (for pynetdicom to convert) only when not.
 ``send_c_store`` takes an ``EncodedInstance`` (a dataset already encoded, in memory) the same way.
 
+Every DIMSE message is also sent as whole runs of P-DATA-TF PDUs: pynetdicom queues one primitive
+per PDU to its DUL thread, which takes a loop turn, a state-machine action and a small socket
+write for each; a 500 KB instance to a peer that receives 16 KB PDUs is 32 of those. ``_send_msg``
+frames the message into PDUs itself (the same fragmentation, the same bytes on the wire) and hands
+the DUL one primitive per few megabytes, written with one ``send``.
+
 ``install()`` checks the pynetdicom version it was written against and leaves any other alone.
 """
 from __future__ import annotations
 
 import logging
+import queue
+import select
 import socket
+import struct
 import threading
 from io import BytesIO
 from pathlib import Path
@@ -34,13 +43,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pynetdicom import _config, evt
-from pynetdicom import association as association_module
 from pynetdicom.association import Association
+from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
+from pynetdicom.dimse_messages import encode as encode_dataset
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
 log = logging.getLogger("xdsi.dicom")
 
 IDLE_TICK = 0.001          # how often an idle association looks at release, abort and timers
-DUL_POLL = 0.0001          # the DUL thread's sleep when its socket has nothing (1 ms by default)
+DUL_TICK = 0.01            # longest a DUL thread waits for its socket or a primitive (timers, kill)
 
 
 def nodelay(assoc) -> None:
@@ -48,7 +61,6 @@ def nodelay(assoc) -> None:
     sock = assoc.dul.socket.socket if assoc.dul.socket else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    assoc.dul._run_loop_delay = DUL_POLL
 
 
 # For evt_handlers (start_server, associate, a C-MOVE destination): tune each association as it opens.
@@ -81,8 +93,10 @@ def _reactor(self) -> None:
     """Serve DIMSE requests as they complete; end the association on release, abort or timeout."""
     while not self._kill:
         self._is_paused = True
+        self._paused.set()
         self._reactor_checkpoint.wait()          # held while a send_* call owns the association
         self._is_paused = False
+        self._paused.clear()
 
         _wait_for_message(self)
         if not self._reactor_checkpoint.is_set():
@@ -119,6 +133,253 @@ def _reactor(self) -> None:
             return
 
 
+# ------------------------------------------------------------ sending P-DATA in runs
+
+RUN_BYTES = 4 << 20        # framed bytes handed to the DUL at a time (bounds memory for big files)
+_PDV_HEADER = struct.Struct(">BBIIBB")   # PDU type, reserved, PDU length, PDV length, context, control
+COMMAND, LAST = 0x01, 0x02               # message control header bits (PS3.8 E.2)
+
+
+class PduRun(P_DATA):
+    """A P-DATA request already framed as consecutive P-DATA-TF PDUs."""
+
+    def __init__(self, wire: bytes):
+        super().__init__()
+        self.wire = wire
+
+
+def _split(data, size: int):
+    view = memoryview(data)
+    if not size:
+        yield view
+        return
+    for start in range(0, len(view), size):
+        yield view[start:start + size]
+
+
+def _message_chunks(message, size: int):
+    """A pynetdicom DIMSE message's dataset: from memory, or read from its file in whole fragments."""
+    if message.data_set is not None:
+        data = message.data_set.getvalue()
+        if data:
+            yield data
+    elif message._data_set_path is not None:
+        yield from _file_chunks(*message._data_set_path, size)
+
+
+def _file_chunks(path, offset: int, size: int):
+    step = size * max(RUN_BYTES // size, 1) if size else -1     # -1: the whole file at once
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(step):
+            yield chunk
+
+
+def message_fragments(command: bytes, dataset_chunks, size: int):
+    """(control header, data) of each PDV of a DIMSE message, fragments at most ``size`` bytes
+    (0: unlimited): the command set, then the dataset; the last of each carries the LAST bit."""
+    *body, last = _split(command, size)
+    for fragment in body:
+        yield COMMAND, fragment
+    yield COMMAND | LAST, last
+    held = None
+    for chunk in dataset_chunks:
+        for fragment in _split(chunk, size):
+            if held is not None:
+                yield 0x00, held
+            held = fragment
+    if held is not None:
+        yield LAST, held
+
+
+def wire_runs(command: bytes, dataset_chunks, context_id: int, max_pdu: int):
+    """A DIMSE message (its encoded command set, then its dataset in chunks that are whole
+    fragments) as P-DATA-TF PDUs of one PDV each, as pynetdicom fragments it, joined into runs of
+    about RUN_BYTES."""
+    parts, length = [], 0
+    for control, data in message_fragments(command, dataset_chunks, max_pdu - 6 if max_pdu else 0):
+        n = len(data)
+        parts += (_PDV_HEADER.pack(0x04, 0, n + 6, n + 2, context_id, control), data)
+        length += n + 12
+        if length >= RUN_BYTES:
+            yield b"".join(parts)
+            parts, length = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def _send_msg(self: DIMSEServiceProvider, primitive, context_id: int) -> None:
+    """pynetdicom's send_msg, with the P-DATA queued in runs instead of one PDU at a time."""
+    if primitive.MessageIDBeingRespondedTo is None:
+        message = _RQ_TO_MESSAGE[primitive.__class__]()
+    else:
+        message = _RSP_TO_MESSAGE[primitive.__class__]()
+    message.primitive_to_message(primitive)
+    message.context_id = context_id
+    evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
+    size = self.maximum_pdu_size - 6 if self.maximum_pdu_size else 0
+    command = encode_dataset(message.command_set, True, True)
+    for run in wire_runs(command, _message_chunks(message, size), context_id, self.maximum_pdu_size):
+        self.dul.send_pdu(PduRun(run))
+
+
+# ------------------------------------------------------------ C-STORE of bytes already encoded
+
+def _element(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, tag, len(value)) + value
+
+
+def _text(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def c_store_command(message_id: int, sop_class: str, sop_instance: str, priority: int = 2,
+                    originator_aet: str | None = None, originator_id: int | None = None) -> bytes:
+    """A C-STORE-RQ command set with a dataset, implicit VR little endian (PS3.7 9.3.1.1), as
+    pynetdicom encodes it."""
+    us = struct.Struct("<H").pack
+    body = (_element(0x0002, _text(sop_class, b"\0")) + _element(0x0100, us(0x0001)) +
+            _element(0x0110, us(message_id)) + _element(0x0700, us(priority)) +
+            _element(0x0800, us(0x0001)) + _element(0x1000, _text(sop_instance, b"\0")))
+    if originator_aet:
+        body += _element(0x1030, _text(originator_aet, b" "))
+    if originator_id is not None:
+        body += _element(0x1031, us(originator_id))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def part10_dataset_offset(head: bytes) -> int | None:
+    """Where the dataset starts in a Part-10 file (after preamble and meta), from its first bytes;
+    None when the meta does not open with its group length."""
+    if head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + struct.unpack_from("<I", head, 140)[0]
+
+
+def _store_encoded(assoc, context, sop_class: str, sop_instance: str, chunks, msg_id: int,
+                   priority: int, originator_aet, originator_id) -> Dataset:
+    """Send one C-STORE whose dataset is already encoded in the context's transfer syntax, and
+    wait for its response; pynetdicom's send_c_store without building a dataset for the command."""
+    aet = originator_aet.decode() if isinstance(originator_aet, bytes) else originator_aet
+    command = c_store_command(msg_id, sop_class, sop_instance, priority, aet, originator_id)
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:      # set by the reactor when held, or while it runs an SCP handler
+        if not assoc._paused.wait(0.5) and not assoc.is_established:
+            break
+    try:
+        for run in wire_runs(command, chunks, context.context_id, assoc.dimse.maximum_pdu_size):
+            assoc.dul.send_pdu(PduRun(run))
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    if rsp is None:
+        assoc._handle_no_response()
+        return Dataset()
+    return assoc._check_received_status(rsp)
+
+
+def _from_primitive(original):
+    def from_primitive(self, primitive):
+        self.wire = getattr(primitive, "wire", None)
+        if self.wire is None:
+            original(self, primitive)
+    return from_primitive
+
+
+def _encode(original):
+    def encode(self):
+        wire = getattr(self, "wire", None)
+        return memoryview(wire) if wire is not None else original(self)   # a view: partial sends copy nothing
+    return encode
+
+
+# ------------------------------------------------------------ a DUL thread that waits
+
+def _dul_wait(dul) -> None:
+    """Sleep until the peer sent something, a primitive was queued, or DUL_TICK passed; pynetdicom
+    sleeps a fixed 1 ms instead, and a shorter fixed sleep costs every other thread GIL turns."""
+    if dul.event_queue.queue or dul.to_provider_queue.queue or dul._kill_thread:
+        return
+    wake = dul._wake[0]
+    watched = [wake]
+    transport = dul.socket
+    sock = transport.socket if transport is not None and transport._is_connected else None
+    if sock is not None:
+        if getattr(sock, "pending", None) and sock.pending():      # TLS bytes already decrypted
+            return
+        watched.append(sock)
+    try:
+        ready, _, _ = select.select(watched, [], [], DUL_TICK)
+    except (OSError, ValueError):
+        return                      # a closed socket: the loop's own check reports it
+    if wake in ready:
+        try:
+            wake.recv(4096)
+        except BlockingIOError:
+            pass
+
+
+def _dul_reactor(self) -> None:
+    """pynetdicom's DUL loop, waiting in ``_dul_wait`` instead of sleeping: per turn, the ARTIM
+    timer, then either a queued primitive or incoming data, then one state machine event."""
+    try:
+        _dul_loop(self)
+    finally:
+        for end in self._wake:
+            end.close()
+
+
+def _dul_loop(self) -> None:
+    self._idle_timer.start()
+    idle = False
+    while True:
+        if not self.assoc._dul_ready.is_set():
+            self.assoc._dul_ready.set()
+            idle = True
+        if idle:
+            _dul_wait(self)
+        if self._kill_thread:
+            break
+        if self.artim_timer.expired:
+            self.event_queue.put("Evt18")
+        try:
+            if self._process_recv_primitive():
+                pass
+            elif self._is_transport_event():
+                self._idle_timer.restart()
+        except Exception:
+            log.exception("DUL failed, aborting the association")
+            abort = A_ABORT_RQ()
+            abort.source, abort.reason_diagnostic = 0x02, 0x00
+            self.socket.send(abort.encode())
+            self.assoc.is_aborted, self.assoc.is_established = True, False
+            self.assoc._kill = self._kill_thread = True
+            return
+        try:
+            event = self.event_queue.get(block=False)
+        except queue.Empty:
+            idle = True
+            continue
+        self.state_machine.do_action(event)
+        idle = False
+
+
+def _wake_dul(dul) -> None:
+    try:
+        dul._wake[1].send(b"\0")
+    except (BlockingIOError, OSError):
+        pass                        # already signalled, or closing
+
+
+def _with_wake(method):
+    def wrapped(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        _wake_dul(self)
+        return result
+    return wrapped
+
+
 class StoredInstance(Dataset):
     """A stored Part-10 file, known by its index entry, to yield from a C-MOVE/C-GET handler."""
 
@@ -126,7 +387,18 @@ class StoredInstance(Dataset):
         super().__init__()
         # pynetdicom names a failed sub-operation by these.
         self.SOPClassUID, self.SOPInstanceUID = sop_class, sop_instance
-        self.stored_path, self.stored_syntax = path, transfer_syntax
+        self.stored_path, self.transfer_syntax = path, transfer_syntax
+
+    def decoded(self) -> Dataset:
+        return dcmread(self.stored_path)
+
+    def chunks(self, max_pdu: int):
+        """The file's dataset in whole fragments, or None when its meta has no group length (then
+        pynetdicom finds where the dataset starts)."""
+        with open(self.stored_path, "rb") as f:
+            offset = part10_dataset_offset(f.read(256))
+        size = max_pdu - 6 if max_pdu else 0
+        return None if offset is None else _file_chunks(self.stored_path, offset, size)
 
 
 class EncodedInstance(Dataset):
@@ -136,8 +408,11 @@ class EncodedInstance(Dataset):
         super().__init__()
         self.SOPClassUID, self.SOPInstanceUID = sop_class, sop_instance
         self.file_meta = FileMetaDataset()
-        self.file_meta.TransferSyntaxUID = transfer_syntax
+        self.file_meta.TransferSyntaxUID = self.transfer_syntax = transfer_syntax
         self.encoded = encoded
+
+    def chunks(self, max_pdu: int):
+        return [self.encoded]
 
     def decoded(self) -> Dataset:
         syntax = UID(self.file_meta.TransferSyntaxUID)
@@ -146,28 +421,22 @@ class EncodedInstance(Dataset):
         return ds
 
 
-def _encode_unless_encoded(encode):
-    """pynetdicom's encode, except for an EncodedInstance asked for in its own encoding."""
-    def encode_or_pass(ds, is_implicit_vr, is_little_endian, deflated=False):
-        if isinstance(ds, EncodedInstance):
-            syntax = UID(ds.file_meta.TransferSyntaxUID)
-            if (syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated) == \
-                    (is_implicit_vr, is_little_endian, deflated):
-                return ds.encoded
-            ds = ds.decoded()
-        return encode(ds, is_implicit_vr, is_little_endian, deflated)
-    return encode_or_pass
-
-
 def _send_stored(original):
-    def send_c_store(self, dataset, *args, **kwargs):
-        if isinstance(dataset, StoredInstance):
-            try:
-                self._get_valid_context(dataset.SOPClassUID, dataset.stored_syntax, "scu", allow_conversion=False)
-                dataset = dataset.stored_path          # as stored, read in chunks, never decoded
-            except ValueError:
-                dataset = dcmread(dataset.stored_path)  # pynetdicom converts to an accepted syntax
-        return original(self, dataset, *args, **kwargs)
+    """send_c_store that sends a StoredInstance or an EncodedInstance as its bytes when the peer
+    accepted their transfer syntax, and has pynetdicom convert a decoded copy when not."""
+    def send_c_store(self, dataset, msg_id=1, priority=2, originator_aet=None, originator_id=None):
+        if not isinstance(dataset, (StoredInstance, EncodedInstance)) or not self.is_established:
+            return original(self, dataset, msg_id, priority, originator_aet, originator_id)
+        try:
+            context = self._get_valid_context(dataset.SOPClassUID, dataset.transfer_syntax, "scu",
+                                              allow_conversion=False)
+        except ValueError:
+            return original(self, dataset.decoded(), msg_id, priority, originator_aet, originator_id)
+        chunks = dataset.chunks(self.dimse.maximum_pdu_size)
+        if chunks is None:
+            return original(self, dataset.stored_path, msg_id, priority, originator_aet, originator_id)
+        return _store_encoded(self, context, dataset.SOPClassUID, dataset.SOPInstanceUID, chunks,
+                              msg_id, priority, originator_aet, originator_id)
     return send_c_store
 
 
@@ -189,11 +458,26 @@ def install() -> bool:
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
         self._reactor_checkpoint = _Checkpoint(self.dimse.msg_queue.not_empty)
+        self._paused = threading.Event()         # set while the reactor is held: a send may go
 
     Association.__init__ = __init__
+    original_dul_init = DULServiceProvider.__init__
+
+    def dul_init(self, *args, **kwargs):
+        original_dul_init(self, *args, **kwargs)
+        self._wake = socket.socketpair()
+        for end in self._wake:
+            end.setblocking(False)
+
+    DULServiceProvider.__init__ = dul_init
+    DULServiceProvider.run_reactor = _dul_reactor
+    DULServiceProvider.send_pdu = _with_wake(DULServiceProvider.send_pdu)
+    DULServiceProvider.kill_dul = _with_wake(DULServiceProvider.kill_dul)
     Association._run_reactor = _reactor
     Association.send_c_store = _send_stored(Association.send_c_store)
-    association_module.encode = _encode_unless_encoded(association_module.encode)
+    DIMSEServiceProvider.send_msg = _send_msg
+    P_DATA_TF.from_primitive = _from_primitive(P_DATA_TF.from_primitive)
+    P_DATA_TF.encode = _encode(P_DATA_TF.encode)
     _config.STORE_SEND_CHUNKED_DATASET = True      # a file path given to send_c_store is streamed
     _installed = True
     return True

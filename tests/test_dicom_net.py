@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import threading
+from io import BytesIO
+from pathlib import Path
+
+import pytest
 
 from pynetdicom.association import Association
 
@@ -32,7 +36,7 @@ def test_clearing_the_checkpoint_wakes_a_waiting_reactor():
     assert woke.wait(10) and not checkpoint.is_set()
 
 
-def test_an_encoded_instance_is_sent_as_is_or_converted():
+def test_an_encoded_instance_decodes_to_its_dataset():
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
     from pynetdicom.dsutils import encode
@@ -40,7 +44,117 @@ def test_an_encoded_instance_is_sent_as_is_or_converted():
     ds = dcmread(get_testdata_file("CT_small.dcm"))          # explicit VR little endian
     explicit = encode(ds, False, True, False)
     instance = dicom_net.EncodedInstance(explicit, ds.SOPClassUID, ds.SOPInstanceUID, "1.2.840.10008.1.2.1")
-    encode_or_pass = dicom_net._encode_unless_encoded(encode)
-    assert encode_or_pass(instance, False, True) is explicit
-    implicit = encode_or_pass(instance, True, True)          # a peer that took implicit VR only
-    assert implicit != explicit and implicit == encode(ds, True, True, False)
+    assert instance.chunks(16384) == [explicit]
+    decoded = instance.decoded()                             # for a peer that took implicit VR only
+    assert encode(decoded, True, True, False) == encode(ds, True, True, False)
+
+
+@pytest.mark.parametrize("originator", [(None, None), ("MOVESCU", 3), ("ODD", 65535)])
+def test_the_c_store_command_is_the_one_pynetdicom_encodes(originator):
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.dsutils import encode
+
+    for sop_class, sop_instance in [("1.2.840.10008.5.1.4.1.1.2", "1.2.3"), ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.34")]:
+        primitive = C_STORE()
+        primitive.MessageID, primitive.Priority = 7, 0
+        primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID = sop_class, sop_instance
+        primitive.MoveOriginatorApplicationEntityTitle, primitive.MoveOriginatorMessageID = originator
+        primitive.DataSet = BytesIO(b"ds")
+        message = C_STORE_RQ()
+        message.primitive_to_message(primitive)
+        ours = dicom_net.c_store_command(7, sop_class, sop_instance, 0, *originator)
+        assert ours == encode(message.command_set, True, True)
+
+
+def test_the_dataset_offset_of_a_part10_file(tmp_path):
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.filereader import read_preamble, _read_file_meta_info
+
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"):
+        path = get_testdata_file(name)
+        with open(path, "rb") as f:
+            read_preamble(f, False)
+            _read_file_meta_info(f)
+            expected = f.tell()
+        assert dicom_net.part10_dataset_offset(open(path, "rb").read(256)) == expected
+    assert dicom_net.part10_dataset_offset(b"\0" * 256) is None
+    assert dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
+
+
+def _c_store_message(dataset_bytes: bytes | None = None, path=None, offset=132,
+                     sop_class="1.2.840.10008.5.1.4.1.1.2", sop_instance="1.2.3.4"):
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    primitive = C_STORE()
+    primitive.MessageID = 7
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.AffectedSOPInstanceUID = sop_instance
+    primitive.Priority = 2
+    if path is not None:
+        primitive._dataset_path = (path, offset)
+    else:
+        primitive.DataSet = BytesIO(dataset_bytes)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    return message
+
+
+def _pynetdicom_wire(message, context_id, max_pdu) -> bytes:
+    """What pynetdicom itself would put on the wire: one P-DATA-TF PDU per fragment."""
+    from pynetdicom.dimse_messages import DIMSEMessage
+    from pynetdicom.pdu import P_DATA_TF
+
+    return b"".join(_unpatched_encode(P_DATA_TF(p)) for p in DIMSEMessage.encode_msg(message, context_id, max_pdu))
+
+
+def _our_wire(message, context_id, max_pdu) -> list[bytes]:
+    from pynetdicom.dsutils import encode
+
+    size = max_pdu - 6 if max_pdu else 0
+    return list(dicom_net.wire_runs(encode(message.command_set, True, True),
+                                    dicom_net._message_chunks(message, size), context_id, max_pdu))
+
+
+def _unpatched_encode(pdu) -> bytes:
+    from pynetdicom.pdu import PDU
+    return PDU.encode(pdu)
+
+
+@pytest.mark.parametrize("size,max_pdu", [(0, 16384), (1000, 16384), (16378, 16384), (16379, 16384),
+                                          (100_000, 16384), (300_000, 0), (5_000_000, 16384)])
+def test_runs_of_pdus_are_the_bytes_pynetdicom_would_send(size, max_pdu):
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    message = _c_store_message(data)
+    runs = _our_wire(message, 3, max_pdu)
+    assert b"".join(runs) == _pynetdicom_wire(_c_store_message(data), 3, max_pdu)
+    assert all(len(run) < dicom_net.RUN_BYTES + max(max_pdu, size) + 12 for run in runs)
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 0])
+def test_runs_of_pdus_from_a_file_are_the_bytes_pynetdicom_would_send(tmp_path, max_pdu):
+    path = tmp_path / "instance.dcm"
+    path.write_bytes(b"\0" * 132 + bytes(range(256)) * 20_000)      # 5 MB of dataset after a fake preamble
+    ours = b"".join(_our_wire(_c_store_message(path=path), 1, max_pdu))
+    assert ours == _pynetdicom_wire(_c_store_message(path=path), 1, max_pdu)
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 0])
+def test_a_stored_instance_is_framed_as_pynetdicom_frames_the_file(tmp_path, max_pdu):
+    """The lean C-STORE path (our command set, the file's dataset read past its meta) puts the same
+    bytes on the wire as pynetdicom's send_c_store given the file."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("CT_small.dcm")
+    ds = dcmread(source)
+    instance = dicom_net.StoredInstance(Path(source), ds.SOPClassUID, ds.SOPInstanceUID, "1.2.840.10008.1.2.1")
+    command = dicom_net.c_store_command(7, ds.SOPClassUID, ds.SOPInstanceUID, 2)
+    ours = b"".join(dicom_net.wire_runs(command, instance.chunks(max_pdu), 1, max_pdu))
+    offset = dicom_net.part10_dataset_offset(open(source, "rb").read(256))
+    message = _c_store_message(path=Path(source), offset=offset, sop_class=ds.SOPClassUID, sop_instance=ds.SOPInstanceUID)
+    assert ours == _pynetdicom_wire(message, 1, max_pdu)
