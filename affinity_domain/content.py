@@ -63,7 +63,7 @@ class FileStore:
         self.spool_dir = self.spool_root / f"{socket.gethostname()}-{os.getpid()}"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.fsync, self.min_free_bytes = fsync, min_free_bytes
-        self._dirs: set[Path] = set()
+        self._dirs: set[str] = set()       # leaf directories known to exist (mkdir is the dear part of a put)
 
     def path(self, sha1: str) -> Path:
         return self.root / sha1[:2] / sha1[2:4] / sha1
@@ -83,7 +83,7 @@ class FileStore:
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         sha1 = hashlib.sha1(data).hexdigest()
-        if self.path(sha1).exists():
+        if os.path.exists(self._target(sha1)):
             return sha1, len(data)
         tmp = self.spool_dir / f"put-{time.time_ns()}"
         try:
@@ -98,21 +98,25 @@ class FileStore:
             raise
         return self._keep(tmp, sha1, len(data), synced=True)
 
+    def _target(self, sha1: str) -> str:
+        return f"{self.root}/{sha1[:2]}/{sha1[2:4]}/{sha1}"     # self.path's, without building Paths
+
     def _keep(self, spooled: Path, sha1: str, size: int, synced: bool) -> tuple[str, int]:
-        target = self.path(sha1)
-        if target.exists():
+        target = self._target(sha1)
+        if os.path.exists(target):
             spooled.unlink(missing_ok=True)
             return sha1, size
         try:
             if not synced:
                 with open(spooled, "rb+") as f:
                     os.fsync(f.fileno())          # the bytes are on disk before their name is
-            if target.parent not in self._dirs:   # mkdir costs more than the rest of a put
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._dirs.add(target.parent)
+            parent = os.path.dirname(target)
+            if parent not in self._dirs:
+                os.makedirs(parent, exist_ok=True)
+                self._dirs.add(parent)
             os.replace(spooled, target)           # atomic: a reader sees all of it or nothing
             if self.fsync:
-                _fsync_dir(target.parent)         # and the name survives a crash
+                _fsync_dir(Path(parent))          # and the name survives a crash
         except OSError as e:
             spooled.unlink(missing_ok=True)
             if _full(e):

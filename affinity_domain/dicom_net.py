@@ -48,6 +48,8 @@ from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvid
 from pynetdicom.dimse_messages import encode as encode_dataset
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.transport import AssociationSocket
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 log = logging.getLogger("xdsi.dicom")
@@ -209,7 +211,13 @@ def wire_runs(command: bytes, dataset_chunks, context_id: int, max_pdu: int):
 
 
 def _send_msg(self: DIMSEServiceProvider, primitive, context_id: int) -> None:
-    """pynetdicom's send_msg, with the P-DATA queued in runs instead of one PDU at a time."""
+    """pynetdicom's send_msg, with the P-DATA queued in runs instead of one PDU at a time, and a
+    plain C-STORE response (the one an SCP sends per instance) encoded without building a dataset."""
+    command = c_store_response_command(primitive) if isinstance(primitive, C_STORE) else None
+    if command is not None:
+        for run in wire_runs(command, (), context_id, self.maximum_pdu_size):
+            self.dul.send_pdu(PduRun(run))
+        return
     if primitive.MessageIDBeingRespondedTo is None:
         message = _RQ_TO_MESSAGE[primitive.__class__]()
     else:
@@ -247,6 +255,42 @@ def c_store_command(message_id: int, sop_class: str, sop_instance: str, priority
     if originator_id is not None:
         body += _element(0x1031, us(originator_id))
     return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def c_store_response_command(rsp) -> bytes | None:
+    """A C-STORE-RSP command set (PS3.7 9.3.1.2) as pynetdicom encodes it, or None for a request or
+    a response carrying elements other than an error comment."""
+    if rsp.MessageIDBeingRespondedTo is None or rsp.OffendingElement or not rsp.AffectedSOPClassUID \
+            or not rsp.AffectedSOPInstanceUID or rsp.Status is None:
+        return None
+    us = struct.Struct("<H").pack
+    body = (_element(0x0002, _text(rsp.AffectedSOPClassUID, b"\0")) + _element(0x0100, us(0x8001)) +
+            _element(0x0120, us(rsp.MessageIDBeingRespondedTo)) + _element(0x0800, us(0x0101)) +
+            _element(0x0900, us(rsp.Status)))
+    if rsp.ErrorComment:
+        body += _element(0x0902, _text(rsp.ErrorComment, b" "))
+    body += _element(0x1000, _text(rsp.AffectedSOPInstanceUID, b"\0"))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _meta_element(group_element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", 0x0002, group_element, vr, len(value)) + value
+
+
+def part10(event) -> bytes:
+    """A received C-STORE dataset as a Part-10 file: preamble, the file meta pynetdicom's
+    ``Event.encoded_dataset()`` writes (same bytes), then the dataset as received; without building
+    the meta as a pydicom dataset."""
+    request = event.request
+    syntax = event.context.transfer_syntax
+    meta = (struct.pack("<HH2s2xI", 0x0002, 0x0001, b"OB", 2) + b"\x00\x01" +      # meta version 1
+            _meta_element(0x0002, b"UI", _text(request.AffectedSOPClassUID, b"\0")) +
+            _meta_element(0x0003, b"UI", _text(request.AffectedSOPInstanceUID, b"\0")) +
+            _meta_element(0x0010, b"UI", _text(syntax, b"\0")) +
+            _meta_element(0x0012, b"UI", _text(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID, b"\0")) +
+            _meta_element(0x0013, b"SH", _text(pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION, b" ")))
+    group_length = _meta_element(0x0000, b"UL", struct.pack("<I", len(meta)))
+    return b"".join((b"\0" * 128, b"DICM", group_length, meta, request.DataSet.getvalue()))
 
 
 def part10_dataset_offset(head: bytes) -> int | None:
@@ -365,6 +409,22 @@ def _dul_loop(self) -> None:
         idle = False
 
 
+def _recv(self, nr_bytes: int) -> bytearray:
+    """AssociationSocket.recv reading straight into one buffer: pynetdicom reads 4 KB per call, a
+    loop turn and a copy per 4 KB of every PDU."""
+    buffer = bytearray(nr_bytes)
+    view = memoryview(buffer)
+    got = 0
+    while got < nr_bytes:
+        n = self.socket.recv_into(view[got:], nr_bytes - got)
+        if not n:                   # the connection broke: what was read, as pynetdicom returns it
+            del view
+            del buffer[got:]
+            return buffer
+        got += n
+    return buffer
+
+
 def _wake_dul(dul) -> None:
     try:
         dul._wake[1].send(b"\0")
@@ -471,6 +531,7 @@ def install() -> bool:
 
     DULServiceProvider.__init__ = dul_init
     DULServiceProvider.run_reactor = _dul_reactor
+    AssociationSocket.recv = _recv
     DULServiceProvider.send_pdu = _with_wake(DULServiceProvider.send_pdu)
     DULServiceProvider.kill_dul = _with_wake(DULServiceProvider.kill_dul)
     Association._run_reactor = _reactor

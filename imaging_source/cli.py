@@ -14,6 +14,7 @@ from affinity_domain.config import Config, ConfigError
 
 from . import service
 from affinity_domain.content import FileStore
+from .indexer import Indexer, JournalBusy, open_journal
 from .intake import Intake, remove as remove_from_store
 from .publish import Publisher
 from .store import Index
@@ -50,8 +51,14 @@ class ImagingSourceActor:
         from .dimse import DicomDoor      # pynetdicom's settings are process-wide: only the server sets them
         s, content, index = _open(config)
         content.sweep_spool()
+        try:
+            indexer = Indexer(index, content, open_journal(content, bool(s["fsync"])), s["duplicate_policy"])
+        except JournalBusy as e:
+            raise ConfigError(str(e)) from None
+        indexer.start()
+        index.before_read = lambda: indexer.flush(timeout=10)
         sock = serving.listen(s["host"], int(s["port"]))
-        door = DicomDoor(index, content, Intake(index, content, s), s)
+        door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
         try:
             dicom = door.start(s["dicom_host"], int(s["dicom_port"]))
         except OSError as e:
@@ -68,7 +75,7 @@ class ImagingSourceActor:
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s["repository_url"],
                                          "pix": f"{s['pix_host']}:{s['pix_port']}"})
-        serving.run_until_stopped([http], [stop.set, dicom.shutdown, index.close])
+        serving.run_until_stopped([http], [stop.set, dicom.shutdown, indexer.stop, index.close])
         return 0
 
     def add_commands(self, sub) -> None:

@@ -118,8 +118,12 @@ def read_header(part10: Path | bytes) -> Dataset:
 
 
 class Intake:
-    def __init__(self, index, content: FileStore, settings: dict):
+    def __init__(self, index, content: FileStore, settings: dict, indexer=None):
+        """``indexer``: index behind the answer (``indexer.Indexer``); without one, or when duplicates
+        are rejected (the answer depends on the index), each instance is indexed before it is
+        answered."""
         self.index, self.content = index, content
+        self.indexer = indexer if settings.get("duplicate_policy", "replace") != "reject" else None
         self.by_ae = dict(settings.get("calling_ae_authorities") or {})
         self.default_issuer = settings["assigning_authority"]
         self.outside_aes = frozenset(settings.get("outside_calling_aes") or ())
@@ -149,6 +153,13 @@ class Intake:
         except StoreFull:
             log.error("image store is full")
             return OUT_OF_RESOURCES, "image store is full"
+        if self.indexer is not None:
+            try:
+                self.indexer.submit(got, sha1, size, calling_ae)
+            except StoreFull:
+                log.error("image store is full (intake journal)")
+                return OUT_OF_RESOURCES, "image store is full"
+            return SUCCESS, ""
         try:
             outcome = self.index.record(got, sha1, size, calling_ae, self.policy)
         except Exception:
@@ -164,6 +175,8 @@ class Intake:
     def reject(self, sop_uids: list[str], calling_ae: str) -> tuple[int, str]:
         """Apply an IOCM rejection note: the instances leave the index and the store (the note is
         not kept); their studies change, so they are published again, or deprecated when empty."""
+        if self.indexer is not None:
+            self.indexer.flush()         # the instances it names may still be on their way to the index
         try:
             remove(self.index, self.content, "IMAGE", sop_uids)
         except Exception:

@@ -65,6 +65,9 @@ class Index:
         """``intake_pool``: the connections C-STORE indexing uses (unchecked, and with commits as
         durable as the image files are); the ``pool`` otherwise."""
         self.pool, self.intake_pool = pool, intake_pool or pool
+        # Called before C-FIND, C-MOVE/C-GET and RAD-69 read: the indexer's flush, so that an
+        # instance already answered is never missing from a query (read your writes).
+        self.before_read = lambda: True
 
     def close(self) -> None:
         for pool in {id(p): p for p in (self.pool, self.intake_pool)}.values():
@@ -111,53 +114,78 @@ class Index:
     def record(self, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
         """Index one received instance (its bytes are already in the store) in one transaction;
         once more on a fresh connection if the server dropped the one lent (it restarted)."""
-        try:
-            return self._record(r, sha1, size, calling_ae, policy)
-        except psycopg.OperationalError:
-            return self._record(r, sha1, size, calling_ae, policy)
+        return self.record_batch([(r, sha1, size, calling_ae)], policy)[0]
 
-    def _record(self, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
-        with self.intake_pool.connection() as conn:
-            # The common case, a new instance of a known series, is one statement (its own transaction).
-            conn.autocommit = True
+    def record_batch(self, entries: list[tuple[Received, str, int, str]], policy: str) -> list[Outcome]:
+        """Index received instances in one transaction (in order: a later one may replace an earlier
+        one). Should one be refused by the database, each is tried in its own transaction and the
+        refused ones come back as ``failed``."""
+        try:
+            return self._record_all(entries, policy)
+        except psycopg.OperationalError:
+            return self._record_all(entries, policy)      # a dropped connection: once more, on a new one
+        except psycopg.Error:
+            if len(entries) == 1:
+                raise
+        outcomes = []
+        for entry in entries:
             try:
-                row = conn.execute(self._FAST, {
-                    "series": r.series_uid, "study": r.study_uid, "sop": r.sop_uid, "cls": r.sop_class,
-                    "num": r.instance_number, "img": r.is_image, "ts": r.transfer_syntax, "sha1": sha1,
-                    "size": size, "ae": calling_ae, "outside": r.outside}).fetchone()
-            finally:
-                conn.autocommit = False
-            if row[0] is not None and row[1] is not None:
-                return Outcome("stored")
-        with self.intake_pool.connection() as conn, conn.cursor() as cur:
-            series, study = self._ids(cur, r)
-            cur.execute("INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, "
-                        "transfer_syntax, sha1, size, calling_ae) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                        "ON CONFLICT (sop_uid) DO NOTHING RETURNING id",
-                        (r.sop_uid, series, r.sop_class, r.instance_number, r.is_image, r.transfer_syntax,
-                         sha1, size, calling_ae))
-            outcome = Outcome("stored")
-            if cur.fetchone() is None:
-                cur.execute("SELECT i.id, i.sha1, i.series FROM instance i WHERE sop_uid = %s FOR UPDATE",
-                            (r.sop_uid,))
-                old_id, old_sha1, old_series = cur.fetchone()
-                if old_sha1 == sha1 and old_series == series:
-                    return Outcome("unchanged")
-                if policy != "replace":
-                    return Outcome("ignored" if policy == "ignore" else "rejected", sha1 if sha1 != old_sha1 else "")
-                cur.execute("SELECT st.id FROM series se JOIN study st ON st.id = se.study WHERE se.id = %s",
-                            (old_series,))
-                old_study = cur.fetchone()[0]
-                cur.execute("UPDATE instance SET series=%s, sop_class=%s, instance_number=%s, is_image=%s, "
-                            "transfer_syntax=%s, sha1=%s, size=%s, calling_ae=%s, received_at=now() WHERE id=%s",
-                            (series, r.sop_class, r.instance_number, r.is_image, r.transfer_syntax, sha1, size,
-                             calling_ae, old_id))
-                if old_study != study:
-                    self._touch(cur, old_study, False)
-                cur.execute("SELECT count(*) FROM instance WHERE sha1 = %s", (old_sha1,))
-                outcome = Outcome("replaced", old_sha1 if cur.fetchone()[0] == 0 else "")
-            self._touch(cur, study, r.outside)
-            return outcome
+                outcomes.append(self._record_all([entry], policy)[0])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error:
+                outcomes.append(Outcome("failed"))
+        return outcomes
+
+    def _record_all(self, entries, policy: str) -> list[Outcome]:
+        """The common case, a new instance of a known series, is one statement per instance, sent
+        for the whole batch at once (pipelined); the others are then recorded in order."""
+        with self.intake_pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(self._FAST, [{
+                "series": r.series_uid, "study": r.study_uid, "sop": r.sop_uid, "cls": r.sop_class,
+                "num": r.instance_number, "img": r.is_image, "ts": r.transfer_syntax, "sha1": sha1,
+                "size": size, "ae": ae, "outside": r.outside} for r, sha1, size, ae in entries], returning=True)
+            fast = []
+            while True:
+                inserted, touched = cur.fetchone()
+                fast.append(inserted is not None and touched is not None)
+                if not cur.nextset():
+                    break
+            # Only an instance not yet indexed can pass the fast statement, so the first of several
+            # copies of one SOP Instance UID in a batch is still recorded before the others.
+            return [Outcome("stored") if done else self._record_in(cur, r, sha1, size, ae, policy)
+                    for (r, sha1, size, ae), done in zip(entries, fast)]
+
+    def _record_in(self, cur, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
+        """An instance the fast statement did not index: of a new series, or already indexed."""
+        series, study = self._ids(cur, r)
+        cur.execute("INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, "
+                    "transfer_syntax, sha1, size, calling_ae) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (sop_uid) DO NOTHING RETURNING id",
+                    (r.sop_uid, series, r.sop_class, r.instance_number, r.is_image, r.transfer_syntax,
+                     sha1, size, calling_ae))
+        outcome = Outcome("stored")
+        if cur.fetchone() is None:
+            cur.execute("SELECT i.id, i.sha1, i.series FROM instance i WHERE sop_uid = %s FOR UPDATE",
+                        (r.sop_uid,))
+            old_id, old_sha1, old_series = cur.fetchone()
+            if old_sha1 == sha1 and old_series == series:
+                return Outcome("unchanged")
+            if policy != "replace":
+                return Outcome("ignored" if policy == "ignore" else "rejected", sha1 if sha1 != old_sha1 else "")
+            cur.execute("SELECT st.id FROM series se JOIN study st ON st.id = se.study WHERE se.id = %s",
+                        (old_series,))
+            old_study = cur.fetchone()[0]
+            cur.execute("UPDATE instance SET series=%s, sop_class=%s, instance_number=%s, is_image=%s, "
+                        "transfer_syntax=%s, sha1=%s, size=%s, calling_ae=%s, received_at=now() WHERE id=%s",
+                        (series, r.sop_class, r.instance_number, r.is_image, r.transfer_syntax, sha1, size,
+                         calling_ae, old_id))
+            if old_study != study:
+                self._touch(cur, old_study, False)
+            cur.execute("SELECT count(*) FROM instance WHERE sha1 = %s", (old_sha1,))
+            outcome = Outcome("replaced", old_sha1 if cur.fetchone()[0] == 0 else "")
+        self._touch(cur, study, r.outside)
+        return outcome
 
     @staticmethod
     def _touch(cur, study: int, outside: bool) -> None:
@@ -186,6 +214,7 @@ class Index:
     # ------------------------------------------------------------ serving
 
     def find(self, level: str, conditions: list[Condition], limit: int = 10000) -> list[dict]:
+        self.before_read()
         where, params = [], []
         for c in conditions:
             if c.column not in _COLUMNS:
@@ -223,6 +252,7 @@ class Index:
                   sop_uids: list[str] = ()) -> list[dict]:
         """Instances to retrieve: those of the studies, series and instances named (all must match
         the levels given)."""
+        self.before_read()
         where, params = [], []
         for column, values in (("st.study_uid", study_uids), ("se.series_uid", series_uids),
                                ("i.sop_uid", sop_uids)):

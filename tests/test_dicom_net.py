@@ -158,3 +158,52 @@ def test_a_stored_instance_is_framed_as_pynetdicom_frames_the_file(tmp_path, max
     offset = dicom_net.part10_dataset_offset(open(source, "rb").read(256))
     message = _c_store_message(path=Path(source), offset=offset, sop_class=ds.SOPClassUID, sop_instance=ds.SOPInstanceUID)
     assert ours == _pynetdicom_wire(message, 1, max_pdu)
+
+
+@pytest.mark.parametrize("status,comment", [(0x0000, None), (0xA900, "missing PatientID"), (0xC000, "odd")])
+def test_the_c_store_response_is_the_one_pynetdicom_encodes(status, comment):
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.dsutils import encode
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 9
+    rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.345"
+    rsp.Status = status
+    if comment:
+        rsp.ErrorComment = comment
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    assert dicom_net.c_store_response_command(rsp) == encode(message.command_set, True, True)
+
+
+def test_a_received_instance_is_the_part10_file_pynetdicom_would_write():
+    """Over a real association: what ``part10`` builds from a C-STORE is byte for byte what
+    ``Event.encoded_dataset()`` returns, and the SCU gets the handler's status."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pynetdicom import AE, evt
+
+    dicom_net.install()
+    seen = []
+
+    def on_store(event):
+        seen.append((dicom_net.part10(event), event.encoded_dataset()))
+        return 0xA900 if len(seen) == 2 else 0x0000
+
+    scp = AE(ae_title="SCP")
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    scp.add_supported_context(ds.SOPClassUID, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)] + dicom_net.TUNED)
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(ds.SOPClassUID, "1.2.840.10008.1.2")
+        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="SCP")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(ds).Status for _ in range(2)]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses == [0x0000, 0xA900]
+    assert len(seen) == 2 and all(ours == theirs for ours, theirs in seen)
+    assert dcmread(BytesIO(seen[0][0])).SOPInstanceUID == ds.SOPInstanceUID

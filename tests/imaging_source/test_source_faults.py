@@ -7,6 +7,7 @@ import os
 import resource
 import uuid
 from io import BytesIO
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -152,7 +153,7 @@ def test_an_association_aborted_mid_transfer_stores_nothing(which, request, pati
     assert dd.wait_until(lambda: not [p for p in spool.rglob("*") if p.is_file()], timeout=10)
     # The same instance sent whole afterwards is stored, and served as it was sent.
     assert dd.storescu(source.dicom_port, [second]).returncode == 0
-    assert cut in _index_rows(source, study.uid)
+    assert dd.wait_until(lambda: cut in _index_rows(source, study.uid))
     _, documents, _ = _retrieved(rad69(source, tmp_path, study.uid, [(study.series[0], cut)]))
     assert dd.dataset_bytes(documents[cut]) == dd.dataset_bytes(second.read_bytes())
 
@@ -185,7 +186,7 @@ def test_a_full_disk_answers_out_of_resources_and_keeps_serving(cramped_source, 
     small = dd.make_study(tmp_path / "small", "FULL2", series=1, per_series=1,
                           edit=lambda ds: delattr(ds, "PixelData"))
     assert dd.storescu(cramped_source.dicom_port, small.files).returncode == 0
-    assert state(cramped_source, small.uid)["version"] >= 1
+    assert dd.wait_until(lambda: state(cramped_source, small.uid).get("version", 0) >= 1)
 
 
 def test_a_resent_instance_replaces_the_stored_one(source, patient, tmp_path):
@@ -236,5 +237,42 @@ def test_a_dropped_database_connection_costs_no_store(source, patient, tmp_path)
     assert dropped >= 1
     out = dd.storescu(source.dicom_port, [second])
     assert out.returncode == 0 and "Failed" not in out.stderr, out.stderr
-    assert dcmread(second, stop_before_pixels=True).SOPInstanceUID in \
-        _index_rows(source, dcmread(second, stop_before_pixels=True).StudyInstanceUID)
+    header = dcmread(second, stop_before_pixels=True)
+    assert dd.wait_until(lambda: header.SOPInstanceUID in _index_rows(source, header.StudyInstanceUID))
+
+
+def test_instances_answered_before_a_kill_are_indexed_at_the_next_start(new_database, tmp_path, domain, pix):
+    """A C-STORE is answered once its bytes and its intake journal line are written, before the
+    index commit: killed (-9) in between, the source indexes the instances when it starts again."""
+    _, repository = domain
+    database = new_database()
+    dicom_port, http_port = free_port(), free_port()
+    settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
+                "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600}
+    study = dd.make_study(tmp_path / "s", "KILLED1", series=1, per_series=3)
+    source = SimpleNamespace(url=f"http://127.0.0.1:{http_port}/imaging-source", database_url=database)
+    proc, _ = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port])
+    try:
+        with psycopg.connect(database) as held:
+            # While this lock is held no instance can be indexed; the C-STOREs are answered anyway.
+            held.execute("LOCK TABLE imaging_source.instance IN ACCESS EXCLUSIVE MODE")
+            out = dd.storescu(dicom_port, study.files)
+            assert out.returncode == 0 and "Failed" not in out.stderr, out.stderr
+            proc.kill()
+            proc.wait(timeout=30)
+            held.rollback()
+        assert _index_rows(source, study.uid) == {}
+        assert (tmp_path / "images" / "intake.journal").read_bytes().count(b"\n") == 3
+        proc, _ = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port])
+        rows = dd.wait_until(lambda: len(rows := _index_rows(source, study.uid)) == 3 and rows)
+        assert set(rows) == set(study.sop_uids())
+        assert dd.wait_until(lambda: (tmp_path / "images" / "intake.journal").read_bytes() == b"")
+        docs = [(study.series[0], sop) for sop in study.sop_uids()]
+        status, documents, _ = _retrieved(rad69(source, tmp_path, study.uid, docs))
+        assert status == "Success" and len(documents) == 3
+        for path in study.files:
+            sop = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+            assert dd.dataset_bytes(documents[sop]) == dd.dataset_bytes(path.read_bytes())
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

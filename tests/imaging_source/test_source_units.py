@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 import source_dicom as dd
 from affinity_domain import ebrim as rim
 from affinity_domain.hl7 import Cx
-from imaging_source import identity, intake, manifest, metadata, pix, publish, query, rad69
+from imaging_source import identity, indexer, intake, manifest, metadata, pix, publish, query, rad69
 from imaging_source.store import StudySnapshot
 
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
@@ -69,6 +69,39 @@ def test_describe_reads_the_index_entry():
     got = intake.describe(header(AccessionNumber="A1"), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
     assert got.identity == identity.LocalIdentity("1CT1", "1.2.3.6")
     assert got.is_image and got.study["accession"] == "A1" and got.series["modality"] == "CT"
+
+
+def test_a_journal_line_reads_back_as_the_instance_it_describes():
+    got = intake.describe(header(AccessionNumber="A1"), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
+    line = indexer.encode_line(got, "ab" * 20, 5120, "MOD")
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert indexer.decode_line(line) == (got, "ab" * 20, 5120, "MOD")
+
+
+def test_a_journal_cut_short_by_a_crash_keeps_its_complete_lines():
+    got = intake.describe(header(), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
+    whole = indexer.encode_line(got, "cd" * 20, 1, "MOD")
+    entries = indexer.read_journal(whole + whole + whole[:-7])
+    assert [e[1] for e in entries] == ["cd" * 20] * 2
+
+
+def test_the_journal_is_held_by_one_process_and_emptied_when_all_is_indexed(tmp_path):
+    got = intake.describe(header(), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
+    path = tmp_path / "intake.journal"
+    journal = indexer.Journal(path, fsync=False)
+    with pytest.raises(indexer.JournalBusy):
+        indexer.Journal(path, fsync=False)
+    for n in range(3):
+        journal.append(indexer.encode_line(got, f"{n:040d}", n, "MOD"))
+    journal.done(2)
+    assert len(indexer.read_journal(path.read_bytes())) == 3      # one line still to index
+    journal.done(1)
+    assert path.read_bytes() == b""
+    journal.append(indexer.encode_line(got, "e" * 40, 1, "MOD"))
+    journal.close()
+    again = indexer.Journal(path, fsync=False)                  # the next start finds what was left
+    assert [e[1] for e in again.left_over] == ["e" * 40]
+    again.close()
 
 
 # ---------------------------------------------------------------- C-FIND
