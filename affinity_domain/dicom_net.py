@@ -301,6 +301,28 @@ def part10_dataset_offset(head: bytes) -> int | None:
     return 144 + struct.unpack_from("<I", head, 140)[0]
 
 
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def part10_transfer_syntax(data: bytes) -> tuple[str, int] | None:
+    """(Transfer Syntax UID, where the dataset starts) of a Part-10 file's bytes, read off its
+    meta without decoding it; None when the meta does not open with its group length."""
+    end = part10_dataset_offset(data[:256])
+    if end is None:
+        return None
+    at = 144
+    while at + 8 <= end:
+        group, element, vr = struct.unpack_from("<HH2s", data, at)
+        if vr in _LONG_VRS:
+            length, value_at = struct.unpack_from("<I", data, at + 8)[0], at + 12
+        else:
+            length, value_at = struct.unpack_from("<H", data, at + 6)[0], at + 8
+        if (group, element) == (0x0002, 0x0010):
+            return bytes(data[value_at:value_at + length]).rstrip(b"\0 ").decode("ascii"), end
+        at = value_at + length
+    return None
+
+
 def _store_encoded(assoc, context, sop_class: str, sop_instance: str, chunks, msg_id: int,
                    priority: int, originator_aet, originator_id) -> Dataset:
     """Send one C-STORE whose dataset is already encoded in the context's transfer syntax, and

@@ -14,6 +14,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -30,6 +31,9 @@ from .store import Index
 log = logging.getLogger("xdsi.imaging_source.dimse")
 
 _config.LOG_HANDLER_LEVEL = "none"
+# Received values are indexed as they are; pydicom's per-value checks (a regex per UID read) only
+# warn, so the server skips them.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 dicom_net.install()
 
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]

@@ -12,8 +12,12 @@ from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _at_pixel_data, read_dataset
+from pydicom.uid import UID
+
+from affinity_domain.dicom_net import part10_transfer_syntax
 
 from affinity_domain.content import FileStore, StoreFull
 from .identity import LocalIdentity, local_identity, marked_outside
@@ -112,8 +116,28 @@ def remove(index, content: FileStore, level: str, uids: list[str]) -> int:
     return len(sha1s)
 
 
+def _implicit_vr(syntax: str) -> bool | None:
+    """Whether a little endian, non-deflated transfer syntax has implicit VR; None for any other."""
+    try:
+        uid = UID(syntax)
+        return None if uid.is_deflated or not uid.is_little_endian else uid.is_implicit_VR
+    except ValueError:              # not a transfer syntax pydicom knows
+        return None
+
+
 def read_header(part10: Path | bytes) -> Dataset:
-    """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes."""
+    """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes. Bytes in
+    a little endian syntax (the compressed ones too: their datasets are explicit VR) skip decoding
+    the meta, which only says the transfer syntax."""
+    if isinstance(part10, bytes) and (found := part10_transfer_syntax(part10)) is not None:
+        syntax, offset = found
+        if (implicit := _implicit_vr(syntax)) is not None:
+            fp = BytesIO(part10)
+            fp.seek(offset)
+            ds = read_dataset(fp, implicit, True, stop_when=_at_pixel_data)
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+            return ds
     return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
 
 

@@ -71,6 +71,18 @@ def test_describe_reads_the_index_entry():
     assert got.is_image and got.study["accession"] == "A1" and got.series["modality"] == "CT"
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm", "image_dfl.dcm",
+                                  "MR_small_bigendian.dcm", "SC_rgb_rle.dcm"])
+def test_the_header_read_from_bytes_is_the_one_pydicom_reads(name):
+    path = get_testdata_file(name)
+    data = open(path, "rb").read()
+    ours, theirs = intake.read_header(data), dcmread(path, stop_before_pixels=True)
+    assert ours.file_meta.TransferSyntaxUID == theirs.file_meta.TransferSyntaxUID
+    assert list(ours.keys()) == list(theirs.keys()) and ours == theirs
+    described = intake.describe(ours, ours.file_meta.TransferSyntaxUID, "MOD", {}, "1.2.3.6")
+    assert described == intake.describe(theirs, theirs.file_meta.TransferSyntaxUID, "MOD", {}, "1.2.3.6")
+
+
 def test_a_journal_line_reads_back_as_the_instance_it_describes():
     got = intake.describe(header(AccessionNumber="A1"), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
     line = indexer.encode_line(got, "ab" * 20, 5120, "MOD")
