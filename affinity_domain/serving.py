@@ -120,6 +120,8 @@ def run_until_stopped(http_servers: list, closers: list = ()) -> None:
     stop = threading.Event()
 
     def on_signal(signum, frame):
+        if stop.is_set():           # a second signal (xdsi up sends SIGTERM after Ctrl-C) changes nothing
+            return
         stop.set()
         for s in http_servers:
             s.close()

@@ -43,5 +43,7 @@ def run_all(config: Config, actors: dict) -> int:
         except subprocess.TimeoutExpired:
             p.kill()
             code = p.wait()
-        failed |= code not in (0, -signal.SIGTERM)
+        if code not in (0, -signal.SIGTERM):
+            failed = 1
+            sys.stderr.write(f"{name:>14} | exited with status {code}\n")
     return 1 if failed else 0

@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,9 +283,13 @@ class Prefetcher:
             self._order_for_pacs(job, files[0], recon)
         pacs = dicom.LocalPacs(self.s.calling_ae, self.s.local_pacs, files, self.s.timeout)
         batch: list[str] = []
+        # The next instance is reconciled while the PACS stores the current one.
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
         try:
-            for path in files:
-                ds = rewrite.reconcile_part10(path.read_bytes(), recon) or rules.reconcile(dcmread(path), recon)
+            upcoming = ahead.submit(_reconciled, files[0], recon) if files else None
+            for i, path in enumerate(files):
+                ds = upcoming.result()
+                upcoming = ahead.submit(_reconciled, files[i + 1], recon) if i + 1 < len(files) else None
                 pacs.store(ds)
                 batch.append(str(ds.SOPInstanceUID))
                 if len(batch) == PROGRESS_EVERY:
@@ -292,6 +297,7 @@ class Prefetcher:
                     self.store.mark_stored(job["id"], job["local_patient"], batch, done)
                     batch = []
         finally:
+            ahead.shutdown(cancel_futures=True)
             if batch:              # what the PACS took is recorded even when a later store fails
                 self.store.mark_stored(job["id"], job["local_patient"], batch, done + len(batch))
             pacs.close()
@@ -386,3 +392,9 @@ def _by_source(series: list[manifest.SeriesReference], key: str) -> dict[str, di
     for s in series:
         grouped.setdefault(getattr(s, key), {})[s.series_uid] = s.instances
     return grouped
+
+
+def _reconciled(path: Path, recon: rules.Reconciliation):
+    """An instance reconciled for the local PACS: its touched elements re-encoded, or (a syntax
+    rewrite cannot handle) the whole dataset decoded."""
+    return rewrite.reconcile_part10(path.read_bytes(), recon) or rules.reconcile(dcmread(path), recon)

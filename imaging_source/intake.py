@@ -14,10 +14,11 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import _at_pixel_data, read_dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
-from affinity_domain.dicom_net import part10_transfer_syntax
+from affinity_domain import part10 as part10_layout
+from affinity_domain.outside import OUTSIDE_GROUP
 
 from affinity_domain.content import FileStore, StoreFull
 from .identity import LocalIdentity, local_identity, marked_outside
@@ -116,6 +117,41 @@ def remove(index, content: FileStore, level: str, uids: list[str]) -> int:
     return len(sha1s)
 
 
+# The top-level elements describe(), rejected_instances() and the identity read, besides the
+# outside-marker group: a received instance has only these decoded.
+INDEXED = {
+    0x00080005, 0x00080016, 0x00080018, 0x00080020, 0x00080030, 0x00080050, 0x00080060, 0x00080090,
+    0x00081030, 0x0008103E, 0x00100010, 0x00100020, 0x00100021, 0x00100024, 0x00100030, 0x00100040,
+    0x00180015, 0x0020000D, 0x0020000E, 0x00200010, 0x00200011, 0x00200013, 0x00280010, 0x00280011,
+    0x0040A043, 0x0040A375,
+}
+
+
+def read_header(part10: Path | bytes) -> Dataset:
+    """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes."""
+    return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
+
+
+def index_header(part10: Path | bytes) -> Dataset:
+    """What intake reads of a received instance: its INDEXED elements (and the outside marker's
+    group) and its transfer syntax. From bytes in a little endian syntax only those elements are
+    decoded; otherwise pydicom reads the whole header."""
+    if isinstance(part10, bytes) and (found := part10_layout.transfer_syntax(part10)) is not None:
+        syntax, offset = found
+        if (implicit := _implicit_vr(syntax)) is not None:
+            try:
+                wanted = b"".join(part10[start:stop] for tag, start, _, stop
+                                  in part10_layout.top_level(part10, offset, implicit=implicit)
+                                  if tag in INDEXED or tag >> 16 == OUTSIDE_GROUP)
+            except part10_layout.Unreadable:
+                return read_header(part10)
+            ds = read_dataset(BytesIO(wanted), implicit, True)
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+            return ds
+    return read_header(part10)
+
+
 def _implicit_vr(syntax: str) -> bool | None:
     """Whether a little endian, non-deflated transfer syntax has implicit VR; None for any other."""
     try:
@@ -123,22 +159,6 @@ def _implicit_vr(syntax: str) -> bool | None:
         return None if uid.is_deflated or not uid.is_little_endian else uid.is_implicit_VR
     except ValueError:              # not a transfer syntax pydicom knows
         return None
-
-
-def read_header(part10: Path | bytes) -> Dataset:
-    """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes. Bytes in
-    a little endian syntax (the compressed ones too: their datasets are explicit VR) skip decoding
-    the meta, which only says the transfer syntax."""
-    if isinstance(part10, bytes) and (found := part10_transfer_syntax(part10)) is not None:
-        syntax, offset = found
-        if (implicit := _implicit_vr(syntax)) is not None:
-            fp = BytesIO(part10)
-            fp.seek(offset)
-            ds = read_dataset(fp, implicit, True, stop_when=_at_pixel_data)
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.TransferSyntaxUID = syntax
-            return ds
-    return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
 
 
 class Intake:
@@ -160,7 +180,7 @@ class Intake:
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         try:
-            ds = read_header(received)
+            ds = index_header(received)
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as e:
             return CANNOT_UNDERSTAND, f"cannot read the dataset: {e}"[:64]
         ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""

@@ -9,7 +9,7 @@ import pytest
 
 from pynetdicom.association import Association
 
-from affinity_domain import dicom_net
+from affinity_domain import dicom_net, part10
 
 
 def test_the_waiting_reactor_is_installed():
@@ -65,22 +65,6 @@ def test_the_c_store_command_is_the_one_pynetdicom_encodes(originator):
         message.primitive_to_message(primitive)
         ours = dicom_net.c_store_command(7, sop_class, sop_instance, 0, *originator)
         assert ours == encode(message.command_set, True, True)
-
-
-def test_the_dataset_offset_of_a_part10_file(tmp_path):
-    from pydicom import dcmread
-    from pydicom.data import get_testdata_file
-    from pydicom.filereader import read_preamble, _read_file_meta_info
-
-    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"):
-        path = get_testdata_file(name)
-        with open(path, "rb") as f:
-            read_preamble(f, False)
-            _read_file_meta_info(f)
-            expected = f.tell()
-        assert dicom_net.part10_dataset_offset(open(path, "rb").read(256)) == expected
-    assert dicom_net.part10_dataset_offset(b"\0" * 256) is None
-    assert dcmread(get_testdata_file("CT_small.dcm")).SOPInstanceUID
 
 
 def _c_store_message(dataset_bytes: bytes | None = None, path=None, offset=132,
@@ -155,7 +139,7 @@ def test_a_stored_instance_is_framed_as_pynetdicom_frames_the_file(tmp_path, max
     instance = dicom_net.StoredInstance(Path(source), ds.SOPClassUID, ds.SOPInstanceUID, "1.2.840.10008.1.2.1")
     command = dicom_net.c_store_command(7, ds.SOPClassUID, ds.SOPInstanceUID, 2)
     ours = b"".join(dicom_net.wire_runs(command, instance.chunks(max_pdu), 1, max_pdu))
-    offset = dicom_net.part10_dataset_offset(open(source, "rb").read(256))
+    offset = part10.dataset_offset(open(source, "rb").read(256))
     message = _c_store_message(path=Path(source), offset=offset, sop_class=ds.SOPClassUID, sop_instance=ds.SOPInstanceUID)
     assert ours == _pynetdicom_wire(message, 1, max_pdu)
 

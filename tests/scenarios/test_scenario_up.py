@@ -38,8 +38,9 @@ def alive(pid: int) -> bool:
 def test_up_stops_every_process_it_started(new_database, tmp_path, how):
     moved, ports = domain_on_free_ports()
     env = dict(os.environ, XDSI_DATA_DIR=str(tmp_path / "data"), XDSI_DATABASE_URL=new_database(), **moved)
+    log = open(tmp_path / "up.log", "wb")
     up = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env, cwd=tmp_path,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                          stdout=log, stderr=log, start_new_session=True)
     try:
         assert wait_until(lambda: all(listening(p) for p in ports), 90), "the domain did not come up"
         started = descendants(up.pid)
@@ -49,7 +50,7 @@ def test_up_stops_every_process_it_started(new_database, tmp_path, how):
             os.killpg(up.pid, signal.SIGINT)
         else:
             up.send_signal(signal.SIGTERM)
-        assert up.wait(60) == 0
+        assert up.wait(60) == 0, (tmp_path / "up.log").read_text()[-3000:]
         assert wait_until(lambda: not any(alive(p) for p in started), 20), \
             f"still running: {[p for p in started if alive(p)]}"
         assert not any(listening(p) for p in ports)
