@@ -1,4 +1,8 @@
-"""The content store every actor keeps bytes in: files named by their SHA-1 (``root/ab/cd/<sha1>``).
+"""The content store every actor keeps bytes in: files named by their SHA-1, ``root/ab/<sha1>``.
+
+A store starts with its 256 directories made and a ``layout`` file saying so. Stores made before
+that (no ``layout`` file, files at ``root/ab/cd/<sha1>``) keep their two levels: the second level's
+65,536 directories were made one by one as the store filled, a mkdir in many early puts.
 
 Writers spool into ``root/spool/<host>-<pid>/`` on the same file system, so storing is a rename,
 never a copy or a decode: fsync, atomic rename, fsync of the directory. ``ContentStore`` is the
@@ -63,10 +67,27 @@ class FileStore:
         self.spool_dir = self.spool_root / f"{socket.gethostname()}-{os.getpid()}"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.fsync, self.min_free_bytes = fsync, min_free_bytes
-        self._dirs: set[str] = set()       # leaf directories known to exist (mkdir is the dear part of a put)
+        self._dirs: set[str] = set()       # two-level stores: leaf directories known to exist
+        self.levels = self._layout()
+
+    def _layout(self) -> int:
+        marker = self.root / "layout"
+        if marker.exists():
+            levels = int(marker.read_text().split()[0])
+        elif any(self.root.glob("[0-9a-f][0-9a-f]")):
+            return 2                       # made before the layout file: ab/cd/<sha1>
+        else:
+            levels = 1
+            tmp = self.spool_dir / "layout"
+            tmp.write_text("1 level: ab/<sha1>\n")
+            os.replace(tmp, marker)
+        if levels == 1:
+            for n in range(256):
+                (self.root / f"{n:02x}").mkdir(exist_ok=True)
+        return levels
 
     def path(self, sha1: str) -> Path:
-        return self.root / sha1[:2] / sha1[2:4] / sha1
+        return Path(self._target(sha1))
 
     def has_room(self) -> bool:
         if not self.min_free_bytes:
@@ -99,7 +120,9 @@ class FileStore:
         return self._keep(tmp, sha1, len(data), synced=True)
 
     def _target(self, sha1: str) -> str:
-        return f"{self.root}/{sha1[:2]}/{sha1[2:4]}/{sha1}"     # self.path's, without building Paths
+        if self.levels == 1:
+            return f"{self.root}/{sha1[:2]}/{sha1}"
+        return f"{self.root}/{sha1[:2]}/{sha1[2:4]}/{sha1}"
 
     def _keep(self, spooled: Path, sha1: str, size: int, synced: bool) -> tuple[str, int]:
         target = self._target(sha1)
@@ -111,7 +134,7 @@ class FileStore:
                 with open(spooled, "rb+") as f:
                     os.fsync(f.fileno())          # the bytes are on disk before their name is
             parent = os.path.dirname(target)
-            if parent not in self._dirs:
+            if self.levels == 2 and parent not in self._dirs:
                 os.makedirs(parent, exist_ok=True)
                 self._dirs.add(parent)
             os.replace(spooled, target)           # atomic: a reader sees all of it or nothing
@@ -133,7 +156,7 @@ class FileStore:
 
     def keys(self) -> Iterator[str]:
         for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
-            for f in first.glob("*/*"):
+            for f in first.glob("*/*" if self.levels == 2 else "*"):
                 if len(f.name) == 40:
                     yield f.name
 

@@ -7,11 +7,14 @@ to index it, and those bytes become the stored file.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
@@ -43,8 +46,22 @@ REJECTION_TITLES = {"113001",    # Rejected for Quality Reasons
                     "113039"}    # Data Retention Policy Expired
 
 
+_PLAIN = re.compile(rb"[\x20-\x5b\x5d-\x7e]*")     # printable ASCII without a backslash (one value)
+
+
 def _s(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
+    """An element's value as text, stripped. A value still undecoded whose bytes are plain ASCII
+    (one value, no escape to another character set) reads the same in every character set and VR
+    this is used for, so it skips pydicom's conversion."""
+    tag = tag_for_keyword(keyword)
+    element = ds.get_item(tag) if tag in ds else None
+    if element is None:
+        return ""
+    if isinstance(element, RawDataElement) and element.value is not None:
+        raw = element.value[:-1] if element.value.endswith(b"\0") else element.value     # UI padding
+        if _PLAIN.fullmatch(raw):
+            return raw.decode("ascii").strip()
+    value = ds[tag].value
     return "" if value is None else str(value).strip()
 
 

@@ -88,6 +88,42 @@ def test_the_header_intake_reads_from_bytes_is_what_pydicom_reads(name):
     assert described == intake.describe(theirs, theirs.file_meta.TransferSyntaxUID, "MOD", {}, "1.2.3.6")
 
 
+KEYWORDS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID", "InstanceNumber",
+            "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
+            "StudyDescription", "ReferringPhysicianName", "Modality", "SeriesNumber", "SeriesDescription",
+            "BodyPartExamined", "IssuerOfPatientID", "ImageType"]
+
+
+def _tricky(implicit: bool) -> bytes:
+    """A dataset with values the plain-text shortcut must leave to pydicom, written and read back."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.PatientID, ds.InstanceNumber, ds.SeriesNumber = "Müller^Jörg", " P 1 ", " 01", "7"
+    ds.StudyInstanceUID, ds.ImageType, ds.StudyDescription = "1.2.3", ["ORIGINAL", "PRIMARY"], "a\\b"
+    ds.StudyDate, ds.AccessionNumber = "20260101", ""
+    out = DicomBytesIO()
+    out.is_implicit_VR, out.is_little_endian = implicit, True
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("source", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "explicit", "implicit"])
+def test_text_read_off_raw_bytes_is_what_pydicom_decodes(source):
+    from io import BytesIO
+    from pydicom.filereader import read_dataset
+    if source in ("explicit", "implicit"):
+        implicit = source == "implicit"
+        fresh = lambda: read_dataset(BytesIO(_tricky(implicit)), implicit, True)  # noqa: E731
+    else:
+        fresh = lambda: dcmread(get_testdata_file(source))  # noqa: E731
+    ds = fresh()
+    for keyword in KEYWORDS:
+        expected = fresh().get(keyword, "")
+        assert intake._s(ds, keyword) == ("" if expected is None else str(expected).strip()), keyword
+
+
 def test_a_journal_line_reads_back_as_the_instance_it_describes():
     got = intake.describe(header(AccessionNumber="A1"), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
     line = indexer.encode_line(got, "ab" * 20, 5120, "MOD")

@@ -44,7 +44,7 @@ def index_rows(repo) -> dict[str, tuple[str, str]]:
 
 
 def stored_files(repo) -> set[str]:
-    return {p.name for p in repo.store.glob("[0-9a-f][0-9a-f]/*/*")}
+    return {p.name for p in repo.store.glob("[0-9a-f][0-9a-f]/**/*") if p.is_file() and len(p.name) == 40}
 
 
 def spool_files(repo) -> list:

@@ -119,6 +119,26 @@ def test_streaming_reader_rejects_broken_bodies_and_leaves_no_files(tmp_path, cu
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_new_file_store_has_one_level_made_in_advance(tmp_path):
+    store = FileStore(tmp_path / "s")
+    assert store.levels == 1 and (tmp_path / "s" / "layout").exists()
+    assert len([d for d in (tmp_path / "s").iterdir() if len(d.name) == 2]) == 256
+    sha1, _ = store.put_bytes(b"one level")
+    assert store.path(sha1) == tmp_path / "s" / sha1[:2] / sha1 and store.path(sha1).read_bytes() == b"one level"
+    assert FileStore(tmp_path / "s").levels == 1 and list(FileStore(tmp_path / "s").keys()) == [sha1]
+
+
+def test_a_file_store_made_with_two_levels_keeps_them(tmp_path):
+    old = hashlib.sha1(b"stored before").hexdigest()
+    (tmp_path / "s" / old[:2] / old[2:4]).mkdir(parents=True)
+    (tmp_path / "s" / old[:2] / old[2:4] / old).write_bytes(b"stored before")
+    store = FileStore(tmp_path / "s")
+    assert store.levels == 2 and not (tmp_path / "s" / "layout").exists()
+    new, _ = store.put_bytes(b"stored after")
+    assert store.path(new) == tmp_path / "s" / new[:2] / new[2:4] / new
+    assert sorted(store.keys()) == sorted([old, new]) and store.open(old).read() == b"stored before"
+
+
 def test_file_store_is_content_addressed_and_keeps_one_copy(tmp_path):
     store = FileStore(tmp_path / "s")
     for _ in range(2):
