@@ -72,15 +72,15 @@ class FileStore:
 
     def _layout(self) -> int:
         marker = self.root / "layout"
-        if marker.exists():
-            levels = int(marker.read_text().split()[0])
-        elif any(self.root.glob("[0-9a-f][0-9a-f]")):
-            return 2                       # made before the layout file: ab/cd/<sha1>
-        else:
-            levels = 1
+        if not marker.exists():
+            # Processes may open a new store at once; the layout file is written before any
+            # directory, so directories without it (looked at again) mean a store made before it.
+            if any(self.root.glob("[0-9a-f][0-9a-f]")) and not marker.exists():
+                return 2                   # ab/cd/<sha1>
             tmp = self.spool_dir / "layout"
             tmp.write_text("1 level: ab/<sha1>\n")
             os.replace(tmp, marker)
+        levels = int(marker.read_text().split()[0])
         if levels == 1:
             for n in range(256):
                 (self.root / f"{n:02x}").mkdir(exist_ok=True)

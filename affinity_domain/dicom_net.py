@@ -49,7 +49,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket
 
 from . import part10 as part10_layout
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 log = logging.getLogger("xdsi.dicom")
@@ -213,7 +213,7 @@ def wire_runs(command: bytes, dataset_chunks, context_id: int, max_pdu: int):
 def _send_msg(self: DIMSEServiceProvider, primitive, context_id: int) -> None:
     """pynetdicom's send_msg, with the P-DATA queued in runs instead of one PDU at a time, and a
     plain C-STORE response (the one an SCP sends per instance) encoded without building a dataset."""
-    command = c_store_response_command(primitive) if isinstance(primitive, C_STORE) else None
+    command = response_command(primitive)
     if command is not None:
         for run in wire_runs(command, (), context_id, self.maximum_pdu_size):
             self.dul.send_pdu(PduRun(run))
@@ -271,6 +271,37 @@ def c_store_response_command(rsp) -> bytes | None:
         body += _element(0x0902, _text(rsp.ErrorComment, b" "))
     body += _element(0x1000, _text(rsp.AffectedSOPInstanceUID, b"\0"))
     return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+_RETRIEVE_RESPONSE_FIELD = {C_MOVE: 0x8021, C_GET: 0x8010}
+
+
+def retrieve_response_command(rsp) -> bytes | None:
+    """A C-MOVE-RSP or C-GET-RSP command set without an identifier (the pending responses sent
+    after each sub-operation; PS3.7 9.3.4.2, 9.3.3.2) as pynetdicom encodes it, else None."""
+    counts = (rsp.NumberOfRemainingSuboperations, rsp.NumberOfCompletedSuboperations,
+              rsp.NumberOfFailedSuboperations, rsp.NumberOfWarningSuboperations)
+    if rsp.MessageIDBeingRespondedTo is None or rsp.Identifier is not None or None in counts \
+            or getattr(rsp, "ErrorComment", None) or getattr(rsp, "OffendingElement", None) \
+            or not rsp.AffectedSOPClassUID or rsp.Status is None:
+        return None
+    us = struct.Struct("<H").pack
+    body = (_element(0x0002, _text(rsp.AffectedSOPClassUID, b"\0")) +
+            _element(0x0100, us(_RETRIEVE_RESPONSE_FIELD[type(rsp)])) +
+            _element(0x0120, us(rsp.MessageIDBeingRespondedTo)) + _element(0x0800, us(0x0101)) +
+            _element(0x0900, us(rsp.Status)) +
+            b"".join(_element(0x1020 + i, us(n)) for i, n in enumerate(counts)))
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def response_command(primitive) -> bytes | None:
+    """The command set of a response sent once per instance (C-STORE, and C-MOVE/C-GET pending),
+    encoded directly; None for any other message, which pynetdicom encodes."""
+    if isinstance(primitive, C_STORE):
+        return c_store_response_command(primitive)
+    if isinstance(primitive, (C_MOVE, C_GET)):
+        return retrieve_response_command(primitive)
+    return None
 
 
 def _meta_element(group_element: int, vr: bytes, value: bytes) -> bytes:

@@ -191,3 +191,22 @@ def test_a_received_instance_is_the_part10_file_pynetdicom_would_write():
     assert statuses == [0x0000, 0xA900]
     assert len(seen) == 2 and all(ours == theirs for ours, theirs in seen)
     assert dcmread(BytesIO(seen[0][0])).SOPInstanceUID == ds.SOPInstanceUID
+
+
+@pytest.mark.parametrize("kind", ["C_MOVE", "C_GET"])
+@pytest.mark.parametrize("counts", [(5, 1, 0, 0), (0, 480, 12, 8), (65535, 0, 0, 0)])
+def test_a_pending_retrieve_response_is_the_one_pynetdicom_encodes(kind, counts):
+    from pynetdicom import dimse_messages, dimse_primitives
+    from pynetdicom.dsutils import encode
+
+    rsp = getattr(dimse_primitives, kind)()
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 3, 0xFF00
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    (rsp.NumberOfRemainingSuboperations, rsp.NumberOfCompletedSuboperations,
+     rsp.NumberOfFailedSuboperations, rsp.NumberOfWarningSuboperations) = counts
+    rsp.Identifier = None
+    message = getattr(dimse_messages, f"{kind}_RSP")()
+    message.primitive_to_message(rsp)
+    assert dicom_net.response_command(rsp) == encode(message.command_set, True, True)
+    rsp.Identifier = BytesIO(b"\x08\x00\x58\x11")      # a final response listing failed instances
+    assert dicom_net.response_command(rsp) is None

@@ -128,6 +128,18 @@ def test_a_new_file_store_has_one_level_made_in_advance(tmp_path):
     assert FileStore(tmp_path / "s").levels == 1 and list(FileStore(tmp_path / "s").keys()) == [sha1]
 
 
+def _levels_seen(root) -> int:
+    return FileStore(root).levels
+
+
+def test_processes_opening_a_new_store_at_once_agree_on_its_layout(tmp_path):
+    """The repository's worker processes each open the store as they start."""
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        for n in range(5):
+            assert set(pool.map(_levels_seen, [tmp_path / f"s{n}"] * 16)) == {1}
+
+
 def test_a_file_store_made_with_two_levels_keeps_them(tmp_path):
     old = hashlib.sha1(b"stored before").hexdigest()
     (tmp_path / "s" / old[:2] / old[2:4]).mkdir(parents=True)
