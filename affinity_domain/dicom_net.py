@@ -14,8 +14,10 @@ costs little; per C-STORE of a CT they added up to several times DCMTK's whole t
 - A DIMSE message goes to the DUL as runs of P-DATA-TF PDUs framed here (the same fragmentation and
   bytes as pynetdicom's, tested) and is written with one ``send`` per run.
 - PDUs are read into one buffer (``recv_into``) instead of 4 KB at a time.
-- C-STORE requests of bytes already encoded and plain C-STORE responses get their command sets
-  built directly (byte-identical to pynetdicom's, tested).
+- C-STORE requests of bytes already encoded, plain C-STORE responses and pending C-MOVE/C-GET
+  responses get their command sets built directly (byte-identical to pynetdicom's, tested), and a
+  received C-STORE response is read with ``struct`` (these skip pynetdicom's EVT_DIMSE_SENT and
+  EVT_DIMSE_RECV, which nothing here binds).
 - A C-MOVE/C-GET handler may yield a ``StoredInstance`` (a stored Part-10 file) and ``send_c_store``
   takes an ``EncodedInstance`` (a dataset encoded in memory): each is sent as its bytes when the peer
   accepted its transfer syntax, and decoded for pynetdicom to convert only when not.
@@ -304,6 +306,51 @@ def response_command(primitive) -> bytes | None:
     return None
 
 
+_C_STORE_RSP_ELEMENTS = {0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x0902, 0x1000}
+
+
+def c_store_response(command: bytes) -> C_STORE | None:
+    """The C-STORE response a command set encodes (implicit VR little endian), read with struct;
+    None for any other command, or a response with elements beyond the usual ones (pynetdicom
+    then decodes it)."""
+    values, at = {}, 0
+    try:
+        while at < len(command):
+            group, element, length = struct.unpack_from("<HHI", command, at)
+            if group != 0x0000 or element not in _C_STORE_RSP_ELEMENTS:
+                return None
+            values[element] = command[at + 8:at + 8 + length]
+            at += 8 + length
+    except struct.error:
+        return None
+    if at != len(command) or values.get(0x0100) != b"\x01\x80" or values.get(0x0800) != b"\x01\x01" \
+            or len(values.get(0x0120, b"")) != 2 or len(values.get(0x0900, b"")) != 2:
+        return None
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = struct.unpack("<H", values[0x0120])[0]
+    rsp.Status = struct.unpack("<H", values[0x0900])[0]
+    for element, name in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
+        if element in values:
+            setattr(rsp, name, values[element].rstrip(b"\0 ").decode("ascii"))
+    if 0x0902 in values:
+        rsp.ErrorComment = values[0x0902].rstrip(b"\0 ").decode("ascii", "replace")
+    return rsp
+
+
+def _receive_primitive(original):
+    """DIMSE receive that reads a C-STORE response (one fragment, no dataset: what a storage SCP
+    sends per instance) with ``c_store_response``, and hands pynetdicom everything else."""
+    def receive_primitive(self, primitive) -> None:
+        pdvs = primitive.presentation_data_value_list
+        if self.message is None and len(pdvs) == 1 and pdvs[0][1][:1] == b"\x03":
+            rsp = c_store_response(pdvs[0][1][1:])
+            if rsp is not None:
+                self.msg_queue.put((pdvs[0][0], rsp))
+                return
+        original(self, primitive)
+    return receive_primitive
+
+
 def _meta_element(group_element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, group_element, vr, len(value)) + value
 
@@ -560,6 +607,7 @@ def install() -> bool:
     Association._run_reactor = _reactor
     Association.send_c_store = _send_stored(Association.send_c_store)
     DIMSEServiceProvider.send_msg = _send_msg
+    DIMSEServiceProvider.receive_primitive = _receive_primitive(DIMSEServiceProvider.receive_primitive)
     P_DATA_TF.from_primitive = _from_primitive(P_DATA_TF.from_primitive)
     P_DATA_TF.encode = _encode(P_DATA_TF.encode)
     _config.STORE_SEND_CHUNKED_DATASET = True      # a file path given to send_c_store is streamed

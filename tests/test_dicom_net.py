@@ -210,3 +210,31 @@ def test_a_pending_retrieve_response_is_the_one_pynetdicom_encodes(kind, counts)
     assert dicom_net.response_command(rsp) == encode(message.command_set, True, True)
     rsp.Identifier = BytesIO(b"\x08\x00\x58\x11")      # a final response listing failed instances
     assert dicom_net.response_command(rsp) is None
+
+
+@pytest.mark.parametrize("status,comment", [(0x0000, None), (0xB000, None), (0xA700, "store is full")])
+def test_a_c_store_response_reads_as_pynetdicom_reads_it(status, comment):
+    from pynetdicom.dimse_messages import C_STORE_RSP, DIMSEMessage
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.dsutils import encode
+    from pynetdicom.pdu_primitives import P_DATA
+
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo, rsp.Status = 41, status
+    rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45"
+    if comment:
+        rsp.ErrorComment = comment
+    message = C_STORE_RSP()
+    message.primitive_to_message(rsp)
+    command = encode(message.command_set, True, True)
+    pdata = P_DATA()
+    pdata.presentation_data_value_list = [[1, b"\x03" + command]]
+    theirs = DIMSEMessage()
+    assert theirs.decode_msg(pdata)
+    expected = theirs.message_to_primitive()
+    ours = dicom_net.c_store_response(command)
+    for name in ("MessageIDBeingRespondedTo", "Status", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "ErrorComment"):
+        assert getattr(ours, name) == getattr(expected, name), name
+    rq = dicom_net.c_store_command(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45")
+    assert dicom_net.c_store_response(rq) is None                      # a request: pynetdicom's to read
+    assert dicom_net.c_store_response(command[:-3]) is None            # cut short
