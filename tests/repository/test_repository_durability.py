@@ -110,10 +110,12 @@ def test_kill_9_during_registration_leaves_no_orphan_and_no_dangling_entry(
     answer = {}
     client = threading.Thread(target=lambda: answer.setdefault("a", _try_provide(repo.url, patient, doc, data)))
     client.start()
-    assert proxy.arrived.wait(30), "the ITI-42 request never reached the registry"
-    assert index_rows(repo)[doc.unique_id][1] == "pending"
-    assert sha1(data) in stored_files(repo)           # bytes stored before registration
-    repo.stop(signal.SIGKILL)
+    try:
+        assert proxy.arrived.wait(30), "the ITI-42 request never reached the registry"
+        assert index_rows(repo)[doc.unique_id][1] == "pending"
+        assert sha1(data) in stored_files(repo)           # bytes stored before registration
+    finally:
+        repo.stop(signal.SIGKILL)
     proxy.forward = registry_got_it
     proxy.decided.set()
     client.join(30)
