@@ -45,7 +45,7 @@ def sha1_of(path: Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -139,7 +139,7 @@ class FileStore:
                 self._dirs.add(parent)
             os.replace(spooled, target)           # atomic: a reader sees all of it or nothing
             if self.fsync:
-                _fsync_dir(Path(parent))          # and the name survives a crash
+                _fsync_dir(parent)          # and the name survives a crash
         except OSError as e:
             spooled.unlink(missing_ok=True)
             if _full(e):

@@ -23,7 +23,7 @@ costs little; per C-STORE of a CT they added up to several times DCMTK's whole t
   accepted its transfer syntax, and decoded for pynetdicom to convert only when not.
 
 ``TUNED`` sets TCP_NODELAY on every association (without it each small PDU waits for the peer's
-delayed ACK). ``part10(event)`` gives a received C-STORE as a Part-10 file without pydicom building
+delayed ACK). ``received_part10(event)`` gives a received C-STORE as a Part-10 file without pydicom building
 its meta. ``install()`` leaves any other pynetdicom version alone (its polling then stays).
 """
 from __future__ import annotations
@@ -46,13 +46,13 @@ from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
 from pynetdicom.dimse_messages import encode as encode_dataset
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
-from . import part10 as part10_layout
-from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
-from pynetdicom.pdu_primitives import P_DATA
+from . import part10
 
 log = logging.getLogger("xdsi.dicom")
 
@@ -213,8 +213,8 @@ def wire_runs(command: bytes, dataset_chunks, context_id: int, max_pdu: int):
 
 
 def _send_msg(self: DIMSEServiceProvider, primitive, context_id: int) -> None:
-    """pynetdicom's send_msg, with the P-DATA queued in runs instead of one PDU at a time, and a
-    plain C-STORE response (the one an SCP sends per instance) encoded without building a dataset."""
+    """pynetdicom's send_msg, with the P-DATA queued in runs instead of one PDU at a time, and the
+    responses sent once per instance (``response_command``) encoded without building a dataset."""
     command = response_command(primitive)
     if command is not None:
         for run in wire_runs(command, (), context_id, self.maximum_pdu_size):
@@ -244,19 +244,26 @@ def _text(value: str, pad: bytes) -> bytes:
     return raw + pad if len(raw) % 2 else raw
 
 
+_US = struct.Struct("<H").pack
+
+
+def _command(body: bytes) -> bytes:
+    """A command set: its group length, then its elements (PS3.7 6.3.1)."""
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
 def c_store_command(message_id: int, sop_class: str, sop_instance: str, priority: int = 2,
                     originator_aet: str | None = None, originator_id: int | None = None) -> bytes:
     """A C-STORE-RQ command set with a dataset, implicit VR little endian (PS3.7 9.3.1.1), as
     pynetdicom encodes it."""
-    us = struct.Struct("<H").pack
-    body = (_element(0x0002, _text(sop_class, b"\0")) + _element(0x0100, us(0x0001)) +
-            _element(0x0110, us(message_id)) + _element(0x0700, us(priority)) +
-            _element(0x0800, us(0x0001)) + _element(0x1000, _text(sop_instance, b"\0")))
+    body = (_element(0x0002, _text(sop_class, b"\0")) + _element(0x0100, _US(0x0001)) +
+            _element(0x0110, _US(message_id)) + _element(0x0700, _US(priority)) +
+            _element(0x0800, _US(0x0001)) + _element(0x1000, _text(sop_instance, b"\0")))
     if originator_aet:
         body += _element(0x1030, _text(originator_aet, b" "))
     if originator_id is not None:
-        body += _element(0x1031, us(originator_id))
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+        body += _element(0x1031, _US(originator_id))
+    return _command(body)
 
 
 def c_store_response_command(rsp) -> bytes | None:
@@ -265,14 +272,12 @@ def c_store_response_command(rsp) -> bytes | None:
     if rsp.MessageIDBeingRespondedTo is None or rsp.OffendingElement or not rsp.AffectedSOPClassUID \
             or not rsp.AffectedSOPInstanceUID or rsp.Status is None:
         return None
-    us = struct.Struct("<H").pack
-    body = (_element(0x0002, _text(rsp.AffectedSOPClassUID, b"\0")) + _element(0x0100, us(0x8001)) +
-            _element(0x0120, us(rsp.MessageIDBeingRespondedTo)) + _element(0x0800, us(0x0101)) +
-            _element(0x0900, us(rsp.Status)))
+    body = (_element(0x0002, _text(rsp.AffectedSOPClassUID, b"\0")) + _element(0x0100, _US(0x8001)) +
+            _element(0x0120, _US(rsp.MessageIDBeingRespondedTo)) + _element(0x0800, _US(0x0101)) +
+            _element(0x0900, _US(rsp.Status)))
     if rsp.ErrorComment:
         body += _element(0x0902, _text(rsp.ErrorComment, b" "))
-    body += _element(0x1000, _text(rsp.AffectedSOPInstanceUID, b"\0"))
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+    return _command(body + _element(0x1000, _text(rsp.AffectedSOPInstanceUID, b"\0")))
 
 
 _RETRIEVE_RESPONSE_FIELD = {C_MOVE: 0x8021, C_GET: 0x8010}
@@ -287,13 +292,11 @@ def retrieve_response_command(rsp) -> bytes | None:
             or getattr(rsp, "ErrorComment", None) or getattr(rsp, "OffendingElement", None) \
             or not rsp.AffectedSOPClassUID or rsp.Status is None:
         return None
-    us = struct.Struct("<H").pack
-    body = (_element(0x0002, _text(rsp.AffectedSOPClassUID, b"\0")) +
-            _element(0x0100, us(_RETRIEVE_RESPONSE_FIELD[type(rsp)])) +
-            _element(0x0120, us(rsp.MessageIDBeingRespondedTo)) + _element(0x0800, us(0x0101)) +
-            _element(0x0900, us(rsp.Status)) +
-            b"".join(_element(0x1020 + i, us(n)) for i, n in enumerate(counts)))
-    return _element(0x0000, struct.pack("<I", len(body))) + body
+    return _command(_element(0x0002, _text(rsp.AffectedSOPClassUID, b"\0")) +
+                    _element(0x0100, _US(_RETRIEVE_RESPONSE_FIELD[type(rsp)])) +
+                    _element(0x0120, _US(rsp.MessageIDBeingRespondedTo)) + _element(0x0800, _US(0x0101)) +
+                    _element(0x0900, _US(rsp.Status)) +
+                    b"".join(_element(0x1020 + i, _US(n)) for i, n in enumerate(counts)))
 
 
 def response_command(primitive) -> bytes | None:
@@ -355,7 +358,7 @@ def _meta_element(group_element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, group_element, vr, len(value)) + value
 
 
-def part10(event) -> bytes:
+def received_part10(event) -> bytes:
     """A received C-STORE dataset as a Part-10 file: preamble, the file meta pynetdicom's
     ``Event.encoded_dataset()`` writes (same bytes), then the dataset as received; without building
     the meta as a pydicom dataset."""
@@ -367,7 +370,7 @@ def part10(event) -> bytes:
             _meta_element(0x0010, b"UI", _text(syntax, b"\0")) +
             _meta_element(0x0012, b"UI", _text(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID, b"\0")) +
             _meta_element(0x0013, b"SH", _text(pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION, b" ")))
-    group_length = _meta_element(0x0000, b"UL", struct.pack("<I", len(meta)))
+    group_length = _meta_element(0x0000, b"UL", struct.pack("<I", len(meta)))  # meta's own form: explicit VR
     return b"".join((b"\0" * 128, b"DICM", group_length, meta, request.DataSet.getvalue()))
 
 
@@ -526,7 +529,7 @@ class StoredInstance(Dataset):
         """The file's dataset in whole fragments, or None when its meta has no group length (then
         pynetdicom finds where the dataset starts)."""
         with open(self.stored_path, "rb") as f:
-            offset = part10_layout.dataset_offset(f.read(256))
+            offset = part10.dataset_offset(f.read(256))
         size = max_pdu - 6 if max_pdu else 0
         return None if offset is None else _file_chunks(self.stored_path, offset, size)
 

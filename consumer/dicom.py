@@ -12,7 +12,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, build_context, build_
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
-from affinity_domain.dicom_net import TUNED, install, nodelay, part10
+from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
 
 install()
 log = logging.getLogger("xdsi.consumer")
@@ -32,7 +32,7 @@ def keep(event, directory: Path) -> Path:
     uid = str(event.request.AffectedSOPInstanceUID)
     part = directory / f"{uid}.{os.getpid()}.part"
     with open(part, "wb") as f:
-        f.write(part10(event))
+        f.write(received_part10(event))
     target = directory / f"{uid}.dcm"
     os.replace(part, target)
     return target

@@ -3,10 +3,10 @@
 pydicom decodes and encodes a few microseconds' worth per element: for a CT of 280 elements,
 decoding, reconciling and encoding the whole instance for C-STORE was most of the consumer's time
 per instance, although reconciliation changes a handful of top-level elements. Here the instance
-is walked once for its top-level element boundaries (``affinity_domain.part10``); the elements ``rules.reconcile`` reads or
-writes are decoded into a small dataset and reconciled by that same function; the result is the
-original bytes with just those elements replaced: the bytes pydicom would have written for the
-whole reconciled dataset (the tests compare the two).
+is walked once for its top-level element boundaries (``affinity_domain.part10``); the elements
+``rules.reconcile`` reads or writes are decoded into a small dataset and reconciled by that same
+function; the result is the original bytes with just those elements replaced: the bytes pydicom
+would have written for the whole reconciled dataset (the tests compare the two).
 """
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ class DicomDoor:
 
     def on_store(self, event):
         calling = event.assoc.requestor.ae_title
-        received = event.dataset_path if self.spooled else dicom_net.part10(event)
+        received = event.dataset_path if self.spooled else dicom_net.received_part10(event)
         status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "")
         if status == 0:
             return 0x0000

@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
-from affinity_domain import part10 as part10_layout
+from affinity_domain import part10
 from affinity_domain.outside import OUTSIDE_GROUP
 
 from affinity_domain.content import FileStore, StoreFull
@@ -144,29 +144,29 @@ INDEXED = {
 }
 
 
-def read_header(part10: Path | bytes) -> Dataset:
+def read_header(instance: Path | bytes) -> Dataset:
     """A Part-10 instance's meta and dataset up to Pixel Data, from its file or its bytes."""
-    return dcmread(BytesIO(part10) if isinstance(part10, bytes) else part10, stop_before_pixels=True)
+    return dcmread(BytesIO(instance) if isinstance(instance, bytes) else instance, stop_before_pixels=True)
 
 
-def index_header(part10: Path | bytes) -> Dataset:
+def index_header(instance: Path | bytes) -> Dataset:
     """What intake reads of a received instance: its INDEXED elements (and the outside marker's
     group) and its transfer syntax. From bytes in a little endian syntax only those elements are
     decoded; otherwise pydicom reads the whole header."""
-    if isinstance(part10, bytes) and (found := part10_layout.transfer_syntax(part10)) is not None:
+    if isinstance(instance, bytes) and (found := part10.transfer_syntax(instance)) is not None:
         syntax, offset = found
         if (implicit := _implicit_vr(syntax)) is not None:
             try:
-                wanted = b"".join(part10[start:stop] for tag, start, _, stop
-                                  in part10_layout.top_level(part10, offset, implicit=implicit)
+                wanted = b"".join(instance[start:stop] for tag, start, _, stop
+                                  in part10.top_level(instance, offset, implicit=implicit)
                                   if tag in INDEXED or tag >> 16 == OUTSIDE_GROUP)
-            except part10_layout.Unreadable:
-                return read_header(part10)
+            except part10.Unreadable:
+                return read_header(instance)
             ds = read_dataset(BytesIO(wanted), implicit, True)
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = syntax
             return ds
-    return read_header(part10)
+    return read_header(instance)
 
 
 def _implicit_vr(syntax: str) -> bool | None:

@@ -18,6 +18,8 @@ SHARED = Path(os.environ.get("XDSI_SHARED") or ROOT.parent / "shared")
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
 
 
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_EPHEMERAL_LOW = int(_EPHEMERAL.read_text().split()[0]) if _EPHEMERAL.exists() else 32768
 _handed_out: set[int] = set()
 
 
@@ -25,11 +27,8 @@ def free_port() -> int:
     """A port for a service to listen on, from below the kernel's ephemeral range: a port the
     kernel lent (bind to 0) can be taken again as the local end of an outgoing connection before
     the service binds it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
-    rng = random.Random()
     for _ in range(1000):
-        port = rng.randrange(max(1024, low - 12000), low)
+        port = random.randrange(max(1024, _EPHEMERAL_LOW - 12000), _EPHEMERAL_LOW)
         if port in _handed_out:
             continue
         with socket.socket() as s:

@@ -172,7 +172,7 @@ def test_a_received_instance_is_the_part10_file_pynetdicom_would_write():
     seen = []
 
     def on_store(event):
-        seen.append((dicom_net.part10(event), event.encoded_dataset()))
+        seen.append((dicom_net.received_part10(event), event.encoded_dataset()))
         return 0xA900 if len(seen) == 2 else 0x0000
 
     scp = AE(ae_title="SCP")

@@ -276,3 +276,34 @@ def test_instances_answered_before_a_kill_are_indexed_at_the_next_start(new_data
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_an_instance_the_database_refuses_costs_its_batch_nothing(new_database):
+    """The indexer writes a batch in one transaction; one entry PostgreSQL refuses (a NUL in a text
+    column) sends the others through one by one: they are indexed, it comes back as failed."""
+    from dataclasses import replace
+
+    from pydicom.data import get_testdata_file
+
+    from affinity_domain import db
+    from imaging_source import intake
+    from imaging_source.store import Index
+
+    url = new_database()
+    db.migrate(url, "imaging_source", "imaging_source")
+    index = Index(db.open_pool(url, "imaging_source", max_size=2))
+    try:
+        base = intake.describe(dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True),
+                               EXPLICIT_LE, "MOD", {}, "1.2.3.6")
+        good = [replace(base, sop_uid=f"1.2.3.{n}") for n in (1, 2)]
+        bad = replace(base, sop_uid="1.2.3.9", study_uid="1.2.3.99", series_uid="1.2.3.98",
+                      patient={**base.patient, "name": "Nul\x00Name"})
+        entries = [(good[0], "a" * 40, 1, "MOD"), (bad, "b" * 40, 1, "MOD"), (good[1], "c" * 40, 1, "MOD")]
+        outcomes = index.record_batch(entries, "replace")
+        assert [o.status for o in outcomes] == ["stored", "failed", "stored"]
+        found = {row["sop_uid"] for row in index.instances(sop_uids=["1.2.3.1", "1.2.3.2", "1.2.3.9"])}
+        assert found == {"1.2.3.1", "1.2.3.2"}
+        with pytest.raises(psycopg.DataError):        # alone, the refusal reaches the caller
+            index.record(bad, "b" * 40, 1, "MOD", "replace")
+    finally:
+        index.close()
