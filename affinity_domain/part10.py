@@ -32,16 +32,24 @@ def dataset_offset(head: bytes) -> int | None:
     return 144 + struct.unpack_from("<I", head, 140)[0]
 
 
-def transfer_syntax(data: bytes) -> tuple[str, int] | None:
-    """(Transfer Syntax UID, where the dataset starts) of a Part-10 file's bytes, read off its
-    meta without decoding it; None when the meta does not open with its group length."""
+def file_meta(data: bytes) -> tuple[dict[int, str], int] | None:
+    """The text of each meta element of a Part-10 file's bytes by tag (UIDs, AE titles; binary
+    values as latin-1), and where the dataset starts; None when the meta does not open with its
+    group length."""
     end = dataset_offset(data[:256])
     if end is None:
         return None
-    for tag, start, value_start, stop in top_level(data, 144, end, implicit=False):
-        if tag == 0x00020010:
-            return bytes(data[value_start:stop]).rstrip(b"\0 ").decode("ascii"), end
-    return None
+    return {tag: bytes(data[value_start:stop]).rstrip(b"\0 ").decode("latin-1")
+            for tag, _, value_start, stop in top_level(data, 144, end, implicit=False)}, end
+
+
+def transfer_syntax(data: bytes) -> tuple[str, int] | None:
+    """(Transfer Syntax UID, where the dataset starts) of a Part-10 file's bytes, read off its
+    meta without decoding it; None when the meta does not open with its group length."""
+    found = file_meta(data)
+    if found is None or 0x00020010 not in found[0]:
+        return None
+    return found[0][0x00020010], found[1]
 
 
 def _header(data, at: int, implicit: bool) -> tuple[int, int, int, bytes | None]:

@@ -285,11 +285,12 @@ class Prefetcher:
         batch: list[str] = []
         # The next instance is reconciled while the PACS stores the current one.
         ahead = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
+        reconciler = rewrite.Reconciler(recon)
         try:
-            upcoming = ahead.submit(_reconciled, files[0], recon) if files else None
+            upcoming = ahead.submit(_reconciled, files[0], reconciler) if files else None
             for i, path in enumerate(files):
                 ds = upcoming.result()
-                upcoming = ahead.submit(_reconciled, files[i + 1], recon) if i + 1 < len(files) else None
+                upcoming = ahead.submit(_reconciled, files[i + 1], reconciler) if i + 1 < len(files) else None
                 pacs.store(ds)
                 batch.append(str(ds.SOPInstanceUID))
                 if len(batch) == PROGRESS_EVERY:
@@ -394,7 +395,7 @@ def _by_source(series: list[manifest.SeriesReference], key: str) -> dict[str, di
     return grouped
 
 
-def _reconciled(path: Path, recon: rules.Reconciliation):
+def _reconciled(path: Path, reconciler: rewrite.Reconciler):
     """An instance reconciled for the local PACS: its touched elements re-encoded, or (a syntax
-    rewrite cannot handle) the whole dataset decoded."""
-    return rewrite.reconcile_part10(path.read_bytes(), recon) or rules.reconcile(dcmread(path), recon)
+    the reconciler cannot rewrite) the whole dataset decoded."""
+    return reconciler.part10(path.read_bytes()) or rules.reconcile(dcmread(path), reconciler.recon)

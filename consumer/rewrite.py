@@ -7,6 +7,10 @@ is walked once for its top-level element boundaries (``affinity_domain.part10``)
 ``rules.reconcile`` reads or writes are decoded into a small dataset and reconciled by that same
 function; the result is the original bytes with just those elements replaced: the bytes pydicom
 would have written for the whole reconciled dataset (the tests compare the two).
+
+A study's instances carry those elements byte for byte alike (one patient, one accession, one
+procedure), so a ``Reconciler`` works out each distinct set of them once; the study's other
+instances are only spliced.
 """
 from __future__ import annotations
 
@@ -44,23 +48,50 @@ def _reconciled(tag: int) -> bool:
     return tag in RECONCILED or tag >> 16 == OUTSIDE_GROUP
 
 
-def reconcile_part10(data: bytes, recon: rules.Reconciliation) -> EncodedInstance | None:
-    """The reconciled instance, encoded as it came; None when it is not one this can rewrite
-    (deflated, big endian, no meta group length): then reconcile the decoded dataset."""
-    found = part10.transfer_syntax(data)
-    if found is None:
-        return None
-    syntax, start = UID(found[0]), found[1]
-    try:
+EDITS_KEPT = 64        # distinct reconciled-element sets remembered (a study has one, or a few)
+
+
+class Reconciler:
+    """Reconciles Part-10 instances by ``recon``, each encoded as it came."""
+
+    def __init__(self, recon: rules.Reconciliation):
+        self.recon = recon
+        self._edits: dict[tuple[bool, bytes], tuple[list[tuple[int, bytes]], frozenset[int]]] = {}
+
+    def part10(self, data: bytes) -> EncodedInstance | None:
+        """The reconciled instance; None when it is not one this can rewrite (deflated, big endian,
+        no meta group length): then reconcile the decoded dataset."""
+        found = part10.file_meta(data)
+        if found is None:
+            return None
+        meta, start = found
+        if not {0x00020002, 0x00020003, 0x00020010} <= meta.keys():
+            return None
+        syntax = UID(meta[0x00020010])
         if not syntax.is_transfer_syntax or syntax.is_deflated or not syntax.is_little_endian:
             return None
         implicit = syntax.is_implicit_VR
-        spans = [(tag, s, e) for tag, s, _, e in part10.top_level(data, start, implicit=implicit)]
-        meta = read_dataset(BytesIO(data[132:start]), False, True)
-    except (ValueError, part10.Unreadable):
-        return None
-    # Only the reconciled elements are decoded (from their own bytes, joined into a small dataset).
-    small = read_dataset(BytesIO(b"".join(data[s:e] for tag, s, e in spans if _reconciled(tag))), implicit, True)
+        try:
+            spans = [(tag, s, e) for tag, s, _, e in part10.top_level(data, start, implicit=implicit)]
+        except part10.Unreadable:
+            return None
+        touched = b"".join(data[s:e] for tag, s, e in spans if _reconciled(tag))
+        edit = self._edits.get((implicit, touched))
+        if edit is None:
+            if len(self._edits) >= EDITS_KEPT:
+                self._edits.clear()
+            edit = self._edits[implicit, touched] = _edit(touched, implicit, self.recon)
+        written, replaced = edit
+        pieces = written + [(tag, data[s:e]) for tag, s, e in spans if tag not in replaced]
+        pieces.sort(key=lambda piece: piece[0])
+        return EncodedInstance(b"".join(piece for _, piece in pieces), meta[0x00020002], meta[0x00020003],
+                               str(syntax))
+
+
+def _edit(touched: bytes, implicit: bool, recon: rules.Reconciliation) -> tuple[list[tuple[int, bytes]], frozenset[int]]:
+    """What reconciling these elements does: the elements it writes, encoded, and the tags of the
+    original elements they replace or it deletes."""
+    small = read_dataset(BytesIO(touched), implicit, True)
     originals = {tag: small.get_item(tag) for tag in small.keys()}
     small = rules.reconcile(small, recon)
     # Elements reconcile neither read nor wrote are still the raw ones: their bytes are kept.
@@ -74,8 +105,5 @@ def reconcile_part10(data: bytes, recon: rules.Reconciliation) -> EncodedInstanc
     charset = small.get("SpecificCharacterSet")
     write_dataset(encoded, changed, convert_encodings(charset) if charset else "iso8859")
     new = encoded.getvalue()
-    pieces = [(tag, new[s:e]) for tag, s, _, e in part10.top_level(new, 0, implicit=implicit)]
-    pieces += [(tag, data[s:e]) for tag, s, e in spans if tag not in originals or tag in kept]
-    pieces.sort(key=lambda piece: piece[0])
-    return EncodedInstance(b"".join(piece for _, piece in pieces), str(meta.MediaStorageSOPClassUID),
-                           str(meta.MediaStorageSOPInstanceUID), str(syntax))
+    written = [(tag, new[s:e]) for tag, s, _, e in part10.top_level(new, 0, implicit=implicit)]
+    return written, frozenset(originals.keys() - kept)

@@ -39,8 +39,11 @@ def test_offset_syntax_and_spans_are_what_pydicom_finds(name):
         read_preamble(f, False)
         _read_file_meta_info(f)
         offset = f.tell()
-    syntax = dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    meta = dcmread(path, stop_before_pixels=True).file_meta
+    syntax = meta.TransferSyntaxUID
     assert found == (syntax, offset) and part10.dataset_offset(data[:256]) == offset
+    texts, _ = part10.file_meta(data)
+    assert (texts[0x00020002], texts[0x00020003]) == (meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID)
     spans = [(tag, s, e) for tag, s, _, e in part10.top_level(data, offset, implicit=syntax.is_implicit_VR)]
     assert spans == _pydicom_spans(data, offset, syntax.is_implicit_VR)
 

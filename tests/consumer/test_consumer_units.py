@@ -234,7 +234,7 @@ def test_rewriting_a_file_gives_the_bytes_of_reconciling_it_whole(tmp_path, conv
         path = converted
     recon = rules.Reconciliation("L1", "1.2.3", accession_prefix="A-", procedure_codes={"CT101": "LOC-CT"},
                                  source_uid="1.2.3.4")
-    rewritten = rewrite.reconcile_part10(path.read_bytes(), recon)
+    rewritten = rewrite.Reconciler(recon).part10(path.read_bytes())
     whole = rules.reconcile(dcmread(path), recon)
     syntax = whole.file_meta.TransferSyntaxUID
     assert rewritten.encoded == encode(whole, syntax.is_implicit_VR, syntax.is_little_endian, False)
@@ -244,7 +244,30 @@ def test_rewriting_a_file_gives_the_bytes_of_reconciling_it_whole(tmp_path, conv
     assert back.PatientName == "Müller^Jörg" and back.OtherPatientIDsSequence[-1].PatientID == whole.OtherPatientIDsSequence[-1].PatientID
 
 
+def test_one_reconciler_serves_a_study_and_keeps_each_instance_its_own(tmp_path):
+    """Instances alike in their reconciled elements share one worked-out edit; an instance that
+    differs (another accession) gets its own; each still carries its own uids and values."""
+    from pydicom.uid import generate_uid
+    from pynetdicom.dsutils import encode
+    template = dcmread(_outside_instance(tmp_path))
+    recon = rules.Reconciliation("L1", "1.2.3", accession_prefix="A-", procedure_codes={"CT101": "LOC-CT"},
+                                 source_uid="1.2.3.4")
+    reconciler = rewrite.Reconciler(recon)
+    for number, accession in enumerate(["ACC42", "ACC42", "ACC43", "ACC42"], 1):
+        ds = template.copy()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber, ds.AccessionNumber = number, accession
+        ds.RequestAttributesSequence[0].AccessionNumber = accession
+        path = tmp_path / f"{number}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        rewritten = reconciler.part10(path.read_bytes())
+        whole = rules.reconcile(dcmread(path), recon)
+        assert rewritten.encoded == encode(whole, False, True, False)
+        assert (rewritten.SOPInstanceUID, rewritten.decoded().AccessionNumber) == (ds.SOPInstanceUID, f"A-{accession}")
+    assert len(reconciler._edits) == 2
+
+
 def test_a_deflated_file_is_left_to_the_whole_dataset_path(tmp_path):
     deflated = tmp_path / "deflated.dcm"
     subprocess.run(["/usr/bin/dcmconv", "+td", str(_outside_instance(tmp_path)), str(deflated)], check=True)
-    assert rewrite.reconcile_part10(deflated.read_bytes(), rules.Reconciliation("L1", "1.2.3")) is None
+    assert rewrite.Reconciler(rules.Reconciliation("L1", "1.2.3")).part10(deflated.read_bytes()) is None
