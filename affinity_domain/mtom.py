@@ -139,14 +139,18 @@ _MAX_PART_HEADERS = 16 * 1024
 
 @dataclass
 class Attachment:
-    """One received MIME part, spooled to ``path``."""
+    """One received MIME part, spooled to ``path``, or held in ``data`` (then ``path`` is None)."""
 
     content_id: str
     content_type: str
-    path: Path
+    path: Path | None
     size: int
     sha1: str
     error: str = ""      # why the part could not be spooled (a full disk): the handler reports it
+    data: bytes | None = None
+
+    def read(self) -> bytes:
+        return self.data if self.path is None else self.path.read_bytes()
 
 
 @dataclass
@@ -158,8 +162,8 @@ class SpooledMessage:
     def discard(self) -> None:
         """Delete the spool files nobody took (a store takes one by renaming it away)."""
         for a in self.attachments.values():
-            with contextlib.suppress(FileNotFoundError):
-                a.path.unlink()
+            if a.path is not None:
+                a.path.unlink(missing_ok=True)
 
 
 class _FileSink:
@@ -192,6 +196,42 @@ class _FileSink:
             self.path.unlink(missing_ok=True)
 
 
+class _HeldSink:
+    """A part held in memory while the message's ``allowance`` (a one-item list, shared by its
+    parts) lasts; past it, the part spills to a spool file."""
+
+    def __init__(self, spool_dir: Path, allowance: list[int]):
+        self.spool_dir, self.allowance = spool_dir, allowance
+        self.data, self.file = bytearray(), None
+
+    def write(self, data) -> None:
+        if self.file is None and len(data) <= self.allowance[0]:
+            self.allowance[0] -= len(data)
+            self.data += data
+            return
+        if self.file is None:
+            self.file = _FileSink(self.spool_dir)
+            self.file.write(self.data)
+            self.allowance[0] += len(self.data)
+            self.data = bytearray()
+        self.file.write(data)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def fill(self, a: Attachment) -> None:
+        if self.file is not None:
+            f = self.file
+            a.path, a.size, a.sha1, a.error = f.path, f.size, f.hash.hexdigest(), f.error
+        else:
+            a.data, a.size, a.sha1 = bytes(self.data), len(self.data), hashlib.sha1(self.data).hexdigest()
+
+    def drop(self) -> None:
+        if self.file is not None:
+            self.file.path.unlink(missing_ok=True)
+
+
 class _MemorySink:
     def __init__(self, limit: int):
         self.data, self.limit = bytearray(), limit
@@ -222,8 +262,10 @@ class _Reader:
 
 
 def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.PathLike,
-                   length: int | None = None, max_root_bytes: int = 20 * 1024 * 1024) -> SpooledMessage:
-    """Read a multipart/related body from ``stream`` without holding its attachments in memory.
+                   length: int | None = None, max_root_bytes: int = 20 * 1024 * 1024,
+                   memory_budget: int = 0) -> SpooledMessage:
+    """Read a multipart/related body from ``stream``: its attachments are spooled to files, or,
+    up to ``memory_budget`` bytes in all, held in memory (a file costs more than small parts do).
 
     Accepts CRLF line ends (RFC 2046) and, because several test kits' captured messages have
     them, bare LF. Raises ``MtomError`` for a missing boundary, a truncated body, a missing start
@@ -237,7 +279,7 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
     spool_dir = Path(spool_dir)
     reader = _Reader(stream, length)
     message = SpooledMessage(b"", "")
-    root_found = False
+    root_found, allowance, sink = False, [memory_budget], None
     try:
         buf = bytearray()
         # Preamble, then the first boundary line tells which line end this body uses.
@@ -263,16 +305,24 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
             if encoding not in ("binary", "8bit", "7bit"):
                 raise MtomError(f"Content-Transfer-Encoding {encoding} is not allowed in MTOM")
             is_root = not root_found and (cid == start if start else index == 0)
-            sink = _MemorySink(max_root_bytes) if is_root else _FileSink(spool_dir)
-            if not is_root:
+            if is_root:
+                sink = _MemorySink(max_root_bytes)
+            elif memory_budget:
+                sink = _HeldSink(spool_dir, allowance)
+            else:
+                sink = _FileSink(spool_dir)
                 message.attachments[cid or f"part{index}"] = Attachment(cid, ctype, sink.path, 0, "")
             buf, closed = _copy_body(reader, buf, delimiter, sink)
             sink.close()
             if is_root:
                 message.root, message.root_type, root_found = bytes(sink.data), ctype, True
+            elif isinstance(sink, _HeldSink):
+                a = message.attachments[cid or f"part{index}"] = Attachment(cid, ctype, None, 0, "")
+                sink.fill(a)
             else:
                 a = message.attachments[cid or f"part{index}"]
                 a.size, a.sha1, a.error = sink.size, sink.hash.hexdigest(), sink.error
+            sink = None
             index += 1
             if closed:
                 break
@@ -282,6 +332,8 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
             pass
         return message
     except BaseException:
+        if isinstance(sink, _HeldSink):
+            sink.drop()
         message.discard()
         raise
 

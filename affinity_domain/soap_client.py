@@ -46,13 +46,16 @@ class Response:
 
 class SoapClient:
     def __init__(self, url: str, timeout: float = 30.0, spool_dir: str | Path | None = None,
-                 max_response_bytes: int = xmlsafe.DEFAULT_MAX_BYTES):
+                 max_response_bytes: int = xmlsafe.DEFAULT_MAX_BYTES, memory_budget: int = 0):
+        """``memory_budget``: bytes of a response's attachments held in memory; the rest are
+        spooled to files in ``spool_dir``."""
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an HTTP URL: {url}")
         self.url, self._u = url, u
         self.timeout, self.max_response_bytes = timeout, max_response_bytes
         self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.gettempdir())
+        self.memory_budget = memory_budget
 
     def _connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._u.scheme == "https" else http.client.HTTPConnection
@@ -96,7 +99,8 @@ class SoapClient:
         try:
             if mtom.is_multipart(content_type):
                 message = mtom.read_multipart(reply, content_type, self.spool_dir,
-                                              int(length) if length else None, self.max_response_bytes)
+                                              int(length) if length else None, self.max_response_bytes,
+                                              self.memory_budget)
                 raw, attachments = message.root, message.attachments
             else:
                 raw = reply.read(self.max_response_bytes + 1)

@@ -156,7 +156,7 @@ class SoapDoor:
             if sum(a.size for a in spooled.values()) > self.max_bytes:
                 raise _BadRequest(soap.SoapFault(f"request larger than {self.max_bytes} bytes"),
                                   "413 Payload Too Large")
-            parts = {cid: (a.content_type, a.path.read_bytes()) for cid, a in spooled.items()}
+            parts = {cid: (a.content_type, a.read()) for cid, a in spooled.items()}
         if (parts or multipart) and not (spooled is not None and route and route.attachments):
             try:
                 mtom.inline_includes(root, parts)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from io import BytesIO
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, build_role, evt
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
+from affinity_domain import part10
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
 
 install()
@@ -21,6 +23,24 @@ ACCEPTED = UNCOMPRESSED + ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "
                            "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
                            "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"]
 STORE_OK = (0x0000, 0xB000, 0xB006, 0xB007)       # success and the storage warnings
+
+
+# A retrieved instance: its Part-10 bytes, or the file holding them.
+Instance = bytes | Path
+
+
+def opened(instance: Instance) -> Path | BytesIO:
+    """Something pydicom's dcmread reads the instance from."""
+    return BytesIO(instance) if isinstance(instance, bytes) else instance
+
+
+def sop_class_and_syntax(instance: Instance) -> tuple[str, str]:
+    """(SOP Class UID, Transfer Syntax UID) from an instance's meta."""
+    found = part10.file_meta(instance) if isinstance(instance, bytes) else None
+    if found is not None and {0x00020002, 0x00020010} <= found[0].keys():
+        return found[0][0x00020002], found[0][0x00020010]
+    meta = dcmread(opened(instance), stop_before_pixels=True).file_meta
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 
 class DicomRefused(ConnectionError):
@@ -127,12 +147,12 @@ def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dic
 class LocalPacs:
     """One association to the local PACS for a study's instances (C-STORE SCU)."""
 
-    def __init__(self, calling_ae: str, peer: tuple[str, str, int], files: list[Path], timeout: float):
+    def __init__(self, calling_ae: str, peer: tuple[str, str, int], instances: list[Instance], timeout: float):
         self.peer = peer
         pairs = {}
-        for path in files:
-            meta = read_file_meta_info(path)
-            pairs.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(str(meta.TransferSyntaxUID))
+        for instance in instances:
+            sop_class, syntax = sop_class_and_syntax(instance)
+            pairs.setdefault(sop_class, set()).add(syntax)
         ae = AE(calling_ae)
         ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
         ae.requested_contexts = [build_context(uid, sorted(ts | {UNCOMPRESSED[0]}))

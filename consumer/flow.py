@@ -12,6 +12,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -21,6 +22,7 @@ from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
 from . import dicom, entries, jobs, manifest, messages, reports, rewrite, rules
+from .dicom import Instance
 from .jobs import Permanent
 from .store import Store
 
@@ -29,6 +31,9 @@ RETRIEVE_METHODS = ("rad69", "c-move", "c-get")
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50",
                      "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
 PROGRESS_EVERY = 20          # instances between two durable progress records
+# Bytes of a RAD-69 answer held in memory between retrieval and storing; past it, instances are
+# spooled to files. Creating a file costs more than a small instance's bytes do.
+HELD_PER_STUDY = 64 * 1024 * 1024
 
 
 @dataclass
@@ -167,7 +172,7 @@ class Prefetcher:
                 status = r.body.get("status", "") if r.body is not None else r.http_status
                 raise TransportError(f"the repository did not return {unique_id} ({r.fault or status})", False)
             mime = r.body.findtext(f"{{{entries.XDSB}}}DocumentResponse/{{{entries.XDSB}}}mimeType") or ""
-            return r.attachments[docs[0][1]].path.read_bytes(), mime.strip()
+            return r.attachments[docs[0][1]].read(), mime.strip()
         finally:
             r.discard()
 
@@ -189,7 +194,7 @@ class Prefetcher:
         work = self.s.spool / f"job-{job['id']}"
         work.mkdir(parents=True, exist_ok=True)
         if todo:
-            used = self._retrieve(parsed.study_uid, todo, work)
+            instances, used = self._retrieve(parsed.study_uid, todo, work)
             self.store.advance(job["id"], "retrieved", f"{sum(len(s.instances) for s in todo)}/{len(every)} "
                                                        f"instances retrieved by {', '.join(used)}",
                                instances_done=len(done), retrieved_by=",".join(used))
@@ -197,7 +202,7 @@ class Prefetcher:
             prefix = self.s.accession_prefixes.get(source, self.s.accession_prefix)
             recon = rules.Reconciliation(local.id, local.authority, prefix, self.s.procedure_codes, source,
                                          source if self.s.accession_issuer else "")
-            self._store_locally(job, [work / f"{u}.dcm" for s in todo for u in s.instances], recon, len(done))
+            self._store_locally(job, [instances[u] for s in todo for u in s.instances], recon, len(done))
         self._report(job, local, work)
         self.store.advance(job["id"], "stored", f"{len(every) - len(done)} instances stored in {self.s.local_pacs[0]}"
                                                 f"{f', {len(done)} were there already' if done else ''}",
@@ -205,61 +210,70 @@ class Prefetcher:
         shutil.rmtree(work, ignore_errors=True)
         log.info("study stored", extra={"job": job["id"], "instances": len(every) - len(done)})
 
-    def _retrieve(self, study_uid: str, todo: list[manifest.SeriesReference], work: Path) -> list[str]:
-        """Every instance of ``todo`` into ``work``, by the configured methods in order; the methods used."""
+    def _retrieve(self, study_uid: str, todo: list[manifest.SeriesReference],
+                  work: Path) -> tuple[dict[str, Instance], list[str]]:
+        """Every instance of ``todo`` (by SOP Instance UID: its bytes, or its file in ``work``), by
+        the configured methods in order; and the methods used."""
         wanted = {u for s in todo for u in s.instances}
+        got: dict[str, Instance] = {p.stem: p for p in work.glob("*.dcm") if p.stem in wanted}   # an earlier attempt's
         errors, used, transient = [], [], False
         for method in self.s.retrieve_order:
-            have = {p.stem for p in work.glob("*.dcm")}
-            left = [s for s in todo if set(s.instances) - have]
+            left = [s for s in todo if set(s.instances) - got.keys()]
             if not left:
                 break
+            asked = {u for x in left for u in x.instances}
             try:
-                self._retrieve_by(method, study_uid, left, work)
-                short = {u for x in left for u in x.instances} - {p.stem for p in work.glob("*.dcm")}
+                self._retrieve_by(method, study_uid, left, work, got)
+                short = asked - got.keys()
                 if short:
                     errors.append(f"{method}: {len(short)} instances not returned")
-                if len(short) < sum(len(x.instances) for x in left):
+                if len(short) < len(asked):
                     used.append(method)
             except Permanent as e:
                 errors.append(f"{method}: {e}")
             except (TransportError, dicom.DicomRefused, OSError) as e:
                 errors.append(f"{method}: {e}")
                 transient = True
-        missing = wanted - {p.stem for p in work.glob("*.dcm")}
+        missing = wanted - got.keys()
         if missing:
             reason = (f"{len(missing)} of {len(wanted)} instances could not be retrieved (e.g. {sorted(missing)[0]}): "
                       + "; ".join(errors))
             raise TransportError(reason, False) if transient else Permanent(reason)
-        return used
+        return got, used
 
-    def _retrieve_by(self, method: str, study_uid: str, series: list[manifest.SeriesReference], work: Path) -> None:
+    def _retrieve_by(self, method: str, study_uid: str, series: list[manifest.SeriesReference], work: Path,
+                     got: dict[str, Instance]) -> None:
         if method == "rad69":
             for location, refs in _by_source(series, "retrieve_location_uid").items():
                 url = self.s.sources.get(location)
                 if not url:
                     raise Permanent(f"no imaging source configured for Retrieve Location UID {location!r}")
-                self._rad69(url, location, study_uid, refs, work)
+                self._rad69(url, location, study_uid, refs, work, got)
             return
         for ae_title, refs in _by_source(series, "retrieve_ae_title").items():
             where = self.s.dicom_sources.get(ae_title)
             if not where:
                 raise Permanent(f"no DICOM address configured for Retrieve AE Title {ae_title!r}")
             peer = (ae_title, *where)
-            if method == "c-get":
-                classes = {c for s in series for c in s.sop_classes if c}
-                dicom.get(self.s.calling_ae, peer, study_uid, refs, classes, work, self.s.timeout)
-                continue
-            dicom.move(self.s.calling_ae, peer, self.s.calling_ae, study_uid, refs, self.s.timeout)
-            for uids in refs.values():                 # sub-operations landed in the shared incoming dir
-                for uid in uids:
-                    arrived = self.s.incoming / f"{uid}.dcm"
-                    if arrived.exists():
-                        os.replace(arrived, work / f"{uid}.dcm")
+            try:
+                if method == "c-get":
+                    classes = {c for s in series for c in s.sop_classes if c}
+                    dicom.get(self.s.calling_ae, peer, study_uid, refs, classes, work, self.s.timeout)
+                else:
+                    dicom.move(self.s.calling_ae, peer, self.s.calling_ae, study_uid, refs, self.s.timeout)
+            finally:
+                for uids in refs.values():
+                    for uid in uids:
+                        arrived = self.s.incoming / f"{uid}.dcm"    # C-MOVE sub-operations land in the shared dir
+                        if arrived.exists():
+                            os.replace(arrived, work / f"{uid}.dcm")
+                        if (work / f"{uid}.dcm").exists():
+                            got[uid] = work / f"{uid}.dcm"
 
-    def _rad69(self, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path) -> None:
+    def _rad69(self, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path,
+               got: dict[str, Instance]) -> None:
         try:
-            r = SoapClient(url, timeout=self.s.timeout, spool_dir=work).call(
+            r = SoapClient(url, timeout=self.s.timeout, spool_dir=work, memory_budget=HELD_PER_STUDY).call(
                 "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
                 entries.retrieve_images(study_uid, refs, location, TRANSFER_SYNTAXES))
         except (OSError, TransportError) as e:
@@ -267,18 +281,22 @@ class Prefetcher:
         try:
             if r.body is None:
                 raise TransportError(f"the imaging source answered {r.fault or r.http_status}", False)
-            got = dict(entries.document_responses(r.body))
-            for uid in {u for uids in refs.values() for u in uids} & got.keys():
-                if got[uid] in r.attachments:
-                    shutil.move(str(r.attachments[got[uid]].path), work / f"{uid}.dcm")
-            missing = {u for uids in refs.values() for u in uids} - got.keys()
+            answered = dict(entries.document_responses(r.body))
+            for uid in {u for uids in refs.values() for u in uids} & answered.keys():
+                part = r.attachments.get(answered[uid])
+                if part is None or part.error:
+                    continue
+                if part.path is None:
+                    got[uid] = part.data
+                else:
+                    got[uid] = shutil.move(str(part.path), work / f"{uid}.dcm")
+            missing = {u for uids in refs.values() for u in uids} - answered.keys()
             if missing:
                 raise Permanent(f"the source does not have {len(missing)} instances")
         finally:
             r.discard()
 
-    def _store_locally(self, job: dict, files: list[Path], recon: rules.Reconciliation, done: int) -> None:
-        ae_title, host, port = self.s.local_pacs
+    def _store_locally(self, job: dict, files: list[Instance], recon: rules.Reconciliation, done: int) -> None:
         if self.s.pacs_orders:
             self._order_for_pacs(job, files[0], recon)
         pacs = dicom.LocalPacs(self.s.calling_ae, self.s.local_pacs, files, self.s.timeout)
@@ -303,8 +321,8 @@ class Prefetcher:
                 self.store.mark_stored(job["id"], job["local_patient"], batch, done + len(batch))
             pacs.close()
 
-    def _order_for_pacs(self, job: dict, sample: Path, recon: rules.Reconciliation) -> None:
-        ds = rules.reconcile(dcmread(sample, stop_before_pixels=True), recon)
+    def _order_for_pacs(self, job: dict, sample: Instance, recon: rules.Reconciliation) -> None:
+        ds = rules.reconcile(dcmread(dicom.opened(sample), stop_before_pixels=True), recon)
         procedure = ds.ProcedureCodeSequence[0].get("CodeValue", "") if ds.get("ProcedureCodeSequence") else ""
         msg = messages.order(recon.local_patient_id, recon.local_authority, str(ds.get("PatientName", "")),
                              str(ds.get("AccessionNumber", "")), str(ds.StudyInstanceUID), procedure)
@@ -395,7 +413,8 @@ def _by_source(series: list[manifest.SeriesReference], key: str) -> dict[str, di
     return grouped
 
 
-def _reconciled(path: Path, reconciler: rewrite.Reconciler):
+def _reconciled(instance: Instance, reconciler: rewrite.Reconciler):
     """An instance reconciled for the local PACS: its touched elements re-encoded, or (a syntax
     the reconciler cannot rewrite) the whole dataset decoded."""
-    return reconciler.part10(path.read_bytes()) or rules.reconcile(dcmread(path), reconciler.recon)
+    data = instance if isinstance(instance, bytes) else instance.read_bytes()
+    return reconciler.part10(data) or rules.reconcile(dcmread(BytesIO(data)), reconciler.recon)

@@ -48,6 +48,7 @@ def _reconciled(tag: int) -> bool:
     return tag in RECONCILED or tag >> 16 == OUTSIDE_GROUP
 
 
+Edit = tuple[list[tuple[int, bytes]], frozenset[int]]     # (elements written, original tags replaced)
 EDITS_KEPT = 64        # distinct reconciled-element sets remembered (a study has one, or a few)
 
 
@@ -56,7 +57,7 @@ class Reconciler:
 
     def __init__(self, recon: rules.Reconciliation):
         self.recon = recon
-        self._edits: dict[tuple[bool, bytes], tuple[list[tuple[int, bytes]], frozenset[int]]] = {}
+        self._edits: dict[tuple[bool, bytes], Edit] = {}
 
     def part10(self, data: bytes) -> EncodedInstance | None:
         """The reconciled instance; None when it is not one this can rewrite (deflated, big endian,
@@ -88,7 +89,7 @@ class Reconciler:
                                str(syntax))
 
 
-def _edit(touched: bytes, implicit: bool, recon: rules.Reconciliation) -> tuple[list[tuple[int, bytes]], frozenset[int]]:
+def _edit(touched: bytes, implicit: bool, recon: rules.Reconciliation) -> Edit:
     """What reconciling these elements does: the elements it writes, encoded, and the tags of the
     original elements they replace or it deletes."""
     small = read_dataset(BytesIO(touched), implicit, True)

@@ -119,6 +119,28 @@ def test_streaming_reader_rejects_broken_bodies_and_leaves_no_files(tmp_path, cu
     assert list(tmp_path.iterdir()) == []
 
 
+def test_streaming_reader_holds_parts_in_memory_up_to_its_budget_then_spools(tmp_path):
+    small, large, last = os.urandom(3000), os.urandom(2 * mtom.CHUNK + 7), os.urandom(100)
+    body = mtom.StreamedBody(b"<root/>", [mtom.OutPart("a@x", "application/dicom", data=small),
+                                          mtom.OutPart("b@x", "application/dicom", data=large),
+                                          mtom.OutPart("c@x", "application/dicom", data=last)])
+    raw = b"".join(body)
+    m = mtom.read_multipart(io.BytesIO(raw), body.content_type, tmp_path, len(raw), memory_budget=mtom.CHUNK)
+    a, b, c = (m.attachments[k] for k in ("a@x", "b@x", "c@x"))
+    assert a.path is None and a.data == small and a.read() == small
+    # The large part outgrew what was left of the budget: it spilled to a file, whole and hashed.
+    assert b.data is None and b.path.read_bytes() == large and b.read() == large
+    assert (b.size, b.sha1) == (len(large), hashlib.sha1(large).hexdigest())
+    assert c.path is None and (c.data, c.sha1) == (last, hashlib.sha1(last).hexdigest())
+    assert list(tmp_path.iterdir()) == [b.path]
+    m.discard()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(mtom.MtomError):        # a body cut inside a spilled part leaves no file
+        mtom.read_multipart(io.BytesIO(raw[:len(raw) // 2]), body.content_type, tmp_path, len(raw) // 2,
+                            memory_budget=mtom.CHUNK)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_new_file_store_has_one_level_made_in_advance(tmp_path):
     store = FileStore(tmp_path / "s")
     assert store.levels == 1 and (tmp_path / "s" / "layout").exists()
