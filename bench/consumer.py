@@ -155,7 +155,7 @@ def main() -> int:
                                                     processes=args.processes, retrieve_order=f'["{args.retrieve}"]')
             t = time.perf_counter()
             assert ack_code(mllp_send(("127.0.0.1", consumer.mllp), order(b))) == "AA"
-            fetch = wait_until(lambda: consumer.status(1) if consumer.status(1)["progress"]["finished"] else None,
+            fetch = wait_until(lambda: (lambda f: f if f["progress"]["finished"] else None)(consumer.status(1)),
                                3600, 0.1)
             ours = time.perf_counter() - t
             stored = len(consumer.pacs.files())

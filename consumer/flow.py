@@ -136,12 +136,12 @@ class Prefetcher:
 
     def work(self, job: dict) -> None:
         try:
-            step = jobs.next_step(job["state"])
+            step, parsed = jobs.next_step(job["state"]), None
             if step == "manifest":
-                self._manifest(job)
+                parsed = self._manifest(job)
                 step = "images"
             if step == "images":
-                self._images(job)
+                self._images(job, parsed)
         except Exception as e:  # network, peers down, PACS refusing: retried with back-off
             permanent = isinstance(e, (Permanent, manifest.NotAManifest))
             decision = jobs.decide(job["attempts"], self.s.max_attempts, permanent, self.s.retry_base)
@@ -176,7 +176,7 @@ class Prefetcher:
         finally:
             r.discard()
 
-    def _manifest(self, job: dict) -> None:
+    def _manifest(self, job: dict) -> manifest.Manifest:
         data, _ = self._document(job["repository_unique_id"], job["document_unique_id"], job["home"])
         parsed = manifest.read(data)          # NotAManifest is permanent
         path = self._manifest_path(job)
@@ -184,9 +184,11 @@ class Prefetcher:
         path.write_bytes(data)
         self.store.advance(job["id"], "manifest", f"{parsed.instance_count} instances in {len(parsed.series)} series",
                            instances_total=parsed.instance_count, study_uid=parsed.study_uid)
+        return parsed
 
-    def _images(self, job: dict) -> None:
-        parsed = manifest.read(self._manifest_path(job).read_bytes())
+    def _images(self, job: dict, parsed: manifest.Manifest | None = None) -> None:
+        """``parsed``: the manifest, when this attempt has just retrieved it (else it is read back)."""
+        parsed = parsed or manifest.read(self._manifest_path(job).read_bytes())
         local = Cx.parse(job["local_patient"])
         every = [u for s in parsed.series for u in s.instances]
         done = self.store.stored_sops(job["local_patient"], every)
