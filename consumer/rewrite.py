@@ -14,6 +14,7 @@ instances are only spliced.
 """
 from __future__ import annotations
 
+import functools
 from io import BytesIO
 
 from pydicom.charset import convert_encodings
@@ -49,6 +50,9 @@ def _reconciled(tag: int) -> bool:
 
 
 Edit = tuple[list[tuple[int, bytes]], frozenset[int]]     # (elements written, original tags replaced)
+# Past this tag nothing is reconciled (the outside marker's group 0009 comes before it): the rest
+# of an instance is copied without being walked.
+LAST_RECONCILED = max(RECONCILED)
 EDITS_KEPT = 64        # distinct reconciled-element sets remembered (a study has one, or a few)
 
 
@@ -68,12 +72,16 @@ class Reconciler:
         meta, start = found
         if not {0x00020002, 0x00020003, 0x00020010} <= meta.keys():
             return None
-        syntax = UID(meta[0x00020010])
-        if not syntax.is_transfer_syntax or syntax.is_deflated or not syntax.is_little_endian:
+        implicit = _rewritable(meta[0x00020010])
+        if implicit is None:
             return None
-        implicit = syntax.is_implicit_VR
+        spans, rest = [], len(data)          # the elements up to the last one reconcile may touch
         try:
-            spans = [(tag, s, e) for tag, s, _, e in part10.top_level(data, start, implicit=implicit)]
+            for tag, s, _, e in part10.top_level(data, start, implicit=implicit):
+                if tag > LAST_RECONCILED:
+                    rest = s
+                    break
+                spans.append((tag, s, e))
         except part10.Unreadable:
             return None
         touched = b"".join(data[s:e] for tag, s, e in spans if _reconciled(tag))
@@ -82,11 +90,36 @@ class Reconciler:
             if len(self._edits) >= EDITS_KEPT:
                 self._edits.clear()
             edit = self._edits[implicit, touched] = _edit(touched, implicit, self.recon)
-        written, replaced = edit
-        pieces = written + [(tag, data[s:e]) for tag, s, e in spans if tag not in replaced]
-        pieces.sort(key=lambda piece: piece[0])
-        return EncodedInstance(b"".join(piece for _, piece in pieces), meta[0x00020002], meta[0x00020003],
-                               str(syntax))
+        return EncodedInstance(_splice(data, start, spans, rest, *edit), meta[0x00020002], meta[0x00020003],
+                               meta[0x00020010])
+
+
+@functools.lru_cache(maxsize=64)
+def _rewritable(syntax: str) -> bool | None:
+    """Whether a transfer syntax is implicit VR; None when it is not one this rewrites."""
+    uid = UID(syntax)
+    if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
+        return None
+    return uid.is_implicit_VR
+
+
+def _splice(data: bytes, start: int, spans: list[tuple[int, int, int]], rest: int,
+            written: list[tuple[int, bytes]], replaced: frozenset[int]) -> bytes:
+    """The dataset of ``data`` with the ``replaced`` elements cut out and the ``written`` ones put
+    in at their place in tag order; untouched runs are copied whole."""
+    chunks, copy_from, w = [], start, 0
+    for tag, s, e in spans:
+        before = w
+        while w < len(written) and written[w][0] <= tag:
+            w += 1
+        if w > before or tag in replaced:
+            chunks.append(data[copy_from:s])
+            chunks.extend(piece for _, piece in written[before:w])
+            copy_from = e if tag in replaced else s
+    chunks.append(data[copy_from:rest])
+    chunks.extend(piece for _, piece in written[w:])
+    chunks.append(data[rest:])
+    return b"".join(chunks)
 
 
 def _edit(touched: bytes, implicit: bool, recon: rules.Reconciliation) -> Edit:
