@@ -534,23 +534,22 @@ class StoredInstance(Dataset):
         return None if offset is None else _file_chunks(self.stored_path, offset, size)
 
 
-class EncodedInstance(Dataset):
-    """A dataset already encoded (no preamble or meta), to give ``send_c_store``."""
+class EncodedInstance:
+    """A dataset already encoded (no preamble or meta), to give ``send_c_store``. Not a pydicom
+    Dataset: setting a Dataset's UIDs validates them, a cost per instance sent for nothing."""
 
     def __init__(self, encoded: bytes, sop_class: str, sop_instance: str, transfer_syntax: str):
-        super().__init__()
+        self.encoded, self.transfer_syntax = encoded, transfer_syntax
         self.SOPClassUID, self.SOPInstanceUID = sop_class, sop_instance
-        self.file_meta = FileMetaDataset()
-        self.file_meta.TransferSyntaxUID = self.transfer_syntax = transfer_syntax
-        self.encoded = encoded
 
     def chunks(self, max_pdu: int):
         return [self.encoded]
 
     def decoded(self) -> Dataset:
-        syntax = UID(self.file_meta.TransferSyntaxUID)
+        syntax = UID(self.transfer_syntax)
         ds = read_dataset(BytesIO(self.encoded), syntax.is_implicit_VR, syntax.is_little_endian)
-        ds.file_meta = self.file_meta
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
         return ds
 
 

@@ -18,6 +18,7 @@ LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"
 
 _TAG_LENGTH = struct.Struct("<HHI")          # group, element, 4-byte length (implicit VR, items)
 _EXPLICIT = struct.Struct("<HH2sH")          # group, element, VR, 2-byte length
+_LENGTH = struct.Struct("<I")                # the 4-byte length after a long VR
 
 
 class Unreadable(ValueError):
@@ -60,7 +61,7 @@ def _header(data, at: int, implicit: bool) -> tuple[int, int, int, bytes | None]
         return tag, at + 8, length, None
     _, _, vr, short = _EXPLICIT.unpack_from(data, at)
     if vr in LONG_VRS:
-        return tag, at + 12, struct.unpack_from("<I", data, at + 8)[0], vr
+        return tag, at + 12, _LENGTH.unpack_from(data, at + 8)[0], vr
     return tag, at + 8, short, vr
 
 
@@ -99,13 +100,30 @@ def _element_end(data, value_at: int, length: int, vr, implicit: bool) -> int:
 def top_level(data: bytes, start: int, end: int | None = None, implicit: bool = False):
     """(tag, element start, value start, element end) of each top-level element from ``start`` to
     ``end`` (the end of ``data`` by default)."""
+    # The helpers above, inlined for the common case: this loop runs once per element of every
+    # instance the source receives and the consumer reconciles.
     end = len(data) if end is None else end
-    at = start
+    size, at = len(data), start
     try:
         while at < end:
-            tag, value_at, length, vr = _header(data, at, implicit)
-            stop = _element_end(data, value_at, length, vr, implicit)
-            yield tag, at, value_at, stop
+            if implicit:
+                group, element, length = _TAG_LENGTH.unpack_from(data, at)
+                value_at, vr = at + 8, None
+            else:
+                group, element, vr, length = _EXPLICIT.unpack_from(data, at)
+                if group == 0xFFFE:
+                    _, value_at, length, vr = _header(data, at, False)
+                elif vr in LONG_VRS:
+                    length, value_at = _LENGTH.unpack_from(data, at + 8)[0], at + 12
+                else:
+                    value_at = at + 8
+            if length == UNDEFINED:
+                stop = _element_end(data, value_at, length, vr, implicit)
+            else:
+                stop = value_at + length
+                if stop > size:
+                    raise Unreadable("an element runs past the end of the data")
+            yield group << 16 | element, at, value_at, stop
             at = stop
     except struct.error:
         raise Unreadable(f"the data ends inside an element header at {at}") from None
