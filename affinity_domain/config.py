@@ -73,6 +73,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "timeout": 60.0,
         "workers": 4,                   # studies retrieved concurrently
         "spool_dir": "",                # empty: <data dir>/consumer
+        "held_mb_per_study": 64.0,      # a study's RAD-69 images kept in memory until stored; past it, spooled
         "dicom_host": "127.0.0.1",      # AE ae_title: the C-MOVE destination
         "dicom_port": 11113,
         "dicom_sources": {"XDSI_SOURCE": "127.0.0.1:11112"},   # Retrieve AE Title -> host:port (C-MOVE/C-GET)

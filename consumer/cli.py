@@ -45,6 +45,7 @@ def settings(config: Config) -> Settings:
         accession_prefix=s["accession_prefix"], accession_prefixes=dict(s["accession_prefixes"]),
         procedure_codes=dict(s["procedure_codes"]),
         spool=(Path(s["spool_dir"]) if s["spool_dir"] else config.data_dir / "consumer").resolve(),
+        held_per_study=int(float(s["held_mb_per_study"]) * 1024 * 1024),
         timeout=float(s["timeout"]), max_attempts=int(s["max_attempts"]), retry_base=float(s["retry_base_seconds"]),
         dicom_sources={ae: _address(v) for ae, v in dict(s["dicom_sources"]).items()}, retrieve_order=order,
         accession_issuer=s["accession_mode"] == "issuer", reports=s["reports"],

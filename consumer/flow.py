@@ -31,9 +31,6 @@ RETRIEVE_METHODS = ("rad69", "c-move", "c-get")
 TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50",
                      "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
 PROGRESS_EVERY = 20          # instances between two durable progress records
-# Bytes of a RAD-69 answer held in memory between retrieval and storing; past it, instances are
-# spooled to files. Creating a file costs more than a small instance's bytes do.
-HELD_PER_STUDY = 64 * 1024 * 1024
 
 
 @dataclass
@@ -60,6 +57,9 @@ class Settings:
     reports: str = "skip"                        # skip | store | oru
     report_oru: tuple[str, int] | None = None
     pacs_orders: tuple[str, int] | None = None   # ORM^O01 before the images, when the PACS needs one
+    # Bytes of a study's RAD-69 answer held in memory until stored; past it, instances are spooled
+    # to files in ``spool``. Making a file costs more than a small instance's bytes do.
+    held_per_study: int = 64 * 1024 * 1024
 
     @property
     def incoming(self) -> Path:
@@ -275,7 +275,7 @@ class Prefetcher:
     def _rad69(self, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path,
                got: dict[str, Instance]) -> None:
         try:
-            r = SoapClient(url, timeout=self.s.timeout, spool_dir=work, memory_budget=HELD_PER_STUDY).call(
+            r = SoapClient(url, timeout=self.s.timeout, spool_dir=work, memory_budget=self.s.held_per_study).call(
                 "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
                 entries.retrieve_images(study_uid, refs, location, TRANSFER_SYNTAXES))
         except (OSError, TransportError) as e:

@@ -136,7 +136,7 @@ def test_c_get_with_a_report_beside_the_study(chain, extra_consumer, tmp_path):
 def test_a_restart_resumes_and_a_second_fetch_stores_nothing_twice(chain, extra_consumer, tmp_path):
     a, b = linked_patient(chain)
     published(chain, send_study(chain, tmp_path, a, HOSP_A, count=6))
-    c = extra_consumer()
+    c = extra_consumer(held_mb_per_study=0.05)      # the RAD-69 answer: one instance held, the rest spooled
     first = c.finished(c.fetch(local(b)), 90)
     assert [j["state"] for j in first["jobs"]] == ["stored"] and len(c.pacs.files()) == 6
     second = c.finished(c.fetch(local(b)), 30)
