@@ -33,6 +33,7 @@ from affinity_domain.soap_client import SoapClient  # noqa: E402
 from lxml import etree  # noqa: E402
 
 import xds  # noqa: E402  (the tests' ebRIM builders)
+from services import free_port, wait_for_port  # noqa: E402
 
 PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
@@ -145,27 +146,6 @@ def _put_worker(args):
 
 # ---------------------------------------------------------------- running the services
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"a service exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(port)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def vm_hwm(pid: int) -> int:
     """Peak RSS (kB) of a process and its children."""
     total = 0
@@ -217,11 +197,11 @@ def main() -> int:
             p = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
                                  env=env, stdout=log, stderr=log, cwd=ROOT)
             procs.append(p)
-            wait_port(port, p)
+            wait_for_port(port, p)
         (work / "plain").mkdir()
         plain = subprocess.Popen([sys.executable, __file__, "--plain-server", str(plain_port), str(work / "plain")])
         procs.append(plain)
-        wait_port(plain_port, plain)
+        wait_for_port(plain_port, plain)
         repo_pid = procs[1].pid
         repo_url = f"http://127.0.0.1:{repo_port}/repository"
 
