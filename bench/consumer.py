@@ -151,8 +151,15 @@ def main() -> int:
                 return len(entries.read_entries(r.body)) == args.studies
             wait_until(published, 600, 1.0)
             # The chain's own consumer stays idle; this one has the sizes asked for and its own PACS.
+            extra = {}
+            if args.retrieve == "c-move":
+                # The source moves to XDSI_CONSUMER at the chain consumer's port: this one takes it over.
+                chain.processes[0].terminate()
+                chain.processes[0].wait(30)
+                extra["dicom_port"] = chain.consumer_dicom
             consumer = consumer_side.start_consumer(chain, new_database(), mktemp, workers=args.workers,
-                                                    processes=args.processes, retrieve_order=f'["{args.retrieve}"]')
+                                                    processes=args.processes, retrieve_order=f'["{args.retrieve}"]',
+                                                    **extra)
             t = time.perf_counter()
             assert ack_code(mllp_send(("127.0.0.1", consumer.mllp), order(b))) == "AA"
             fetch = wait_until(lambda: (lambda f: f if f["progress"]["finished"] else None)(consumer.status(1)),

@@ -48,7 +48,7 @@ class Consumer:
 
 
 def start_consumer(chain, database: str, mktemp, pacs: bool = True, **settings) -> Consumer:
-    mllp, http, dicom = free_port(), free_port(), free_port()
+    mllp, http, dicom = free_port(), free_port(), int(settings.pop("dicom_port", 0)) or free_port()
     local = StoreScp.start(mktemp("pacs"), "LOCALPACS") if pacs else None
     base = {"mllp_port": mllp, "http_port": http, "dicom_port": dicom, "pix": f"127.0.0.1:{chain.pix.mllp[1]}",
             "registry_url": chain.registry.url,
