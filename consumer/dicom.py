@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -47,12 +48,11 @@ class DicomRefused(ConnectionError):
     """A DICOM peer would not associate, or answered with a failure status."""
 
 
-def keep(event, directory: Path) -> Path:
-    """A received instance written as a DICOM file without decoding it: ``<dir>/<SOP Instance UID>.dcm``."""
-    uid = str(event.request.AffectedSOPInstanceUID)
+def write_instance(directory: Path, uid: str, data: bytes) -> Path:
+    """A received instance's Part-10 bytes as ``<dir>/<SOP Instance UID>.dcm``, whole or not at all."""
     part = directory / f"{uid}.{os.getpid()}.part"
     with open(part, "wb") as f:
-        f.write(received_part10(event))
+        f.write(data)
     target = directory / f"{uid}.dcm"
     os.replace(part, target)
     return target
@@ -69,7 +69,7 @@ def start_scp(ae_title: str, host: str, port: int, incoming: Path):
 
     def on_store(event):
         try:
-            keep(event, incoming)
+            write_instance(incoming, str(event.request.AffectedSOPInstanceUID), received_part10(event))
             return 0x0000
         except OSError:
             log.exception("could not keep a received instance")
@@ -118,8 +118,8 @@ def move(calling_ae: str, peer: tuple[str, str, int], destination_ae: str, study
 
 
 def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dict[str, list[str]],
-        sop_classes: set[str], into: Path, timeout: float) -> None:
-    """C-GET each series' instances over one association, written into ``into``."""
+        sop_classes: set[str], take: Callable[[str, bytes], None], timeout: float) -> None:
+    """C-GET each series' instances over one association; ``take(uid, part10 bytes)`` gets each."""
     ae_title, host, port = peer
     ae = AE(calling_ae)
     ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
@@ -130,7 +130,7 @@ def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dic
     roles = [build_role(uid, scp_role=True) for uid in classes]
 
     def on_store(event):
-        keep(event, into)
+        take(str(event.request.AffectedSOPInstanceUID), received_part10(event))
         return 0x0000
     assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     if not assoc.is_established:

@@ -97,7 +97,8 @@ class Prefetcher:
         except (OSError, TransportError) as e:
             raise TransportError(f"registry unreachable: {e}", False) from None
         if r.body is None or not r.body.get("status", "").endswith(":Success"):
-            raise TransportError(f"the registry answered {r.fault or (r.body.get('status') if r.body is not None else r.http_status)}", False)
+            answer = r.fault or (r.body.get("status") if r.body is not None else r.http_status)
+            raise TransportError(f"the registry answered {answer}", False)
         return entries.read_entries(r.body)
 
     def search(self, fetch: dict) -> None:
@@ -163,7 +164,8 @@ class Prefetcher:
             raise Permanent(f"no repository configured for {repository_unique_id}")
         try:
             r = SoapClient(url, timeout=self.s.timeout, spool_dir=self.s.spool).call(
-                "urn:ihe:iti:2007:RetrieveDocumentSet", entries.retrieve_document(repository_unique_id, unique_id, home))
+                "urn:ihe:iti:2007:RetrieveDocumentSet",
+                entries.retrieve_document(repository_unique_id, unique_id, home))
         except (OSError, TransportError) as e:
             raise TransportError(f"repository unreachable: {e}", False) from None
         try:
@@ -257,12 +259,12 @@ class Prefetcher:
             if not where:
                 raise Permanent(f"no DICOM address configured for Retrieve AE Title {ae_title!r}")
             peer = (ae_title, *where)
+            if method == "c-get":
+                classes = {c for s in series for c in s.sop_classes if c}
+                dicom.get(self.s.calling_ae, peer, study_uid, refs, classes, self._holder(work, got), self.s.timeout)
+                continue
             try:
-                if method == "c-get":
-                    classes = {c for s in series for c in s.sop_classes if c}
-                    dicom.get(self.s.calling_ae, peer, study_uid, refs, classes, work, self.s.timeout)
-                else:
-                    dicom.move(self.s.calling_ae, peer, self.s.calling_ae, study_uid, refs, self.s.timeout)
+                dicom.move(self.s.calling_ae, peer, self.s.calling_ae, study_uid, refs, self.s.timeout)
             finally:
                 for uids in refs.values():
                     for uid in uids:
@@ -271,6 +273,19 @@ class Prefetcher:
                             os.replace(arrived, work / f"{uid}.dcm")
                         if (work / f"{uid}.dcm").exists():
                             got[uid] = work / f"{uid}.dcm"
+
+    def _holder(self, work: Path, got: dict[str, Instance]):
+        """Takes instances as a C-GET brings them: held in memory while the study's allowance lasts,
+        then written into ``work``."""
+        allowance = [self.s.held_per_study]
+
+        def take(uid: str, data: bytes) -> None:
+            if len(data) <= allowance[0]:
+                allowance[0] -= len(data)
+                got[uid] = data
+            else:
+                got[uid] = dicom.write_instance(work, uid, data)
+        return take
 
     def _rad69(self, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path,
                got: dict[str, Instance]) -> None:
@@ -344,7 +359,8 @@ class Prefetcher:
         mime = mime or job["report_mime"]
         parsed = manifest.read(self._manifest_path(job).read_bytes())
         source = parsed.series[0].retrieve_location_uid
-        recon = rules.Reconciliation(local.id, local.authority, self.s.accession_prefixes.get(source, self.s.accession_prefix),
+        prefix = self.s.accession_prefixes.get(source, self.s.accession_prefix)
+        recon = rules.Reconciliation(local.id, local.authority, prefix,
                                      self.s.procedure_codes, source, source if self.s.accession_issuer else "")
         header = self._study_header(job, parsed)
         if self.s.reports == "oru":

@@ -121,7 +121,7 @@ def test_c_get_with_a_report_beside_the_study(chain, extra_consumer, tmp_path):
     report = b"CT chest: no acute findings.\nImpression: normal."
     register(chain, affinity_id(chain, b, HOSP_B), report, format_code=TEXT_FORMAT,
              reference_ids=(f"{study}^^^^urn:ihe:iti:xds:2016:studyInstanceUID",))
-    c = extra_consumer(retrieve_order='["c-get"]', reports="store")
+    c = extra_consumer(retrieve_order='["c-get"]', reports="store", held_mb_per_study=0.05)   # held, then written
     status = c.finished(c.fetch(local(b)), 90)
     [job] = status["jobs"]
     assert job["state"] == "stored" and job["retrieved_by"] == "c-get" and job["report_state"] == "stored"
