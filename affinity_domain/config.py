@@ -79,7 +79,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dicom_sources": {"XDSI_SOURCE": "127.0.0.1:11112"},   # Retrieve AE Title -> host:port (C-MOVE/C-GET)
         "retrieve_order": ["rad69", "c-move"],   # tried in order; the next one covers what the last could not
         "accession_mode": "prefix",     # prefix | issuer (Issuer of Accession Number, for a PACS that keeps it)
-        "reports": "skip",              # a report beside the study: skip | store (Encapsulated PDF / Basic Text SR) | oru
+        "reports": "skip",              # a report beside the study:
+                                        # skip | store (Encapsulated PDF / Basic Text SR) | oru
         "report_oru": "",               # host:port of the ORU^R01 receiver, for reports = "oru"
         "pacs_orders": "",              # host:port: an ORM^O01 goes there before the images (a PACS that needs one)
         "retry_base_seconds": 2.0,      # back-off: base * 3^(attempt-1), at most 300 s

@@ -204,7 +204,8 @@ class SoapDoor:
                 streamed = mtom.StreamedBody(body, environ["xdsi.parts"], environ["xdsi.response_action"])
                 start_response(status, [("Content-Type", streamed.content_type),
                                         ("Content-Length", str(streamed.length))])
-                log.info("soap", extra={"action": envelope.action, "status": status[:3], "parts": len(environ["xdsi.parts"]),
+                log.info("soap", extra={"action": envelope.action, "status": status[:3],
+                                        "parts": len(environ["xdsi.parts"]),
                                         "ms": round((time.perf_counter() - started) * 1000, 2)})
                 return streamed
             if multipart and status.startswith("200"):
@@ -238,7 +239,8 @@ class SoapDoor:
         if "xdsi.parts" in inner:
             environ["xdsi.parts"] = inner["xdsi.parts"]
         if not captured["status"].startswith("200"):
-            log.error("handler failed", extra={"action": envelope.action, "status": captured["status"], "detail": body[-600:].decode("utf-8", "replace")})
+            log.error("handler failed", extra={"action": envelope.action, "status": captured["status"],
+                                               "detail": body[-600:].decode("utf-8", "replace")})
             fault = soap.SoapFault("the service failed to process the request", code="Receiver")
             return "500 Internal Server Error", soap.to_bytes(
                 soap.fault_envelope(fault, envelope.message_id))

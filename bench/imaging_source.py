@@ -91,10 +91,12 @@ def rad69_request(study_uid: str, docs: list[tuple[str, str]], repository_id: st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=500, help="CT instances in the intake/retrieve study")
-    ap.add_argument("--manifest-instances", type=int, default=5000, help="instances of the study whose manifest is timed")
+    ap.add_argument("--manifest-instances", type=int, default=5000,
+                    help="instances of the study whose manifest is timed")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is kept)")
     ap.add_argument("--only", default="intake,move,rad69,manifest",
-                    help="comma-separated figures to measure besides intake, which the others need: move, rad69, manifest")
+                    help="comma-separated figures to measure besides intake, which the others need: "
+                         "move, rad69, manifest")
     args = ap.parse_args()
     only = set(args.only.split(","))
 
@@ -173,16 +175,19 @@ def main() -> int:
             ours_t, dcmtk_t = [], []
             for _ in range(args.repeat):
                 ours_t.append(timed("/usr/bin/movescu", "-S", "-aec", "XDSI_SOURCE", "-aem", "MOVEDEST",
-                                    "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.uid}", "127.0.0.1", dicom))
+                                    "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.uid}",
+                                    "127.0.0.1", dicom))
                 dcmtk_t.append(timed("/usr/bin/movescu", "-S", "-aec", "DCMQR", "-aem", "MOVEDEST",
-                                     "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.uid}", "127.0.0.1", dcmqr))
+                                     "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study.uid}",
+                                     "127.0.0.1", dcmqr))
             line(f"C-MOVE of {len(study.files)} instances (instances/s)", len(study.files) / min(ours_t),
                  len(study.files) / min(dcmtk_t), "/s", "dcmqrscp")
 
         # 3. RAD-69 of the whole study
         if "rad69" in only:
             from pydicom import dcmread
-            docs = [(d.SeriesInstanceUID, d.SOPInstanceUID) for d in (dcmread(f, stop_before_pixels=True) for f in study.files)]
+            docs = [(d.SeriesInstanceUID, d.SOPInstanceUID)
+                    for d in (dcmread(f, stop_before_pixels=True) for f in study.files)]
             request = rad69_request(study.uid, docs, "1.3.6.1.4.1.21367.13.40.302")
             spool = work / "spool"
             spool.mkdir()
@@ -224,8 +229,9 @@ def main() -> int:
             pool = db.open_pool(database, "imaging_source")
             with pool.connection() as conn:
                 # Multiply the study's instances in the index (sending 5,000 files is the intake figure's job).
-                conn.execute("""INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, transfer_syntax,
-                                sha1, size) SELECT i.sop_uid || '.' || g, i.series, i.sop_class, g::text, true,
+                conn.execute("""INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image,
+                                transfer_syntax, sha1, size)
+                                SELECT i.sop_uid || '.' || g, i.series, i.sop_class, g::text, true,
                                 i.transfer_syntax, i.sha1, i.size FROM instance i JOIN series se ON se.id = i.series
                                 JOIN study st ON st.id = se.study, generate_series(1, %s) g WHERE st.study_uid = %s""",
                              (args.manifest_instances // len(big.files) - 1, big.uid))

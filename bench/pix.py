@@ -282,7 +282,8 @@ def wire(index: int, messages: int, queries: int) -> None:
             print(f"ITI-8 feed with matching, 4 senders: {len(flat) / elapsed:.0f} messages/s  "
                   f"(p50 {statistics.median(flat) * 1000:.1f} ms)")
             times = sorted(_query((port, queries, index)))
-            print(f"ITI-9: p50 {statistics.median(times) * 1000:.1f} ms   p99 {times[int(len(times) * .99)] * 1000:.1f} ms")
+            print(f"ITI-9: p50 {statistics.median(times) * 1000:.1f} ms   "
+                  f"p99 {times[int(len(times) * .99)] * 1000:.1f} ms")
         finally:
             proc.terminate()
             proc.wait()

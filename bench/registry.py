@@ -46,7 +46,8 @@ def _slot(name, *values):
 
 
 def _code(scheme, obj, code, coding):
-    return (f'<rim:Classification classificationScheme="{scheme}" classifiedObject="{obj}" id="{obj}c{scheme[-4:]}{code}" '
+    return (f'<rim:Classification classificationScheme="{scheme}" classifiedObject="{obj}" '
+            f'id="{obj}c{scheme[-4:]}{code}" '
             f'nodeRepresentation="{code}">{_slot("codingScheme", coding)}'
             f'<rim:Name><rim:LocalizedString value="{code}"/></rim:Name></rim:Classification>')
 
@@ -59,7 +60,8 @@ def document_xml(i: int, pid: str, rng: random.Random) -> str:
     return (f'<rim:ExtrinsicObject id="{d}" mimeType="application/dicom" objectType="{ebrim.STABLE}">'
             f'{_slot("creationTime", when)}{_slot("languageCode", "en-US")}{_slot("serviceStartTime", when)}'
             f'{_slot("sourcePatientId", f"L{i}^^^&amp;1.2.3.4&amp;ISO")}{_slot("hash", "%040x" % rng.getrandbits(160))}'
-            f'{_slot("size", str(rng.randint(1000, 99999)))}{_slot("repositoryUniqueId", "1.3.6.1.4.1.21367.13.40.301")}'
+            f'{_slot("size", str(rng.randint(1000, 99999)))}'
+            f'{_slot("repositoryUniqueId", "1.3.6.1.4.1.21367.13.40.301")}'
             f'<rim:Name><rim:LocalizedString value="Study {i}"/></rim:Name>'
             f'<rim:Classification classificationScheme="{ebrim.DE_AUTHOR}" classifiedObject="{d}" id="{d}a" '
             f'nodeRepresentation="">{_slot("authorPerson", "^Welby^Marcus^^^Dr")}</rim:Classification>'
@@ -70,7 +72,8 @@ def document_xml(i: int, pid: str, rng: random.Random) -> str:
             + _code(ebrim.DE_HCFT_CODE, d, "22232009", "2.16.840.1.113883.6.96")
             + _code(ebrim.DE_PRACTICE_SETTING, d, "225728007", "2.16.840.1.113883.6.96")
             + _code(ebrim.DE_TYPE_CODE, d, "57055-6", "2.16.840.1.113883.6.1")
-            + f'<rim:ExternalIdentifier id="{d}p" registryObject="{d}" identificationScheme="{ebrim.DE_PATIENT_ID}" value="{pid_x}"/>'
+            + f'<rim:ExternalIdentifier id="{d}p" registryObject="{d}" identificationScheme="{ebrim.DE_PATIENT_ID}" '
+              f'value="{pid_x}"/>'
             + f'<rim:ExternalIdentifier id="{d}u" registryObject="{d}" identificationScheme="{ebrim.DE_UNIQUE_ID}" '
               f'value="2.25.{uuid.UUID(int=rng.getrandbits(128)).int}"/></rim:ExtrinsicObject>'
             + f'<rim:Association id="{d}m" associationType="{ebrim.HAS_MEMBER}" sourceObject="SS" targetObject="{d}">'
@@ -83,8 +86,10 @@ def submission_xml(pid: str, docs: int, rng: random.Random, first: int = 0) -> s
           + _code(ebrim.SS_CONTENT_TYPE, "SS", "225728007", "2.16.840.1.113883.6.96")
           + f'<rim:ExternalIdentifier id="SSu" registryObject="SS" identificationScheme="{ebrim.SS_UNIQUE_ID}" '
             f'value="2.25.{uuid.UUID(int=rng.getrandbits(128)).int}"/>'
-          + f'<rim:ExternalIdentifier id="SSs" registryObject="SS" identificationScheme="{ebrim.SS_SOURCE_ID}" value="1.3.6.1.4.1.21367.4"/>'
-          + f'<rim:ExternalIdentifier id="SSp" registryObject="SS" identificationScheme="{ebrim.SS_PATIENT_ID}" value="{pid_x}"/>'
+          + f'<rim:ExternalIdentifier id="SSs" registryObject="SS" identificationScheme="{ebrim.SS_SOURCE_ID}" '
+            f'value="1.3.6.1.4.1.21367.4"/>'
+          + f'<rim:ExternalIdentifier id="SSp" registryObject="SS" identificationScheme="{ebrim.SS_PATIENT_ID}" '
+            f'value="{pid_x}"/>'
           + '</rim:RegistryPackage>'
           + f'<rim:Classification id="SSc" classifiedObject="SS" classificationNode="{ebrim.SUBMISSION_SET_NODE}"/>')
     body = ss + "".join(document_xml(first + i, pid, rng) for i in range(docs))
@@ -145,8 +150,10 @@ def load(url: str, documents: int, patients: int, workers: int = 2) -> float:
 FIND = ('<query:AdhocQueryRequest xmlns:query="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" '
         'xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><query:ResponseOption returnType="LeafClass" '
         'returnComposedObjects="true"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
-        "<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{pid}'</rim:Value></rim:ValueList></rim:Slot>"
-        "<rim:Slot name=\"$XDSDocumentEntryStatus\"><rim:ValueList><rim:Value>('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
+        "<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{pid}'</rim:Value>"
+        "</rim:ValueList></rim:Slot>"
+        "<rim:Slot name=\"$XDSDocumentEntryStatus\"><rim:ValueList>"
+        "<rim:Value>('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"
         "</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>")
 
 

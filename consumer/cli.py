@@ -114,7 +114,8 @@ class ConsumerActor:
         f = csub.add_parser("fetch", help="fetch a patient's outside studies into the local PACS now")
         f.add_argument("--patient", required=True, help="local id, ID^^^&OID&ISO")
         f.add_argument("--since", default="", help="service start time from (DTM)")
-        f.add_argument("--modality", action="append", default=[], help="only studies with this modality (repeatable); else the configured rules")
+        f.add_argument("--modality", action="append", default=[],
+                       help="only studies with this modality (repeatable); else the configured rules")
         f.add_argument("--timeout", type=float, default=600)
         f.set_defaults(run=_fetch)
         j = csub.add_parser("jobs", help="the consumer's jobs: state, progress, last error")

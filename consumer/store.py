@@ -129,8 +129,10 @@ class Store:
 
     def fetches(self, limit: int = 100) -> list[dict]:
         with self.pool.connection() as conn:
-            return conn.cursor(row_factory=dict_row).execute("SELECT * FROM prefetch ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+            return conn.cursor(row_factory=dict_row).execute("SELECT * FROM prefetch ORDER BY id DESC LIMIT %s",
+                                                             (limit,)).fetchall()
 
     def fetch(self, fetch: int) -> dict | None:
         with self.pool.connection() as conn:
-            return conn.cursor(row_factory=dict_row).execute("SELECT * FROM prefetch WHERE id = %s", (fetch,)).fetchone()
+            return conn.cursor(row_factory=dict_row).execute("SELECT * FROM prefetch WHERE id = %s",
+                                                             (fetch,)).fetchone()

@@ -150,7 +150,8 @@ def run(cfg: Config, instances: int = 300) -> int:
         started = time.monotonic()
         for pid, oid, name, dob, sex, address, phone in [
             (mrn_a, HOSP_A, "Abernathy^Katherine", dob, "F", "12 Oak St^^Toronto^ON^M5V 2T6", phone),
-            (mrn_b, HOSP_B, "Abernethy^Kate", dob, "F", "12 Oak Street^^Toronto^ON^M5V2T6", f"({phone[:3]}) {phone[4:]}"),
+            (mrn_b, HOSP_B, "Abernethy^Kate", dob, "F", "12 Oak Street^^Toronto^ON^M5V2T6",
+             f"({phone[:3]}) {phone[4:]}"),
             (mrn_c, HOSP_B, "Abernathy^Katherine", near, "F", "", ""),
         ]:
             code = msa(hl7(pix["host"], int(pix["port"]), adt(pid, oid, name, dob, sex, address, phone)))
@@ -246,11 +247,13 @@ def manifest_registered(cfg: Config, patient: str) -> bool:
     reg = cfg.section("registry")
     q = etree.fromstring(
         f'<query:AdhocQueryRequest xmlns:query="{ebrim.QUERY}" xmlns:rim="{ebrim.RIM}">'
-        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
+        f'<query:ResponseOption returnType="ObjectRef"/>'
+        f'<rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
         f'<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>\'{patient}\'</rim:Value>'
         f'</rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList>'
         f"<rim:Value>('{ebrim.APPROVED}')</rim:Value></rim:ValueList></rim:Slot>"
-        f'<rim:Slot name="$XDSDocumentEntryFormatCode"><rim:ValueList><rim:Value>(\'{KOS_FORMAT}^^1.2.840.10008.2.6.1\')'
+        f'<rim:Slot name="$XDSDocumentEntryFormatCode"><rim:ValueList>'
+        f'<rim:Value>(\'{KOS_FORMAT}^^1.2.840.10008.2.6.1\')'
         f'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>'
         .replace("&", "&amp;").encode())
     r = SoapClient(f"http://{reg['host']}:{reg['port']}{reg['path']}", timeout=10).call(

@@ -54,7 +54,8 @@ def read_request(el: etree._Element) -> tuple[list[DocumentRequest], list[str]]:
                     study.get("studyInstanceUID", "").strip(), series.get("seriesInstanceUID", "").strip(),
                     text(doc, XDSB, "HomeCommunityId"), text(doc, XDSB, "RepositoryUniqueId"),
                     text(doc, XDSB, "DocumentUniqueId")))
-    syntaxes = [(t.text or "").strip() for t in el.iterfind(f"{{{IHERAD}}}TransferSyntaxUIDList/{{{IHERAD}}}TransferSyntaxUID")]
+    syntaxes = [(t.text or "").strip()
+                for t in el.iterfind(f"{{{IHERAD}}}TransferSyntaxUIDList/{{{IHERAD}}}TransferSyntaxUID")]
     return requests, [s for s in syntaxes if s]
 
 
@@ -80,7 +81,8 @@ def plan(requests: list[DocumentRequest], syntaxes: list[str], repository_unique
         elif row["transfer_syntax"] in syntaxes:
             sent.add(r.document_unique_id)
             served.append(Served(r, row["sha1"], row["transfer_syntax"], False, f"doc{len(served)}@xdsi"))
-        elif row["transfer_syntax"] in UNCOMPRESSED and (target := next((s for s in syntaxes if s in UNCOMPRESSED), "")):
+        elif row["transfer_syntax"] in UNCOMPRESSED and (
+                target := next((s for s in syntaxes if s in UNCOMPRESSED), "")):
             sent.add(r.document_unique_id)
             served.append(Served(r, row["sha1"], target, True, f"doc{len(served)}@xdsi"))
         else:

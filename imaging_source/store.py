@@ -22,7 +22,8 @@ _FROM = {
 }
 _COUNTS = {
     "STUDY": ("(SELECT count(*) FROM series x WHERE x.study = st.id) AS n_series, "
-              "(SELECT count(*) FROM instance y JOIN series x ON x.id = y.series WHERE x.study = st.id) AS n_instances, "
+              "(SELECT count(*) FROM instance y JOIN series x ON x.id = y.series "
+              "WHERE x.study = st.id) AS n_instances, "
               "(SELECT string_agg(DISTINCT x.modality, '\\') FROM series x WHERE x.study = st.id) AS modalities"),
     "SERIES": "(SELECT count(*) FROM instance y WHERE y.series = se.id) AS n_instances",
     "IMAGE": "NULL AS n_instances",
@@ -325,7 +326,8 @@ class Index:
             if manifest:
                 cur.execute("INSERT INTO manifest (sop_uid, study, entry_uuid, study_version, instances, refs_digest, "
                             "patient_id, sha1) VALUES (%(sop_uid)s, %(study)s, %(entry_uuid)s, %(study_version)s, "
-                            "%(instances)s, %(refs_digest)s, %(patient_id)s, %(sha1)s) ON CONFLICT (sop_uid) DO NOTHING", {**manifest, "study": study_id})
+                            "%(instances)s, %(refs_digest)s, %(patient_id)s, %(sha1)s) "
+                            "ON CONFLICT (sop_uid) DO NOTHING", {**manifest, "study": study_id})
             cur.execute("UPDATE study SET published_version = GREATEST(published_version, %s), lease_until = NULL, "
                         "pending = NULL, attempts = 0, last_error = '', next_attempt_at = NULL WHERE id = %s",
                         (version, study_id))

@@ -51,7 +51,8 @@ class RegistryActor:
         mllp.start()
         for label, where in self.endpoints(config):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
-        serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, pool.close, read_pool.close])
+        serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, pool.close,
+                                           read_pool.close])
         return 0
 
 

@@ -179,7 +179,8 @@ class Repository:
         answer = self.registry.call(STORED_QUERY, get_documents_query(unique_ids))
         body = answer.body
         if answer.fault or body is None or not body.get("status", "").endswith(":Success"):
-            raise TransportError(f"GetDocuments failed: {answer.fault or (body.get('status') if body is not None else '')}",
+            raise TransportError(f"GetDocuments failed: "
+                                 f"{answer.fault or (body.get('status') if body is not None else '')}",
                                  maybe_processed=False)
         found = {}
         for entry in body.iter(rim.q(rim.RIM, "ExtrinsicObject")):

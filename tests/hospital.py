@@ -18,7 +18,8 @@ HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13
 
 def adt(pid, oid, family="Nakamura", given="Hiro", dob="19650202", sex="M"):
     return (f"MSH|^~\\&|ADT|H|PIX|X|{time.strftime('%Y%m%d%H%M%S')}||ADT^A01^ADT_A01|{uuid.uuid4().hex[:10]}|P|2.3.1\r"
-            f"EVN|A01\rPID|||{pid}^^^&{oid}&ISO||{family}^{given}||{dob}|{sex}|||1 Bay St^^Toronto^ON^M5J2N8||4165550000\r"
+            f"EVN|A01\r"
+            f"PID|||{pid}^^^&{oid}&ISO||{family}^{given}||{dob}|{sex}|||1 Bay St^^Toronto^ON^M5J2N8||4165550000\r"
             f"PV1||O\r").encode()
 
 

@@ -55,7 +55,8 @@ def test_the_c_store_command_is_the_one_pynetdicom_encodes(originator):
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.dsutils import encode
 
-    for sop_class, sop_instance in [("1.2.840.10008.5.1.4.1.1.2", "1.2.3"), ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.34")]:
+    for sop_class, sop_instance in [("1.2.840.10008.5.1.4.1.1.2", "1.2.3"),
+                                    ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.34")]:
         primitive = C_STORE()
         primitive.MessageID, primitive.Priority = 7, 0
         primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID = sop_class, sop_instance
@@ -140,7 +141,8 @@ def test_a_stored_instance_is_framed_as_pynetdicom_frames_the_file(tmp_path, max
     command = dicom_net.c_store_command(7, ds.SOPClassUID, ds.SOPInstanceUID, 2)
     ours = b"".join(dicom_net.wire_runs(command, instance.chunks(max_pdu), 1, max_pdu))
     offset = part10.dataset_offset(open(source, "rb").read(256))
-    message = _c_store_message(path=Path(source), offset=offset, sop_class=ds.SOPClassUID, sop_instance=ds.SOPInstanceUID)
+    message = _c_store_message(path=Path(source), offset=offset, sop_class=ds.SOPClassUID,
+                               sop_instance=ds.SOPInstanceUID)
     assert ours == _pynetdicom_wire(message, 1, max_pdu)
 
 
@@ -178,7 +180,8 @@ def test_a_received_instance_is_the_part10_file_pynetdicom_would_write():
     scp = AE(ae_title="SCP")
     ds = dcmread(get_testdata_file("CT_small.dcm"))
     scp.add_supported_context(ds.SOPClassUID, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)] + dicom_net.TUNED)
+    server = scp.start_server(("127.0.0.1", 0), block=False,
+                              evt_handlers=[(evt.EVT_C_STORE, on_store)] + dicom_net.TUNED)
     try:
         scu = AE(ae_title="SCU")
         scu.add_requested_context(ds.SOPClassUID, "1.2.840.10008.1.2")
@@ -233,7 +236,8 @@ def test_a_c_store_response_reads_as_pynetdicom_reads_it(status, comment):
     assert theirs.decode_msg(pdata)
     expected = theirs.message_to_primitive()
     ours = dicom_net.c_store_response(command)
-    for name in ("MessageIDBeingRespondedTo", "Status", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "ErrorComment"):
+    for name in ("MessageIDBeingRespondedTo", "Status", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+                 "ErrorComment"):
         assert getattr(ours, name) == getattr(expected, name), name
     rq = dicom_net.c_store_command(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45")
     assert dicom_net.c_store_response(rq) is None                      # a request: pynetdicom's to read

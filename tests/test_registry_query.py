@@ -28,8 +28,10 @@ def data(registry):
     docs = {
         "ct2020": Doc(event_codes=(CT,), creation_time="20200115", service_start="202001150800"),
         "mr2021": Doc(event_codes=(MR,), creation_time="20210601", service_start="20210601"),
-        "ctmr2022": Doc(event_codes=(CT, MR), creation_time="20220301120000", conf_code=("R", "2.16.840.1.113883.5.25")),
-        "head2023": Doc(event_codes=(CT, ("T-D1100", "2.16.840.1.113883.6.96")), creation_time="2023", author="^Jones^Ann^^^",
+        "ctmr2022": Doc(event_codes=(CT, MR), creation_time="20220301120000",
+                        conf_code=("R", "2.16.840.1.113883.5.25")),
+        "head2023": Doc(event_codes=(CT, ("T-D1100", "2.16.840.1.113883.6.96")), creation_time="2023",
+                        author="^Jones^Ann^^^",
                         reference_ids=("A123^^^&1.2.3&ISO^urn:ihe:iti:xds:2013:accession",)),
         "replaced": Doc(creation_time="20190101"),
     }

@@ -163,13 +163,15 @@ def test_replacement_of_another_patients_document(registry, patient):
 def test_folder_last_update_time_moves_when_a_document_is_added(registry, patient):
     body = submission(patient, [], folders=["Folder01"])
     assert register(registry, body).response_status == "Success", body
-    fol_uid = body.split('identificationScheme="urn:uuid:75df8f67-9973-4fbe-a900-df66cefecc5a" value="')[1].split('"')[0]
+    fol_uid = body.split('identificationScheme="urn:uuid:75df8f67-9973-4fbe-a900-df66cefecc5a" '
+                         'value="')[1].split('"')[0]
 
     def folder():
         r = post(registry.url, envelope(QUERY, stored_query(GET_FOLDER_AND_CONTENTS,
                                                             {"$XDSFolderUniqueId": f"'{fol_uid}'"})))
         [f] = r.objects("RegistryPackage")
-        time_ = [s for s in f.iterfind("{*}Slot") if s.get("name") == "lastUpdateTime"][0].findtext("{*}ValueList/{*}Value")
+        time_ = [s for s in f.iterfind("{*}Slot")
+                 if s.get("name") == "lastUpdateTime"][0].findtext("{*}ValueList/{*}Value")
         return f.get("id"), time_, r.objects("ExtrinsicObject")
 
     fid, before, docs = folder()

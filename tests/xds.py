@@ -178,15 +178,19 @@ def association(kind: str, source: str, target: str, ss_status: str | None = Non
 def submission(patient: str, docs: list[Doc] = (), folders: list[str] = (), extra: str = "",
                ss_unique_id: str | None = None, ss_patient: str | None = None) -> str:
     ss = "SubmissionSet01"
-    parts = [f'<rim:RegistryPackage id="{ss}" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage">'
+    parts = [f'<rim:RegistryPackage id="{ss}" '
+             f'objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage">'
              f'{_slot("submissionTime", "20240102030405")}<rim:Name><rim:LocalizedString value="ss"/></rim:Name>'
              f'<rim:Classification classificationScheme="urn:uuid:a7058bb9-b4e4-4307-ba5b-e3f0ab85e12d" '
              f'classifiedObject="{ss}" id="ss_author" nodeRepresentation="">{_slot("authorPerson", "^Smitty^Gerald")}'
              f'</rim:Classification>'
              + _code("urn:uuid:aa543740-bdda-424e-8c96-df4873be8500", ss, "225728007", "2.16.840.1.113883.6.96")
-             + _ext("urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8", ss, ss_unique_id or new_oid(), "XDSSubmissionSet.uniqueId")
-             + _ext("urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832", ss, "1.3.6.1.4.1.21367.4", "XDSSubmissionSet.sourceId")
-             + _ext("urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446", ss, ss_patient or patient, "XDSSubmissionSet.patientId")
+             + _ext("urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8", ss, ss_unique_id or new_oid(),
+                    "XDSSubmissionSet.uniqueId")
+             + _ext("urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832", ss, "1.3.6.1.4.1.21367.4",
+                    "XDSSubmissionSet.sourceId")
+             + _ext("urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446", ss, ss_patient or patient,
+                    "XDSSubmissionSet.patientId")
              + "</rim:RegistryPackage>"
              f'<rim:Classification id="ss_class" classifiedObject="{ss}" '
              f'classificationNode="urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd"/>']
@@ -194,9 +198,11 @@ def submission(patient: str, docs: list[Doc] = (), folders: list[str] = (), extr
         parts.append(document_entry(d, patient))
         parts.append(association("HasMember", ss, d.id, "Original"))
     for f in folders:
-        parts.append(f'<rim:RegistryPackage id="{f}" objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage">'
+        parts.append(f'<rim:RegistryPackage id="{f}" '
+                     f'objectType="urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage">'
                      f'<rim:Name><rim:LocalizedString value="folder"/></rim:Name>'
-                     + _code("urn:uuid:1ba97051-7806-41a8-a48b-8fce7af683c5", f, "Referrals", "1.3.6.1.4.1.21367.2017.3")
+                     + _code("urn:uuid:1ba97051-7806-41a8-a48b-8fce7af683c5", f, "Referrals",
+                             "1.3.6.1.4.1.21367.2017.3")
                      + _ext("urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a", f, patient, "XDSFolder.patientId")
                      + _ext("urn:uuid:75df8f67-9973-4fbe-a900-df66cefecc5a", f, new_oid(), "XDSFolder.uniqueId")
                      + "</rim:RegistryPackage>"

@@ -240,8 +240,10 @@ def test_rewriting_a_file_gives_the_bytes_of_reconciling_it_whole(tmp_path, conv
     assert rewritten.encoded == encode(whole, syntax.is_implicit_VR, syntax.is_little_endian, False)
     assert rewritten.SOPInstanceUID == whole.SOPInstanceUID
     back = rewritten.decoded()
-    assert (back.PatientID, back.AccessionNumber, back.ProcedureCodeSequence[0].CodeValue) == ("L1", "A-ACC42", "LOC-CT")
-    assert back.PatientName == "Müller^Jörg" and back.OtherPatientIDsSequence[-1].PatientID == whole.OtherPatientIDsSequence[-1].PatientID
+    assert (back.PatientID, back.AccessionNumber,
+            back.ProcedureCodeSequence[0].CodeValue) == ("L1", "A-ACC42", "LOC-CT")
+    assert (back.PatientName == "Müller^Jörg"
+            and back.OtherPatientIDsSequence[-1].PatientID == whole.OtherPatientIDsSequence[-1].PatientID)
 
 
 def test_one_reconciler_serves_a_study_and_keeps_each_instance_its_own(tmp_path):

@@ -90,7 +90,8 @@ def slot(entry, name):
 
 
 def codes(entry, scheme):
-    return [c.get("nodeRepresentation") for c in entry.iterfind(f"rim:Classification[@classificationScheme='{scheme}']", NS)]
+    return [c.get("nodeRepresentation")
+            for c in entry.iterfind(f"rim:Classification[@classificationScheme='{scheme}']", NS)]
 
 
 @pytest.fixture
@@ -117,7 +118,8 @@ def test_study_is_published_registered_and_retrievable(source, domain, sent_stud
     assert any(r.startswith(study.accession + "^") and r.endswith("urn:ihe:iti:xds:2013:accession") for r in refs)
     assert slot(entry, "sourcePatientId") == [f"{study.patient_id}^^^&{dd.LOCAL_ISSUER}&ISO"]
     assert slot(entry, "serviceStartTime")[0].startswith("20040119")
-    kos_uid = entry.find("rim:ExternalIdentifier[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']",
+    kos_uid = entry.find("rim:ExternalIdentifier"
+                         "[@identificationScheme='urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab']",
                          NS).get("value")
 
     data = retrieve_manifest(repository, tmp_path, kos_uid)
@@ -293,7 +295,8 @@ def _rejection_note(study: dd.Study, sops: list[tuple[str, str, str]], path: Pat
                 CurrentRequestedProcedureEvidenceSequence=[item(StudyInstanceUID=study.uid, ReferencedSeriesSequence=[
                     item(SeriesInstanceUID=s, ReferencedSOPSequence=refs) for s, refs in series.items()])])
     note.file_meta = FileMetaDataset()
-    note.file_meta.MediaStorageSOPClassUID, note.file_meta.MediaStorageSOPInstanceUID = note.SOPClassUID, note.SOPInstanceUID
+    (note.file_meta.MediaStorageSOPClassUID,
+     note.file_meta.MediaStorageSOPInstanceUID) = note.SOPClassUID, note.SOPInstanceUID
     note.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     note.save_as(path, enforce_file_format=True)
     return path

@@ -241,7 +241,8 @@ def test_manifest_without_accession_has_no_request_sequence():
 # ---------------------------------------------------------------- RAD-68 metadata
 
 CODES = {"class_code": ["IMAGES", "1.3.6.1.4.1.19376.1.2.6.1", "Images"],
-         "type_code": ["18748-4", "2.16.840.1.113883.6.1", "x"], "confidentiality_code": ["N", "2.16.840.1.113883.5.25", "x"],
+         "type_code": ["18748-4", "2.16.840.1.113883.6.1", "x"],
+         "confidentiality_code": ["N", "2.16.840.1.113883.5.25", "x"],
          "healthcare_facility_type_code": ["22232009", "2.16.840.1.113883.6.96", "x"],
          "practice_setting_code": ["309964003", "2.16.840.1.113883.6.96", "x"],
          "content_type_code": ["UNSPECIFIED-CONTENT-TYPE", "1.3.6.1.4.1.21367.2017.3", "x"]}

@@ -24,7 +24,8 @@ def adt(event: str, pid3: str, family="Moore", given="Chip", dob="19380224", sex
         version="2.3.1") -> bytes:
     structure = {"A40": "ADT_A39", "A08": "ADT_A01"}.get(event, "ADT_A01")
     now = time.strftime("%Y%m%d%H%M%S")
-    segments = [f"MSH|^~\\&|ADT|{facility}|XDSI_PIX|XDSI|{now}||ADT^{event}^{structure}|{uuid.uuid4().hex[:12]}|P|{version}",
+    segments = [f"MSH|^~\\&|ADT|{facility}|XDSI_PIX|XDSI|{now}||ADT^{event}^{structure}|"
+                f"{uuid.uuid4().hex[:12]}|P|{version}",
                 f"EVN|{event}|{now}",
                 f"PID|||{pid3}||{family}^{given}||{dob}|{sex}|||{address}||{phone}"]
     segments.append(f"MRG|{mrg}" if mrg else "PV1||O")

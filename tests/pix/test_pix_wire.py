@@ -55,7 +55,8 @@ def test_near_miss_goes_to_review_then_link_and_break_are_remembered(domain):
     queue = json.load(urllib.request.urlopen(f"{pix.http}/review"))
     item = next(i for i in queue if i["identity_pid"] == b.split("^")[0])
     assert 63 <= item["score"] <= 70
-    result = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "pix", "review", "link", str(item["id"]), "--by", "dr.review"],
+    result = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "pix", "review", "link", str(item["id"]),
+                             "--by", "dr.review"],
                             env=pix.env | {"XDSI_PIX_HTTP_PORT": pix.http.rsplit(":", 1)[1]},
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -170,7 +171,8 @@ def test_feed_from_a_peer_nobody_here_wrote(domain, tmp_path):
     pid = cx(new_id(), HOSP_A)
     f = tmp_path / "adt.hl7"
     f.write_bytes(b"\x0b" + adt("A01", pid, family="Peer", given="Sent", dob="19850505") + b"\x1c\x0d")
-    out = subprocess.run([str(Path(sys.executable).parent / "mllp_send"), "-p", str(pix.mllp[1]), "-f", str(f), "127.0.0.1"],
+    out = subprocess.run([str(Path(sys.executable).parent / "mllp_send"), "-p", str(pix.mllp[1]), "-f", str(f),
+                          "127.0.0.1"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "MSA|AA" in out.stdout, out.stdout + out.stderr
     assert query(pix, pid)[1] == "OK"

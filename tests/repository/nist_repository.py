@@ -145,7 +145,8 @@ class Runner:
             prepared = kit.prepare(step, section, link)
             log.assigned.update(prepared.log.assigned)
             from xds import post as soap_post
-            reply = soap_post(self.registry.url, kit.envelope(prepared.request, kit.action_for(step), self.registry.url))
+            reply = soap_post(self.registry.url,
+                              kit.envelope(prepared.request, kit.action_for(step), self.registry.url))
             answer = kit.read_answer(etree.tostring(reply.root))
             for name, where, xpath in step.reports:
                 if where == "Result":

@@ -44,7 +44,8 @@ def provide_body(patient: str, docs: list[tuple[Doc, bytes]], xop: bool = True, 
         if xop:
             cid = f"{uuid.uuid4().hex}@test"
             parts.append((cid, data))
-            documents.append(f'<xdsb:Document id="{d.id}"><xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" '
+            documents.append(f'<xdsb:Document id="{d.id}">'
+                             f'<xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" '
                              f'href="cid:{urllib.parse.quote(cid)}"/></xdsb:Document>')
         else:
             documents.append(f'<xdsb:Document id="{d.id}">{base64.b64encode(data).decode()}</xdsb:Document>')

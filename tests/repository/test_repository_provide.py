@@ -50,7 +50,8 @@ def test_repository_sets_hash_size_and_repository_id_in_the_registry(repository,
     q = registry_post(registry_service.url, env("urn:ihe:iti:2007:RegistryStoredQuery", stored_query(
         "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", {"$XDSDocumentEntryUniqueId": f"('{doc.unique_id}')"})))
     [entry] = q.objects("ExtrinsicObject")
-    slots = {s.get("name"): s.findtext("rim:ValueList/rim:Value", namespaces=NS) for s in entry.iterfind("rim:Slot", NS)}
+    slots = {s.get("name"): s.findtext("rim:ValueList/rim:Value", namespaces=NS)
+             for s in entry.iterfind("rim:Slot", NS)}
     assert slots["hash"] == sha1(data) and slots["size"] == str(len(data))
     assert slots["repositoryUniqueId"] == REPOSITORY_UNIQUE_ID
 

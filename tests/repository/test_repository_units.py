@@ -64,7 +64,8 @@ def test_missing_documents_metadata_and_unusable_content():
     errors, _ = provide.check_and_stamp(s, {"D1": content(b"x"), "Stray": content(b"y")}, REPO)
     assert sorted(e.code for e in errors) == ["XDSMissingDocument", "XDSMissingDocumentMetadata"]
     errors, _ = provide.check_and_stamp(submit(entry("D1", "1.1")),
-                                        {"D1": Content(error="disk full", error_code="XDSRepositoryOutOfResources")}, REPO)
+                                        {"D1": Content(error="disk full", error_code="XDSRepositoryOutOfResources")},
+                                        REPO)
     assert [e.code for e in errors] == ["XDSRepositoryOutOfResources"]
 
 
@@ -90,7 +91,8 @@ def test_streaming_reader_spools_hashes_and_handles_lf_bodies(tmp_path):
     assert len(raw) == body.length
     m = mtom.read_multipart(io.BytesIO(raw), body.content_type, tmp_path, len(raw))
     assert m.root == b"<root/>"
-    assert m.attachments["a@x"].sha1 == hashlib.sha1(data).hexdigest() and m.attachments["a@x"].path.read_bytes() == data
+    assert (m.attachments["a@x"].sha1 == hashlib.sha1(data).hexdigest()
+            and m.attachments["a@x"].path.read_bytes() == data)
     assert m.attachments["b@x"].size == 0
     m.discard()
     lf = (b'--B\nContent-Type: application/xop+xml\nContent-ID: <r>\n\n<e/>\n--B\n'

@@ -26,7 +26,8 @@ def peer_send(port: int, message: bytes, tmp_path: Path) -> str:
 
 
 def qbp(pid: str, oid: str) -> bytes:
-    return (f"MSH|^~\\&|PEER|HOSP|XDSI_PIX|XDSI|{time.strftime('%Y%m%d%H%M%S')}||QBP^Q23^QBP_Q21|{uuid.uuid4().hex[:10]}"
+    return (f"MSH|^~\\&|PEER|HOSP|XDSI_PIX|XDSI|{time.strftime('%Y%m%d%H%M%S')}"
+            f"||QBP^Q23^QBP_Q21|{uuid.uuid4().hex[:10]}"
             f"|P|2.5\rQPD|IHE PIX Query|q1|{pid}^^^&{oid}&ISO|\rRCP|I\r").encode()
 
 
