@@ -9,7 +9,10 @@ to pydicom. Little endian only: big endian and deflated instances go to pydicom 
 """
 from __future__ import annotations
 
+import functools
 import struct
+
+from pydicom.uid import UID
 
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
@@ -31,6 +34,19 @@ def dataset_offset(head: bytes) -> int | None:
     if head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
         return None
     return 144 + struct.unpack_from("<I", head, 140)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def implicit_vr(syntax: str) -> bool | None:
+    """Whether a transfer syntax encodes datasets in implicit VR, for the ones ``top_level`` walks
+    (little endian, not deflated); None for any other, or a uid that is no known transfer syntax."""
+    try:
+        uid = UID(syntax)
+        if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
+            return None
+        return uid.is_implicit_VR
+    except ValueError:
+        return None
 
 
 def file_meta(data: bytes) -> tuple[dict[int, str], int] | None:

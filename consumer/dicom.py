@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, build_role, evt
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
@@ -37,10 +38,13 @@ def opened(instance: Instance) -> Path | BytesIO:
 
 def sop_class_and_syntax(instance: Instance) -> tuple[str, str]:
     """(SOP Class UID, Transfer Syntax UID) from an instance's meta."""
-    found = part10.file_meta(instance) if isinstance(instance, bytes) else None
-    if found is not None and {0x00020002, 0x00020010} <= found[0].keys():
-        return found[0][0x00020002], found[0][0x00020010]
-    meta = dcmread(opened(instance), stop_before_pixels=True).file_meta
+    if isinstance(instance, Path):
+        meta = read_file_meta_info(instance)          # reads the meta alone
+    else:
+        found = part10.file_meta(instance)
+        if found is not None and {0x00020002, 0x00020010} <= found[0].keys():
+            return found[0][0x00020002], found[0][0x00020010]
+        meta = dcmread(BytesIO(instance), stop_before_pixels=True).file_meta
     return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 

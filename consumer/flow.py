@@ -190,29 +190,34 @@ class Prefetcher:
 
     def _images(self, job: dict, parsed: manifest.Manifest | None = None) -> None:
         """``parsed``: the manifest, when this attempt has just retrieved it (else it is read back)."""
-        parsed = parsed or manifest.read(self._manifest_path(job).read_bytes())
+        if parsed is None:
+            parsed = manifest.read(self._manifest_path(job).read_bytes())
         local = Cx.parse(job["local_patient"])
         every = [u for s in parsed.series for u in s.instances]
         done = self.store.stored_sops(job["local_patient"], every)
         todo = parsed.without(done)
         work = self.s.spool / f"job-{job['id']}"
         work.mkdir(parents=True, exist_ok=True)
+        recon = self._reconciliation(local, parsed)
         if todo:
             instances, used = self._retrieve(parsed.study_uid, todo, work)
             self.store.advance(job["id"], "retrieved", f"{sum(len(s.instances) for s in todo)}/{len(every)} "
                                                        f"instances retrieved by {', '.join(used)}",
                                instances_done=len(done), retrieved_by=",".join(used))
-            source = parsed.series[0].retrieve_location_uid or parsed.series[0].retrieve_ae_title
-            prefix = self.s.accession_prefixes.get(source, self.s.accession_prefix)
-            recon = rules.Reconciliation(local.id, local.authority, prefix, self.s.procedure_codes, source,
-                                         source if self.s.accession_issuer else "")
             self._store_locally(job, [instances[u] for s in todo for u in s.instances], recon, len(done))
-        self._report(job, local, work)
+        self._report(job, parsed, recon, work)
         self.store.advance(job["id"], "stored", f"{len(every) - len(done)} instances stored in {self.s.local_pacs[0]}"
                                                 f"{f', {len(done)} were there already' if done else ''}",
                            instances_done=len(every))
         shutil.rmtree(work, ignore_errors=True)
         log.info("study stored", extra={"job": job["id"], "instances": len(every) - len(done)})
+
+    def _reconciliation(self, local: Cx, parsed: manifest.Manifest) -> rules.Reconciliation:
+        """How the study's instances (and its report) become local: the rules for its source site."""
+        source = parsed.series[0].retrieve_location_uid or parsed.series[0].retrieve_ae_title
+        prefix = self.s.accession_prefixes.get(source, self.s.accession_prefix)
+        return rules.Reconciliation(local.id, local.authority, prefix, self.s.procedure_codes, source,
+                                    source if self.s.accession_issuer else "")
 
     def _retrieve(self, study_uid: str, todo: list[manifest.SeriesReference],
                   work: Path) -> tuple[dict[str, Instance], list[str]]:
@@ -313,19 +318,19 @@ class Prefetcher:
         finally:
             r.discard()
 
-    def _store_locally(self, job: dict, files: list[Instance], recon: rules.Reconciliation, done: int) -> None:
+    def _store_locally(self, job: dict, instances: list[Instance], recon: rules.Reconciliation, done: int) -> None:
         if self.s.pacs_orders:
-            self._order_for_pacs(job, files[0], recon)
-        pacs = dicom.LocalPacs(self.s.calling_ae, self.s.local_pacs, files, self.s.timeout)
+            self._order_for_pacs(job, instances[0], recon)
+        pacs = dicom.LocalPacs(self.s.calling_ae, self.s.local_pacs, instances, self.s.timeout)
         batch: list[str] = []
         # The next instance is reconciled while the PACS stores the current one.
         ahead = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
         reconciler = rewrite.Reconciler(recon)
         try:
-            upcoming = ahead.submit(_reconciled, files[0], reconciler) if files else None
-            for i, path in enumerate(files):
+            upcoming = ahead.submit(_reconciled, instances[0], reconciler) if instances else None
+            for i in range(len(instances)):
                 ds = upcoming.result()
-                upcoming = ahead.submit(_reconciled, files[i + 1], reconciler) if i + 1 < len(files) else None
+                upcoming = ahead.submit(_reconciled, instances[i + 1], reconciler) if i + 1 < len(instances) else None
                 pacs.store(ds)
                 batch.append(str(ds.SOPInstanceUID))
                 if len(batch) == PROGRESS_EVERY:
@@ -352,22 +357,18 @@ class Prefetcher:
 
     # ------------------------------------------------------------ the report beside the study
 
-    def _report(self, job: dict, local: Cx, work: Path) -> None:
+    def _report(self, job: dict, parsed: manifest.Manifest, recon: rules.Reconciliation, work: Path) -> None:
         if not job["report_unique_id"] or self.s.reports == "skip" or job.get("report_state") in ("stored", "sent"):
             return
         data, mime = self._document(job["report_repository"], job["report_unique_id"], job["home"])
         mime = mime or job["report_mime"]
-        parsed = manifest.read(self._manifest_path(job).read_bytes())
-        source = parsed.series[0].retrieve_location_uid
-        prefix = self.s.accession_prefixes.get(source, self.s.accession_prefix)
-        recon = rules.Reconciliation(local.id, local.authority, prefix,
-                                     self.s.procedure_codes, source, source if self.s.accession_issuer else "")
-        header = self._study_header(job, parsed)
+        # Patient and study attributes of the outside study, from the KOS (it copies them from the images).
+        header = dcmread(self._manifest_path(job), stop_before_pixels=True)
         if self.s.reports == "oru":
             if not self.s.report_oru:
                 raise Permanent("reports = 'oru' but no report_oru address is configured")
             study = rules.reconcile(header, recon)
-            msg = messages.report(local.id, local.authority, str(study.get("PatientName", "")),
+            msg = messages.report(recon.local_patient_id, recon.local_authority, str(study.get("PatientName", "")),
                                   str(study.get("AccessionNumber", "")), parsed.study_uid, reports.text_of(data, mime))
             try:
                 reply = hl7.decode(mllp.send(*self.s.report_oru, msg, timeout=self.s.timeout))
@@ -388,10 +389,6 @@ class Prefetcher:
             state = "stored"
         self.store.set_job(job["id"], report_state=state)
         self.store.note(job["id"], f"report {job['report_unique_id']} ({mime}) {state}")
-
-    def _study_header(self, job: dict, parsed: manifest.Manifest):
-        """Patient and study attributes of the outside study, from the KOS (it copies them from the images)."""
-        return dcmread(self._manifest_path(job), stop_before_pixels=True)
 
 
 class Worker(threading.Thread):

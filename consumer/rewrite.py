@@ -14,7 +14,6 @@ instances are only spliced.
 """
 from __future__ import annotations
 
-import functools
 from io import BytesIO
 
 from pydicom.charset import convert_encodings
@@ -22,7 +21,6 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
 
 from affinity_domain import part10
 from affinity_domain.dicom_net import EncodedInstance
@@ -72,7 +70,7 @@ class Reconciler:
         meta, start = found
         if not {0x00020002, 0x00020003, 0x00020010} <= meta.keys():
             return None
-        implicit = _rewritable(meta[0x00020010])
+        implicit = part10.implicit_vr(meta[0x00020010])
         if implicit is None:
             return None
         spans, rest = [], len(data)          # the elements up to the last one reconcile may touch
@@ -94,19 +92,11 @@ class Reconciler:
                                meta[0x00020010])
 
 
-@functools.lru_cache(maxsize=64)
-def _rewritable(syntax: str) -> bool | None:
-    """Whether a transfer syntax is implicit VR; None when it is not one this rewrites."""
-    uid = UID(syntax)
-    if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
-        return None
-    return uid.is_implicit_VR
-
-
 def _splice(data: bytes, start: int, spans: list[tuple[int, int, int]], rest: int,
             written: list[tuple[int, bytes]], replaced: frozenset[int]) -> bytes:
     """The dataset of ``data`` with the ``replaced`` elements cut out and the ``written`` ones put
-    in at their place in tag order; untouched runs are copied whole."""
+    in at their place in tag order; untouched runs are copied whole, once (slices of a view)."""
+    data = memoryview(data)
     chunks, copy_from, w = [], start, 0
     for tag, s, e in spans:
         before = w

@@ -18,7 +18,6 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID
 
 from affinity_domain import part10
 from affinity_domain.outside import OUTSIDE_GROUP
@@ -155,7 +154,7 @@ def index_header(instance: Path | bytes) -> Dataset:
     decoded; otherwise pydicom reads the whole header."""
     if isinstance(instance, bytes) and (found := part10.transfer_syntax(instance)) is not None:
         syntax, offset = found
-        if (implicit := _implicit_vr(syntax)) is not None:
+        if (implicit := part10.implicit_vr(syntax)) is not None:
             try:
                 wanted = b"".join(instance[start:stop] for tag, start, _, stop
                                   in part10.top_level(instance, offset, implicit=implicit)
@@ -167,15 +166,6 @@ def index_header(instance: Path | bytes) -> Dataset:
             ds.file_meta.TransferSyntaxUID = syntax
             return ds
     return read_header(instance)
-
-
-def _implicit_vr(syntax: str) -> bool | None:
-    """Whether a little endian, non-deflated transfer syntax has implicit VR; None for any other."""
-    try:
-        uid = UID(syntax)
-        return None if uid.is_deflated or not uid.is_little_endian else uid.is_implicit_VR
-    except ValueError:              # not a transfer syntax pydicom knows
-        return None
 
 
 class Intake:

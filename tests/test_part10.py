@@ -84,3 +84,12 @@ def test_bytes_cut_short_are_unreadable():
         list(part10.top_level(data[:-100], offset))
     with pytest.raises(part10.Unreadable):
         list(part10.top_level(data[:offset + 5], offset))
+
+
+@pytest.mark.parametrize("syntax, implicit", [
+    ("1.2.840.10008.1.2", True), ("1.2.840.10008.1.2.1", False), ("1.2.840.10008.1.2.4.70", False),
+    ("1.2.840.10008.1.2.1.99", None), ("1.2.840.10008.1.2.2", None), ("1.2.3.4", None), ("not a uid", None)])
+def test_the_syntaxes_top_level_walks_and_their_vr(syntax, implicit):
+    """Little endian, not deflated: walked (encapsulated pixel data too); deflated, big endian or
+    unknown: left to pydicom."""
+    assert part10.implicit_vr(syntax) is implicit

@@ -273,3 +273,12 @@ def test_a_deflated_file_is_left_to_the_whole_dataset_path(tmp_path):
     deflated = tmp_path / "deflated.dcm"
     subprocess.run(["/usr/bin/dcmconv", "+td", str(_outside_instance(tmp_path)), str(deflated)], check=True)
     assert rewrite.Reconciler(rules.Reconciliation("L1", "1.2.3")).part10(deflated.read_bytes()) is None
+
+
+def test_an_instance_cut_short_is_left_to_the_whole_dataset_path(tmp_path):
+    """The walk meets an element running past the end: no rewrite is guessed at (pydicom, on the
+    whole dataset, then reports what is wrong with it)."""
+    data = _outside_instance(tmp_path).read_bytes()
+    reconciler = rewrite.Reconciler(rules.Reconciliation("L1", "1.2.3"))
+    assert reconciler.part10(data) is not None
+    assert reconciler.part10(data[:600]) is None and reconciler.part10(b"not DICOM") is None
