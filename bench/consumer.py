@@ -2,7 +2,7 @@
 from the order to the last instance stored, beside DCMTK's raw C-MOVE of the same instances
 (dcmqrscp -> storescp) in the same run.
 
-    python bench/consumer.py [--studies 20] [--instances 200] [--workers 4] [--processes 2]
+    python -m bench.consumer [--studies 20] [--instances 200] [--workers 4] [--processes 2]
 
 Every actor runs as ``xdsi serve`` (registry, repository, PIX manager, imaging source, consumer) on
 PostgreSQL ($XDSI_DATABASE_URL's server, else an embedded one); the local PACS is DCMTK storescp.
@@ -22,16 +22,15 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "consumer"), str(ROOT / "tests" / "repository")]
 
 from pydicom import dcmread  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-import consumer_side  # noqa: E402
-from hospital import HOSP_A, HOSP_B, adt, order  # noqa: E402
-from services import DCMTK_ENV, StoreScp, free_port, start_chain, wait_for_port, wait_until  # noqa: E402
-from xds import ack_code, mllp_send  # noqa: E402
+from tests.consumer import consumer_side  # noqa: E402
+from tests.hospital import HOSP_A, HOSP_B, adt, order  # noqa: E402
+from tests.services import DCMTK_ENV, StoreScp, free_port, start_chain, wait_for_port, wait_until  # noqa: E402
+from tests.xds import ack_code, mllp_send  # noqa: E402
 
 
 def make_studies(root: Path, patient: str, studies: int, instances: int) -> list[Path]:

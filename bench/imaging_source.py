@@ -2,7 +2,7 @@
 the same run, RAD-69 throughput (read by our SOAP client, which spools each part to a file, and by
 curl, which reads the reply into nothing), and a large study's manifest built and published.
 
-    python bench/imaging_source.py [--instances 500] [--manifest-instances 5000] [--repeat 3]
+    python -m bench.imaging_source [--instances 500] [--manifest-instances 5000] [--repeat 3]
 
 Starts PostgreSQL (embedded, or $XDSI_DATABASE_URL's server), the registry, the repository and
 the imaging source as ``xdsi serve`` processes, a PIX stand-in (the tests' one), and DCMTK's
@@ -22,16 +22,15 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "imaging_source")]
 
 from lxml import etree  # noqa: E402
 
-import source_dicom as dd  # noqa: E402
-import source_pix  # noqa: E402
+from tests.imaging_source import source_dicom as dd  # noqa: E402
+from tests.imaging_source import source_pix  # noqa: E402
 from affinity_domain import config as config_mod  # noqa: E402
 from affinity_domain import db  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
-from services import free_port, wait_for_port  # noqa: E402
+from tests.services import free_port, wait_for_port  # noqa: E402
 
 ENV = dict(os.environ, TCP_NODELAY="1")
 

@@ -1,7 +1,7 @@
 """PIX manager benchmark: match quality on generated two-domain data with known truth and on FEBRL 1-4,
 then feed throughput (4 concurrent MLLP senders over a preloaded index) and ITI-9 latency.
 
-    python bench/pix.py [--persons 5000] [--seeds 3] [--index 100000] [--messages 4000] [--queries 2000]
+    python -m bench.pix [--persons 5000] [--seeds 3] [--index 100000] [--messages 4000] [--queries 2000]
                         [--quality-only]
 
 Prints precision, recall and F1 of the auto-links and the share of true pairs sent to review (generated
@@ -29,7 +29,6 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from affinity_domain import mllp  # noqa: E402
 from pix_manager import blocking  # noqa: E402

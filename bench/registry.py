@@ -1,6 +1,6 @@
 """Registry benchmark: load DocumentEntries through the ITI-42 validation code, then measure over HTTP.
 
-    python bench/registry.py [--documents 1000000] [--patients 100000] [--queries 3000]
+    python -m bench.registry [--documents 1000000] [--patients 100000] [--queries 3000]
 
 Prints: load rate, FindDocuments (by patient, ~10 entries, LeafClass) p50/p99 latency with one
 client and queries/s with 4 concurrent clients, single-document ITI-42 registrations/s, and the
@@ -23,7 +23,6 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from affinity_domain import ebrim, mllp  # noqa: E402
 from affinity_domain.ebrim import parse_object_list  # noqa: E402

@@ -1,7 +1,7 @@
 """Repository benchmark: ITI-41 rate, ITI-43 throughput and a large document in and out, each
 beside the same transfer as a plain HTTP upload/download (the physical limit of this machine).
 
-    python bench/repository.py [--submissions 400] [--clients 4] [--doc-kb 10]
+    python -m bench.repository [--submissions 400] [--clients 4] [--doc-kb 10]
                                [--retrieve-mb 100] [--big-mb 512]
 
 Starts PostgreSQL (embedded, or $XDSI_DATABASE_URL's server), the registry and the repository as
@@ -26,14 +26,13 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from affinity_domain import mtom  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
 from lxml import etree  # noqa: E402
 
-import xds  # noqa: E402  (the tests' ebRIM builders)
-from services import free_port, wait_for_port  # noqa: E402
+from tests import xds  # noqa: E402  (the tests' ebRIM builders)
+from tests.services import free_port, wait_for_port  # noqa: E402
 
 PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"

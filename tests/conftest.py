@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from services import DOMAIN, ROOT, SHARED, Service, free_port, start_registry, wait_for_port  # noqa: F401
+from tests.services import DOMAIN, ROOT, SHARED, Service, free_port, start_registry, wait_for_port  # noqa: F401
 
 
 def pytest_configure(config):

@@ -10,8 +10,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from services import DCMTK_ENV, wait_until  # noqa: F401
-from xds import ack_code, mllp_send
+from tests.services import DCMTK_ENV, wait_until  # noqa: F401
+from tests.xds import ack_code, mllp_send
 
 HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
 

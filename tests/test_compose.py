@@ -6,7 +6,7 @@ from importlib.metadata import entry_points
 import yaml
 
 from affinity_domain.config import DEFAULTS, TOP_LEVEL_ENV, load
-from services import ROOT
+from tests.services import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 ACTORS = {ep.name for ep in entry_points(group="xdsi.actors")}

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 from lxml import etree
 
-from services import SHARED
+from tests.services import SHARED
 
 KIT_TESTS = SHARED / "nist-testkit" / "testkit" / "tests"
 EBRS_SCHEMAS = SHARED / "ihe-iti-info" / "schema" / "ebRS"

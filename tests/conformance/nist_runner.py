@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lxml import etree
 
-import nist_kit as kit
+from tests.conformance import nist_kit as kit
 
 MLLP_START, MLLP_END = b"\x0b", b"\x1c\x0d"
 

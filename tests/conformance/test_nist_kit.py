@@ -7,8 +7,8 @@ import re
 import pytest
 from lxml import etree
 
-import nist_kit as kit
-from nist_kit import ALL_TESTS, REGISTER_TESTS
+from tests.conformance import nist_kit as kit
+from tests.conformance.nist_kit import ALL_TESTS, REGISTER_TESTS
 
 PATIENT = f"P1^^^&{kit.DOMAIN}&ISO"
 ALT_PATIENT = f"P2^^^&{kit.DOMAIN}&ISO"

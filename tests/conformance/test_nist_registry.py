@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-import nist_kit as kit
-from nist_runner import Runner
+from tests.conformance import nist_kit as kit
+from tests.conformance.nist_runner import Runner
 
 CASES = [(test, name) for test in kit.ALL_TESTS for name in kit.section_names(test)]
 

@@ -13,9 +13,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import pnr
-from services import SOURCE_RUID, StoreScp, free_port, launch, wait_until
-from xds import Doc, mllp_send
+from tests.repository import pnr
+from tests.services import SOURCE_RUID, StoreScp, free_port, launch, wait_until
+from tests.xds import Doc, mllp_send
 
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
 KOS_FORMAT = ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1")

@@ -8,9 +8,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from consumer_side import affinity_id, kos, register
-from hospital import HOSP_A, HOSP_B, linked_patient, published, send_study, stored_for
-from services import Hl7Receiver, free_port
+from tests.consumer.consumer_side import affinity_id, kos, register
+from tests.hospital import HOSP_A, HOSP_B, linked_patient, published, send_study, stored_for
+from tests.services import Hl7Receiver, free_port
 
 TEXT_FORMAT = ("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3")
 
@@ -57,7 +57,7 @@ def test_source_down_fails_the_job_after_retries_and_stores_nothing(chain, extra
 def test_a_document_that_is_not_a_kos_fails_its_job_at_once(chain, tmp_path):
     a, b = linked_patient(chain)
     register(chain, affinity_id(chain, b, HOSP_B), b"this is plain text, not a manifest")
-    from consumer_side import Consumer
+    from tests.consumer.consumer_side import Consumer
     c = Consumer(None, chain.consumer_http, chain.consumer_mllp, None)
     status = c.finished(c.fetch(local(b)), 60)
     [job] = status["jobs"]
@@ -69,7 +69,7 @@ def test_a_manifest_referencing_instances_the_source_does_not_have(chain):
     a, b = linked_patient(chain)
     study = generate_uid()
     register(chain, affinity_id(chain, b, HOSP_B), kos(study, {generate_uid(): [generate_uid(), generate_uid()]}))
-    from consumer_side import Consumer
+    from tests.consumer.consumer_side import Consumer
     c = Consumer(None, chain.consumer_http, chain.consumer_mllp, None)
     status = c.finished(c.fetch(local(b)), 60)
     [job] = status["jobs"]
@@ -103,7 +103,7 @@ def test_c_move_covers_what_rad69_cannot(chain, tmp_path):
         series.setdefault(ds.SeriesInstanceUID, []).append(ds.SOPInstanceUID)
     a, b = linked_patient(chain)
     register(chain, affinity_id(chain, b, HOSP_B), kos(study, series, location="1.2.3.4.999"))
-    from consumer_side import Consumer
+    from tests.consumer.consumer_side import Consumer
     c = Consumer(None, chain.consumer_http, chain.consumer_mllp, None)
     status = c.finished(c.fetch(local(b)), 60)
     [job] = status["jobs"]

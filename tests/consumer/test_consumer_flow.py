@@ -7,9 +7,9 @@ import urllib.request
 import uuid
 
 
-from hospital import HOSP_A, HOSP_B, linked_patient, order, published, send_study, stored_for
-from services import wait_until
-from xds import ack_code, mllp_send
+from tests.hospital import HOSP_A, HOSP_B, linked_patient, order, published, send_study, stored_for
+from tests.services import wait_until
+from tests.xds import ack_code, mllp_send
 
 
 def test_order_brings_the_other_sites_study_reconciled(chain, tmp_path):

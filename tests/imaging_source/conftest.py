@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-from services import free_port, launch, start_registry, start_repository
+from tests.services import free_port, launch, start_registry, start_repository
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import source_dicom as dicom_data  # noqa: E402
-import source_pix as pix_standin  # noqa: E402
+from tests.imaging_source import source_dicom as dicom_data  # noqa: E402
+from tests.imaging_source import source_pix as pix_standin  # noqa: E402
 
 
 def _real_pix_available() -> bool:

@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from services import StoreScp, free_port, wait_for_port, wait_until  # noqa: F401
+from tests.services import StoreScp, free_port, wait_for_port, wait_until  # noqa: F401
 
 LOCAL_ISSUER = "1.3.6.1.4.1.21367.2005.13.20.3000"
 ENV = dict(os.environ, TCP_NODELAY="1")

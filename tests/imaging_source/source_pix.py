@@ -8,8 +8,8 @@ import uuid
 
 from affinity_domain import mllp
 from affinity_domain.hl7 import Cx, decode
-from services import DOMAIN, free_port, launch
-from xds import ack_code, adt, mllp_send
+from tests.services import DOMAIN, free_port, launch
+from tests.xds import ack_code, adt, mllp_send
 
 
 def _segments(raw: bytes) -> dict[str, list[str]]:

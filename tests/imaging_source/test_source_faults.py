@@ -18,9 +18,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage
 
-import source_dicom as dd
-from services import free_port, launch
-from test_source_flow import NS, XDSB, rad69, state
+from tests.imaging_source import source_dicom as dd
+from tests.services import free_port, launch
+from tests.imaging_source.test_source_flow import NS, XDSB, rad69, state
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 # (DCMTK command, its options, the transfer syntax it writes, storescu's option proposing it)

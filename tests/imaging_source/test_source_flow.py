@@ -15,8 +15,8 @@ from lxml import etree
 from affinity_domain.soap_client import SoapClient
 from pydicom import dcmread
 
-import source_dicom as dd
-from xds import FIND_DOCUMENTS, NS, QUERY, post, envelope, stored_query
+from tests.imaging_source import source_dicom as dd
+from tests.xds import FIND_DOCUMENTS, NS, QUERY, post, envelope, stored_query
 
 XDSB = "urn:ihe:iti:xds-b:2007"
 IHERAD = "urn:ihe:rad:xdsi-b:2009"
@@ -244,7 +244,7 @@ def test_study_is_held_while_pix_does_not_know_the_patient(source, domain, pix, 
     s = state(source, study.uid)
     assert s["manifests"] == [] and s["published_version"] == 0
     domain_id = pix.register(local, dd.LOCAL_ISSUER)
-    from source_pix import feed_registry
+    from tests.imaging_source.source_pix import feed_registry
     feed_registry(registry, domain_id)
     published(source, study.uid, timeout=60)
     assert len(find_documents(registry, domain_id)) == 1

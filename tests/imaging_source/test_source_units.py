@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-import source_dicom as dd
+from tests.imaging_source import source_dicom as dd
 from affinity_domain import ebrim as rim
 from affinity_domain.hl7 import Cx
 from imaging_source import identity, indexer, intake, manifest, metadata, pix, publish, query, rad69
@@ -325,3 +325,21 @@ def test_pix_query_and_answers():
     unknown = b"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23|1|P|2.5\rMSA|AE|C1\rERR||QPD^1^3|204^Unknown\rQAK|C1|AE\r"
     answer = pix.read_answer(unknown, DOMAIN)
     assert not answer.patient_id and "204" in answer.reason
+
+
+def test_a_rejection_note_names_the_instances_it_rejects():
+    from pydicom.dataset import Dataset
+    from imaging_source.intake import KOS, rejected_instances
+
+    def item(**kw):
+        ds = Dataset()
+        for k, v in kw.items():
+            setattr(ds, k, v)
+        return ds
+    note = item(SOPClassUID=KOS, ConceptNameCodeSequence=[item(CodeValue="113001", CodingSchemeDesignator="DCM")],
+                CurrentRequestedProcedureEvidenceSequence=[item(ReferencedSeriesSequence=[
+                    item(ReferencedSOPSequence=[item(ReferencedSOPInstanceUID="1.2.3"),
+                                                item(ReferencedSOPInstanceUID="1.2.4")])])])
+    assert rejected_instances(note) == ["1.2.3", "1.2.4"]
+    note.ConceptNameCodeSequence[0].CodeValue = "113030"        # a manifest, not a rejection
+    assert rejected_instances(note) is None

@@ -2,14 +2,10 @@
 the PIX manager forwarding affinity-domain ids to that registry."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-from services import Hl7Receiver, start_pix, start_registry  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.services import Hl7Receiver, start_pix, start_registry  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from xds import mllp_send
+from tests.xds import mllp_send
 
 HOSP_A = "1.3.6.1.4.1.21367.2005.13.20.3000"
 HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.2000"

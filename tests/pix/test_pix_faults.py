@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 
 from affinity_domain.mllp import FrameReader, frame
-from pixmsg import HOSP_A, HOSP_B, ack, adt, cx, fields, new_id, qbp, query
-from services import start_pix
-from xds import mllp_send
+from tests.pix.pixmsg import HOSP_A, HOSP_B, ack, adt, cx, fields, new_id, qbp, query
+from tests.services import start_pix
+from tests.xds import mllp_send
 
 LIMIT = 4096
 

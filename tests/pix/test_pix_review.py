@@ -9,8 +9,8 @@ import urllib.request
 import psycopg
 import pytest
 
-from pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
-from services import wait_until
+from tests.pix.pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
+from tests.services import wait_until
 
 
 def cli(pix, *args: str) -> subprocess.CompletedProcess:

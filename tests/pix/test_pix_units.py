@@ -6,7 +6,7 @@ from pix_manager import blocking, messages, query
 from pix_manager.demographics import normalise
 from pix_manager.matching import Candidate, Thresholds, decide
 from pix_manager.scorecard import compare
-from pixmsg import HOSP_A, HOSP_B, adt, cx, qbp
+from tests.pix.pixmsg import HOSP_A, HOSP_B, adt, cx, qbp
 
 KATE = normalise("Abernathy", "Katherine", "19720314", "F", "M5V 2T6", "Toronto", "12 Oak St", "416-555-0101")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 
-from pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
-from xds import REGISTER, Doc, envelope, post, submission
+from tests.pix.pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
+from tests.xds import REGISTER, Doc, envelope, post, submission
 
 
 def affinity_id(ids: list[str]) -> str:
@@ -145,7 +145,7 @@ def test_bad_messages_get_errors_and_lose_nothing(domain):
 
 
 def test_registry_down_delays_forwarding_but_loses_nothing(new_database, tmp_path):
-    from services import free_port, start_pix, start_registry, wait_until
+    from tests.services import free_port, start_pix, start_registry, wait_until
     database = new_database()
     feed_port = free_port()
     pix = start_pix(database, tmp_path, registry_feed=f"127.0.0.1:{feed_port}")

@@ -2,14 +2,10 @@
 free ports, the repository pointed at that registry, both on a fresh PostgreSQL database."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-from services import start_registry, start_repository
-
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.services import start_registry, start_repository
 
 
 @pytest.fixture(scope="session")

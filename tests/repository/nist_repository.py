@@ -5,19 +5,15 @@ adds the three transactions it does not know."""
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from xml.sax.saxutils import escape
 
 from lxml import etree
+from tests.conformance import nist_kit as kit  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-import nist_kit as kit  # noqa: E402
-
-from pnr import PROVIDE, RETRIEVE, XDSB, Answer, mtom_message, post  # noqa: E402
-from xds import feed  # noqa: E402
+from tests.repository.pnr import PROVIDE, RETRIEVE, XDSB, Answer, mtom_message, post  # noqa: E402
+from tests.xds import feed  # noqa: E402
 
 # 11979 expects a submission set with two documents; nist_kit's checks have one-document shapes.
 kit.CHECKS.setdefault("SSwithTwoDoc", lambda c, n: kit._ss_with(2, 0)(c, n) + kit._ss_approved(c, n))
@@ -144,7 +140,7 @@ class Runner:
                 return []
             prepared = kit.prepare(step, section, link)
             log.assigned.update(prepared.log.assigned)
-            from xds import post as soap_post
+            from tests.xds import post as soap_post
             reply = soap_post(self.registry.url,
                               kit.envelope(prepared.request, kit.action_for(step), self.registry.url))
             answer = kit.read_answer(etree.tostring(reply.root))

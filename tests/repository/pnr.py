@@ -13,7 +13,7 @@ from email.policy import HTTP
 
 from lxml import etree
 
-from xds import NS, Doc, envelope, submission
+from tests.xds import NS, Doc, envelope, submission
 
 PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"

@@ -12,9 +12,9 @@ import time
 import psycopg
 import pytest
 
-from services import free_port, start_repository
-from pnr import REPOSITORY_UNIQUE_ID, provide, retrieve, sha1, with_hash
-from xds import Doc, envelope, feed, new_patient, post as registry_post, stored_query
+from tests.services import free_port, start_repository
+from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, retrieve, sha1, with_hash
+from tests.xds import Doc, envelope, feed, new_patient, post as registry_post, stored_query
 
 GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 
@@ -151,7 +151,7 @@ def _try_provide(url, patient, doc, data):
 def test_kill_9_mid_upload_leaves_nothing(domain, own_db, patient, tmp_path):
     registry, _ = domain
     repo = start_repository(own_db, registry.url, tmp_path, workers=1)
-    from pnr import PROVIDE, mtom_message, provide_body
+    from tests.repository.pnr import PROVIDE, mtom_message, provide_body
     data = os.urandom(8_000_000)
     doc = with_hash(Doc(), data)
     message, ctype = mtom_message(PROVIDE, *provide_body(patient, [(doc, data)]))

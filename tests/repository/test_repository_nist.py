@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from services import start_registry, start_repository
-from nist_repository import TESTS, Runner
+from tests.services import start_registry, start_repository
+from tests.repository.nist_repository import TESTS, Runner
 
 CAPTURED = ("PnrXop", "PnrNoXop")
 

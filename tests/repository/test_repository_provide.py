@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from pnr import REPOSITORY_UNIQUE_ID
-from pnr import NS, PROVIDE, mtom_message, post, provide, provide_body, retrieve, sha1, with_hash
-from xds import Doc, envelope, feed, new_patient
+from tests.repository.pnr import REPOSITORY_UNIQUE_ID
+from tests.repository.pnr import NS, PROVIDE, mtom_message, post, provide, provide_body, retrieve, sha1, with_hash
+from tests.xds import Doc, envelope, feed, new_patient
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_inline_base64_is_accepted_and_hash_size_computed(repository, patient):
 
 
 def test_repository_sets_hash_size_and_repository_id_in_the_registry(repository, registry_service, patient):
-    from xds import post as registry_post, stored_query, envelope as env
+    from tests.xds import post as registry_post, stored_query, envelope as env
     data = b"no hash sent"
     doc = Doc()
     body, parts = provide_body(patient, [(doc, data)], omit_slots=True)

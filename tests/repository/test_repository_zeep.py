@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services import SHARED
-from pnr import REPOSITORY_UNIQUE_ID, provide, with_hash
-from xds import Doc, feed, new_patient
+from tests.services import SHARED
+from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, with_hash
+from tests.xds import Doc, feed, new_patient
 
 
 def test_zeep_retrieves_a_document(repository, registry_service):

@@ -1,7 +1,7 @@
 """Connectathon-style scenarios run on the whole domain as real processes (see services.start_chain)."""
 import pytest
 
-from services import start_chain
+from tests.services import start_chain
 
 
 @pytest.fixture(scope="module")

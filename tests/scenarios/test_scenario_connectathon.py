@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from hospital import HOSP_A, adt, linked_patient, order, send_study, stored_for
-from services import SHARED, wait_until
-from xds import DOMAIN, ack_code, mllp_send
+from tests.hospital import HOSP_A, adt, linked_patient, order, send_study, stored_for
+from tests.services import SHARED, wait_until
+from tests.xds import DOMAIN, ack_code, mllp_send
 
 MLLP_SEND = str(Path(sys.executable).parent / "mllp_send")
 KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59^^1.2.840.10008.2.6.1"
@@ -88,8 +88,7 @@ def test_publish_discover_and_retrieve(chain, tmp_path):
     assert any(r.startswith(study) for r in refs)
     unique_id = next(e.get("value") for e in entry.iter("{*}ExternalIdentifier")
                      if e.get("identificationScheme") == "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab")
-    sys.path.insert(0, str(Path(__file__).parents[1] / "repository"))
-    from pnr import retrieve
+    from tests.repository.pnr import retrieve
     reply = retrieve(chain.repository.url, [("1.3.6.1.4.1.21367.13.40.301", unique_id)])
     mime, data = reply.documents()[unique_id]
     kos = tmp_path / "manifest.dcm"

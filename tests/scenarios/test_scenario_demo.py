@@ -8,7 +8,7 @@ import sys
 
 from pydicom import dcmread
 
-from services import domain_on_free_ports
+from tests.services import domain_on_free_ports
 
 
 def test_demo_exits_0_and_its_summary_is_true(new_database, tmp_path):

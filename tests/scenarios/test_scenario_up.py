@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from services import domain_on_free_ports, wait_until
+from tests.services import domain_on_free_ports, wait_until
 
 def listening(port: int) -> bool:
     try:

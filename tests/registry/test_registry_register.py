@@ -1,7 +1,7 @@
 """ITI-42 over HTTP against the running registry: acceptance, every rejection code, all-or-nothing."""
 import pytest
 
-from xds import (APPROVED, DEPRECATED, QUERY, REGISTER, Doc, association, envelope, feed,
+from tests.xds import (APPROVED, DEPRECATED, QUERY, REGISTER, Doc, association, envelope, feed,
                  mtom, new_oid, new_patient, post, stored_query, submission)
 
 GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"

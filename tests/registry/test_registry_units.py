@@ -1,13 +1,12 @@
-"""The pure parts, without sockets: formats, stored-query parameters, MLLP framing, MTOM, XML hardening,
-configuration, and ITI-42 validation."""
+"""The registry's pure parts, without sockets: formats, stored-query parameters and ITI-42/ITI-57 validation."""
 import pytest
 from lxml import etree
 
-from affinity_domain import config, ebrim, mllp, mtom, xmlsafe
+from affinity_domain import ebrim
 from registry import formats, metadata_update, stored_queries, submission
 from registry.codes import CodeSets
-from xds import DOMAIN, Doc, new_oid, new_patient
-from xds import submission as submission_xml
+from tests.xds import DOMAIN, Doc, new_oid, new_patient
+from tests.xds import submission as submission_xml
 
 
 @pytest.mark.parametrize("value,ok", [("2024", True), ("202401011230", True), ("20241301", False),
@@ -53,51 +52,6 @@ def test_single_valued_parameter_given_twice():
     with pytest.raises(Exception) as e:
         p.single("$XDSDocumentEntryPatientId")
     assert e.value.code == "XDSStoredQueryParamNumber"
-
-
-def test_mllp_reader_drops_garbage_and_keeps_partial_frames():
-    reader = mllp.FrameReader(max_bytes=100)
-    assert reader.feed(b"junk\x0bMSH|1\x1c\x0djunk\x0bMSH|") == [b"MSH|1"]
-    assert reader.pending
-    assert reader.feed(b"2\x1c\x0d") == [b"MSH|2"]
-    with pytest.raises(mllp.FrameTooLarge):
-        reader.feed(b"\x0b" + b"x" * 200)
-
-
-def test_mtom_round_trip_and_bad_references():
-    root = b'<e xmlns:xop="http://www.w3.org/2004/08/xop/include"><d><xop:Include href="cid:doc1@x"/></d></e>'
-    ctype, body = mtom.build(root, [("doc1@x", "text/plain", b"hello")])
-    part, _, parts = mtom.split(body, ctype)
-    el = etree.fromstring(part)
-    mtom.inline_includes(el, parts)
-    assert el.findtext("d") == "aGVsbG8="
-    with pytest.raises(mtom.MtomError):
-        mtom.inline_includes(etree.fromstring(root), {})
-    with pytest.raises(mtom.MtomError):
-        mtom.split(body[:-10], ctype)
-    with pytest.raises(mtom.MtomError):
-        mtom.split(body, ctype.replace('start="<', 'start="<nope'))
-
-
-def test_xml_hardening():
-    with pytest.raises(xmlsafe.UnsafeXml):
-        xmlsafe.parse(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')
-    with pytest.raises(xmlsafe.UnsafeXml):
-        xmlsafe.parse('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x><x/>'.encode("utf-16"))
-    with pytest.raises(xmlsafe.UnsafeXml):
-        xmlsafe.parse(b"<x>" + b"a" * 100 + b"</x>", max_bytes=50)
-    assert xmlsafe.parse(b"<x>ok</x>").text == "ok"
-
-
-def test_config_environment_overrides(tmp_path):
-    f = tmp_path / "xdsi.toml"
-    f.write_text('[registry]\nport = 9000\n[consumer]\nlocal_pacs = "A@h:1"\n')
-    cfg = config.load(f, environ={"XDSI_REGISTRY_PORT": "9100", "XDSI_CONSUMER_LOCAL_PACS": "B@h:2",
-                                  "XDSI_DATABASE_URL": "postgresql://x/y", "XDSI_DATA_DIR": "/d"})
-    assert cfg.section("registry")["port"] == 9100
-    assert cfg.section("consumer")["local_pacs"] == "B@h:2"
-    assert cfg.database_url == "postgresql://x/y" and str(cfg.data_dir) == "/d"
-    assert cfg.domain["assigning_authority"] == DOMAIN
 
 
 def _objects(xml: str):
@@ -200,21 +154,3 @@ def test_availability_update_decisions_against_the_registry(kind, status, owner,
         TARGET: submission.Existing(TARGET, kind, status, pid if owner == "same" else new_patient())}
     errors, changes = metadata_update.decide(objects, submission.RegistryState(patients={pid: None}, objects=known))
     assert [e.code for e in errors] == [code] and changes == []
-
-
-def test_a_rejection_note_names_the_instances_it_rejects():
-    from pydicom.dataset import Dataset
-    from imaging_source.intake import KOS, rejected_instances
-
-    def item(**kw):
-        ds = Dataset()
-        for k, v in kw.items():
-            setattr(ds, k, v)
-        return ds
-    note = item(SOPClassUID=KOS, ConceptNameCodeSequence=[item(CodeValue="113001", CodingSchemeDesignator="DCM")],
-                CurrentRequestedProcedureEvidenceSequence=[item(ReferencedSeriesSequence=[
-                    item(ReferencedSOPSequence=[item(ReferencedSOPInstanceUID="1.2.3"),
-                                                item(ReferencedSOPInstanceUID="1.2.4")])])])
-    assert rejected_instances(note) == ["1.2.3", "1.2.4"]
-    note.ConceptNameCodeSequence[0].CodeValue = "113030"        # a manifest, not a rejection
-    assert rejected_instances(note) is None

@@ -6,7 +6,7 @@ import time
 
 import psycopg
 
-from xds import (APPROVED, FIND_DOCUMENTS, NS, QUERY, REGISTER, Doc, ack_code, adt, envelope, feed, mllp_send,
+from tests.xds import (APPROVED, FIND_DOCUMENTS, NS, QUERY, REGISTER, Doc, ack_code, adt, envelope, feed, mllp_send,
                  new_patient, post, stored_query, submission)
 
 
@@ -154,7 +154,7 @@ def test_database_connections_killed_mid_service(registry):
 def test_kill_9_during_registrations_leaves_whole_submissions(new_database, tmp_path):
     """Submissions of three documents each, registry killed with SIGKILL mid-stream: on restart
     every submission set has all three documents or is absent."""
-    from services import start_registry
+    from tests.services import start_registry
     import threading
     url = new_database()
     service = start_registry(url, tmp_path)

@@ -1,7 +1,7 @@
 """ITI-18 and ITI-51 over HTTP: parameters, AND/OR code semantics, time ranges, return types, errors."""
 import pytest
 
-from xds import (APPROVED, DEPRECATED, FIND_DOCUMENTS, MPQ, QUERY, REGISTER, Doc, association, envelope, feed,
+from tests.xds import (APPROVED, DEPRECATED, FIND_DOCUMENTS, MPQ, QUERY, REGISTER, Doc, association, envelope, feed,
                  new_patient, post, stored_query, submission)
 
 CT = ("CT", "1.2.840.10008.2.16.4")
@@ -203,7 +203,7 @@ def test_multi_patient_query(registry, data):
 
 
 def test_too_many_results(new_database, tmp_path):
-    from services import start_registry
+    from tests.services import start_registry
     service = start_registry(new_database(), tmp_path, max_query_results=2)
     try:
         pid = new_patient()
@@ -223,7 +223,7 @@ def test_zeep_client_reads_the_stored_query_response(registry, data):
     import zeep
     from zeep.transports import Transport
 
-    from services import SHARED
+    from tests.services import SHARED
     wsdl = SHARED / "ihe-iti-info" / "wsdl" / "XDS.b_DocumentRegistry.wsdl"
     xml_xsd = SHARED / "ihe-iti-info" / "schema" / "ebRS" / "xml.xsd"
 

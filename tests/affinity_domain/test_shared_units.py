@@ -1,0 +1,51 @@
+"""Shared pure parts, without sockets: MLLP framing, MTOM, XML hardening, configuration."""
+import pytest
+from lxml import etree
+
+from affinity_domain import config, mllp, mtom, xmlsafe
+from tests.xds import DOMAIN
+
+
+def test_mllp_reader_drops_garbage_and_keeps_partial_frames():
+    reader = mllp.FrameReader(max_bytes=100)
+    assert reader.feed(b"junk\x0bMSH|1\x1c\x0djunk\x0bMSH|") == [b"MSH|1"]
+    assert reader.pending
+    assert reader.feed(b"2\x1c\x0d") == [b"MSH|2"]
+    with pytest.raises(mllp.FrameTooLarge):
+        reader.feed(b"\x0b" + b"x" * 200)
+
+
+def test_mtom_round_trip_and_bad_references():
+    root = b'<e xmlns:xop="http://www.w3.org/2004/08/xop/include"><d><xop:Include href="cid:doc1@x"/></d></e>'
+    ctype, body = mtom.build(root, [("doc1@x", "text/plain", b"hello")])
+    part, _, parts = mtom.split(body, ctype)
+    el = etree.fromstring(part)
+    mtom.inline_includes(el, parts)
+    assert el.findtext("d") == "aGVsbG8="
+    with pytest.raises(mtom.MtomError):
+        mtom.inline_includes(etree.fromstring(root), {})
+    with pytest.raises(mtom.MtomError):
+        mtom.split(body[:-10], ctype)
+    with pytest.raises(mtom.MtomError):
+        mtom.split(body, ctype.replace('start="<', 'start="<nope'))
+
+
+def test_xml_hardening():
+    with pytest.raises(xmlsafe.UnsafeXml):
+        xmlsafe.parse(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')
+    with pytest.raises(xmlsafe.UnsafeXml):
+        xmlsafe.parse('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x><x/>'.encode("utf-16"))
+    with pytest.raises(xmlsafe.UnsafeXml):
+        xmlsafe.parse(b"<x>" + b"a" * 100 + b"</x>", max_bytes=50)
+    assert xmlsafe.parse(b"<x>ok</x>").text == "ok"
+
+
+def test_config_environment_overrides(tmp_path):
+    f = tmp_path / "xdsi.toml"
+    f.write_text('[registry]\nport = 9000\n[consumer]\nlocal_pacs = "A@h:1"\n')
+    cfg = config.load(f, environ={"XDSI_REGISTRY_PORT": "9100", "XDSI_CONSUMER_LOCAL_PACS": "B@h:2",
+                                  "XDSI_DATABASE_URL": "postgresql://x/y", "XDSI_DATA_DIR": "/d"})
+    assert cfg.section("registry")["port"] == 9100
+    assert cfg.section("consumer")["local_pacs"] == "B@h:2"
+    assert cfg.database_url == "postgresql://x/y" and str(cfg.data_dir) == "/d"
+    assert cfg.domain["assigning_authority"] == DOMAIN
