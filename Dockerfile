@@ -1,6 +1,5 @@
 # One image for every actor; compose.yaml picks the actor with `xdsi serve ACTOR`.
-# Python 3.11: spyne (the SOAP doors) does not import on 3.12+.
-FROM python:3.11-slim
+FROM python:3.13-slim
 RUN apt-get update && apt-get install -y --no-install-recommends dcmtk dicom3tools \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app

@@ -33,6 +33,4 @@ def setup(actor: str = "", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # spyne logs every request at INFO with its own formatting: keep it quiet.
-    logging.getLogger("spyne").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -14,12 +14,15 @@ WSA_FAULT_ACTION = WSA + "/fault"
 
 
 class SoapFault(Exception):
-    """A request that is not a well-formed request of any transaction we serve."""
+    """A request that is not a well-formed request of any transaction we serve. ``status`` is the
+    HTTP status of the answer: by the SOAP 1.2 HTTP binding, 400 for the sender's fault, 500 for ours."""
 
     def __init__(self, reason: str, code: str = "Sender", subcode: str = "",
-                 action: str = WSA_FAULT_ACTION):
+                 action: str = WSA_FAULT_ACTION, status: str = ""):
         super().__init__(reason)
         self.reason, self.code, self.subcode, self.action = reason, code, subcode, action
+        self.status = status or ("400 Bad Request" if code in ("Sender", "VersionMismatch", "MustUnderstand")
+                                 else "500 Internal Server Error")
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Envelope:
     to: str = ""
     reply_to: str = ""
     headers: list[etree._Element] = field(default_factory=list)
+    mtom: bool = False              # it came as MTOM/XOP, so it is answered that way
+    attachments: dict = field(default_factory=dict)   # content-id -> mtom.Attachment, spooled parts
 
 
 def _wsa(headers: list[etree._Element], name: str) -> str:

@@ -2,13 +2,17 @@
 
 zeep cannot send MTOM, and XDS needs it (ITI-41, RAD-68, ITI-43, RAD-69), so this is a small
 transport of our own on ``http.client``: attachments are streamed from files, MTOM answers are
-read part by part into a spool directory, and every call has a time-out.
+read part by part into a spool directory, and every call has a time-out. Connections are kept
+alive between calls (a repository registers every submission with the same registry).
 """
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import tempfile
+import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +22,9 @@ from lxml import etree
 from . import mtom, soap, xmlsafe
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
+IDLE_SECONDS = 20.0      # well under the idle timeouts of common servers (waitress: 120 s)
+MAX_IDLE = 8
+_STALE = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
 
 
 class TransportError(Exception):
@@ -56,10 +63,32 @@ class SoapClient:
         self.timeout, self.max_response_bytes = timeout, max_response_bytes
         self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.gettempdir())
         self.memory_budget = memory_budget
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._lock = threading.Lock()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive connection that the peer has not closed, else a new one; and whether it was reused."""
+        while True:
+            with self._lock:
+                conn, since = self._idle.pop() if self._idle else (None, 0.0)
+            if conn is None:
+                break
+            # Readable while idle means the peer closed it (or sent what we did not ask for).
+            if time.monotonic() - since < IDLE_SECONDS and not select.select([conn.sock], [], [], 0)[0]:
+                return conn, True
+            conn.close()
         cls = http.client.HTTPSConnection if self._u.scheme == "https" else http.client.HTTPConnection
-        return cls(self._u.hostname, self._u.port, timeout=self.timeout)
+        return cls(self._u.hostname, self._u.port, timeout=self.timeout), False
+
+    def _release(self, conn: http.client.HTTPConnection, reply: http.client.HTTPResponse | None) -> None:
+        if reply is None or reply.will_close or not reply.isclosed() or conn.sock is None:
+            conn.close()
+            return
+        with self._lock:
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
 
     def call(self, action: str, body: etree._Element, parts: list[mtom.OutPart] = (),
              use_mtom: bool | None = None) -> Response:
@@ -71,26 +100,36 @@ class SoapClient:
         else:
             content_type = f'{SOAP_CONTENT_TYPE}; action="{action}"'
             length, chunks = len(xml), [xml]
-        conn = self._connection()
-        sent = False
         try:
-            try:
-                conn.putrequest("POST", self._u.path or "/", skip_accept_encoding=True)
-                conn.putheader("Content-Type", content_type)
-                conn.putheader("Content-Length", str(length))
-                conn.endheaders()
-                for chunk in chunks:
-                    conn.send(chunk)
-                sent = True
-                reply = conn.getresponse()
-                return self._read(reply)
-            except (OSError, http.client.HTTPException) as e:
-                what = "timed out" if isinstance(e, socket.timeout) else f"failed: {e}"
-                raise TransportError(f"{self.url} {what}", maybe_processed=sent) from None
+            while True:
+                conn, reused = self._connection()
+                sent, reply = False, None
+                try:
+                    conn.putrequest("POST", self._u.path or "/", skip_accept_encoding=True)
+                    conn.putheader("Content-Type", content_type)
+                    conn.putheader("Content-Length", str(length))
+                    conn.endheaders()
+                    for chunk in chunks:
+                        conn.send(chunk)
+                    sent = True
+                    reply = conn.getresponse()
+                    return self._read(reply)
+                except _STALE:
+                    # A kept-alive connection the peer closed as we used it: it answered nothing, so a
+                    # plain body is sent again on a new connection (a streamed one cannot be replayed).
+                    reply = None
+                    if not (reused and isinstance(chunks, list)):
+                        raise TransportError(f"{self.url} failed: connection closed",
+                                             maybe_processed=sent) from None
+                except (OSError, http.client.HTTPException) as e:
+                    reply = None
+                    what = "timed out" if isinstance(e, socket.timeout) else f"failed: {e}"
+                    raise TransportError(f"{self.url} {what}", maybe_processed=sent) from None
+                finally:
+                    self._release(conn, reply)
         finally:
             if isinstance(chunks, mtom.StreamedBody):
                 chunks.close()
-            conn.close()
 
     def _read(self, reply: http.client.HTTPResponse) -> Response:
         content_type = reply.getheader("Content-Type", "")

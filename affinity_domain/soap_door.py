@@ -1,32 +1,34 @@
-"""The SOAP door every actor's service uses: hardened intake, MTOM, WS-Addressing, then spyne dispatch.
+"""The SOAP 1.2 door every actor's service uses: hardened intake, MTOM, WS-Addressing, dispatch by ``wsa:Action``.
+
+Two pure steps and a thin WSGI adapter:
+
+- ``read_request(environ, …) -> Envelope | SoapFault``: one parse of the request, checked
+  against the routes;
+- ``reply(envelope, route, body, parts) -> Response`` and ``reply_fault(fault, envelope)``:
+  the answer's status, headers and body.
 
 Handlers are plain functions ``handler(envelope) -> response element`` bound to a ``wsa:Action``.
 A route with ``attachments=True`` (large documents) is instead called as
 ``handler(envelope, attachments)``: the door reads an MTOM body with ``mtom.read_multipart``
 (parts spooled to files, hashed, never inlined as base64), leaves the ``xop:Include`` elements in
 place, and may answer ``Reply(element, parts)`` to send file-backed parts back as MTOM.
-spyne (Python 3.11 only) is imported here and nowhere else, so it can be replaced without
-touching any actor's core.
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from lxml import etree
-from spyne import AnyXml, Application, ServiceBase, rpc
-from spyne.protocol.soap import Soap12
-from spyne.server.wsgi import WsgiApplication
 
 from . import mtom, soap, xmlsafe
 
 log = logging.getLogger("xdsi.soap")
 
-Handler = Callable[[soap.Envelope], etree._Element]
+Handler = Callable[..., "etree._Element | Reply"]
+_SOAP_TYPE = "application/soap+xml; charset=UTF-8"
 
 
 @dataclass
@@ -44,47 +46,114 @@ class Reply:
     parts: list[mtom.OutPart] = field(default_factory=list)
 
 
-class _BadRequest(Exception):
-    def __init__(self, fault: soap.SoapFault, status: str = "400 Bad Request"):
-        self.fault, self.status = fault, status
+@dataclass
+class Limits:
+    max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES     # a SOAP envelope, or a whole plain request
+    spool_dir: Path | None = None                  # where MTOM parts of attachments routes go
+    max_stream_bytes: int = 0                      # the largest such request
 
 
-def _forward(routes: dict[str, Route], name: str = "call"):
-    def call(ctx, _body):
-        envelope: soap.Envelope = ctx.transport.req_env["xdsi.envelope"]
-        route = routes[envelope.action]
-        env = ctx.transport.req_env
-        env["xdsi.response_action"] = route.response_action
-        if not route.attachments:
-            return route.handler(envelope)
-        reply = route.handler(envelope, env.get("xdsi.attachments", {}))
-        if isinstance(reply, Reply):
-            env["xdsi.parts"] = reply.parts
-            return reply.body
-        return reply
-    call.__name__ = call.__qualname__ = name    # spyne keys methods by function name
-    return call
+@dataclass
+class Response:
+    status: str
+    headers: list[tuple[str, str]]
+    body: Iterable[bytes]
 
 
-def _spyne_app(ns: str, names: list[str], routes: dict[str, Route]) -> WsgiApplication:
-    """One spyne application per request namespace (spyne resolves methods against its tns)."""
-    methods = {name: rpc(AnyXml, _body_style="bare", _in_message_name=f"{{{ns}}}{name}",
-                         _returns=AnyXml)(_forward(routes, name)) for name in names}
-    service = type(f"{names[0]}Service", (ServiceBase,), {"__namespace__": ns, **methods})
-    app = Application([service], tns=ns, name="xdsi",
-                      in_protocol=Soap12(validator=None), out_protocol=Soap12())
-    app.event_manager.add_listener("method_return_document", _unwrap_and_address)
-    return WsgiApplication(app)
+def _too_large(limit: int) -> soap.SoapFault:
+    return soap.SoapFault(f"request larger than {limit} bytes", status="413 Payload Too Large")
 
 
-def _unwrap_and_address(ctx) -> None:
-    """spyne wraps returned elements in ``<tns:methodResponse>``; XDS wants them bare, with WS-A headers."""
-    env = ctx.transport.req_env
-    request: soap.Envelope = env["xdsi.envelope"]
-    body = ctx.out_document.find(f"{{{soap.SOAP12}}}Body")
-    wrapper = body[0]
-    payload = wrapper[0] if len(wrapper) else None
-    ctx.out_document = soap.envelope(payload, env["xdsi.response_action"], relates_to=request.message_id)
+def _content_length(environ) -> int:
+    try:
+        return max(0, int(environ.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+def _action_hint(root: etree._Element) -> str:
+    """The wsa:Action of a parsed envelope, before it is validated (to pick the route's intake)."""
+    el = root.find(f"{{{soap.SOAP12}}}Header/{{{soap.WSA}}}Action")
+    return (el.text or "").strip() if el is not None else ""
+
+
+def read_request(environ, routes: dict[str, Route], limits: Limits) -> soap.Envelope | soap.SoapFault:
+    """The request's envelope, with its attachments and whether it came as MTOM; or the fault
+    to answer. Spool files of a fault are removed here; those of an envelope are the caller's."""
+    if environ.get("REQUEST_METHOD") != "POST":
+        return soap.SoapFault("POST a SOAP 1.2 request", status="405 Method Not Allowed")
+    content_type = environ.get("CONTENT_TYPE", "")
+    multipart = mtom.is_multipart(content_type)
+    length = _content_length(environ)
+    spooled: dict[str, mtom.Attachment] | None = None
+    try:
+        if multipart and limits.spool_dir is not None and any(r.attachments for r in routes.values()):
+            if length > limits.max_stream_bytes:
+                return _too_large(limits.max_stream_bytes)
+            message = mtom.read_multipart(environ["wsgi.input"], content_type, limits.spool_dir,
+                                          length, limits.max_bytes)
+            body, spooled = message.root, message.attachments
+        else:
+            if length > limits.max_bytes:
+                return _too_large(limits.max_bytes)
+            body = environ["wsgi.input"].read(length) if length else b""
+        envelope = _envelope(body, content_type, multipart, spooled, routes, limits.max_bytes)
+    except (mtom.MtomError, xmlsafe.UnsafeXml) as e:
+        envelope = soap.SoapFault(str(e))
+    except soap.SoapFault as e:
+        envelope = e
+    if isinstance(envelope, soap.SoapFault) and spooled:
+        mtom.SpooledMessage(b"", "", spooled).discard()
+    return envelope
+
+
+def _envelope(body: bytes, content_type: str, multipart: bool, spooled: dict[str, mtom.Attachment] | None,
+              routes: dict[str, Route], max_bytes: int) -> soap.Envelope:
+    if not multipart and content_type.startswith("text/xml"):
+        raise soap.SoapFault("SOAP 1.1 (text/xml) is not supported: use SOAP 1.2", code="VersionMismatch")
+    parts: dict[str, tuple[str, bytes]] = {}
+    if multipart and spooled is None:
+        body, _, parts = mtom.split(body, content_type)
+    root = xmlsafe.parse(body, max_bytes)
+    hinted = routes.get(_action_hint(root))
+    streamed = spooled is not None and hinted is not None and hinted.attachments
+    if spooled is not None and not streamed:
+        # A plain route behind a streaming door: inlined, within max_bytes.
+        if sum(a.size for a in spooled.values()) > max_bytes:
+            raise _too_large(max_bytes)
+        parts = {cid: (a.content_type, a.read()) for cid, a in spooled.items()}
+    if multipart and not streamed:
+        mtom.inline_includes(root, parts)
+    envelope = soap.read_envelope(root)
+    envelope.mtom, envelope.attachments = multipart, spooled or {}
+    if not envelope.action:
+        raise soap.SoapFault("wsa:Action header is required", subcode="wsa:MessageAddressingHeaderRequired")
+    route = routes.get(envelope.action)
+    if route is None:
+        raise soap.SoapFault(f"action {envelope.action} is not supported here", subcode="wsa:ActionNotSupported")
+    if envelope.body.tag != route.request:
+        raise soap.SoapFault(f"{envelope.action} expects {route.request}, got {envelope.body.tag}")
+    return envelope
+
+
+def reply(envelope: soap.Envelope, route: Route, answer: etree._Element | Reply) -> Response:
+    """The answer to ``envelope``: MTOM when the handler gave parts or the request was MTOM."""
+    body, parts = (answer.body, answer.parts) if isinstance(answer, Reply) else (answer, None)
+    xml = soap.to_bytes(soap.envelope(body, route.response_action, relates_to=envelope.message_id))
+    if parts is None and not envelope.mtom:
+        return Response("200 OK", [("Content-Type", _SOAP_TYPE), ("Content-Length", str(len(xml)))], [xml])
+    # Answer MTOM with MTOM, as peers built on Axis2/Metro expect.
+    streamed = mtom.StreamedBody(xml, parts or [], route.response_action)
+    return Response("200 OK", [("Content-Type", streamed.content_type),
+                               ("Content-Length", str(streamed.length))], streamed)
+
+
+def reply_fault(fault: soap.SoapFault, envelope: soap.Envelope | None = None) -> Response:
+    xml = soap.to_bytes(soap.fault_envelope(fault, envelope.message_id if envelope else ""))
+    headers = [("Content-Type", _SOAP_TYPE), ("Content-Length", str(len(xml)))]
+    if fault.status.startswith("405"):
+        headers.append(("Allow", "POST"))
+    return Response(fault.status, headers, [xml])
 
 
 class SoapDoor:
@@ -92,162 +161,33 @@ class SoapDoor:
 
     def __init__(self, routes: dict[str, Route], max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES,
                  spool_dir: str | Path | None = None, max_stream_bytes: int = 0):
-        """``spool_dir``/``max_stream_bytes``: where MTOM parts of ``attachments`` routes are
-        spooled, and the largest such request accepted."""
-        self.routes, self.max_bytes = routes, max_bytes
-        self.spool_dir, self.max_stream_bytes = spool_dir, max_stream_bytes
-        self.streaming = spool_dir is not None and any(r.attachments for r in routes.values())
-        by_ns: dict[str, list[str]] = {}
-        for clark in sorted({r.request for r in routes.values()}):
-            ns, name = clark[1:].split("}")
-            by_ns.setdefault(ns, []).append(name)
-        self.spyne = {ns: _spyne_app(ns, names, routes) for ns, names in by_ns.items()}
-        for app in self.spyne.values():
-            app.max_content_length = max_bytes * 2
-
-    def _read(self, environ) -> bytes:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > self.max_bytes:
-            raise _BadRequest(soap.SoapFault(f"request larger than {self.max_bytes} bytes"),
-                              "413 Payload Too Large")
-        return environ["wsgi.input"].read(length) if length else b""
-
-    def _read_streaming(self, environ) -> tuple[bytes, dict[str, mtom.Attachment]]:
-        """An MTOM body read part by part: (root part, spooled attachments)."""
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > self.max_stream_bytes:
-            raise _BadRequest(soap.SoapFault(f"request larger than {self.max_stream_bytes} bytes"),
-                              "413 Payload Too Large")
-        try:
-            message = mtom.read_multipart(environ["wsgi.input"], environ.get("CONTENT_TYPE", ""),
-                                          self.spool_dir, length, self.max_bytes)
-        except mtom.MtomError as e:
-            raise _BadRequest(soap.SoapFault(str(e))) from None
-        return message.root, message.attachments
-
-    def _envelope(self, environ, body: bytes,
-                  spooled: dict[str, mtom.Attachment] | None = None) -> tuple[soap.Envelope, bool]:
-        content_type = environ.get("CONTENT_TYPE", "")
-        multipart = mtom.is_multipart(content_type)
-        parts = {}
-        if spooled is not None:
-            pass                      # already split by _read_streaming
-        elif multipart:
-            try:
-                body, _, parts = mtom.split(body, content_type)
-            except mtom.MtomError as e:
-                raise _BadRequest(soap.SoapFault(str(e))) from None
-        elif content_type.startswith("text/xml"):
-            raise _BadRequest(soap.SoapFault("SOAP 1.1 (text/xml) is not supported: use SOAP 1.2",
-                                             code="VersionMismatch"))
-        try:
-            root = xmlsafe.parse(body, self.max_bytes)
-        except xmlsafe.UnsafeXml as e:
-            raise _BadRequest(soap.SoapFault(str(e))) from None
-        route = self.routes.get(_action_hint(root))
-        if spooled is not None and not (route and route.attachments):
-            # A plain route behind a streaming door: inline as the door always did, within max_bytes.
-            if sum(a.size for a in spooled.values()) > self.max_bytes:
-                raise _BadRequest(soap.SoapFault(f"request larger than {self.max_bytes} bytes"),
-                                  "413 Payload Too Large")
-            parts = {cid: (a.content_type, a.read()) for cid, a in spooled.items()}
-        if (parts or multipart) and not (spooled is not None and route and route.attachments):
-            try:
-                mtom.inline_includes(root, parts)
-            except mtom.MtomError as e:
-                raise _BadRequest(soap.SoapFault(str(e))) from None
-        try:
-            envelope = soap.read_envelope(root)
-        except soap.SoapFault as e:
-            raise _BadRequest(e) from None
-        if not envelope.action:
-            raise _BadRequest(soap.SoapFault("wsa:Action header is required",
-                                             subcode="wsa:MessageAddressingHeaderRequired"))
-        route = self.routes.get(envelope.action)
-        if route is None:
-            raise _BadRequest(soap.SoapFault(f"action {envelope.action} is not supported here",
-                                             subcode="wsa:ActionNotSupported"))
-        if envelope.body.tag != route.request:
-            raise _BadRequest(soap.SoapFault(
-                f"{envelope.action} expects {route.request}, got {envelope.body.tag}"))
-        return envelope, multipart
+        self.routes = routes
+        self.limits = Limits(max_bytes, Path(spool_dir) if spool_dir is not None else None, max_stream_bytes)
 
     def __call__(self, environ, start_response):
-        try:
-            return self._serve(environ, start_response)
-        finally:
-            if environ.get("xdsi.attachments"):   # the spool files the handler did not take
-                mtom.SpooledMessage(b"", "", environ["xdsi.attachments"]).discard()
-
-    def _serve(self, environ, start_response):
         started = time.perf_counter()
-        if environ.get("REQUEST_METHOD") != "POST":
-            start_response("405 Method Not Allowed", [("Allow", "POST"), ("Content-Type", "text/plain")])
-            return [b"POST a SOAP 1.2 request\n"]
-        envelope, spooled = None, None
-        try:
-            if self.streaming and mtom.is_multipart(environ.get("CONTENT_TYPE", "")):
-                root, spooled = self._read_streaming(environ)
-                environ["xdsi.attachments"] = spooled
-                envelope, multipart = self._envelope(environ, root, spooled)
-            else:
-                envelope, multipart = self._envelope(environ, self._read(environ))
-            status, body = self._dispatch(environ, envelope)
-            content_type = "application/soap+xml; charset=UTF-8"
-            if environ.get("xdsi.parts") is not None and status.startswith("200"):
-                streamed = mtom.StreamedBody(body, environ["xdsi.parts"], environ["xdsi.response_action"])
-                start_response(status, [("Content-Type", streamed.content_type),
-                                        ("Content-Length", str(streamed.length))])
-                log.info("soap", extra={"action": envelope.action, "status": status[:3],
-                                        "parts": len(environ["xdsi.parts"]),
-                                        "ms": round((time.perf_counter() - started) * 1000, 2)})
-                return streamed
-            if multipart and status.startswith("200"):
-                # Answer MTOM with MTOM, as peers built on Axis2/Metro expect.
-                content_type, body = mtom.build(body, action=environ["xdsi.response_action"])
-        except _BadRequest as e:
-            status, content_type = e.status, "application/soap+xml; charset=UTF-8"
-            body = soap.to_bytes(soap.fault_envelope(e.fault, envelope.message_id if envelope else ""))
-            log.warning("soap fault", extra={"reason": e.fault.reason, "status": status})
-        if envelope is not None:
-            log.info("soap", extra={"action": envelope.action, "status": status[:3],
+        envelope = read_request(environ, self.routes, self.limits)
+        if isinstance(envelope, soap.SoapFault):
+            log.warning("soap fault", extra={"reason": envelope.reason, "status": envelope.status})
+            response = reply_fault(envelope)
+        else:
+            try:
+                response = self._dispatch(envelope)
+            finally:
+                # The spool files the handler did not take.
+                mtom.SpooledMessage(b"", "", envelope.attachments).discard()
+            log.info("soap", extra={"action": envelope.action, "status": response.status[:3],
                                     "ms": round((time.perf_counter() - started) * 1000, 2)})
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-        return [body]
+        start_response(response.status, response.headers)
+        return response.body
 
-    def _dispatch(self, environ, envelope: soap.Envelope) -> tuple[str, bytes]:
-        plain = soap.to_bytes(envelope.body.getroottree().getroot())
-        inner = dict(environ, CONTENT_TYPE="application/soap+xml; charset=UTF-8",
-                     CONTENT_LENGTH=str(len(plain)))
-        inner["xdsi.envelope"] = envelope
-        inner["xdsi.attachments"] = environ.get("xdsi.attachments", {})
-        inner["wsgi.input"] = io.BytesIO(plain)
-        captured = {}
-
-        def start(status, headers, exc_info=None):
-            captured["status"] = status
-
-        spyne = self.spyne[etree.QName(envelope.body).namespace]
-        body = b"".join(spyne(inner, start))
-        environ["xdsi.response_action"] = inner.get("xdsi.response_action", "")
-        if "xdsi.parts" in inner:
-            environ["xdsi.parts"] = inner["xdsi.parts"]
-        if not captured["status"].startswith("200"):
-            log.error("handler failed", extra={"action": envelope.action, "status": captured["status"],
-                                               "detail": body[-600:].decode("utf-8", "replace")})
-            fault = soap.SoapFault("the service failed to process the request", code="Receiver")
-            return "500 Internal Server Error", soap.to_bytes(
-                soap.fault_envelope(fault, envelope.message_id))
-        return "200 OK", body
-
-
-def _action_hint(root: etree._Element) -> str:
-    """The wsa:Action of a parsed envelope, before it is validated (to pick the route's intake)."""
-    el = root.find(f"{{{soap.SOAP12}}}Header/{{{soap.WSA}}}Action")
-    return (el.text or "").strip() if el is not None else ""
+    def _dispatch(self, envelope: soap.Envelope) -> Response:
+        route = self.routes[envelope.action]
+        try:
+            answer = (route.handler(envelope, envelope.attachments) if route.attachments
+                      else route.handler(envelope))
+            return reply(envelope, route, answer)
+        except Exception:
+            log.exception("handler failed", extra={"action": envelope.action})
+            return reply_fault(soap.SoapFault("the service failed to process the request", code="Receiver"),
+                               envelope)
