@@ -45,7 +45,10 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         for c in self.connections:
-            c.shutdown(socket.SHUT_RDWR)
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:          # its handler closed it already
+                pass
         self.thread.join(timeout=10)
 
 
