@@ -15,7 +15,8 @@ from urllib.parse import unquote
 
 from lxml import etree
 
-XOP = "http://www.w3.org/2004/08/xop/include"
+from .ns import XOP
+
 XOP_MIME = "application/xop+xml"
 
 

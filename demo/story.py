@@ -17,6 +17,7 @@ from pathlib import Path
 from lxml import etree
 from pynetdicom import AE
 
+from affinity_domain import ns
 from affinity_domain import ebrim, mllp
 from affinity_domain.config import Config
 from affinity_domain.soap_client import SoapClient
@@ -246,7 +247,7 @@ def send_study(datasets, source: dict) -> None:
 def manifest_registered(cfg: Config, patient: str) -> bool:
     reg = cfg.section("registry")
     q = etree.fromstring(
-        f'<query:AdhocQueryRequest xmlns:query="{ebrim.QUERY}" xmlns:rim="{ebrim.RIM}">'
+        f'<query:AdhocQueryRequest xmlns:query="{ns.QUERY}" xmlns:rim="{ns.RIM}">'
         f'<query:ResponseOption returnType="ObjectRef"/>'
         f'<rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
         f'<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>\'{patient}\'</rim:Value>'
@@ -257,6 +258,6 @@ def manifest_registered(cfg: Config, patient: str) -> bool:
         f'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>'
         .replace("&", "&amp;").encode())
     r = SoapClient(f"http://{reg['host']}:{reg['port']}{reg['path']}", timeout=10).call(
-        "urn:ihe:iti:2007:RegistryStoredQuery", q)
+        ns.STORED_QUERY, q)
     body = r.body
-    return body is not None and len(body.findall(f"{{{ebrim.RIM}}}RegistryObjectList/{{{ebrim.RIM}}}ObjectRef")) > 0
+    return body is not None and len(body.findall(f"{{{ns.RIM}}}RegistryObjectList/{{{ns.RIM}}}ObjectRef")) > 0

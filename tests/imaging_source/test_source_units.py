@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from tests.imaging_source import source_dicom as dd
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.hl7 import Cx
 from imaging_source import identity, indexer, intake, manifest, metadata, pix, publish, query, rad69
@@ -269,7 +270,7 @@ def test_replacing_manifest_has_an_rplc_association():
     f = metadata.ManifestFacts("1.2.3.4", "urn:uuid:e2", "1.2.3.5", "urn:uuid:s2", "D1^^^&1.2&ISO", "L1^^^&1.3&ISO",
                                study_uid="1.2.9", creation_time="20240103000000", replaces="urn:uuid:e1")
     el = metadata.request(f, CODES, "1.2.3.6", "m@x")
-    objects = rim.parse_object_list(el.find(f"{{{rim.LCM}}}SubmitObjectsRequest/{{{rim.RIM}}}RegistryObjectList"))
+    objects = rim.parse_object_list(el.find(f"{{{ns.LCM}}}SubmitObjectsRequest/{{{ns.RIM}}}RegistryObjectList"))
     rplc = [a for a in objects.of_kind("association") if a.association_type == rim.RPLC]
     assert [(a.source, a.target) for a in rplc] == [("urn:uuid:e2", "urn:uuid:e1")]
     assert objects.of_kind("submission_set")[0].patient_id == "D1^^^&1.2&ISO"

@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from affinity_domain import ns
 from tests.services import free_port, start_repository
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, retrieve, sha1, with_hash
 from tests.xds import Doc, envelope, feed, new_patient, post as registry_post, stored_query
@@ -33,7 +34,7 @@ def patient(registry_service):
 
 
 def in_registry(registry, unique_id: str) -> bool:
-    r = registry_post(registry.url, envelope("urn:ihe:iti:2007:RegistryStoredQuery", stored_query(
+    r = registry_post(registry.url, envelope(ns.STORED_QUERY, stored_query(
         GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": f"('{unique_id}')"})))
     return len(r.objects("ExtrinsicObject")) == 1
 

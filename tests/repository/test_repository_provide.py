@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from affinity_domain import ns
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID
 from tests.repository.pnr import NS, PROVIDE, mtom_message, post, provide, provide_body, retrieve, sha1, with_hash
 from tests.xds import Doc, envelope, feed, new_patient
@@ -47,7 +48,7 @@ def test_repository_sets_hash_size_and_repository_id_in_the_registry(repository,
     body = body.replace('<rim:Slot name="size"><rim:ValueList><rim:Value>0</rim:Value></rim:ValueList></rim:Slot>', "")
     a = post(repository.url, *mtom_message(PROVIDE, body, parts))
     assert a.status_name == "Success", a.error_codes
-    q = registry_post(registry_service.url, env("urn:ihe:iti:2007:RegistryStoredQuery", stored_query(
+    q = registry_post(registry_service.url, env(ns.STORED_QUERY, stored_query(
         "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", {"$XDSDocumentEntryUniqueId": f"('{doc.unique_id}')"})))
     [entry] = q.objects("ExtrinsicObject")
     slots = {s.get("name"): s.findtext("rim:ValueList/rim:Value", namespaces=NS)
