@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 from pynetdicom import AE
 
 from affinity_domain import ns
@@ -26,7 +27,6 @@ from .pacs import LocalPacs
 from .study import ct_study
 
 HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
-KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 class StepFailed(Exception):
@@ -254,7 +254,7 @@ def manifest_registered(cfg: Config, patient: str) -> bool:
         f'</rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList>'
         f"<rim:Value>('{ebrim.APPROVED}')</rim:Value></rim:ValueList></rim:Slot>"
         f'<rim:Slot name="$XDSDocumentEntryFormatCode"><rim:ValueList>'
-        f'<rim:Value>(\'{KOS_FORMAT}^^1.2.840.10008.2.6.1\')'
+        f'<rim:Value>(\'{KeyObjectSelectionDocumentStorage}^^1.2.840.10008.2.6.1\')'
         f'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>'
         .replace("&", "&amp;").encode())
     r = SoapClient(f"http://{reg['host']}:{reg['port']}{reg['path']}", timeout=10).call(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lxml import etree
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.ebrim import Classification, ExternalIdentifier, RegistryObject, Slot
 from affinity_domain.ns import XDSB, XOP
-KOS_FORMAT = ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1", "Key Object Selection Document")
+KOS_FORMAT = (KeyObjectSelectionDocumentStorage, "1.2.840.10008.2.6.1", "Key Object Selection Document")
 MIME_DICOM = "application/dicom"
 ACCESSION = "urn:ihe:iti:xds:2013:accession"
 STUDY_UID = "urn:ihe:iti:xds:2016:studyInstanceUID"
