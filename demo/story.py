@@ -21,6 +21,7 @@ from pynetdicom import AE
 from affinity_domain import ns
 from affinity_domain import ebrim, mllp
 from affinity_domain.config import Config
+from affinity_domain.hl7 import first_segment
 from affinity_domain.soap_client import SoapClient
 
 from .pacs import LocalPacs
@@ -75,7 +76,7 @@ def hl7(host: str, port: int, text: str) -> str:
 
 
 def msa(reply: str) -> str:
-    return next(s for s in reply.split("\r") if s.startswith("MSA|")).split("|")[1]
+    return first_segment(reply, "MSA")[1]
 
 
 def adt(pid: str, oid: str, name: str, dob: str, sex: str, address: str, phone: str) -> str:
@@ -89,8 +90,8 @@ def pix_ids(cfg: Config, pid: str, oid: str) -> list[str]:
     reply = hl7(s["host"], int(s["port"]),
                 f"MSH|^~\\&|DEMO|HOSP|XDSI_PIX|XDSI|{time.strftime('%Y%m%d%H%M%S')}||QBP^Q23^QBP_Q21|"
                 f"{uuid.uuid4().hex[:12]}|P|2.5\nQPD|IHE PIX Query|{uuid.uuid4().hex[:8]}|{pid}^^^&{oid}&ISO|\nRCP|I")
-    pid_segment = [s for s in reply.split("\r") if s.startswith("PID|")]
-    return pid_segment[0].split("|")[3].split("~") if pid_segment else []
+    pid = first_segment(reply, "PID")
+    return pid[3].split("~") if pid else []
 
 
 class Domain:
