@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from .ebrim import q
+from .exceptions import XdsiError
 from .ns import QUERY, RIM, RS
 
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
@@ -48,8 +49,13 @@ METADATA_UPDATE_OPERATION_ERROR = "XDSMetadataUpdateOperationError"
 PATIENT_ID_RECONCILIATION_ERROR = "XDSPatientIDReconciliationError"
 
 
+# The codes that say "not now" rather than "not this": the same request may succeed later.
+TRANSIENT = frozenset({REGISTRY_BUSY, REGISTRY_OUT_OF_RESOURCES, REGISTRY_NOT_AVAILABLE, REPOSITORY_BUSY,
+                       REPOSITORY_OUT_OF_RESOURCES})
+
+
 @dataclass
-class XdsError(Exception):
+class XdsError(XdsiError):
     """One RegistryError; raising it aborts the transaction with this code."""
 
     code: str
@@ -60,9 +66,19 @@ class XdsError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.context}"
 
+    @property
+    def retryable(self) -> bool:
+        return self.code in TRANSIENT
 
-class XdsErrors(Exception):
+    @property
+    def permanent(self) -> bool:
+        return self.code not in TRANSIENT
+
+
+class XdsErrors(XdsiError):
     """Several RegistryErrors found together (validation reports all it can)."""
+
+    permanent = True
 
     def __init__(self, errors: list[XdsError]):
         super().__init__("; ".join(map(str, errors)))

@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from .exceptions import XdsiError
+
 _counter = itertools.count(1)
 
 
-class Hl7Error(ValueError):
+class Hl7Error(ValueError, XdsiError):
     """A message we must reject; ``code`` is an HL7 table 0357 error code."""
+
+    permanent = True
 
     def __init__(self, text: str, code: str = "207", location: str = "", ack: str = "AE"):
         super().__init__(text)

@@ -15,13 +15,16 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from .exceptions import XdsiError
 from .ns import XOP
 
 XOP_MIME = "application/xop+xml"
 
 
-class MtomError(ValueError):
+class MtomError(ValueError, XdsiError):
     """The multipart body is not a usable MTOM message."""
+
+    permanent = True
 
 
 def content_type_params(header: str) -> tuple[str, dict[str, str]]:

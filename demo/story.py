@@ -21,6 +21,7 @@ from pynetdicom import AE
 from affinity_domain import ns
 from affinity_domain import ebrim, mllp
 from affinity_domain.config import Config
+from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import first_segment
 from affinity_domain.soap_client import SoapClient
 
@@ -30,8 +31,8 @@ from .study import ct_study
 HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
 
 
-class StepFailed(Exception):
-    pass
+class StepFailed(XdsiError):
+    """A step of the story did not happen as told."""
 
 
 @dataclass

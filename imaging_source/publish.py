@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from affinity_domain import errors as xds
 from affinity_domain import mtom, ns
+from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
@@ -62,8 +63,10 @@ def backoff(retry_seconds: float, attempts: int) -> float:
     return retry_seconds * min(2 ** attempts, 32)
 
 
-class Held(Exception):
+class Held(XdsiError):
     """Not published now; tried again later (PIX does not know the patient, a peer is down)."""
+
+    retryable = True
 
 
 class Publisher:
@@ -107,16 +110,15 @@ class Publisher:
         snap = self.index.snapshot(study_id)
         try:
             return self._publish(snap)
-        except Held as e:
+        except Exception as e:      # every failure is tried again later; a retryable one is only held
             delay = backoff(float(self.s["retry_seconds"]), snap.attempts)
-            log.warning("publication held", extra={"study": snap.study["study_uid"], "reason": str(e),
-                                                   "retry_in": delay})
-            self.index.postpone(study_id, str(e), delay)
-            return f"held: {e}"
-        except Exception as e:
+            if isinstance(e, XdsiError) and e.retryable:
+                log.warning("publication held", extra={"study": snap.study["study_uid"], "reason": str(e),
+                                                       "retry_in": delay})
+                self.index.postpone(study_id, str(e), delay)
+                return f"held: {e}"
             log.exception("publication failed", extra={"study": snap.study["study_uid"]})
-            self.index.postpone(study_id, f"{type(e).__name__}: {e}", backoff(float(self.s["retry_seconds"]),
-                                                                              snap.attempts))
+            self.index.postpone(study_id, f"{type(e).__name__}: {e}", delay)
             return f"failed: {e}"
 
     def _publish(self, snap: StudySnapshot) -> str:
