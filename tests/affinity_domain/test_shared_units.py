@@ -63,3 +63,19 @@ def test_hl7_reader_keeps_every_occurrence_with_field_n_at_index_n():
 def test_hl7_escape_writes_every_encoding_character_as_its_sequence():
     from affinity_domain import hl7
     assert hl7.escape("a|b^c&d~e\\f") == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f"
+
+
+def test_exceptions_share_the_root_and_keep_their_other_base():
+    from affinity_domain import config, content, errors, hl7, mllp, part10, xmlsafe
+    from affinity_domain.exceptions import XdsiError
+    from imaging_source import indexer, publish, query
+    for cls, base in ((mtom.MtomError, ValueError), (hl7.Hl7Error, ValueError), (xmlsafe.UnsafeXml, ValueError),
+                      (part10.Unreadable, ValueError), (mllp.FrameTooLarge, ValueError),
+                      (query.QueryError, ValueError), (content.StoreFull, OSError),
+                      (indexer.JournalBusy, RuntimeError), (config.ConfigError, Exception),
+                      (publish.Held, Exception), (errors.XdsError, Exception), (errors.XdsErrors, Exception)):
+        assert issubclass(cls, XdsiError) and issubclass(cls, base), cls
+    assert publish.Held("PIX down").retryable and content.StoreFull(28, "full").retryable
+    assert hl7.Hl7Error("bad").permanent and not hl7.Hl7Error("bad").retryable
+    busy, wrong = errors.XdsError(errors.REGISTRY_BUSY, "db"), errors.XdsError(errors.REGISTRY_METADATA_ERROR, "x")
+    assert (busy.retryable, busy.permanent, wrong.retryable, wrong.permanent) == (True, False, False, True)

@@ -14,6 +14,7 @@ from affinity_domain import mtom
 from affinity_domain import ebrim as rim
 from repository import provide, retrieve
 from affinity_domain.content import FileStore
+from affinity_domain.errors import REPOSITORY_OUT_OF_RESOURCES
 from repository.provide import Content
 
 REPO = "1.3.6.1.4.1.21367.13.40.301"
@@ -65,7 +66,7 @@ def test_missing_documents_metadata_and_unusable_content():
     errors, _ = provide.check_and_stamp(s, {"D1": content(b"x"), "Stray": content(b"y")}, REPO)
     assert sorted(e.code for e in errors) == ["XDSMissingDocument", "XDSMissingDocumentMetadata"]
     errors, _ = provide.check_and_stamp(submit(entry("D1", "1.1")),
-                                        {"D1": Content(error="disk full", error_code="XDSRepositoryOutOfResources")},
+                                        {"D1": Content(error="disk full", error_code=REPOSITORY_OUT_OF_RESOURCES)},
                                         REPO)
     assert [e.code for e in errors] == ["XDSRepositoryOutOfResources"]
 
