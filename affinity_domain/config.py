@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .exceptions import XdsiError
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "domain": {
         "assigning_authority": "1.3.6.1.4.1.21367.2005.13.20.1000",
@@ -203,5 +205,7 @@ def load(path: str | os.PathLike | None = None, data_dir: str | os.PathLike | No
     return Config(sections=sections, data_dir=Path(directory))
 
 
-class ConfigError(Exception):
+class ConfigError(XdsiError):
     """A configuration or start-up problem to report in one line, not as a traceback."""
+
+    permanent = True

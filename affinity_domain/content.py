@@ -19,9 +19,13 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
+from .exceptions import XdsiError
 
-class StoreFull(OSError):
+
+class StoreFull(OSError, XdsiError):
     """The store's file system is out of space (XDS: out of resources; DICOM 0xA700)."""
+
+    retryable = True
 
 
 class ContentStore(Protocol):

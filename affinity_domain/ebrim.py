@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
-LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
+from .ns import LCM, QUERY, RIM, RS
 NSMAP = {"rim": RIM, "rs": RS, "lcm": LCM, "query": QUERY}
 
 

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .ebrim import QUERY, RIM, RS, q
+from .ebrim import q
+from .exceptions import XdsiError
+from .ns import QUERY, RIM, RS
 
 SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
@@ -23,7 +25,6 @@ PATIENT_ID_DOES_NOT_MATCH = "XDSPatientIdDoesNotMatch"
 NON_IDENTICAL_HASH = "XDSNonIdenticalHash"
 NON_IDENTICAL_SIZE = "XDSNonIdenticalSize"
 DUPLICATE_UNIQUE_ID = "XDSDuplicateUniqueIdInRegistry"
-REGISTRY_DUPLICATE_UNIQUE_ID = DUPLICATE_UNIQUE_ID
 UNKNOWN_STORED_QUERY = "XDSUnknownStoredQuery"
 STORED_QUERY_MISSING_PARAM = "XDSStoredQueryMissingParam"
 STORED_QUERY_PARAM_NUMBER = "XDSStoredQueryParamNumber"
@@ -32,14 +33,29 @@ TOO_MANY_RESULTS = "XDSTooManyResults"
 DEPRECATED_DOCUMENT = "XDSRegistryDeprecatedDocumentError"
 REPLACE_FAILED = "XDSReplaceFailed"   # legacy name; ITI TF-3 now uses XDSRegistryMetadataError
 UNKNOWN_COMMUNITY = "XDSUnknownCommunity"
+# ITI TF-3 Table 4.2.4.1-2: the repository's own (the Imaging Document Source's too, for RAD-69)
+REPOSITORY_ERROR = "XDSRepositoryError"
+REPOSITORY_METADATA_ERROR = "XDSRepositoryMetadataError"
+REPOSITORY_OUT_OF_RESOURCES = "XDSRepositoryOutOfResources"
+REPOSITORY_BUSY = "XDSRepositoryBusy"
+REGISTRY_NOT_AVAILABLE = "XDSRegistryNotAvailable"
+MISSING_DOCUMENT = "XDSMissingDocument"
+MISSING_DOCUMENT_METADATA = "XDSMissingDocumentMetadata"
+DOCUMENT_UNIQUE_ID_ERROR = "XDSDocumentUniqueIdError"
+UNKNOWN_REPOSITORY_ID = "XDSUnknownRepositoryId"
 # ITI-57 Update Document Set
 METADATA_UPDATE_ERROR = "XDSMetadataUpdateError"
 METADATA_UPDATE_OPERATION_ERROR = "XDSMetadataUpdateOperationError"
 PATIENT_ID_RECONCILIATION_ERROR = "XDSPatientIDReconciliationError"
 
 
+# The codes that say "not now" rather than "not this": the same request may succeed later.
+TRANSIENT = frozenset({REGISTRY_BUSY, REGISTRY_OUT_OF_RESOURCES, REGISTRY_NOT_AVAILABLE, REPOSITORY_BUSY,
+                       REPOSITORY_OUT_OF_RESOURCES})
+
+
 @dataclass
-class XdsError(Exception):
+class XdsError(XdsiError):
     """One RegistryError; raising it aborts the transaction with this code."""
 
     code: str
@@ -50,9 +66,19 @@ class XdsError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.context}"
 
+    @property
+    def retryable(self) -> bool:
+        return self.code in TRANSIENT
 
-class XdsErrors(Exception):
+    @property
+    def permanent(self) -> bool:
+        return self.code not in TRANSIENT
+
+
+class XdsErrors(XdsiError):
     """Several RegistryErrors found together (validation reports all it can)."""
+
+    permanent = True
 
     def __init__(self, errors: list[XdsError]):
         super().__init__("; ".join(map(str, errors)))

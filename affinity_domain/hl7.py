@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from .exceptions import XdsiError
+
 _counter = itertools.count(1)
 
 
-class Hl7Error(ValueError):
+class Hl7Error(ValueError, XdsiError):
     """A message we must reject; ``code`` is an HL7 table 0357 error code."""
+
+    permanent = True
 
     def __init__(self, text: str, code: str = "207", location: str = "", ack: str = "AE"):
         super().__init__(text)
@@ -75,6 +79,23 @@ def parse(raw: bytes) -> Message:
         raise Hl7Error(f"cannot parse message: {e}", code="100", ack="AR") from None
 
 
+def read_segments(text: str) -> dict[str, list[list[str]]]:
+    """ER7 text, split without hl7apy: segment name -> each occurrence's fields, split on ``|`` so
+    that field n is at index n (MSH-n at n - 1, MSH-1 being the separator itself)."""
+    out: dict[str, list[list[str]]] = {}
+    for line in text.split("\r"):
+        if line:
+            fields = line.split("|")
+            out.setdefault(fields[0], []).append(fields)
+    return out
+
+
+def first_segment(text: str, name: str) -> list[str] | None:
+    """The fields of the first ``name`` segment (see ``read_segments``), or None."""
+    found = read_segments(text).get(name)
+    return found[0] if found else None
+
+
 def segments(message: Message, name: str) -> list:
     return [s for s in message.children if s.name == name]
 
@@ -109,7 +130,8 @@ def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
     return (text + "\r").encode("utf-8")
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """Text as an HL7 v2 field value: the standard encoding characters as escape sequences."""
     return (text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
             .replace("&", "\\T\\").replace("~", "\\R\\"))
 
@@ -117,7 +139,7 @@ def _escape(text: str) -> str:
 def err_segment(error: Hl7Error, version: str) -> str:
     """``error.location`` is an ERL: segment^sequence^field^repetition^component^subcomponent."""
     loc = error.location.split("^")
-    text = _escape(error.text)[:200]
+    text = escape(error.text)[:200]
     if version == "2.3.1":  # ERR-1 ELD: segment^sequence^field^code&text
         loc = (loc + ["", "", ""])[:3]
         return f"ERR|{loc[0]}^{loc[1] or 1}^{loc[2]}^{error.code}&{text}"

@@ -11,12 +11,16 @@ import socketserver
 import threading
 from typing import Callable
 
+from .exceptions import XdsiError
+
 START, END = b"\x0b", b"\x1c\x0d"
 log = logging.getLogger("xdsi.mllp")
 
 
-class FrameTooLarge(ValueError):
-    pass
+class FrameTooLarge(ValueError, XdsiError):
+    """A frame longer than the reader's bound: refused, whatever arrives after it."""
+
+    permanent = True
 
 
 def frame(message: bytes) -> bytes:

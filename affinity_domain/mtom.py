@@ -15,12 +15,16 @@ from urllib.parse import unquote
 
 from lxml import etree
 
-XOP = "http://www.w3.org/2004/08/xop/include"
+from .exceptions import XdsiError
+from .ns import XOP
+
 XOP_MIME = "application/xop+xml"
 
 
-class MtomError(ValueError):
+class MtomError(ValueError, XdsiError):
     """The multipart body is not a usable MTOM message."""
+
+    permanent = True
 
 
 def content_type_params(header: str) -> tuple[str, dict[str, str]]:

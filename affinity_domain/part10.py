@@ -14,6 +14,8 @@ import struct
 
 from pydicom.uid import UID
 
+from .exceptions import XdsiError
+
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 # Explicit VRs with a reserved field and a 4-byte length (PS3.5 7.1.2)
@@ -24,8 +26,10 @@ _EXPLICIT = struct.Struct("<HH2sH")          # group, element, VR, 2-byte length
 _LENGTH = struct.Struct("<I")                # the 4-byte length after a long VR
 
 
-class Unreadable(ValueError):
+class Unreadable(ValueError, XdsiError):
     """The bytes are not a well-formed little endian dataset (or use a form this does not walk)."""
+
+    permanent = True
 
 
 def dataset_offset(head: bytes) -> int | None:

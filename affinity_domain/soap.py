@@ -6,11 +6,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-WSA = "http://www.w3.org/2005/08/addressing"
-WSA_ANONYMOUS = WSA + "/anonymous"
-WSA_FAULT_ACTION = WSA + "/fault"
+from .ns import SOAP11, SOAP12, WSA, WSA_ANONYMOUS, WSA_FAULT_ACTION
 
 
 class SoapFault(Exception):

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from lxml import etree
 
+from .exceptions import XdsiError
+
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
 
-class UnsafeXml(ValueError):
+class UnsafeXml(ValueError, XdsiError):
     """The input is not well-formed XML we are willing to read (DTD, entity, too large, broken)."""
+
+    permanent = True
 
 
 def _parser() -> etree.XMLParser:

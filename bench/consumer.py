@@ -27,6 +27,7 @@ from pydicom import dcmread  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
+from affinity_domain import ns  # noqa: E402
 from tests.consumer import consumer_side  # noqa: E402
 from tests.hospital import HOSP_A, HOSP_B, adt, order  # noqa: E402
 from tests.services import DCMTK_ENV, StoreScp, free_port, start_chain, wait_for_port, wait_until  # noqa: E402
@@ -145,7 +146,7 @@ def main() -> int:
             from consumer import entries
 
             def published():
-                r = SoapClient(chain.registry.url).call("urn:ihe:iti:2007:RegistryStoredQuery",
+                r = SoapClient(chain.registry.url).call(ns.STORED_QUERY,
                                                        entries.find_documents(affinity))
                 return len(entries.read_entries(r.body)) == args.studies
             wait_until(published, 600, 1.0)

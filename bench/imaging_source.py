@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from lxml import etree  # noqa: E402
 
+from affinity_domain import ns  # noqa: E402
 from tests.imaging_source import source_dicom as dd  # noqa: E402
 from tests.imaging_source import source_pix  # noqa: E402
 from affinity_domain import config as config_mod  # noqa: E402
@@ -73,7 +74,7 @@ AETable END
 
 
 def rad69_request(study_uid: str, docs: list[tuple[str, str]], repository_id: str) -> etree._Element:
-    xml = (f'<r:RetrieveImagingDocumentSetRequest xmlns:r="urn:ihe:rad:xdsi-b:2009" xmlns:x="urn:ihe:iti:xds-b:2007">'
+    xml = (f'<r:RetrieveImagingDocumentSetRequest xmlns:r="{ns.IHERAD}" xmlns:x="{ns.XDSB}">'
            f'<r:StudyRequest studyInstanceUID="{study_uid}">')
     series: dict[str, list[str]] = {}
     for s, sop in docs:
@@ -194,7 +195,7 @@ def main() -> int:
             for _ in range(args.repeat):
                 t = time.perf_counter()
                 reply = SoapClient(f"http://127.0.0.1:{http}/imaging-source", 300, spool, 1 << 30).call(
-                    "urn:ihe:rad:2009:RetrieveImagingDocumentSet", request)
+                    ns.RETRIEVE_IMAGING, request)
                 elapsed = time.perf_counter() - t
                 size = sum(a.size for a in reply.attachments.values())
                 assert len(reply.attachments) == len(docs), etree.tostring(reply.body)[:500]
@@ -204,13 +205,13 @@ def main() -> int:
             # nothing: the source's own rate, without our client's multipart parsing.
             from affinity_domain import soap
             envelope = work / "rad69.xml"
-            envelope.write_bytes(soap.to_bytes(soap.envelope(request, "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+            envelope.write_bytes(soap.to_bytes(soap.envelope(request, ns.RETRIEVE_IMAGING,
                                                              to=f"http://127.0.0.1:{http}/imaging-source")))
             best_curl = 0.0
             for _ in range(args.repeat):
                 out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}",
                                       "-H", 'Content-Type: application/soap+xml; charset=UTF-8; '
-                                            'action="urn:ihe:rad:2009:RetrieveImagingDocumentSet"',
+                                            f'action="{ns.RETRIEVE_IMAGING}"',
                                       "--data-binary", f"@{envelope}", f"http://127.0.0.1:{http}/imaging-source"],
                                      capture_output=True, text=True, check=True)
                 size, seconds = out.stdout.split()

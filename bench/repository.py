@@ -27,6 +27,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from affinity_domain import ns  # noqa: E402
 from affinity_domain import mtom  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
 from lxml import etree  # noqa: E402
@@ -34,9 +35,6 @@ from lxml import etree  # noqa: E402
 from tests import xds  # noqa: E402  (the tests' ebRIM builders)
 from tests.services import free_port, wait_for_port  # noqa: E402
 
-PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
-RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
-XDSB = "urn:ihe:iti:xds-b:2007"
 REPOSITORY_ID = "1.3.6.1.4.1.21367.13.40.301"
 
 
@@ -95,8 +93,8 @@ def http_get(port: int, name: str, target: Path) -> int:
 def provide_request(patient: str, doc: xds.Doc) -> etree._Element:
     metadata = xds.submission(patient, [doc])
     return etree.fromstring(
-        f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{XDSB}">{metadata}'
-        f'<xdsb:Document id="{doc.id}"><xop:Include xmlns:xop="{mtom.XOP}" href="cid:doc@bench"/>'
+        f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{ns.XDSB}">{metadata}'
+        f'<xdsb:Document id="{doc.id}"><xop:Include xmlns:xop="{ns.XOP}" href="cid:doc@bench"/>'
         f'</xdsb:Document></xdsb:ProvideAndRegisterDocumentSetRequest>')
 
 
@@ -107,7 +105,7 @@ def provide(url: str, patient: str, path: Path, timeout: float = 600) -> str:
         while chunk := f.read(1 << 20):
             data_hash.update(chunk)
     doc.hash, doc.size = data_hash.hexdigest(), str(path.stat().st_size)
-    answer = SoapClient(url, timeout).call(PROVIDE, provide_request(patient, doc),
+    answer = SoapClient(url, timeout).call(ns.PROVIDE_AND_REGISTER, provide_request(patient, doc),
                                            [mtom.OutPart("doc@bench", "application/octet-stream", path=path)])
     status = answer.body.get("status", "")
     if not status.endswith("Success"):
@@ -117,11 +115,11 @@ def provide(url: str, patient: str, path: Path, timeout: float = 600) -> str:
 
 def retrieve(url: str, unique_id: str, spool: Path) -> int:
     request = etree.fromstring(
-        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{XDSB}"><xdsb:DocumentRequest>'
+        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{ns.XDSB}"><xdsb:DocumentRequest>'
         f'<xdsb:RepositoryUniqueId>{REPOSITORY_ID}</xdsb:RepositoryUniqueId>'
         f'<xdsb:DocumentUniqueId>{unique_id}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>'
         f'</xdsb:RetrieveDocumentSetRequest>')
-    answer = SoapClient(url, 600, spool).call(RETRIEVE, request, use_mtom=True)
+    answer = SoapClient(url, 600, spool).call(ns.RETRIEVE, request, use_mtom=True)
     try:
         [part] = answer.attachments.values()
         return part.size

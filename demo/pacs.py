@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.status import Status
 
 
 class LocalPacs:
@@ -26,7 +27,7 @@ class LocalPacs:
         with self.lock:
             self.received[ds.SOPInstanceUID] = (ds.PatientID, str(getattr(ds, "IssuerOfPatientID", "")),
                                                 str(getattr(ds, "AccessionNumber", "")))
-        return 0x0000
+        return Status.SUCCESS
 
     def count(self) -> int:
         with self.lock:

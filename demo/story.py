@@ -15,21 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 from pynetdicom import AE
 
+from affinity_domain import ns
 from affinity_domain import ebrim, mllp
 from affinity_domain.config import Config
+from affinity_domain.exceptions import XdsiError
+from affinity_domain.hl7 import first_segment
 from affinity_domain.soap_client import SoapClient
 
 from .pacs import LocalPacs
 from .study import ct_study
 
 HOSP_A, HOSP_B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
-KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
-class StepFailed(Exception):
-    pass
+class StepFailed(XdsiError):
+    """A step of the story did not happen as told."""
 
 
 @dataclass
@@ -74,7 +77,7 @@ def hl7(host: str, port: int, text: str) -> str:
 
 
 def msa(reply: str) -> str:
-    return next(s for s in reply.split("\r") if s.startswith("MSA|")).split("|")[1]
+    return first_segment(reply, "MSA")[1]
 
 
 def adt(pid: str, oid: str, name: str, dob: str, sex: str, address: str, phone: str) -> str:
@@ -88,8 +91,8 @@ def pix_ids(cfg: Config, pid: str, oid: str) -> list[str]:
     reply = hl7(s["host"], int(s["port"]),
                 f"MSH|^~\\&|DEMO|HOSP|XDSI_PIX|XDSI|{time.strftime('%Y%m%d%H%M%S')}||QBP^Q23^QBP_Q21|"
                 f"{uuid.uuid4().hex[:12]}|P|2.5\nQPD|IHE PIX Query|{uuid.uuid4().hex[:8]}|{pid}^^^&{oid}&ISO|\nRCP|I")
-    pid_segment = [s for s in reply.split("\r") if s.startswith("PID|")]
-    return pid_segment[0].split("|")[3].split("~") if pid_segment else []
+    pid = first_segment(reply, "PID")
+    return pid[3].split("~") if pid else []
 
 
 class Domain:
@@ -246,17 +249,17 @@ def send_study(datasets, source: dict) -> None:
 def manifest_registered(cfg: Config, patient: str) -> bool:
     reg = cfg.section("registry")
     q = etree.fromstring(
-        f'<query:AdhocQueryRequest xmlns:query="{ebrim.QUERY}" xmlns:rim="{ebrim.RIM}">'
+        f'<query:AdhocQueryRequest xmlns:query="{ns.QUERY}" xmlns:rim="{ns.RIM}">'
         f'<query:ResponseOption returnType="ObjectRef"/>'
         f'<rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
         f'<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>\'{patient}\'</rim:Value>'
         f'</rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList>'
         f"<rim:Value>('{ebrim.APPROVED}')</rim:Value></rim:ValueList></rim:Slot>"
         f'<rim:Slot name="$XDSDocumentEntryFormatCode"><rim:ValueList>'
-        f'<rim:Value>(\'{KOS_FORMAT}^^1.2.840.10008.2.6.1\')'
+        f'<rim:Value>(\'{KeyObjectSelectionDocumentStorage}^^1.2.840.10008.2.6.1\')'
         f'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>'
         .replace("&", "&amp;").encode())
     r = SoapClient(f"http://{reg['host']}:{reg['port']}{reg['path']}", timeout=10).call(
-        "urn:ihe:iti:2007:RegistryStoredQuery", q)
+        ns.STORED_QUERY, q)
     body = r.body
-    return body is not None and len(body.findall(f"{{{ebrim.RIM}}}RegistryObjectList/{{{ebrim.RIM}}}ObjectRef")) > 0
+    return body is not None and len(body.findall(f"{{{ns.RIM}}}RegistryObjectList/{{{ns.RIM}}}ObjectRef")) > 0

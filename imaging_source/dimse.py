@@ -15,15 +15,18 @@ import tempfile
 from pathlib import Path
 
 from pydicom import config as pydicom_config
+from pydicom import uid
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_context, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.status import Status
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
 from . import query
 from affinity_domain import dicom_net
+from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from .intake import Intake
 from .store import Index
@@ -36,21 +39,14 @@ _config.LOG_HANDLER_LEVEL = "none"
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 dicom_net.install()
 
-UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
 TRANSFER_SYNTAXES = UNCOMPRESSED + [
-    "1.2.840.10008.1.2.1.99",   # deflated explicit VR little endian
-    "1.2.840.10008.1.2.2",      # explicit VR big endian (retired, still sent by old modalities)
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",   # JPEG baseline, extended
-    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",   # JPEG lossless
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",   # JPEG-LS
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",   # JPEG 2000
-    "1.2.840.10008.1.2.5",      # RLE lossless
+    uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian,            # retired, still sent by old modalities
+    uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
+    uid.RLELossless,
 ]
-# C-FIND/C-MOVE/C-GET failure statuses (PS3.4 C.4)
-OUT_OF_RESOURCES = 0xA700
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
-PENDING = 0xFF00
 
 
 def parse_destinations(raw: dict) -> dict[str, tuple[str, int]]:
@@ -86,7 +82,7 @@ class DicomDoor:
         self.ae = ae
 
     def start(self, host: str, port: int):
-        handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: 0x0000), (evt.EVT_C_STORE, self.on_store),
+        handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: Status.SUCCESS), (evt.EVT_C_STORE, self.on_store),
                               (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move),
                               (evt.EVT_C_GET, self.on_get)]
         if self.spooled:
@@ -99,8 +95,8 @@ class DicomDoor:
         calling = event.assoc.requestor.ae_title
         received = event.dataset_path if self.spooled else dicom_net.received_part10(event)
         status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "")
-        if status == 0:
-            return 0x0000
+        if status == Status.SUCCESS:
+            return Status.SUCCESS
         ds = Dataset()
         ds.Status = status
         if comment:
@@ -115,7 +111,7 @@ class DicomDoor:
             level, conditions = query.plan(identifier)
         except (query.QueryError, ValueError, AttributeError) as e:
             log.warning("C-FIND refused", extra={"reason": str(e)})
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e)), None
             return
         try:
             rows = self.index.find(level, conditions, self.max_results)
@@ -125,9 +121,9 @@ class DicomDoor:
             return
         for row in rows:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield Status.CANCEL, None
                 return
-            yield PENDING, query.response(identifier, row, self.ae_title)
+            yield Status.PENDING, query.response(identifier, row, self.ae_title)
 
     # ------------------------------------------------------------ C-MOVE / C-GET
 
@@ -150,20 +146,21 @@ class DicomDoor:
     def _datasets(self, rows: list[dict], event):
         for row in rows:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield Status.CANCEL, None
                 return
             path = self.content.path(row["sha1"])
             if not path.exists():
                 log.error("indexed instance has no bytes", extra={"sop_uid": row["sop_uid"]})
-                yield 0xFF00, Dataset()       # counted as a failed sub-operation
+                yield Status.PENDING, Dataset()       # counted as a failed sub-operation
                 continue
-            yield PENDING, dicom_net.StoredInstance(path, row["sop_class"], row["sop_uid"], row["transfer_syntax"])
+            yield Status.PENDING, dicom_net.StoredInstance(path, row["sop_class"], row["sop_uid"],
+                                                           row["transfer_syntax"])
 
     def on_move(self, event):
         destination = self.destinations.get((event.move_destination or "").strip())
         if destination is None:
             log.warning("C-MOVE to unknown destination", extra={"destination": event.move_destination})
-            yield None, None            # pynetdicom answers 0xA801, Move Destination unknown
+            yield None, None            # pynetdicom answers Status.MOVE_DESTINATION_UNKNOWN
             return
         try:
             rows = self._matches(event.identifier)
@@ -171,7 +168,7 @@ class DicomDoor:
             yield destination[0], destination[1], {"contexts": [build_context(Verification)],
                                                    "evt_handlers": dicom_net.TUNED}
             yield 1                     # pynetdicom reports a failure yielded inside the sub-operations
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e)), None
             return
         contexts = _contexts_for(rows)
         yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": dicom_net.TUNED}
@@ -183,7 +180,7 @@ class DicomDoor:
             rows = self._matches(event.identifier)
         except (query.QueryError, ValueError, AttributeError) as e:
             yield 1
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e)), None
             return
         yield len(rows)
         yield from self._datasets(rows, event)

@@ -27,6 +27,7 @@ import psycopg_pool
 from affinity_domain.content import FileStore, StoreFull, _full
 from .identity import LocalIdentity
 from .intake import Received
+from affinity_domain.exceptions import XdsiError
 
 log = logging.getLogger("xdsi.imaging_source.indexer")
 
@@ -37,7 +38,7 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 _FIELDS = [f.name for f in dataclass_fields(Received)]
 
 
-class JournalBusy(RuntimeError):
+class JournalBusy(RuntimeError, XdsiError):
     """Another process is taking in instances into the same store."""
 
 

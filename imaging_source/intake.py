@@ -18,26 +18,21 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.uid import KeyObjectSelectionDocumentStorage
+from pynetdicom.status import Status
 
 from affinity_domain import part10
 from affinity_domain.outside import OUTSIDE_GROUP
 
 from affinity_domain.content import FileStore, StoreFull
+from affinity_domain.dicom_status import (CANNOT_UNDERSTAND, DATA_SET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE,
+                                          OUT_OF_RESOURCES, PROCESSING_FAILURE)
 from .identity import LocalIdentity, local_identity, marked_outside
 
 log = logging.getLogger("xdsi.imaging_source.intake")
 
-# C-STORE statuses (PS3.4 B.2.3, PS3.7 C)
-SUCCESS = 0x0000
-DUPLICATE = 0x0111               # Duplicate SOP Instance (duplicate_policy = "reject")
-OUT_OF_RESOURCES = 0xA700
-DOES_NOT_MATCH = 0xA900          # Data Set does not match SOP Class (required attributes missing)
-CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
-
 REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID")
 
-KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 # IHE IOCM: a KOS titled with one of these rejects the instances it references.
 REJECTION_TITLES = {"113001",    # Rejected for Quality Reasons
                     "113037",    # Rejected for Patient Safety Reasons
@@ -92,10 +87,11 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
     """Index entry of a received header, or why the instance is refused."""
     missing = [k for k in REQUIRED if not _s(ds, k)]
     if missing:
-        return Rejected(DOES_NOT_MATCH, f"missing {', '.join(missing)}")
+        return Rejected(DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"missing {', '.join(missing)}")
     sop_uid = _s(ds, "SOPInstanceUID")
     if affected_sop_uid and affected_sop_uid != sop_uid:
-        return Rejected(DOES_NOT_MATCH, f"SOP Instance UID {sop_uid} differs from the request's {affected_sop_uid}")
+        return Rejected(DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                        f"SOP Instance UID {sop_uid} differs from the request's {affected_sop_uid}")
     return Received(
         sop_uid=sop_uid, sop_class=_s(ds, "SOPClassUID"), series_uid=_s(ds, "SeriesInstanceUID"),
         study_uid=_s(ds, "StudyInstanceUID"), transfer_syntax=transfer_syntax,
@@ -113,7 +109,7 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
 
 def rejected_instances(ds: Dataset) -> list[str] | None:
     """The SOP Instance UIDs an IOCM rejection note rejects, or None when ``ds`` is not one."""
-    if _s(ds, "SOPClassUID") != KOS:
+    if _s(ds, "SOPClassUID") != KeyObjectSelectionDocumentStorage:
         return None
     title = (ds.get("ConceptNameCodeSequence") or [None])[0]
     if title is None or _s(title, "CodeValue") not in REJECTION_TITLES or _s(title, "CodingSchemeDesignator") != "DCM":
@@ -210,7 +206,7 @@ class Intake:
             except StoreFull:
                 log.error("image store is full (intake journal)")
                 return OUT_OF_RESOURCES, "image store is full"
-            return SUCCESS, ""
+            return Status.SUCCESS, ""
         try:
             outcome = self.index.record(got, sha1, size, calling_ae, self.policy)
         except Exception:
@@ -220,8 +216,8 @@ class Intake:
         if outcome.drop_sha1:
             self.content.delete(outcome.drop_sha1)
         if outcome.status == "rejected":
-            return DUPLICATE, "duplicate SOP Instance UID"
-        return SUCCESS, ""
+            return DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID"
+        return Status.SUCCESS, ""
 
     def reject(self, sop_uids: list[str], calling_ae: str) -> tuple[int, str]:
         """Apply an IOCM rejection note: the instances leave the index and the store (the note is
@@ -234,4 +230,4 @@ class Intake:
             log.exception("rejection failed", extra={"instances": len(sop_uids)})
             return PROCESSING_FAILURE, "rejection failed"
         log.info("instances rejected", extra={"instances": len(sop_uids), "calling_ae": calling_ae})
-        return SUCCESS, ""
+        return Status.SUCCESS, ""

@@ -23,7 +23,6 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.coding import Code
 
 MANIFEST_TITLE = Code("113030", "DCM", "Manifest")
-KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 # Patient and study attributes the manifest carries over unchanged from the images (beyond the
 # ones highdicom copies).

@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lxml import etree
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.ebrim import Classification, ExternalIdentifier, RegistryObject, Slot
-from affinity_domain.mtom import XOP
-
-XDSB = "urn:ihe:iti:xds-b:2007"
-PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"    # RAD-68 travels as ITI-41
-UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"                    # ITI-57, to the registry
-KOS_FORMAT = ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1", "Key Object Selection Document")
+from affinity_domain.ns import XDSB, XOP
+KOS_FORMAT = (KeyObjectSelectionDocumentStorage, "1.2.840.10008.2.6.1", "Key Object Selection Document")
 MIME_DICOM = "application/dicom"
 ACCESSION = "urn:ihe:iti:xds:2013:accession"
 STUDY_UID = "urn:ihe:iti:xds:2016:studyInstanceUID"
@@ -157,9 +155,9 @@ def request(f: ManifestFacts, codes: dict[str, Code], source_id: str, content_id
                                       object_type=rim.ASSOCIATION_TYPE_OBJ, association_type=rim.RPLC,
                                       source=f.entry_uuid, target=f.replaces))
     root = etree.Element(f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest",
-                         nsmap={"xdsb": XDSB, "lcm": rim.LCM, "rim": rim.RIM})
-    submit = etree.SubElement(root, rim.q(rim.LCM, "SubmitObjectsRequest"))
-    object_list = etree.SubElement(submit, rim.q(rim.RIM, "RegistryObjectList"))
+                         nsmap={"xdsb": XDSB, "lcm": ns.LCM, "rim": ns.RIM})
+    submit = etree.SubElement(root, rim.q(ns.LCM, "SubmitObjectsRequest"))
+    object_list = etree.SubElement(submit, rim.q(ns.RIM, "RegistryObjectList"))
     object_list.extend(rim.to_element(o) for o in objects)
     doc = etree.SubElement(root, f"{{{XDSB}}}Document", id=f.entry_uuid)
     etree.SubElement(doc, f"{{{XOP}}}Include", nsmap={"xop": XOP}, href=f"cid:{content_id}")
@@ -176,7 +174,7 @@ def availability_update(entry_uuid: str, patient_id: str, ss_uid: str, ss_uuid: 
                RegistryObject(kind="association", id=f"{ss_uuid}_status", object_type=rim.ASSOCIATION_TYPE_OBJ,
                               association_type=rim.UPDATE_AVAILABILITY_STATUS, source=ss_uuid, target=entry_uuid,
                               slots=[Slot("OriginalStatus", [original]), Slot("NewStatus", [new])])]
-    root = etree.Element(rim.q(rim.LCM, "SubmitObjectsRequest"), nsmap={"lcm": rim.LCM, "rim": rim.RIM})
-    object_list = etree.SubElement(root, rim.q(rim.RIM, "RegistryObjectList"))
+    root = etree.Element(rim.q(ns.LCM, "SubmitObjectsRequest"), nsmap={"lcm": ns.LCM, "rim": ns.RIM})
+    object_list = etree.SubElement(root, rim.q(ns.RIM, "RegistryObjectList"))
     object_list.extend(rim.to_element(o) for o in objects)
     return root

@@ -19,7 +19,8 @@ from lxml import etree
 from pydicom.uid import generate_uid
 
 from affinity_domain import errors as xds
-from affinity_domain import mtom
+from affinity_domain import mtom, ns
+from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
@@ -62,8 +63,10 @@ def backoff(retry_seconds: float, attempts: int) -> float:
     return retry_seconds * min(2 ** attempts, 32)
 
 
-class Held(Exception):
+class Held(XdsiError):
     """Not published now; tried again later (PIX does not know the patient, a peer is down)."""
+
+    retryable = True
 
 
 class Publisher:
@@ -107,16 +110,15 @@ class Publisher:
         snap = self.index.snapshot(study_id)
         try:
             return self._publish(snap)
-        except Held as e:
+        except Exception as e:      # every failure is tried again later; a retryable one is only held
             delay = backoff(float(self.s["retry_seconds"]), snap.attempts)
-            log.warning("publication held", extra={"study": snap.study["study_uid"], "reason": str(e),
-                                                   "retry_in": delay})
-            self.index.postpone(study_id, str(e), delay)
-            return f"held: {e}"
-        except Exception as e:
+            if isinstance(e, XdsiError) and e.retryable:
+                log.warning("publication held", extra={"study": snap.study["study_uid"], "reason": str(e),
+                                                       "retry_in": delay})
+                self.index.postpone(study_id, str(e), delay)
+                return f"held: {e}"
             log.exception("publication failed", extra={"study": snap.study["study_uid"]})
-            self.index.postpone(study_id, f"{type(e).__name__}: {e}", backoff(float(self.s["retry_seconds"]),
-                                                                              snap.attempts))
+            self.index.postpone(study_id, f"{type(e).__name__}: {e}", delay)
             return f"failed: {e}"
 
     def _publish(self, snap: StudySnapshot) -> str:
@@ -147,7 +149,7 @@ class Publisher:
         kos_bytes, facts = self.build(snap, pending, local)
         content_id = "manifest@xdsi"
         body = metadata.request(facts, self.s, self.s["source_id"], content_id, self.s.get("author_institution", ""))
-        status, codes = _send(self.repository, "repository", metadata.PROVIDE, body,
+        status, codes = _send(self.repository, "repository", ns.PROVIDE_AND_REGISTER, body,
                               [mtom.OutPart(content_id, metadata.MIME_DICOM, data=kos_bytes)])
         already = xds.DUPLICATE_UNIQUE_ID in codes and snap.pending == pending
         if status != xds.SUCCESS and not already:
@@ -178,7 +180,7 @@ class Publisher:
                                             pending["ss_uuid"], pending["created"], self.s, self.s["source_id"],
                                             self.s.get("author_institution", ""))
         registry = SoapClient(self.s["registry_url"], float(self.s["repository_timeout"]), self.content.spool_dir)
-        status, codes = _send(registry, "registry", metadata.UPDATE, body)
+        status, codes = _send(registry, "registry", ns.UPDATE, body)
         if status != xds.SUCCESS and xds.DUPLICATE_UNIQUE_ID not in codes:
             raise Held(f"registry answered {status.rsplit(':', 1)[-1]} {' '.join(codes)}")
         self.index.settle(snap.id, snap.version, replaced=d.replaces_uid, status_of_replaced="deprecated")
@@ -230,8 +232,8 @@ def _send(client: SoapClient, peer: str, action: str, body: etree._Element, part
 def _registry_status(body: etree._Element | None) -> tuple[str, list[str]]:
     if body is None:
         return "", []
-    ns = {"rs": "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"}
-    response = body if etree.QName(body).localname == "RegistryResponse" else body.find(".//rs:RegistryResponse", ns)
+    rs = {"rs": ns.RS}
+    response = body if etree.QName(body).localname == "RegistryResponse" else body.find(".//rs:RegistryResponse", rs)
     if response is None:
         return "", []
-    return response.get("status", ""), [e.get("errorCode", "") for e in response.iterfind(".//rs:RegistryError", ns)]
+    return response.get("status", ""), [e.get("errorCode", "") for e in response.iterfind(".//rs:RegistryError", rs)]

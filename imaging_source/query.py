@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from affinity_domain.exceptions import XdsiError
+
 LEVELS = ("STUDY", "SERIES", "IMAGE")
 
 # keyword -> (index column, lowest level the key belongs to, how it matches)
@@ -52,8 +54,10 @@ class Condition:
     values: tuple
 
 
-class QueryError(ValueError):
+class QueryError(ValueError, XdsiError):
     """Identifier does not match SOP Class (0xA900)."""
+
+    permanent = True
 
 
 def _like(value: str) -> str:

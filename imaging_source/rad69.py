@@ -10,19 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lxml import etree
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from affinity_domain import errors as xds
-from affinity_domain.errors import XdsError
-from affinity_domain.mtom import XOP
+from affinity_domain.errors import DOCUMENT_UNIQUE_ID_ERROR, REPOSITORY_ERROR, UNKNOWN_REPOSITORY_ID, XdsError
+from affinity_domain.ns import IHERAD, XDSB
+from affinity_domain.retrieve import DocumentResponse, retrieve_document_set_response
 
-XDSB = "urn:ihe:iti:xds-b:2007"
-IHERAD = "urn:ihe:rad:xdsi-b:2009"
-ACTION = "urn:ihe:rad:2009:RetrieveImagingDocumentSet"
-RESPONSE_ACTION = "urn:ihe:iti:2007:RetrieveDocumentSetResponse"
-DOCUMENT_UNIQUE_ID_ERROR = "XDSDocumentUniqueIdError"
-UNKNOWN_REPOSITORY_ID = "XDSUnknownRepositoryId"
-REPOSITORY_ERROR = "XDSRepositoryError"
-UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")   # explicit, implicit VR little endian
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass(frozen=True)
@@ -93,15 +87,6 @@ def plan(requests: list[DocumentRequest], syntaxes: list[str], repository_unique
 
 
 def response(errors: list[XdsError], served: list[Served]) -> etree._Element:
-    root = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetResponse", nsmap={"xdsb": XDSB})
-    root.append(xds.registry_response(errors, partial=bool(served)))
-    for s in served:
-        doc = etree.SubElement(root, f"{{{XDSB}}}DocumentResponse")
-        if s.request.home_community_id:
-            etree.SubElement(doc, f"{{{XDSB}}}HomeCommunityId").text = s.request.home_community_id
-        etree.SubElement(doc, f"{{{XDSB}}}RepositoryUniqueId").text = s.request.repository_unique_id
-        etree.SubElement(doc, f"{{{XDSB}}}DocumentUniqueId").text = s.request.document_unique_id
-        etree.SubElement(doc, f"{{{XDSB}}}mimeType").text = "application/dicom"
-        content = etree.SubElement(doc, f"{{{XDSB}}}Document")
-        etree.SubElement(content, f"{{{XOP}}}Include", nsmap={"xop": XOP}, href=f"cid:{s.content_id}")
-    return root
+    return retrieve_document_set_response(errors, [DocumentResponse(
+        s.request.home_community_id, s.request.repository_unique_id, s.request.document_unique_id,
+        "application/dicom", s.content_id) for s in served])

@@ -8,9 +8,10 @@ import logging
 import psycopg
 import psycopg_pool
 from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian
 
-from affinity_domain import mtom
-from affinity_domain.errors import XdsError
+from affinity_domain import mtom, ns
+from affinity_domain.errors import REPOSITORY_ERROR, XdsError
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
 
@@ -27,7 +28,7 @@ def transcoded(path, transfer_syntax: str) -> bytes:
     ds = dcmread(path)
     ds.file_meta.TransferSyntaxUID = transfer_syntax
     out = io.BytesIO()
-    ds.save_as(out, implicit_vr=transfer_syntax == "1.2.840.10008.1.2", little_endian=True,
+    ds.save_as(out, implicit_vr=transfer_syntax == ImplicitVRLittleEndian, little_endian=True,
                enforce_file_format=True)
     return out.getvalue()
 
@@ -38,13 +39,13 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
         rows = index.instances(sop_uids=[r.document_unique_id for r in requests]) if requests else []
     except _UNAVAILABLE as e:
         log.error("database unavailable", extra={"error": str(e)})
-        return Reply(rad69.response([XdsError(rad69.REPOSITORY_ERROR, "the source's database is unavailable")], []))
+        return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "the source's database is unavailable")], []))
     errors, served = rad69.plan(requests, syntaxes, repository_unique_id, {r["sop_uid"]: r for r in rows})
     parts, kept = [], []
     for s in served:
         path = content.path(s.sha1)
         if not path.exists():
-            errors.append(XdsError(rad69.REPOSITORY_ERROR, f"instance {s.request.document_unique_id} is indexed "
+            errors.append(XdsError(REPOSITORY_ERROR, f"instance {s.request.document_unique_id} is indexed "
                                    "but its bytes are missing", s.request.document_unique_id))
             continue
         kept.append(s)
@@ -60,6 +61,6 @@ def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes:
         return retrieve(index, content, repository_unique_id, envelope.body)
 
     return SoapDoor({
-        rad69.ACTION: Route(f"{{{rad69.IHERAD}}}RetrieveImagingDocumentSetRequest", rad69.RESPONSE_ACTION,
-                            retrieve_imaging_document_set, attachments=True),
+        ns.RETRIEVE_IMAGING: Route(f"{{{ns.IHERAD}}}RetrieveImagingDocumentSetRequest", ns.RETRIEVE_IMAGING_RESPONSE,
+                                   retrieve_imaging_document_set, attachments=True),
     }, max_bytes=max_bytes, spool_dir=content.spool_dir, max_stream_bytes=max_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from affinity_domain import mllp
+from affinity_domain import hl7, mllp
 
 from .store import Store
 
@@ -17,10 +17,8 @@ def backoff(attempts: int) -> float:
 
 
 def accepted(ack: bytes) -> bool:
-    for segment in ack.decode("utf-8", "replace").split("\r"):
-        if segment.startswith("MSA|"):
-            return segment.split("|")[1] in ("AA", "CA")
-    return False
+    msa = hl7.first_segment(hl7.decode(ack), "MSA")
+    return msa is not None and msa[1] in ("AA", "CA")
 
 
 def deliver_due(store: Store, timeout: float = 10.0) -> int:

@@ -24,14 +24,6 @@ class FeedMessage:
     subsumed: list[Cx]             # MRG-1 (A40)
 
 
-def _segments(text: str) -> dict[str, list[list[str]]]:
-    out: dict[str, list[list[str]]] = {}
-    for line in text.split("\r"):
-        if line:
-            out.setdefault(line[:3], []).append(line.split("|"))
-    return out
-
-
 def _ids(field: str, default_authority: str, location: str) -> list[Cx]:
     ids = []
     for rep in (r for r in field.split("~") if r):
@@ -55,7 +47,7 @@ def read_feed(raw: bytes, facility_authorities: dict[str, str]) -> FeedMessage:
     event = kind[1] if len(kind) > 1 else ""
     if event not in CREATE | UPDATE | MERGE:
         raise Hl7Error(f"event {event} is not supported", code="201", location="MSH^1^9", ack="AR")
-    segments = _segments(hl7.decode(raw))
+    segments = hl7.read_segments(hl7.decode(raw))
     if "PID" not in segments:
         raise Hl7Error("PID segment is required", code="100", location="PID", ack="AE")
     pid = segments["PID"][0]

@@ -22,10 +22,9 @@ def read(raw: bytes) -> PixQuery:
     if event != "Q23":   # QBP also carries PDQ (Q22) and others this listener does not answer
         raise Hl7Error(f"query event {event} is not supported; PIX Query is QBP^Q23", code="201",
                        location="MSH^1^9^1^2", ack="AR")
-    segments = {line.split("|", 1)[0]: line.split("|") for line in text.split("\r") if line}
-    if "QPD" not in segments:
+    qpd = hl7.first_segment(text, "QPD")
+    if qpd is None:
         raise Hl7Error("QPD segment is required", code="100", location="QPD", ack="AE")
-    qpd = segments["QPD"]
     person = Cx.parse(qpd[3]) if len(qpd) > 3 and qpd[3] else None
     if person is None or not person.id:
         raise Hl7Error("QPD-3 must hold the patient identifier", code="101", location="QPD^1^3^1^1")

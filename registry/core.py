@@ -5,6 +5,7 @@ import logging
 
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.errors import REGISTRY_ERROR, REGISTRY_METADATA_ERROR, XdsError
 
@@ -40,7 +41,7 @@ class Registry:
 
     def _submit(self, request: etree._Element, validate, apply) -> tuple[list[XdsError], rim.ObjectList | None]:
         """A SubmitObjectsRequest validated, planned and applied: (errors, its objects)."""
-        container = request.find(rim.q(rim.RIM, "RegistryObjectList"))
+        container = request.find(rim.q(ns.RIM, "RegistryObjectList"))
         if container is None:
             return [XdsError(REGISTRY_METADATA_ERROR, "SubmitObjectsRequest has no RegistryObjectList")], None
         objects = rim.parse_object_list(container)

@@ -6,6 +6,7 @@ import logging
 import psycopg
 import psycopg_pool
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain import errors
 from affinity_domain.soap import Envelope
@@ -15,10 +16,6 @@ from .core import Registry
 
 log = logging.getLogger("xdsi.registry")
 
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
-STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
-MULTI_PATIENT_QUERY = "urn:ihe:iti:2009:MultiPatientStoredQuery"
-UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
@@ -43,11 +40,11 @@ def door(registry: Registry, max_bytes: int) -> SoapDoor:
             return errors.adhoc_query_response(errs, objects)
         return handle
 
-    submit_request = rim.q(rim.LCM, "SubmitObjectsRequest")
-    adhoc = rim.q(rim.QUERY, "AdhocQueryRequest")
+    submit_request = rim.q(ns.LCM, "SubmitObjectsRequest")
+    adhoc = rim.q(ns.QUERY, "AdhocQueryRequest")
     return SoapDoor({
-        REGISTER: Route(submit_request, REGISTER + "Response", submit(registry.register_document_set)),
-        UPDATE: Route(submit_request, UPDATE + "Response", submit(registry.update_document_set)),
-        STORED_QUERY: Route(adhoc, STORED_QUERY + "Response", query(False)),
-        MULTI_PATIENT_QUERY: Route(adhoc, MULTI_PATIENT_QUERY + "Response", query(True)),
+        ns.REGISTER: Route(submit_request, ns.REGISTER_RESPONSE, submit(registry.register_document_set)),
+        ns.UPDATE: Route(submit_request, ns.UPDATE_RESPONSE, submit(registry.update_document_set)),
+        ns.STORED_QUERY: Route(adhoc, ns.STORED_QUERY_RESPONSE, query(False)),
+        ns.MULTI_PATIENT_QUERY: Route(adhoc, ns.MULTI_PATIENT_QUERY_RESPONSE, query(True)),
     }, max_bytes=max_bytes)

@@ -11,6 +11,7 @@ from lxml import etree
 from psycopg.rows import namedtuple_row
 from psycopg_pool import ConnectionPool
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.ebrim import ObjectList, RegistryObject, code_key
 from affinity_domain.errors import DUPLICATE_UNIQUE_ID, TOO_MANY_RESULTS, XdsError
@@ -62,11 +63,11 @@ def render(row, kind: str) -> etree._Element:
     el.set("status", row.status)
     # The stored patient id differs from the row's only after an A40 merge.
     if kind != "associations" and row.patient_id and escape(row.patient_id).encode() not in row.xml:
-        for ext in el.iterfind(rim.q(rim.RIM, "ExternalIdentifier")):
+        for ext in el.iterfind(rim.q(ns.RIM, "ExternalIdentifier")):
             if ext.get("identificationScheme") in _PATIENT_SCHEMES:
                 ext.set("value", row.patient_id)
     if kind == "folders":
-        for slot in el.iterfind(rim.q(rim.RIM, "Slot")):
+        for slot in el.iterfind(rim.q(ns.RIM, "Slot")):
             if slot.get("name") == "lastUpdateTime":
                 slot[0][0].text = row.last_update_time
     return el

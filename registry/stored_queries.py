@@ -11,6 +11,7 @@ from typing import Callable, Protocol
 
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.errors import (REGISTRY_ERROR, RESULT_NOT_SINGLE_PATIENT, STORED_QUERY_MISSING_PARAM,
                                     STORED_QUERY_PARAM_NUMBER, UNKNOWN_STORED_QUERY, XdsError)
@@ -102,13 +103,13 @@ class QueryRequest:
 
 
 def read_request(request: etree._Element) -> QueryRequest:
-    option = request.find(rim.q(rim.QUERY, "ResponseOption"))
-    query = request.find(rim.q(rim.RIM, "AdhocQuery"))
+    option = request.find(rim.q(ns.QUERY, "ResponseOption"))
+    query = request.find(rim.q(ns.RIM, "AdhocQuery"))
     if query is None:
         raise XdsError(UNKNOWN_STORED_QUERY, "AdhocQueryRequest has no AdhocQuery")
     slots: dict[str, list[list[str]]] = {}
-    for slot in query.iterfind(rim.q(rim.RIM, "Slot")):
-        values = [v for el in slot.iterfind(f"{{{rim.RIM}}}ValueList/{{{rim.RIM}}}Value")
+    for slot in query.iterfind(rim.q(ns.RIM, "Slot")):
+        values = [v for el in slot.iterfind(f"{{{ns.RIM}}}ValueList/{{{ns.RIM}}}Value")
                   for v in parse_value(el.text or "")]
         slots.setdefault(slot.get("name", ""), []).append(values)
     return_type = option.get("returnType", "ObjectRef") if option is not None else "ObjectRef"

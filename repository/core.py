@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain import mtom
-from affinity_domain.errors import XdsError, registry_response
+from affinity_domain.errors import (NON_IDENTICAL_HASH, REGISTRY_NOT_AVAILABLE, REPOSITORY_METADATA_ERROR,
+                                    REPOSITORY_OUT_OF_RESOURCES, XdsError, registry_response)
 from affinity_domain.soap_client import SoapClient, TransportError
 
 from . import provide, retrieve
@@ -22,8 +24,6 @@ from .store import Index, Row
 
 log = logging.getLogger("xdsi.repository")
 
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
-STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
 GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 _QUERY_BATCH = 100
 
@@ -47,7 +47,7 @@ class Repository:
         """The RegistryResponse for a ProvideAndRegisterDocumentSetRequest."""
         submit, parts = provide.read_request(request)
         if submit is None:
-            return registry_response([XdsError(provide.REPOSITORY_METADATA_ERROR,
+            return registry_response([XdsError(REPOSITORY_METADATA_ERROR,
                                                "ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest")])
         contents = {p.id: self._content(p, attachments) for p in parts}
         try:
@@ -64,7 +64,7 @@ class Repository:
         rows = {d.unique_id: Row(d.unique_id, d.content.sha1, d.content.size, d.mime_type, "pending", "")
                 for d in docs}
         created, existing = self.index.reserve(list(rows.values()))
-        clashes = [XdsError(provide.NON_IDENTICAL_HASH,
+        clashes = [XdsError(NON_IDENTICAL_HASH,
                             f"document {e.unique_id} is already stored with SHA-1 {e.sha1}", e.unique_id)
                    for e in existing if e.sha1 != rows[e.unique_id].sha1]
         if clashes:
@@ -76,7 +76,7 @@ class Repository:
         except OSError as e:
             log.error("cannot store document bytes", extra={"error": str(e)})
             self.index.forget(created, self.content.delete)
-            return registry_response([XdsError(provide.REPOSITORY_OUT_OF_RESOURCES,
+            return registry_response([XdsError(REPOSITORY_OUT_OF_RESOURCES,
                                                f"the repository cannot store the documents: {e.strerror or e}")])
         return self._register(submit, created)
 
@@ -86,7 +86,7 @@ class Repository:
             if a is None:
                 return Content(error=f"xop:Include references cid:{part.cid}, which is not a part of the message")
             if a.error:
-                return Content(error=a.error, error_code=provide.REPOSITORY_OUT_OF_RESOURCES)
+                return Content(error=a.error, error_code=REPOSITORY_OUT_OF_RESOURCES)
             return Content(a.size, a.sha1, a.path)
         return self._spool_base64(part.text or "")
 
@@ -97,13 +97,13 @@ class Repository:
             return Content(error="the inline document is not valid base64")
         spooled = mtom.spool(data, self.content.spool_dir)
         if spooled.error:
-            return Content(error=spooled.error, error_code=provide.REPOSITORY_OUT_OF_RESOURCES)
+            return Content(error=spooled.error, error_code=REPOSITORY_OUT_OF_RESOURCES)
         return Content(spooled.size, spooled.sha1, spooled.path)
 
     def _register(self, submit: etree._Element, created: list[str]) -> etree._Element:
         """ITI-42; the registry's answer goes back unchanged."""
         try:
-            answer = self.registry.call(REGISTER, submit)
+            answer = self.registry.call(ns.REGISTER, submit)
         except TransportError as e:
             if e.maybe_processed:
                 # The registry may have registered it: recovery asks it later and keeps or drops
@@ -111,11 +111,11 @@ class Repository:
                 log.warning("registry did not answer", extra={"error": str(e), "pending": created})
             else:
                 self.index.forget(created, self.content.delete)
-            return registry_response([XdsError(provide.REGISTRY_NOT_AVAILABLE, str(e))])
+            return registry_response([XdsError(REGISTRY_NOT_AVAILABLE, str(e))])
         body = answer.body
-        if answer.fault or body is None or body.tag != rim.q(rim.RS, "RegistryResponse"):
+        if answer.fault or body is None or body.tag != rim.q(ns.RS, "RegistryResponse"):
             self.index.forget(created, self.content.delete)
-            return registry_response([XdsError(provide.REGISTRY_NOT_AVAILABLE,
+            return registry_response([XdsError(REGISTRY_NOT_AVAILABLE,
                                                f"the registry answered no RegistryResponse: {answer.fault}")])
         if body.get("status", "").endswith(":Success"):
             self.index.mark_registered(created)
@@ -176,14 +176,14 @@ class Repository:
 
     def _registered_in_registry(self, unique_ids: list[str]) -> dict[str, str]:
         """uniqueId -> hash of the DocumentEntries the registry holds for this repository."""
-        answer = self.registry.call(STORED_QUERY, get_documents_query(unique_ids))
+        answer = self.registry.call(ns.STORED_QUERY, get_documents_query(unique_ids))
         body = answer.body
         if answer.fault or body is None or not body.get("status", "").endswith(":Success"):
             raise TransportError(f"GetDocuments failed: "
                                  f"{answer.fault or (body.get('status') if body is not None else '')}",
                                  maybe_processed=False)
         found = {}
-        for entry in body.iter(rim.q(rim.RIM, "ExtrinsicObject")):
+        for entry in body.iter(rim.q(ns.RIM, "ExtrinsicObject")):
             if provide.slot_values(entry, "repositoryUniqueId") != [self.unique_id]:
                 continue
             hashes = provide.slot_values(entry, "hash") or [""]
@@ -193,11 +193,11 @@ class Repository:
 
 def get_documents_query(unique_ids: list[str]) -> etree._Element:
     """ITI-18 GetDocuments by uniqueId, LeafClass."""
-    q = etree.Element(rim.q(rim.QUERY, "AdhocQueryRequest"), nsmap={"query": rim.QUERY, "rim": rim.RIM})
-    etree.SubElement(q, rim.q(rim.QUERY, "ResponseOption"), returnType="LeafClass", returnComposedObjects="true")
-    adhoc = etree.SubElement(q, rim.q(rim.RIM, "AdhocQuery"), id=GET_DOCUMENTS)
-    slot = etree.SubElement(adhoc, rim.q(rim.RIM, "Slot"), name="$XDSDocumentEntryUniqueId")
-    values = etree.SubElement(slot, rim.q(rim.RIM, "ValueList"))
+    q = etree.Element(rim.q(ns.QUERY, "AdhocQueryRequest"), nsmap={"query": ns.QUERY, "rim": ns.RIM})
+    etree.SubElement(q, rim.q(ns.QUERY, "ResponseOption"), returnType="LeafClass", returnComposedObjects="true")
+    adhoc = etree.SubElement(q, rim.q(ns.RIM, "AdhocQuery"), id=GET_DOCUMENTS)
+    slot = etree.SubElement(adhoc, rim.q(ns.RIM, "Slot"), name="$XDSDocumentEntryUniqueId")
+    values = etree.SubElement(slot, rim.q(ns.RIM, "ValueList"))
     quoted = ",".join("'" + u.replace("'", "''") + "'" for u in unique_ids)
-    etree.SubElement(values, rim.q(rim.RIM, "Value")).text = f"({quoted})"
+    etree.SubElement(values, rim.q(ns.RIM, "Value")).text = f"({quoted})"
     return q

@@ -7,20 +7,11 @@ from pathlib import Path
 
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain import mtom
-from affinity_domain.errors import XdsError
-
-XDSB = "urn:ihe:iti:xds-b:2007"
-
-# ITI TF-3 Table 4.2.4.1-2: the repository's own codes.
-REPOSITORY_ERROR = "XDSRepositoryError"
-REPOSITORY_METADATA_ERROR = "XDSRepositoryMetadataError"
-REPOSITORY_OUT_OF_RESOURCES = "XDSRepositoryOutOfResources"
-MISSING_DOCUMENT = "XDSMissingDocument"
-MISSING_DOCUMENT_METADATA = "XDSMissingDocumentMetadata"
-REGISTRY_NOT_AVAILABLE = "XDSRegistryNotAvailable"
-NON_IDENTICAL_HASH = "XDSNonIdenticalHash"
+from affinity_domain.errors import MISSING_DOCUMENT, MISSING_DOCUMENT_METADATA, REPOSITORY_METADATA_ERROR, XdsError
+from affinity_domain.ns import XDSB
 
 
 @dataclass
@@ -53,7 +44,7 @@ class StoredDocument:
 
 def read_request(request: etree._Element) -> tuple[etree._Element | None, list[DocumentPart]]:
     """The SubmitObjectsRequest and the documents of a ProvideAndRegisterDocumentSetRequest."""
-    submit = request.find(rim.q(rim.LCM, "SubmitObjectsRequest"))
+    submit = request.find(rim.q(ns.LCM, "SubmitObjectsRequest"))
     parts = []
     for doc in request.iterfind(f"{{{XDSB}}}Document"):
         refs = mtom.include_refs(doc)
@@ -65,19 +56,19 @@ def read_request(request: etree._Element) -> tuple[etree._Element | None, list[D
 
 
 def _entries(submit: etree._Element) -> list[etree._Element]:
-    container = submit.find(rim.q(rim.RIM, "RegistryObjectList"))
-    return [] if container is None else list(container.iterfind(rim.q(rim.RIM, "ExtrinsicObject")))
+    container = submit.find(rim.q(ns.RIM, "RegistryObjectList"))
+    return [] if container is None else list(container.iterfind(rim.q(ns.RIM, "ExtrinsicObject")))
 
 
 def slot_values(entry: etree._Element, name: str) -> list[str] | None:
-    for slot in entry.iterfind(rim.q(rim.RIM, "Slot")):
+    for slot in entry.iterfind(rim.q(ns.RIM, "Slot")):
         if slot.get("name") == name:
-            return [(v.text or "").strip() for v in slot.iterfind(f"{{{rim.RIM}}}ValueList/{{{rim.RIM}}}Value")]
+            return [(v.text or "").strip() for v in slot.iterfind(f"{{{ns.RIM}}}ValueList/{{{ns.RIM}}}Value")]
     return None
 
 
 def entry_unique_id(entry: etree._Element) -> str:
-    for ext in entry.iterfind(rim.q(rim.RIM, "ExternalIdentifier")):
+    for ext in entry.iterfind(rim.q(ns.RIM, "ExternalIdentifier")):
         if ext.get("identificationScheme") == rim.DE_UNIQUE_ID:
             return ext.get("value", "").strip()
     return ""
@@ -86,13 +77,13 @@ def entry_unique_id(entry: etree._Element) -> str:
 def set_slot(entry: etree._Element, name: str, value: str) -> None:
     """Set a one-valued Slot, replacing any the submitter sent; new Slots go after the others
     (rim.xsd puts Slots first)."""
-    slots = list(entry.iterfind(rim.q(rim.RIM, "Slot")))
+    slots = list(entry.iterfind(rim.q(ns.RIM, "Slot")))
     for slot in slots:
         if slot.get("name") == name:
             entry.remove(slot)
-    slots = list(entry.iterfind(rim.q(rim.RIM, "Slot")))
-    slot = etree.Element(rim.q(rim.RIM, "Slot"), name=name)
-    etree.SubElement(etree.SubElement(slot, rim.q(rim.RIM, "ValueList")), rim.q(rim.RIM, "Value")).text = value
+    slots = list(entry.iterfind(rim.q(ns.RIM, "Slot")))
+    slot = etree.Element(rim.q(ns.RIM, "Slot"), name=name)
+    etree.SubElement(etree.SubElement(slot, rim.q(ns.RIM, "ValueList")), rim.q(ns.RIM, "Value")).text = value
     if slots:
         slots[-1].addnext(slot)
     else:

@@ -6,14 +6,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from affinity_domain import errors as xds
-from affinity_domain.errors import XdsError
-from affinity_domain.mtom import XOP
-
-from .provide import REPOSITORY_ERROR, XDSB
-
-DOCUMENT_UNIQUE_ID_ERROR = "XDSDocumentUniqueIdError"
-UNKNOWN_REPOSITORY_ID = "XDSUnknownRepositoryId"
+from affinity_domain.errors import DOCUMENT_UNIQUE_ID_ERROR, REPOSITORY_ERROR, UNKNOWN_REPOSITORY_ID, XdsError
+from affinity_domain.ns import XDSB
+from affinity_domain.retrieve import DocumentResponse, retrieve_document_set_response
 
 
 @dataclass
@@ -60,15 +55,6 @@ def plan(requests: list[DocumentRequest], repository_unique_id: str,
 
 
 def response(errors: list[XdsError], served: list[Served]) -> etree._Element:
-    root = etree.Element(f"{{{XDSB}}}RetrieveDocumentSetResponse", nsmap={"xdsb": XDSB})
-    root.append(xds.registry_response(errors, partial=bool(served)))
-    for s in served:
-        doc = etree.SubElement(root, f"{{{XDSB}}}DocumentResponse")
-        if s.request.home_community_id:
-            etree.SubElement(doc, f"{{{XDSB}}}HomeCommunityId").text = s.request.home_community_id
-        etree.SubElement(doc, f"{{{XDSB}}}RepositoryUniqueId").text = s.request.repository_unique_id
-        etree.SubElement(doc, f"{{{XDSB}}}DocumentUniqueId").text = s.request.document_unique_id
-        etree.SubElement(doc, f"{{{XDSB}}}mimeType").text = s.mime_type
-        content = etree.SubElement(doc, f"{{{XDSB}}}Document")
-        etree.SubElement(content, f"{{{XOP}}}Include", nsmap={"xop": XOP}, href=f"cid:{s.content_id}")
-    return root
+    return retrieve_document_set_response(errors, [DocumentResponse(
+        s.request.home_community_id, s.request.repository_unique_id, s.request.document_unique_id, s.mime_type,
+        s.content_id) for s in served])

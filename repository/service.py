@@ -7,24 +7,21 @@ import logging
 import psycopg
 import psycopg_pool
 
-from affinity_domain import errors
+from affinity_domain import errors, ns
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
 
-from . import provide, retrieve
+from . import retrieve
 from .core import Repository
 
 log = logging.getLogger("xdsi.repository")
 
-PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"     # ITI-41, and RAD-68's wire
-RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
-REPOSITORY_BUSY = "XDSRepositoryBusy"
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
 def _busy(e: Exception) -> errors.XdsError:
     log.error("database unavailable", extra={"error": str(e)})
-    return errors.XdsError(REPOSITORY_BUSY, "the repository's database is unavailable")
+    return errors.XdsError(errors.REPOSITORY_BUSY, "the repository's database is unavailable")
 
 
 def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: int) -> SoapDoor:
@@ -42,8 +39,8 @@ def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: in
         return Reply(found.response, found.parts)     # always MTOM, one part per document
 
     return SoapDoor({
-        PROVIDE: Route(f"{{{provide.XDSB}}}ProvideAndRegisterDocumentSetRequest", PROVIDE + "Response",
-                       provide_and_register, attachments=True),
-        RETRIEVE: Route(f"{{{provide.XDSB}}}RetrieveDocumentSetRequest", RETRIEVE + "Response",
-                        retrieve_document_set, attachments=True),
+        ns.PROVIDE_AND_REGISTER: Route(f"{{{ns.XDSB}}}ProvideAndRegisterDocumentSetRequest",
+                                       ns.PROVIDE_AND_REGISTER_RESPONSE, provide_and_register, attachments=True),
+        ns.RETRIEVE: Route(f"{{{ns.XDSB}}}RetrieveDocumentSetRequest", ns.RETRIEVE_RESPONSE,
+                           retrieve_document_set, attachments=True),
     }, max_bytes=max_bytes, spool_dir=spool_dir, max_stream_bytes=max_stream_bytes)

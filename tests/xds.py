@@ -13,13 +13,10 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from affinity_domain import ns
+
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
-NS = {"rim": "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0", "rs": "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0",
-      "query": "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0", "lcm": "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0",
-      "s": "http://www.w3.org/2003/05/soap-envelope", "wsa": "http://www.w3.org/2005/08/addressing"}
-REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
-QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
-MPQ = "urn:ihe:iti:2009:MultiPatientStoredQuery"
+NS = {"rim": ns.RIM, "rs": ns.RS, "query": ns.QUERY, "lcm": ns.LCM, "s": ns.SOAP12, "wsa": ns.WSA}
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
@@ -37,7 +34,7 @@ def envelope(action: str, body: str, message_id: str | None = None) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{NS["s"]}" xmlns:wsa="{NS["wsa"]}">'
             f'<s:Header><wsa:Action s:mustUnderstand="1">{action}</wsa:Action>'
             f'<wsa:MessageID>{message_id or "urn:uuid:" + str(uuid.uuid4())}</wsa:MessageID>'
-            f'<wsa:ReplyTo><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>'
+            f'<wsa:ReplyTo><wsa:Address>{ns.WSA_ANONYMOUS}</wsa:Address></wsa:ReplyTo>'
             f'</s:Header><s:Body>{body}</s:Body></s:Envelope>').encode()
 
 

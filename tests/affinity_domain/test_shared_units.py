@@ -49,3 +49,33 @@ def test_config_environment_overrides(tmp_path):
     assert cfg.section("consumer")["local_pacs"] == "B@h:2"
     assert cfg.database_url == "postgresql://x/y" and str(cfg.data_dir) == "/d"
     assert cfg.domain["assigning_authority"] == DOMAIN
+
+
+def test_hl7_reader_keeps_every_occurrence_with_field_n_at_index_n():
+    from affinity_domain import hl7
+    text = "MSH|^~\\&|A|B\rPID|||X1^^^&1.2&ISO~X2^^^&1.3&ISO\rNTE|1|first\rNTE|2|second\r"
+    segments = hl7.read_segments(text)
+    assert [s[2] for s in segments["NTE"]] == ["first", "second"]
+    assert hl7.first_segment(text, "PID")[3].split("~") == ["X1^^^&1.2&ISO", "X2^^^&1.3&ISO"]
+    assert hl7.first_segment(text, "MSH")[2] == "A" and hl7.first_segment(text, "MRG") is None
+
+
+def test_hl7_escape_writes_every_encoding_character_as_its_sequence():
+    from affinity_domain import hl7
+    assert hl7.escape("a|b^c&d~e\\f") == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f"
+
+
+def test_exceptions_share_the_root_and_keep_their_other_base():
+    from affinity_domain import config, content, errors, hl7, mllp, part10, xmlsafe
+    from affinity_domain.exceptions import XdsiError
+    from imaging_source import indexer, publish, query
+    for cls, base in ((mtom.MtomError, ValueError), (hl7.Hl7Error, ValueError), (xmlsafe.UnsafeXml, ValueError),
+                      (part10.Unreadable, ValueError), (mllp.FrameTooLarge, ValueError),
+                      (query.QueryError, ValueError), (content.StoreFull, OSError),
+                      (indexer.JournalBusy, RuntimeError), (config.ConfigError, Exception),
+                      (publish.Held, Exception), (errors.XdsError, Exception), (errors.XdsErrors, Exception)):
+        assert issubclass(cls, XdsiError) and issubclass(cls, base), cls
+    assert publish.Held("PIX down").retryable and content.StoreFull(28, "full").retryable
+    assert hl7.Hl7Error("bad").permanent and not hl7.Hl7Error("bad").retryable
+    busy, wrong = errors.XdsError(errors.REGISTRY_BUSY, "db"), errors.XdsError(errors.REGISTRY_METADATA_ERROR, "x")
+    assert (busy.retryable, busy.permanent, wrong.retryable, wrong.permanent) == (True, False, False, True)

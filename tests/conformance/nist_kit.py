@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 from lxml import etree
 
+from affinity_domain import ns
 from tests.services import SHARED
 
 KIT_TESTS = SHARED / "nist-testkit" / "testkit" / "tests"
@@ -25,20 +26,8 @@ EBRS_SCHEMAS = SHARED / "ihe-iti-info" / "schema" / "ebRS"
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
 
 RIM2 = "urn:oasis:names:tc:ebxml-regrep:rim:xsd:2.1"
-RIM3 = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
-RS3 = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
-QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
-SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-WSA = "http://www.w3.org/2005/08/addressing"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
-NS = {"rim": RIM3, "lcm": LCM, "rs": RS3, "query": QUERY, "s": SOAP12, "wsa": WSA}
+NS = {"rim": ns.RIM, "lcm": ns.LCM, "rs": ns.RS, "query": ns.QUERY, "s": ns.SOAP12, "wsa": ns.WSA}
 
-REGISTER_ACTION = "urn:ihe:iti:2007:RegisterDocumentSet-b"
-QUERY_ACTION = "urn:ihe:iti:2007:RegistryStoredQuery"
-MPQ_ACTION = "urn:ihe:iti:2009:MultiPatientStoredQuery"
-UPDATE_ACTION = "urn:ihe:iti:2010:UpdateDocumentSet"
-ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 
 # ExternalIdentifier identificationSchemes and classification nodes (ITI TF-3 4.2.5)
 DE_PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
@@ -448,13 +437,13 @@ _TYPED = {"RegistryPackage", "Association", "Classification", "ExternalIdentifie
 
 def to_ebrim3(root):
     """A SubmitObjectsRequest in ebRIM 3.0; 2.1 input is translated, 3.0 input is returned unchanged."""
-    if etree.QName(root).namespace == LCM:
+    if etree.QName(root).namespace == ns.LCM:
         return root
     source = root.find(f"{{{RIM2}}}LeafRegistryObjectList")
     if source is None:
         raise KitError(f"not a SubmitObjectsRequest: {root.tag}")
-    request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM3})
-    target = etree.SubElement(request, f"{{{RIM3}}}RegistryObjectList")
+    request = etree.Element(f"{{{ns.LCM}}}SubmitObjectsRequest", nsmap={"lcm": ns.LCM, "rim": ns.RIM})
+    target = etree.SubElement(request, f"{{{ns.RIM}}}RegistryObjectList")
     counter = iter(range(1, 1_000_000))
     for obj in source:
         # ObjectRefs only named objects of the registry for 2.1; 3.0 needs none of them
@@ -465,13 +454,13 @@ def to_ebrim3(root):
 
 def _translate(el, parent_id: str | None, counter):
     name = local(el)
-    out = etree.Element(f"{{{RIM3}}}{name}")
+    out = etree.Element(f"{{{ns.RIM}}}{name}")
     for attr, value in el.attrib.items():
         attr_name = etree.QName(attr).localname
         if attr_name in ("majorVersion", "minorVersion"):
             continue          # 2.1 versioning has no 3.0 counterpart in a submission
         if attr_name == "lang":
-            out.set(f"{{{XML_NS}}}lang", value)
+            out.set(f"{{{ns.XML}}}lang", value)
             continue
         if attr_name == "status" and ":" not in value:
             value = STATUS_PREFIX + value
@@ -499,20 +488,20 @@ def _translate(el, parent_id: str | None, counter):
 # ---------------------------------------------------------------- the wire format
 
 def envelope(request, action: str, to: str) -> bytes:
-    env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"s": SOAP12, "wsa": WSA})
-    header = etree.SubElement(env, f"{{{SOAP12}}}Header")
-    etree.SubElement(header, f"{{{WSA}}}Action", {f"{{{SOAP12}}}mustUnderstand": "1"}).text = action
-    etree.SubElement(header, f"{{{WSA}}}MessageID").text = new_uuid()
-    etree.SubElement(header, f"{{{WSA}}}To").text = to
-    reply = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
-    etree.SubElement(reply, f"{{{WSA}}}Address").text = ANONYMOUS
-    etree.SubElement(env, f"{{{SOAP12}}}Body").append(copy.deepcopy(request))
+    env = etree.Element(f"{{{ns.SOAP12}}}Envelope", nsmap={"s": ns.SOAP12, "wsa": ns.WSA})
+    header = etree.SubElement(env, f"{{{ns.SOAP12}}}Header")
+    etree.SubElement(header, f"{{{ns.WSA}}}Action", {f"{{{ns.SOAP12}}}mustUnderstand": "1"}).text = action
+    etree.SubElement(header, f"{{{ns.WSA}}}MessageID").text = new_uuid()
+    etree.SubElement(header, f"{{{ns.WSA}}}To").text = to
+    reply = etree.SubElement(header, f"{{{ns.WSA}}}ReplyTo")
+    etree.SubElement(reply, f"{{{ns.WSA}}}Address").text = ns.WSA_ANONYMOUS
+    etree.SubElement(env, f"{{{ns.SOAP12}}}Body").append(copy.deepcopy(request))
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
 
 
 def action_for(step: Step) -> str:
-    return {"Register": REGISTER_ACTION, "StoredQuery": QUERY_ACTION, "MPQ": MPQ_ACTION,
-            "MetadataUpdate": UPDATE_ACTION}[step.transaction]
+    return {"Register": ns.REGISTER, "StoredQuery": ns.STORED_QUERY, "MPQ": ns.MULTI_PATIENT_QUERY,
+            "MetadataUpdate": ns.UPDATE}[step.transaction]
 
 
 @dataclass
@@ -535,7 +524,7 @@ class Answer:
 
 def read_answer(envelope_bytes: bytes) -> Answer:
     root = etree.fromstring(envelope_bytes)
-    body = root.find(f"{{{SOAP12}}}Body")
+    body = root.find(f"{{{ns.SOAP12}}}Body")
     if body is None or not len(body):
         raise ValueError("no SOAP 1.2 Body in the answer")
     payload = body[0]
@@ -544,7 +533,7 @@ def read_answer(envelope_bytes: bytes) -> Answer:
         return Answer("Fault", [RegistryError("SOAPFault", reason, "Error")], payload)
     errors = [RegistryError(e.get("errorCode", ""), e.get("codeContext", ""),
                             e.get("severity", "").rsplit(":", 1)[-1])
-              for e in payload.iter(f"{{{RS3}}}RegistryError")]
+              for e in payload.iter(f"{{{ns.RS}}}RegistryError")]
     return Answer(payload.get("status", "").rsplit(":", 1)[-1], errors, payload)
 
 
@@ -570,14 +559,14 @@ class Contents:
     """The objects of a query answer, sorted into the toolkit's metadata categories."""
 
     def __init__(self, response):
-        objects = response.find(f"{{{RIM3}}}RegistryObjectList")
+        objects = response.find(f"{{{ns.RIM}}}RegistryObjectList")
         kids = [] if objects is None else [c for c in objects if isinstance(c.tag, str)]
         self.documents = [c for c in kids if local(c) == "ExtrinsicObject"]
         self.associations = [c for c in kids if local(c) == "Association"]
         self.object_refs = [c for c in kids if local(c) == "ObjectRef"]
         packages = [c for c in kids if local(c) == "RegistryPackage"]
         nodes = {(c.get("classifiedObject"), c.get("classificationNode"))
-                 for c in objects.iter(f"{{{RIM3}}}Classification")} if objects is not None else set()
+                 for c in objects.iter(f"{{{ns.RIM}}}Classification")} if objects is not None else set()
         self.submission_sets = [p for p in packages if self._is(p, nodes, SS_NODE, SS_UNIQUE_ID)]
         self.folders = [p for p in packages if self._is(p, nodes, FOLDER_NODE, FOLDER_UNIQUE_ID)]
 

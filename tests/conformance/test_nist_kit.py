@@ -7,6 +7,7 @@ import re
 import pytest
 from lxml import etree
 
+from affinity_domain import ns
 from tests.conformance import nist_kit as kit
 from tests.conformance.nist_kit import ALL_TESTS, REGISTER_TESTS
 
@@ -99,8 +100,8 @@ def test_submissions_are_ebrim3_as_the_toolkit_translates_them():
         if step.transaction != "Register":
             continue
         request = prepared.request
-        assert etree.QName(request).namespace == kit.LCM
-        assert not request.xpath("//*[namespace-uri()!=$lcm and namespace-uri()!=$rim]", lcm=kit.LCM, rim=kit.RIM3)
+        assert etree.QName(request).namespace == ns.LCM
+        assert not request.xpath("//*[namespace-uri()!=$lcm and namespace-uri()!=$rim]", lcm=ns.LCM, rim=ns.RIM)
         assert not request.xpath("//rim:ObjectRef | //@majorVersion | //@minorVersion", namespaces=kit.NS)
         for ei in request.iterfind(".//rim:ExternalIdentifier", kit.NS):
             assert ei.get("id") and ei.get("registryObject") == ei.getparent().get("id")
@@ -119,7 +120,7 @@ def test_association_types_get_their_urns():
 
 
 def patient_ids(request):
-    return {ei.get("identificationScheme"): ei.get("value") for ei in request.iter(f"{{{kit.RIM3}}}ExternalIdentifier")
+    return {ei.get("identificationScheme"): ei.get("value") for ei in request.iter(f"{{{ns.RIM}}}ExternalIdentifier")
             if ei.get("identificationScheme") in kit.PATIENT_ID_SCHEMES}
 
 
@@ -186,12 +187,12 @@ def test_use_id_reaches_into_other_tests():
 
 
 def test_envelope_carries_ws_addressing():
-    body = etree.Element(f"{{{kit.QUERY}}}AdhocQueryRequest")
-    env = etree.fromstring(kit.envelope(body, kit.QUERY_ACTION, "http://x/registry"))
-    assert env.findtext("s:Header/wsa:Action", namespaces=kit.NS) == kit.QUERY_ACTION
+    body = etree.Element(f"{{{ns.QUERY}}}AdhocQueryRequest")
+    env = etree.fromstring(kit.envelope(body, ns.STORED_QUERY, "http://x/registry"))
+    assert env.findtext("s:Header/wsa:Action", namespaces=kit.NS) == ns.STORED_QUERY
     assert env.findtext("s:Header/wsa:To", namespaces=kit.NS) == "http://x/registry"
     assert env.findtext("s:Header/wsa:MessageID", namespaces=kit.NS).startswith("urn:uuid:")
-    assert env.findtext("s:Header/wsa:ReplyTo/wsa:Address", namespaces=kit.NS) == kit.ANONYMOUS
+    assert env.findtext("s:Header/wsa:ReplyTo/wsa:Address", namespaces=kit.NS) == ns.WSA_ANONYMOUS
     assert env.find("s:Body/query:AdhocQueryRequest", kit.NS) is not None
 
 
@@ -199,8 +200,8 @@ def test_envelope_carries_ws_addressing():
 
 def answer(status="Success", objects="", errors=""):
     error_list = f"<rs:RegistryErrorList>{errors}</rs:RegistryErrorList>" if errors else ""
-    return kit.read_answer(f"""<s:Envelope xmlns:s="{kit.SOAP12}"><s:Body>
-      <query:AdhocQueryResponse xmlns:query="{kit.QUERY}" xmlns:rs="{kit.RS3}" xmlns:rim="{kit.RIM3}"
+    return kit.read_answer(f"""<s:Envelope xmlns:s="{ns.SOAP12}"><s:Body>
+      <query:AdhocQueryResponse xmlns:query="{ns.QUERY}" xmlns:rs="{ns.RS}" xmlns:rim="{ns.RIM}"
          status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:{status}">{error_list}
         <rim:RegistryObjectList>{objects}</rim:RegistryObjectList>
       </query:AdhocQueryResponse></s:Body></s:Envelope>""".encode())

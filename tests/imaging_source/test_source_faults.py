@@ -18,9 +18,10 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage
 
+from affinity_domain import ns
 from tests.imaging_source import source_dicom as dd
 from tests.services import free_port, launch
-from tests.imaging_source.test_source_flow import NS, XDSB, rad69, state
+from tests.imaging_source.test_source_flow import NS, rad69, state
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 # (DCMTK command, its options, the transfer syntax it writes, storescu's option proposing it)
@@ -36,9 +37,9 @@ def _retrieved(reply) -> tuple[str, dict[str, bytes], list[str]]:
     """A RAD-69 reply's status (its last word), documents by uid and the uids its errors locate."""
     status = reply.body.find("rs:RegistryResponse", NS).get("status").rsplit(":", 1)[-1]
     documents = {}
-    for doc in reply.body.iterfind(f"{{{XDSB}}}DocumentResponse"):
-        cid = doc.find(f"{{{XDSB}}}Document/{{http://www.w3.org/2004/08/xop/include}}Include").get("href")[4:]
-        documents[doc.findtext(f"{{{XDSB}}}DocumentUniqueId")] = reply.attachments[cid].path.read_bytes()
+    for doc in reply.body.iterfind(f"{{{ns.XDSB}}}DocumentResponse"):
+        cid = doc.find(f"{{{ns.XDSB}}}Document/{{{ns.XOP}}}Include").get("href")[4:]
+        documents[doc.findtext(f"{{{ns.XDSB}}}DocumentUniqueId")] = reply.attachments[cid].path.read_bytes()
     errors = [e.get("location") for e in reply.body.iterfind(".//rs:RegistryError", NS)]
     reply.discard()
     return status, documents, errors

@@ -12,14 +12,13 @@ import psycopg
 import pytest
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain.soap_client import SoapClient
 from pydicom import dcmread
 
 from tests.imaging_source import source_dicom as dd
-from tests.xds import FIND_DOCUMENTS, NS, QUERY, post, envelope, stored_query
+from tests.xds import FIND_DOCUMENTS, NS, post, envelope, stored_query
 
-XDSB = "urn:ihe:iti:xds-b:2007"
-IHERAD = "urn:ihe:rad:xdsi-b:2009"
 SOURCE_REPOSITORY_ID = "1.3.6.1.4.1.21367.13.40.302"
 REPOSITORY_ID = "1.3.6.1.4.1.21367.13.40.301"
 KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -45,7 +44,7 @@ def published(source, study_uid: str, count: int = 1, timeout: float = 30) -> li
 
 
 def find_documents(registry, patient_id: str, status: str = "Approved") -> list[etree._Element]:
-    reply = post(registry.url, envelope(QUERY, stored_query(FIND_DOCUMENTS, {
+    reply = post(registry.url, envelope(ns.STORED_QUERY, stored_query(FIND_DOCUMENTS, {
         "$XDSDocumentEntryPatientId": f"'{patient_id}'",
         "$XDSDocumentEntryStatus": f"('urn:oasis:names:tc:ebxml-regrep:StatusType:{status}')"})))
     assert reply.response_status == "Success", reply.body[:2000]
@@ -54,11 +53,11 @@ def find_documents(registry, patient_id: str, status: str = "Approved") -> list[
 
 def retrieve_manifest(repository, tmp_path, kos_uid: str) -> bytes:
     body = etree.fromstring(
-        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{XDSB}"><xdsb:DocumentRequest>'
+        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{ns.XDSB}"><xdsb:DocumentRequest>'
         f'<xdsb:RepositoryUniqueId>{REPOSITORY_ID}</xdsb:RepositoryUniqueId>'
         f'<xdsb:DocumentUniqueId>{kos_uid}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>'
         f'</xdsb:RetrieveDocumentSetRequest>')
-    reply = SoapClient(repository.url, spool_dir=tmp_path).call("urn:ihe:iti:2007:RetrieveDocumentSet", body,
+    reply = SoapClient(repository.url, spool_dir=tmp_path).call(ns.RETRIEVE, body,
                                                                 use_mtom=True)
     assert len(reply.attachments) == 1, etree.tostring(reply.body)[:2000]
     data = next(iter(reply.attachments.values())).path.read_bytes()
@@ -71,7 +70,7 @@ def rad69(source, tmp_path, study_uid, docs: list[tuple[str, str]], syntaxes=("1
     series: dict[str, list[str]] = {}
     for series_uid, sop in docs:
         series.setdefault(series_uid, []).append(sop)
-    xml = f'<iherad:RetrieveImagingDocumentSetRequest xmlns:iherad="{IHERAD}" xmlns:xdsb="{XDSB}">' \
+    xml = f'<iherad:RetrieveImagingDocumentSetRequest xmlns:iherad="{ns.IHERAD}" xmlns:xdsb="{ns.XDSB}">' \
           f'<iherad:StudyRequest studyInstanceUID="{study_uid}">'
     for series_uid, sops in series.items():
         xml += f'<iherad:SeriesRequest seriesInstanceUID="{series_uid}">' + "".join(
@@ -81,7 +80,7 @@ def rad69(source, tmp_path, study_uid, docs: list[tuple[str, str]], syntaxes=("1
     xml += "</iherad:StudyRequest><iherad:TransferSyntaxUIDList>" + "".join(
         f"<iherad:TransferSyntaxUID>{t}</iherad:TransferSyntaxUID>" for t in syntaxes) + \
         "</iherad:TransferSyntaxUIDList></iherad:RetrieveImagingDocumentSetRequest>"
-    return SoapClient(source.url, spool_dir=tmp_path).call("urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+    return SoapClient(source.url, spool_dir=tmp_path).call(ns.RETRIEVE_IMAGING,
                                                            etree.fromstring(xml))
 
 
@@ -192,10 +191,10 @@ def test_rad69_returns_every_instance_byte_for_byte(source, sent_study, tmp_path
     assert response.find(f"{{{NS['rs']}}}RegistryResponse").get("status").endswith("Success")
     assert reply.envelope.action == "urn:ihe:iti:2007:RetrieveDocumentSetResponse"
     by_uid = {}
-    for doc in response.iterfind(f"{{{XDSB}}}DocumentResponse"):
-        cid = doc.find(f"{{{XDSB}}}Document/{{http://www.w3.org/2004/08/xop/include}}Include").get("href")[4:]
-        assert doc.findtext(f"{{{XDSB}}}mimeType") == "application/dicom"
-        by_uid[doc.findtext(f"{{{XDSB}}}DocumentUniqueId")] = reply.attachments[cid].path.read_bytes()
+    for doc in response.iterfind(f"{{{ns.XDSB}}}DocumentResponse"):
+        cid = doc.find(f"{{{ns.XDSB}}}Document/{{{ns.XOP}}}Include").get("href")[4:]
+        assert doc.findtext(f"{{{ns.XDSB}}}mimeType") == "application/dicom"
+        by_uid[doc.findtext(f"{{{ns.XDSB}}}DocumentUniqueId")] = reply.attachments[cid].path.read_bytes()
     reply.discard()
     originals = {dcmread(p).SOPInstanceUID: p.read_bytes() for p in study.files}
     assert set(by_uid) == set(originals)

@@ -8,10 +8,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import KeyObjectSelectionDocumentStorage, generate_uid
 
 from tests.imaging_source import source_dicom as dd
+from affinity_domain import ns
 from affinity_domain import ebrim as rim
+from affinity_domain.dicom_status import DATA_SET_DOES_NOT_MATCH_SOP_CLASS
 from affinity_domain.hl7 import Cx
 from imaging_source import identity, indexer, intake, manifest, metadata, pix, publish, query, rad69
 from imaging_source.store import StudySnapshot
@@ -57,12 +59,13 @@ def test_instances_without_identifiers_are_refused(missing):
     ds = header()
     delattr(ds, missing)
     got = intake.describe(ds, "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6")
-    assert isinstance(got, intake.Rejected) and got.status == intake.DOES_NOT_MATCH and missing in got.reason
+    assert isinstance(got, intake.Rejected) and got.status == DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+    assert missing in got.reason
 
 
 def test_sop_instance_uid_must_match_the_request():
     got = intake.describe(header(), "1.2.840.10008.1.2.1", "MOD", {}, "1.2.3.6", affected_sop_uid="9.9.9")
-    assert isinstance(got, intake.Rejected) and got.status == intake.DOES_NOT_MATCH
+    assert isinstance(got, intake.Rejected) and got.status == DATA_SET_DOES_NOT_MATCH_SOP_CLASS
 
 
 def test_describe_reads_the_index_entry():
@@ -219,7 +222,7 @@ def test_manifest_content_and_dciodvfy(tmp_path):
     path.write_bytes(manifest.to_bytes(kos))
     assert dd.dciodvfy_errors(path) == []
     kos = dcmread(path)
-    assert kos.SOPClassUID == manifest.KOS_SOP_CLASS and kos.Modality == "KO"
+    assert kos.SOPClassUID == KeyObjectSelectionDocumentStorage and kos.Modality == "KO"
     assert kos.ConceptNameCodeSequence[0].CodeValue == "113030"
     assert kos.PatientID == h.PatientID and kos.StudyInstanceUID == h.StudyInstanceUID
     assert kos.ReferencedRequestSequence[0].AccessionNumber == "ACC9"
@@ -269,7 +272,7 @@ def test_replacing_manifest_has_an_rplc_association():
     f = metadata.ManifestFacts("1.2.3.4", "urn:uuid:e2", "1.2.3.5", "urn:uuid:s2", "D1^^^&1.2&ISO", "L1^^^&1.3&ISO",
                                study_uid="1.2.9", creation_time="20240103000000", replaces="urn:uuid:e1")
     el = metadata.request(f, CODES, "1.2.3.6", "m@x")
-    objects = rim.parse_object_list(el.find(f"{{{rim.LCM}}}SubmitObjectsRequest/{{{rim.RIM}}}RegistryObjectList"))
+    objects = rim.parse_object_list(el.find(f"{{{ns.LCM}}}SubmitObjectsRequest/{{{ns.RIM}}}RegistryObjectList"))
     rplc = [a for a in objects.of_kind("association") if a.association_type == rim.RPLC]
     assert [(a.source, a.target) for a in rplc] == [("urn:uuid:e2", "urn:uuid:e1")]
     assert objects.of_kind("submission_set")[0].patient_id == "D1^^^&1.2&ISO"
@@ -329,14 +332,15 @@ def test_pix_query_and_answers():
 
 def test_a_rejection_note_names_the_instances_it_rejects():
     from pydicom.dataset import Dataset
-    from imaging_source.intake import KOS, rejected_instances
+    from imaging_source.intake import rejected_instances
 
     def item(**kw):
         ds = Dataset()
         for k, v in kw.items():
             setattr(ds, k, v)
         return ds
-    note = item(SOPClassUID=KOS, ConceptNameCodeSequence=[item(CodeValue="113001", CodingSchemeDesignator="DCM")],
+    note = item(SOPClassUID=KeyObjectSelectionDocumentStorage,
+                ConceptNameCodeSequence=[item(CodeValue="113001", CodingSchemeDesignator="DCM")],
                 CurrentRequestedProcedureEvidenceSequence=[item(ReferencedSeriesSequence=[
                     item(ReferencedSOPSequence=[item(ReferencedSOPInstanceUID="1.2.3"),
                                                 item(ReferencedSOPInstanceUID="1.2.4")])])])

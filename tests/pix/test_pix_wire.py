@@ -8,8 +8,9 @@ from pathlib import Path
 
 import psycopg
 
+from affinity_domain import ns
 from tests.pix.pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
-from tests.xds import REGISTER, Doc, envelope, post, submission
+from tests.xds import Doc, envelope, post, submission
 
 
 def affinity_id(ids: list[str]) -> str:
@@ -105,7 +106,7 @@ def test_affinity_id_forwarded_to_the_registry(domain):
     affinity = affinity_id(query(pix, pid)[2])
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        r = post(registry.url, envelope(REGISTER, submission(affinity, [Doc()])))
+        r = post(registry.url, envelope(ns.REGISTER, submission(affinity, [Doc()])))
         if r.response_status == "Success":
             break
         time.sleep(0.3)

@@ -6,7 +6,8 @@ import time
 
 import psycopg
 
-from tests.xds import (APPROVED, FIND_DOCUMENTS, NS, QUERY, REGISTER, Doc, ack_code, adt, envelope, feed, mllp_send,
+from affinity_domain import ns
+from tests.xds import (APPROVED, FIND_DOCUMENTS, NS, Doc, ack_code, adt, envelope, feed, mllp_send,
                  new_patient, post, stored_query, submission)
 
 
@@ -20,12 +21,12 @@ def fault(reply):
 def still_serving(registry):
     pid = new_patient()
     feed(registry, pid)
-    r = post(registry.url, envelope(REGISTER, submission(pid, [Doc()])))
+    r = post(registry.url, envelope(ns.REGISTER, submission(pid, [Doc()])))
     assert r.response_status == "Success"
 
 
 def test_malformed_xml(registry):
-    r = post(registry.url, envelope(REGISTER, "<lcm:SubmitObjectsRequest")[:-30])
+    r = post(registry.url, envelope(ns.REGISTER, "<lcm:SubmitObjectsRequest")[:-30])
     assert r.status == 400 and fault(r)[0] == "soapenv:Sender"
     still_serving(registry)
 
@@ -52,7 +53,7 @@ def test_external_entity_is_not_fetched(registry, tmp_path):
 
 
 def test_oversized_body(registry):
-    body = envelope(REGISTER, "<x>" + "a" * (21 * 1024 * 1024) + "</x>")
+    body = envelope(ns.REGISTER, "<x>" + "a" * (21 * 1024 * 1024) + "</x>")
     r = post(registry.url, body)
     assert r.status == 413 and fault(r)[0] == "soapenv:Sender"
     still_serving(registry)
@@ -72,7 +73,7 @@ def test_soap_1_1_envelope(registry):
 
 
 def test_truncated_mtom(registry):
-    payload = envelope(REGISTER, "<x/>")
+    payload = envelope(ns.REGISTER, "<x/>")
     body = (b'--b1\r\nContent-Type: application/xop+xml; type="application/soap+xml"\r\nContent-ID: <root>\r\n\r\n'
             + payload)  # the closing boundary never comes
     r = post(registry.url, body, 'multipart/related; boundary="b1"; type="application/xop+xml"; start="<root>"')
@@ -87,7 +88,7 @@ def test_missing_action_header(registry):
 
 
 def test_wrong_body_for_action(registry):
-    r = post(registry.url, envelope(REGISTER, stored_query(FIND_DOCUMENTS, {})))
+    r = post(registry.url, envelope(ns.REGISTER, stored_query(FIND_DOCUMENTS, {})))
     assert r.status == 400
 
 
@@ -126,16 +127,16 @@ def test_merge_makes_subsumed_documents_findable_under_the_survivor(registry):
     feed(registry, survivor)
     feed(registry, subsumed)
     doc = Doc()
-    assert post(registry.url, envelope(REGISTER, submission(subsumed, [doc]))).response_status == "Success"
+    assert post(registry.url, envelope(ns.REGISTER, submission(subsumed, [doc]))).response_status == "Success"
     ack = mllp_send(registry.feed, adt("A40", survivor, mrg=subsumed))
     assert ack_code(ack) == "AA", ack
-    q = post(registry.url, envelope(QUERY, stored_query(FIND_DOCUMENTS, {
+    q = post(registry.url, envelope(ns.STORED_QUERY, stored_query(FIND_DOCUMENTS, {
         "$XDSDocumentEntryPatientId": f"'{survivor}'", "$XDSDocumentEntryStatus": f"('{APPROVED}')"})))
     [entry] = q.objects("ExtrinsicObject")
     pid_value = [e.get("value") for e in entry.iterfind("{*}ExternalIdentifier")
                  if e.get("identificationScheme") == "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"]
     assert pid_value == [survivor]
-    r = post(registry.url, envelope(REGISTER, submission(subsumed, [Doc()])))
+    r = post(registry.url, envelope(ns.REGISTER, submission(subsumed, [Doc()])))
     assert r.error_codes == ["XDSUnknownPatientId"]
 
 
@@ -146,7 +147,7 @@ def test_database_connections_killed_mid_service(registry):
                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     pid = new_patient()
     feed(registry, pid)
-    r = post(registry.url, envelope(REGISTER, submission(pid, [Doc()])))
+    r = post(registry.url, envelope(ns.REGISTER, submission(pid, [Doc()])))
     assert r.status == 200 and r.response_status in ("Success", "Failure")
     still_serving(registry)
 
@@ -165,7 +166,7 @@ def test_kill_9_during_registrations_leaves_whole_submissions(new_database, tmp_
     def stream():
         while not stop.is_set():
             try:
-                post(service.url, envelope(REGISTER, submission(pid, [Doc(id=f"D{i}") for i in range(3)])),
+                post(service.url, envelope(ns.REGISTER, submission(pid, [Doc(id=f"D{i}") for i in range(3)])),
                      timeout=5)
             except OSError:
                 return

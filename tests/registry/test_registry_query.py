@@ -1,7 +1,8 @@
 """ITI-18 and ITI-51 over HTTP: parameters, AND/OR code semantics, time ranges, return types, errors."""
 import pytest
 
-from tests.xds import (APPROVED, DEPRECATED, FIND_DOCUMENTS, MPQ, QUERY, REGISTER, Doc, association, envelope, feed,
+from affinity_domain import ns
+from tests.xds import (APPROVED, DEPRECATED, FIND_DOCUMENTS, Doc, association, envelope, feed,
                  new_patient, post, stored_query, submission)
 
 CT = ("CT", "1.2.840.10008.2.16.4")
@@ -36,20 +37,20 @@ def data(registry):
         "replaced": Doc(creation_time="20190101"),
     }
     for d in docs.values():
-        r = post(registry.url, envelope(REGISTER, submission(pid, [d])))
+        r = post(registry.url, envelope(ns.REGISTER, submission(pid, [d])))
         assert r.response_status == "Success", r.body
     original = _find(registry, {"$XDSDocumentEntryPatientId": f"'{pid}'",
                                 "$XDSDocumentEntryStatus": quoted(APPROVED),
                                 "$XDSDocumentEntryCreationTimeTo": "20190102"})
     [orig] = original.objects("ExtrinsicObject")
     docs["replacement"] = Doc(creation_time="20240101")
-    r = post(registry.url, envelope(REGISTER, submission(pid, [docs["replacement"]],
+    r = post(registry.url, envelope(ns.REGISTER, submission(pid, [docs["replacement"]],
                                                          extra=association("RPLC", "Document01", orig.get("id")))))
     assert r.response_status == "Success", r.body
     return pid, docs
 
 
-def _find(registry, params, return_type="LeafClass", query_id=FIND_DOCUMENTS, action=QUERY):
+def _find(registry, params, return_type="LeafClass", query_id=FIND_DOCUMENTS, action=ns.STORED_QUERY):
     return post(registry.url, envelope(action, stored_query(query_id, params, return_type)))
 
 
@@ -71,7 +72,7 @@ def base(pid, *statuses):
 def test_find_documents_by_patient_and_status(registry, data):
     pid, docs = data
     r = _find(registry, base(pid))
-    assert r.response_status == "Success" and r.action == QUERY + "Response"
+    assert r.response_status == "Success" and r.action == ns.STORED_QUERY + "Response"
     assert _uids(r) == _names(docs, "ct2020", "mr2021", "ctmr2022", "head2023", "replacement")
     r = _find(registry, base(pid, DEPRECATED))
     assert _uids(r) == _names(docs, "replaced")
@@ -179,7 +180,7 @@ def test_get_documents_of_two_patients_is_not_single_patient_in_leaf_class(regis
     other = new_patient()
     feed(registry, other)
     theirs = Doc()
-    assert post(registry.url, envelope(REGISTER, submission(other, [theirs]))).response_status == "Success"
+    assert post(registry.url, envelope(ns.REGISTER, submission(other, [theirs]))).response_status == "Success"
     params = {"$XDSDocumentEntryUniqueId": quoted(docs["ct2020"].unique_id, theirs.unique_id)}
     assert _find(registry, params, query_id=GET_DOCUMENTS).error_codes == ["XDSResultNotSinglePatient"]
     r = _find(registry, params, query_id=GET_DOCUMENTS, return_type="ObjectRef")
@@ -191,11 +192,11 @@ def test_multi_patient_query(registry, data):
     other = new_patient()
     feed(registry, other)
     theirs = Doc(event_codes=(CT,))
-    assert post(registry.url, envelope(REGISTER, submission(other, [theirs]))).response_status == "Success"
+    assert post(registry.url, envelope(ns.REGISTER, submission(other, [theirs]))).response_status == "Success"
     r = _find(registry, {"$XDSDocumentEntryPatientId": quoted(pid, other), "$XDSDocumentEntryStatus": quoted(APPROVED),
                          "$XDSDocumentEntryEventCodeList": quoted("CT^^1.2.840.10008.2.16.4")},
-              query_id=MPQ_FIND_DOCUMENTS, action=MPQ)
-    assert r.action == MPQ + "Response"
+              query_id=MPQ_FIND_DOCUMENTS, action=ns.MULTI_PATIENT_QUERY)
+    assert r.action == ns.MULTI_PATIENT_QUERY + "Response"
     assert _uids(r) == sorted(_names(docs, "ct2020", "ctmr2022", "head2023") + [theirs.unique_id])
     # ITI-51 queries are not ITI-18 queries, and the other way round.
     assert _find(registry, {"$XDSDocumentEntryStatus": quoted(APPROVED)}, query_id=MPQ_FIND_DOCUMENTS
@@ -209,7 +210,7 @@ def test_too_many_results(new_database, tmp_path):
         pid = new_patient()
         feed(service, pid)
         for _ in range(3):
-            assert post(service.url, envelope(REGISTER, submission(pid, [Doc()]))).response_status == "Success"
+            assert post(service.url, envelope(ns.REGISTER, submission(pid, [Doc()]))).response_status == "Success"
         r = _find(service, base(pid))
         assert r.error_codes == ["XDSTooManyResults"] and not r.objects("ExtrinsicObject")
     finally:
@@ -243,7 +244,7 @@ def test_zeep_client_reads_the_stored_query_response(registry, data):
     pid, docs = data
     client = zeep.Client(str(wsdl), transport=LocalTransport(),
                          settings=zeep.Settings(strict=False, raw_response=False))
-    binding = "{urn:ihe:iti:xds-b:2007}DocumentRegistry_Binding_Soap12"
+    binding = f"{{{ns.XDSB}}}DocumentRegistry_Binding_Soap12"
     service = client.create_service(binding, registry.url)
     result = service.DocumentRegistry_RegistryStoredQuery(
         ResponseOption={"returnType": "LeafClass", "returnComposedObjects": True},

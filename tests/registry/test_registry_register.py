@@ -1,7 +1,8 @@
 """ITI-42 over HTTP against the running registry: acceptance, every rejection code, all-or-nothing."""
 import pytest
 
-from tests.xds import (APPROVED, DEPRECATED, QUERY, REGISTER, Doc, association, envelope, feed,
+from affinity_domain import ns
+from tests.xds import (APPROVED, DEPRECATED, Doc, association, envelope, feed,
                  mtom, new_oid, new_patient, post, stored_query, submission)
 
 GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
@@ -16,11 +17,11 @@ def patient(registry):
 
 
 def register(registry, body: str):
-    return post(registry.url, envelope(REGISTER, body))
+    return post(registry.url, envelope(ns.REGISTER, body))
 
 
 def documents(registry, uids: list[str]):
-    r = post(registry.url, envelope(QUERY, stored_query(GET_DOCUMENTS, {
+    r = post(registry.url, envelope(ns.STORED_QUERY, stored_query(GET_DOCUMENTS, {
         "$XDSDocumentEntryUniqueId": "(" + ",".join(f"'{u}'" for u in uids) + ")"})))
     assert r.response_status == "Success", r.body
     return r.objects("ExtrinsicObject")
@@ -29,7 +30,7 @@ def documents(registry, uids: list[str]):
 def test_registration_assigns_uuids_lid_version_and_status(registry, patient):
     doc = Doc()
     r = register(registry, submission(patient, [doc]))
-    assert (r.status, r.response_status, r.action) == (200, "Success", REGISTER + "Response")
+    assert (r.status, r.response_status, r.action) == (200, "Success", ns.REGISTER + "Response")
     assert r.relates_to and r.relates_to.startswith("urn:uuid:")
     [entry] = documents(registry, [doc.unique_id])
     assert entry.get("id").startswith("urn:uuid:") and entry.get("lid") == entry.get("id")
@@ -40,7 +41,7 @@ def test_registration_assigns_uuids_lid_version_and_status(registry, patient):
 
 
 def test_mtom_request_gets_an_mtom_answer(registry, patient):
-    body, ctype = mtom(envelope(REGISTER, submission(patient, [Doc()])), REGISTER)
+    body, ctype = mtom(envelope(ns.REGISTER, submission(patient, [Doc()])), ns.REGISTER)
     r = post(registry.url, body, ctype)
     assert r.status == 200 and r.content_type.startswith("multipart/related")
     assert r.response_status == "Success"
@@ -131,7 +132,7 @@ def test_replace_deprecates_original_and_its_addenda_and_joins_folders(registry,
     assert sorted(status.values()) == [APPROVED, DEPRECATED, DEPRECATED]
     assert status[_entry_uuid(registry, replacement.unique_id)] == APPROVED
     # The replacement joined the original's folder.
-    q = post(registry.url, envelope(QUERY, stored_query(
+    q = post(registry.url, envelope(ns.STORED_QUERY, stored_query(
         "urn:uuid:10cae35a-c7f9-4cf5-b61e-fc3278ffb578",
         {"$XDSDocumentEntryUniqueId": f"'{replacement.unique_id}'"})))
     assert len(q.objects("RegistryPackage")) == 1
@@ -167,7 +168,7 @@ def test_folder_last_update_time_moves_when_a_document_is_added(registry, patien
                          'value="')[1].split('"')[0]
 
     def folder():
-        r = post(registry.url, envelope(QUERY, stored_query(GET_FOLDER_AND_CONTENTS,
+        r = post(registry.url, envelope(ns.STORED_QUERY, stored_query(GET_FOLDER_AND_CONTENTS,
                                                             {"$XDSFolderUniqueId": f"'{fol_uid}'"})))
         [f] = r.objects("RegistryPackage")
         time_ = [s for s in f.iterfind("{*}Slot")

@@ -2,6 +2,7 @@
 import pytest
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain import ebrim
 from registry import formats, metadata_update, stored_queries, submission
 from registry.codes import CodeSets
@@ -56,7 +57,7 @@ def test_single_valued_parameter_given_twice():
 
 def _objects(xml: str):
     root = etree.fromstring(xml.encode())
-    return ebrim.parse_object_list(root.find(ebrim.q(ebrim.RIM, "RegistryObjectList")))
+    return ebrim.parse_object_list(root.find(ebrim.q(ns.RIM, "RegistryObjectList")))
 
 
 def test_validate_accepts_a_good_submission_and_plan_resolves_ids():
@@ -109,10 +110,10 @@ def _status_update(pid: str, target: str, original: str = ebrim.APPROVED, new: s
                                "20240101000000", {"content_type_code": ["X", "1.2.3", "x"]}, "1.3.6.1.4.1.21367.4",
                                original=original, new=new)
     if extra_slot:
-        assoc = root.find(f".//{{{ebrim.RIM}}}Association")
-        slot = etree.SubElement(assoc, f"{{{ebrim.RIM}}}Slot", name=extra_slot)
-        etree.SubElement(etree.SubElement(slot, f"{{{ebrim.RIM}}}ValueList"), f"{{{ebrim.RIM}}}Value").text = "1"
-    return ebrim.parse_object_list(root.find(ebrim.q(ebrim.RIM, "RegistryObjectList")))
+        assoc = root.find(f".//{{{ns.RIM}}}Association")
+        slot = etree.SubElement(assoc, f"{{{ns.RIM}}}Slot", name=extra_slot)
+        etree.SubElement(etree.SubElement(slot, f"{{{ns.RIM}}}ValueList"), f"{{{ns.RIM}}}Value").text = "1"
+    return ebrim.parse_object_list(root.find(ebrim.q(ns.RIM, "RegistryObjectList")))
 
 
 TARGET = "urn:uuid:11111111-1111-4111-8111-111111111111"

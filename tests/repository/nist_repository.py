@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 from lxml import etree
+from affinity_domain import ns
 from tests.conformance import nist_kit as kit  # noqa: E402
 
-from tests.repository.pnr import PROVIDE, RETRIEVE, XDSB, Answer, mtom_message, post  # noqa: E402
+from tests.repository.pnr import Answer, mtom_message, post  # noqa: E402
 from tests.xds import feed  # noqa: E402
 
 # 11979 expects a submission set with two documents; nist_kit's checks have one-document shapes.
@@ -160,29 +161,29 @@ class Runner:
         uuids = prepared.log.assigned.get("AssignedUuids", {})
         for symbolic, uid in prepared.log.assigned.get("AssignedUids", {}).items():
             log.reports[f"{symbolic}_uid"] = uid
-        request = etree.Element(f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": XDSB})
+        request = etree.Element(f"{{{ns.XDSB}}}ProvideAndRegisterDocumentSetRequest", nsmap={"xdsb": ns.XDSB})
         request.append(prepared.request)
         parts = []
         for symbolic, filename in step.documents.items():
             data = (section.directory / filename).read_bytes()
             cid = f"{uuid.uuid4().hex}@nist"
-            doc = etree.SubElement(request, f"{{{XDSB}}}Document", id=uuids.get(symbolic, symbolic))
-            etree.SubElement(doc, "{http://www.w3.org/2004/08/xop/include}Include", href=f"cid:{cid}")
+            doc = etree.SubElement(request, f"{{{ns.XDSB}}}Document", id=uuids.get(symbolic, symbolic))
+            etree.SubElement(doc, f"{{{ns.XOP}}}Include", href=f"cid:{cid}")
             parts.append((cid, data))
             uid = prepared.log.assigned.get("AssignedUids", {}).get(symbolic)
             if uid:
                 self.submitted[uid] = data
-        for entry in prepared.request.iter(f"{{{kit.RIM3}}}ExtrinsicObject"):
+        for entry in prepared.request.iter(f"{{{ns.RIM}}}ExtrinsicObject"):
             for ei in kit.external_ids(entry, {kit.DE_UNIQUE_ID}):
                 self.mime_types[ei.get("value")] = entry.get("mimeType")
-        message, ctype = mtom_message(PROVIDE, etree.tostring(request, encoding="unicode"), parts)
+        message, ctype = mtom_message(ns.PROVIDE_AND_REGISTER, etree.tostring(request, encoding="unicode"), parts)
         return self._grade(step, post(self.repository_url, message, ctype))
 
     def _grade(self, step: Step, answer: Answer) -> list[str]:
         if answer.root is None:
             return [f"HTTP {answer.status} with no SOAP answer"]
         graded = kit.read_answer(etree.tostring(answer.root))
-        if graded.body is not None and graded.body.tag == f"{{{XDSB}}}RetrieveDocumentSetResponse":
+        if graded.body is not None and graded.body.tag == f"{{{ns.XDSB}}}RetrieveDocumentSetResponse":
             # ITI-43 carries its status in the RegistryResponse inside
             inner = answer.registry_response
             graded = kit.Answer(inner.get("status", "").rsplit(":", 1)[-1], graded.errors, inner)
@@ -202,10 +203,10 @@ class Runner:
         text = etree.tostring(root, encoding="unicode")
         if re.search(r"\$\w+\$", text):
             return [f"unresolved symbols in {text}"]
-        answer = post(self.repository_url, *mtom_message(RETRIEVE, text, []))
+        answer = post(self.repository_url, *mtom_message(ns.RETRIEVE, text, []))
         problems = self._grade(step, answer)
         got = answer.documents() if not problems else {}
-        for uid in (r.text for r in root.iter(f"{{{XDSB}}}DocumentUniqueId")):
+        for uid in (r.text for r in root.iter(f"{{{ns.XDSB}}}DocumentUniqueId")):
             if uid not in got:
                 problems.append(f"document {uid} not returned")
             elif got[uid][1] != self.submitted.get(uid):
@@ -224,7 +225,7 @@ class Runner:
         xml = body[start:body.index(b"Envelope>", start) + len("Envelope>")]
         root = etree.fromstring(xml)
         replacements = {}
-        for ei in root.iter("{urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0}ExternalIdentifier"):
+        for ei in root.iter(f"{{{ns.RIM}}}ExternalIdentifier"):
             scheme, value, owner = ei.get("identificationScheme"), ei.get("value"), ei.get("registryObject")
             if scheme in kit.UNIQUE_ID_SCHEMES:
                 replacements[value] = kit.new_uid()

@@ -13,13 +13,11 @@ from email.policy import HTTP
 
 from lxml import etree
 
+from affinity_domain import ns
 from tests.xds import NS, Doc, envelope, submission
 
-PROVIDE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
-RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
-XDSB = "urn:ihe:iti:xds-b:2007"
 REPOSITORY_UNIQUE_ID = "1.3.6.1.4.1.21367.13.40.301"
-NS = dict(NS, xdsb=XDSB)
+NS = dict(NS, xdsb=ns.XDSB)
 
 
 def sha1(data: bytes) -> str:
@@ -45,11 +43,11 @@ def provide_body(patient: str, docs: list[tuple[Doc, bytes]], xop: bool = True, 
             cid = f"{uuid.uuid4().hex}@test"
             parts.append((cid, data))
             documents.append(f'<xdsb:Document id="{d.id}">'
-                             f'<xop:Include xmlns:xop="http://www.w3.org/2004/08/xop/include" '
+                             f'<xop:Include xmlns:xop="{ns.XOP}" '
                              f'href="cid:{urllib.parse.quote(cid)}"/></xdsb:Document>')
         else:
             documents.append(f'<xdsb:Document id="{d.id}">{base64.b64encode(data).decode()}</xdsb:Document>')
-    body = f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{XDSB}">{metadata}{"".join(documents)}' \
+    body = f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{ns.XDSB}">{metadata}{"".join(documents)}' \
            f'</xdsb:ProvideAndRegisterDocumentSetRequest>'
     return body, parts
 
@@ -96,7 +94,7 @@ class Answer:
         """uniqueId -> (mimeType, bytes) of an ITI-43 answer."""
         out = {}
         for r in self.payload.iterfind("xdsb:DocumentResponse", NS):
-            inc = r.find("xdsb:Document/{http://www.w3.org/2004/08/xop/include}Include", NS)
+            inc = r.find(f"xdsb:Document/{{{ns.XOP}}}Include", NS)
             cid = urllib.parse.unquote(inc.get("href")[4:])
             out[r.findtext("xdsb:DocumentUniqueId", namespaces=NS)] = (r.findtext("xdsb:mimeType", namespaces=NS),
                                                                        self.parts[cid][1])
@@ -126,13 +124,13 @@ def post(url: str, body: bytes, content_type: str, timeout: float = 120) -> Answ
 def provide(url: str, patient: str, docs: list[tuple[Doc, bytes]], xop: bool = True, **kw) -> Answer:
     body, parts = provide_body(patient, docs, xop=xop, **kw)
     if xop:
-        return post(url, *mtom_message(PROVIDE, body, parts))
-    return post(url, envelope(PROVIDE, body), "application/soap+xml; charset=UTF-8")
+        return post(url, *mtom_message(ns.PROVIDE_AND_REGISTER, body, parts))
+    return post(url, envelope(ns.PROVIDE_AND_REGISTER, body), "application/soap+xml; charset=UTF-8")
 
 
 def retrieve_body(requests: list[tuple[str, str]], home: str = "") -> str:
     home_el = f"<xdsb:HomeCommunityId>{home}</xdsb:HomeCommunityId>" if home else ""
-    return (f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{XDSB}">' + "".join(
+    return (f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{ns.XDSB}">' + "".join(
         f"<xdsb:DocumentRequest>{home_el}<xdsb:RepositoryUniqueId>{r}</xdsb:RepositoryUniqueId>"
         f"<xdsb:DocumentUniqueId>{d}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>" for r, d in requests)
         + "</xdsb:RetrieveDocumentSetRequest>")
@@ -141,5 +139,5 @@ def retrieve_body(requests: list[tuple[str, str]], home: str = "") -> str:
 def retrieve(url: str, requests: list[tuple[str, str]], home: str = "", mtom: bool = True) -> Answer:
     body = retrieve_body(requests, home)
     if mtom:
-        return post(url, *mtom_message(RETRIEVE, body, []))
-    return post(url, envelope(RETRIEVE, body), "application/soap+xml; charset=UTF-8")
+        return post(url, *mtom_message(ns.RETRIEVE, body, []))
+    return post(url, envelope(ns.RETRIEVE, body), "application/soap+xml; charset=UTF-8")

@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from affinity_domain import ns
 from tests.services import free_port, start_repository
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, retrieve, sha1, with_hash
 from tests.xds import Doc, envelope, feed, new_patient, post as registry_post, stored_query
@@ -33,7 +34,7 @@ def patient(registry_service):
 
 
 def in_registry(registry, unique_id: str) -> bool:
-    r = registry_post(registry.url, envelope("urn:ihe:iti:2007:RegistryStoredQuery", stored_query(
+    r = registry_post(registry.url, envelope(ns.STORED_QUERY, stored_query(
         GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": f"('{unique_id}')"})))
     return len(r.objects("ExtrinsicObject")) == 1
 
@@ -151,10 +152,10 @@ def _try_provide(url, patient, doc, data):
 def test_kill_9_mid_upload_leaves_nothing(domain, own_db, patient, tmp_path):
     registry, _ = domain
     repo = start_repository(own_db, registry.url, tmp_path, workers=1)
-    from tests.repository.pnr import PROVIDE, mtom_message, provide_body
+    from tests.repository.pnr import mtom_message, provide_body
     data = os.urandom(8_000_000)
     doc = with_hash(Doc(), data)
-    message, ctype = mtom_message(PROVIDE, *provide_body(patient, [(doc, data)]))
+    message, ctype = mtom_message(ns.PROVIDE_AND_REGISTER, *provide_body(patient, [(doc, data)]))
     with socket.create_connection(("127.0.0.1", repo.port)) as s:
         s.sendall(f"POST /repository HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
                   f"Content-Length: {len(message)}\r\n\r\n".encode() + message[:len(message) // 2])

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
+from affinity_domain import ns
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID
-from tests.repository.pnr import NS, PROVIDE, mtom_message, post, provide, provide_body, retrieve, sha1, with_hash
+from tests.repository.pnr import NS, mtom_message, post, provide, provide_body, retrieve, sha1, with_hash
 from tests.xds import Doc, envelope, feed, new_patient
 
 
@@ -45,9 +46,9 @@ def test_repository_sets_hash_size_and_repository_id_in_the_registry(repository,
     doc = Doc()
     body, parts = provide_body(patient, [(doc, data)], omit_slots=True)
     body = body.replace('<rim:Slot name="size"><rim:ValueList><rim:Value>0</rim:Value></rim:ValueList></rim:Slot>', "")
-    a = post(repository.url, *mtom_message(PROVIDE, body, parts))
+    a = post(repository.url, *mtom_message(ns.PROVIDE_AND_REGISTER, body, parts))
     assert a.status_name == "Success", a.error_codes
-    q = registry_post(registry_service.url, env("urn:ihe:iti:2007:RegistryStoredQuery", stored_query(
+    q = registry_post(registry_service.url, env(ns.STORED_QUERY, stored_query(
         "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4", {"$XDSDocumentEntryUniqueId": f"('{doc.unique_id}')"})))
     [entry] = q.objects("ExtrinsicObject")
     slots = {s.get("name"): s.findtext("rim:ValueList/rim:Value", namespaces=NS)
@@ -78,11 +79,11 @@ def test_metadata_without_document_and_document_without_metadata(repository, pat
     doc = with_hash(Doc(), b"x")
     body, _ = provide_body(patient, [(doc, b"x")], xop=False)
     no_doc = body.replace(body[body.index("<xdsb:Document "):body.index("</xdsb:ProvideAndRegister")], "")
-    a = post(repository.url, envelope(PROVIDE, no_doc), "application/soap+xml")
+    a = post(repository.url, envelope(ns.PROVIDE_AND_REGISTER, no_doc), "application/soap+xml")
     assert a.error_codes == ["XDSMissingDocument"]
     extra = body.replace("</xdsb:ProvideAndRegisterDocumentSetRequest>",
                          '<xdsb:Document id="Stray">eHl6</xdsb:Document></xdsb:ProvideAndRegisterDocumentSetRequest>')
-    a = post(repository.url, envelope(PROVIDE, extra), "application/soap+xml")
+    a = post(repository.url, envelope(ns.PROVIDE_AND_REGISTER, extra), "application/soap+xml")
     assert a.error_codes == ["XDSMissingDocumentMetadata"]
 
 
@@ -125,12 +126,12 @@ def test_xop_reference_to_a_missing_part_and_base64_garbage(repository, patient)
     data = b"content"
     doc = with_hash(Doc(), data)
     body, parts = provide_body(patient, [(doc, data)])
-    a = post(repository.url, *mtom_message(PROVIDE, body, [("other@test", data)]))
+    a = post(repository.url, *mtom_message(ns.PROVIDE_AND_REGISTER, body, [("other@test", data)]))
     assert a.status == 200 and a.error_codes == ["XDSMissingDocument"]
     body, _ = provide_body(patient, [(doc, data)], xop=False)
     garbage = body.replace(body[body.index('<xdsb:Document id="Document01">') + 31:body.index("</xdsb:Document>")],
                            "@@not base64!!")
-    a = post(repository.url, envelope(PROVIDE, garbage), "application/soap+xml")
+    a = post(repository.url, envelope(ns.PROVIDE_AND_REGISTER, garbage), "application/soap+xml")
     assert a.status == 200 and a.error_codes == ["XDSMissingDocument"]
 
 
@@ -138,7 +139,7 @@ def test_broken_multipart_bodies_get_soap_faults_and_the_service_keeps_serving(r
     data = os.urandom(300_000)
     doc = with_hash(Doc(), data)
     body, parts = provide_body(patient, [(doc, data)])
-    message, ctype = mtom_message(PROVIDE, body, parts)
+    message, ctype = mtom_message(ns.PROVIDE_AND_REGISTER, body, parts)
     broken = {
         "truncated": (message[:len(message) // 2], ctype),
         "never closes": (message[:-len("--\r\n")] + b"\r\n", ctype),

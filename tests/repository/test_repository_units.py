@@ -9,10 +9,12 @@ import os
 import pytest
 from lxml import etree
 
+from affinity_domain import ns
 from affinity_domain import mtom
 from affinity_domain import ebrim as rim
 from repository import provide, retrieve
 from affinity_domain.content import FileStore
+from affinity_domain.errors import REPOSITORY_OUT_OF_RESOURCES
 from repository.provide import Content
 
 REPO = "1.3.6.1.4.1.21367.13.40.301"
@@ -20,7 +22,7 @@ REPO = "1.3.6.1.4.1.21367.13.40.301"
 
 def submit(*entries: str) -> etree._Element:
     return etree.fromstring(
-        f'<lcm:SubmitObjectsRequest xmlns:lcm="{rim.LCM}" xmlns:rim="{rim.RIM}"><rim:RegistryObjectList>'
+        f'<lcm:SubmitObjectsRequest xmlns:lcm="{ns.LCM}" xmlns:rim="{ns.RIM}"><rim:RegistryObjectList>'
         + "".join(entries) + "</rim:RegistryObjectList></lcm:SubmitObjectsRequest>")
 
 
@@ -42,12 +44,12 @@ def test_stamps_hash_size_and_repository_id_after_existing_slots():
     s = submit(entry("D1", "1.1", slot("creationTime", "2024")))
     errors, docs = provide.check_and_stamp(s, {"D1": content(b"abc")}, REPO)
     assert not errors and [d.unique_id for d in docs] == ["1.1"]
-    e = s.find(f".//{{{rim.RIM}}}ExtrinsicObject")
-    assert [c.get("name") for c in e if c.tag == rim.q(rim.RIM, "Slot")] == \
+    e = s.find(f".//{{{ns.RIM}}}ExtrinsicObject")
+    assert [c.get("name") for c in e if c.tag == rim.q(ns.RIM, "Slot")] == \
         ["creationTime", "hash", "size", "repositoryUniqueId"]
     assert provide.slot_values(e, "hash") == [hashlib.sha1(b"abc").hexdigest()]
     assert provide.slot_values(e, "size") == ["3"]
-    assert e[-1].tag == rim.q(rim.RIM, "ExternalIdentifier")   # rim.xsd order kept
+    assert e[-1].tag == rim.q(ns.RIM, "ExternalIdentifier")   # rim.xsd order kept
 
 
 def test_hash_is_compared_case_insensitively_and_wrong_values_are_reported():
@@ -64,7 +66,7 @@ def test_missing_documents_metadata_and_unusable_content():
     errors, _ = provide.check_and_stamp(s, {"D1": content(b"x"), "Stray": content(b"y")}, REPO)
     assert sorted(e.code for e in errors) == ["XDSMissingDocument", "XDSMissingDocumentMetadata"]
     errors, _ = provide.check_and_stamp(submit(entry("D1", "1.1")),
-                                        {"D1": Content(error="disk full", error_code="XDSRepositoryOutOfResources")},
+                                        {"D1": Content(error="disk full", error_code=REPOSITORY_OUT_OF_RESOURCES)},
                                         REPO)
     assert [e.code for e in errors] == ["XDSRepositoryOutOfResources"]
 
@@ -76,7 +78,7 @@ def test_retrieve_plan_partial_unknown_repository_and_duplicates():
     assert [e.code for e in errors] == ["XDSDocumentUniqueIdError", "XDSUnknownRepositoryId"]
     assert [(s.request.document_unique_id, s.mime_type) for s in served] == [("a", "application/dicom")]
     el = retrieve.response(errors, served)
-    rr = el.find(rim.q(rim.RS, "RegistryResponse"))
+    rr = el.find(rim.q(ns.RS, "RegistryResponse"))
     assert rr.get("status").endswith("PartialSuccess")
     assert el.findtext(f"{{{provide.XDSB}}}DocumentResponse/{{{provide.XDSB}}}HomeCommunityId") == "urn:oid:1.2"
     errors, served = retrieve.plan(reqs[1:2], REPO, {})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from affinity_domain import ns
 from tests.services import SHARED
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, with_hash
 from tests.xds import Doc, feed, new_patient
@@ -34,7 +35,7 @@ def test_zeep_retrieves_a_document(repository, registry_service):
     assert provide(repository.url, pid, [(doc, data)]).status_name == "Success"
 
     client = zeep.Client(str(wsdl), transport=LocalTransport(), settings=zeep.Settings(strict=False))
-    binding = "{urn:ihe:iti:xds-b:2007}DocumentRepository_Binding"
+    binding = f"{{{ns.XDSB}}}DocumentRepository_Binding"
     service = client.create_service(binding, repository.url)
     result = service.DocumentRepository_RetrieveDocumentSet(DocumentRequest=[
         {"RepositoryUniqueId": REPOSITORY_UNIQUE_ID, "DocumentUniqueId": doc.unique_id}])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from affinity_domain import ns
 from tests.hospital import HOSP_A, adt, linked_patient, order, send_study, stored_for
 from tests.services import SHARED, wait_until
 from tests.xds import DOMAIN, ack_code, mllp_send
@@ -51,7 +52,7 @@ def zeep_find_documents(registry_url: str, patient: str) -> list:
 
     client = zeep.Client(str(SHARED / "ihe-iti-info" / "wsdl" / "XDS.b_DocumentRegistry.wsdl"),
                          transport=LocalTransport(), settings=zeep.Settings(strict=False))
-    service = client.create_service("{urn:ihe:iti:xds-b:2007}DocumentRegistry_Binding_Soap12", registry_url)
+    service = client.create_service(f"{{{ns.XDSB}}}DocumentRegistry_Binding_Soap12", registry_url)
     result = service.DocumentRegistry_RegistryStoredQuery(
         ResponseOption={"returnType": "LeafClass", "returnComposedObjects": True},
         AdhocQuery={"id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d", "Slot": [
