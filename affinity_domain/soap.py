@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from .ns import SOAP11, SOAP12, WSA, WSA_ANONYMOUS, WSA_FAULT_ACTION
+from .exceptions import XdsiError
+from .ns import SOAP11, SOAP12, WSA, WSA_ANONYMOUS, WSA_FAULT_ACTION, XML
 
 
-class SoapFault(Exception):
+class SoapFault(XdsiError):
     """A request that is not a well-formed request of any transaction we serve. ``status`` is the
     HTTP status of the answer: by the SOAP 1.2 HTTP binding, 400 for the sender's fault, 500 for ours."""
 
@@ -19,6 +20,7 @@ class SoapFault(Exception):
         self.reason, self.code, self.subcode, self.action = reason, code, subcode, action
         self.status = status or ("400 Bad Request" if code in ("Sender", "VersionMismatch", "MustUnderstand")
                                  else "500 Internal Server Error")
+        self.permanent = self.status.startswith("4")
 
 
 @dataclass
@@ -98,7 +100,7 @@ def fault_envelope(fault: SoapFault, relates_to: str = "") -> etree._Element:
         value.text = fault.subcode
     reason = etree.SubElement(f, f"{{{SOAP12}}}Reason")
     text = etree.SubElement(reason, f"{{{SOAP12}}}Text")
-    text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    text.set(f"{{{XML}}}lang", "en")
     text.text = fault.reason
     return envelope(f, fault.action, relates_to=relates_to)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import mtom, soap, xmlsafe
+from . import mtom, ns, soap, xmlsafe
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
 IDLE_SECONDS = 20.0      # well under the idle timeouts of common servers (waitress: 120 s)
@@ -152,7 +152,7 @@ class SoapClient:
             raise TransportError(f"{self.url} answered HTTP {reply.status} that is not SOAP 1.2: {e}",
                                  maybe_processed=True) from None
         fault = ""
-        if envelope.body.tag == f"{{{soap.SOAP12}}}Fault":
-            reason = envelope.body.findtext(f"{{{soap.SOAP12}}}Reason/{{{soap.SOAP12}}}Text")
+        if envelope.body.tag == f"{{{ns.SOAP12}}}Fault":
+            reason = envelope.body.findtext(f"{{{ns.SOAP12}}}Reason/{{{ns.SOAP12}}}Text")
             fault = (reason or "SOAP Fault").strip()
         return Response(reply.status, envelope, fault, attachments)

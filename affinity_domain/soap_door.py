@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 from lxml import etree
 
-from . import mtom, soap, xmlsafe
+from . import mtom, ns, soap, xmlsafe
 
 log = logging.getLogger("xdsi.soap")
 
@@ -73,7 +73,7 @@ def _content_length(environ) -> int:
 
 def _action_hint(root: etree._Element) -> str:
     """The wsa:Action of a parsed envelope, before it is validated (to pick the route's intake)."""
-    el = root.find(f"{{{soap.SOAP12}}}Header/{{{soap.WSA}}}Action")
+    el = root.find(f"{{{ns.SOAP12}}}Header/{{{ns.WSA}}}Action")
     return (el.text or "").strip() if el is not None else ""
 
 

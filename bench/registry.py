@@ -24,14 +24,13 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from affinity_domain import ebrim, mllp  # noqa: E402
+from affinity_domain import ebrim, mllp, ns  # noqa: E402
 from affinity_domain.ebrim import parse_object_list  # noqa: E402
 from lxml import etree  # noqa: E402
 from registry import codes, submission  # noqa: E402
 from registry.store import Store  # noqa: E402
 
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
-RIM = ebrim.RIM
 MODALITIES = ["CT", "MR", "CR", "US", "NM", "PT", "XA", "MG", "DX", "RF"]
 
 
@@ -92,7 +91,7 @@ def submission_xml(pid: str, docs: int, rng: random.Random, first: int = 0) -> s
           + '</rim:RegistryPackage>'
           + f'<rim:Classification id="SSc" classifiedObject="SS" classificationNode="{ebrim.SUBMISSION_SET_NODE}"/>')
     body = ss + "".join(document_xml(first + i, pid, rng) for i in range(docs))
-    return (f'<lcm:SubmitObjectsRequest xmlns:lcm="{ebrim.LCM}" xmlns:rim="{RIM}"><rim:RegistryObjectList>'
+    return (f'<lcm:SubmitObjectsRequest xmlns:lcm="{ebrim.LCM}" xmlns:rim="{ns.RIM}"><rim:RegistryObjectList>'
             f'{body}</rim:RegistryObjectList></lcm:SubmitObjectsRequest>')
 
 
@@ -110,7 +109,7 @@ def _load_worker(args) -> int:
     for p in patients:
         pid = patient_id(p)
         request = etree.fromstring(submission_xml(pid, docs_per_patient, rng, p * docs_per_patient).encode())
-        objects = parse_object_list(request.find(ebrim.q(RIM, "RegistryObjectList")))
+        objects = parse_object_list(request.find(ebrim.q(ns.RIM, "RegistryObjectList")))
         errors = submission.validate(objects, code_sets, DOMAIN)
         assert not errors, errors
         submission.plan(objects, "20240102030405")
@@ -146,8 +145,8 @@ def load(url: str, documents: int, patients: int, workers: int = 2) -> float:
 
 # ---------------------------------------------------------------- HTTP load
 
-FIND = ('<query:AdhocQueryRequest xmlns:query="urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0" '
-        'xmlns:rim="urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"><query:ResponseOption returnType="LeafClass" '
+FIND = (f'<query:AdhocQueryRequest xmlns:query="{ns.QUERY}" '
+        f'xmlns:rim="{ns.RIM}"><query:ResponseOption returnType="LeafClass" '
         'returnComposedObjects="true"/><rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
         "<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{pid}'</rim:Value>"
         "</rim:ValueList></rim:Slot>"
@@ -157,7 +156,7 @@ FIND = ('<query:AdhocQueryRequest xmlns:query="urn:oasis:names:tc:ebxml-regrep:x
 
 
 def envelope(action: str, body: str) -> bytes:
-    return (f'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing">'
+    return (f'<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:a="{ns.WSA}">'
             f'<s:Header><a:Action>{action}</a:Action><a:MessageID>urn:uuid:{uuid.uuid4()}</a:MessageID></s:Header>'
             f'<s:Body>{body}</s:Body></s:Envelope>').encode()
 
@@ -169,7 +168,7 @@ def _query_worker(args) -> list[float]:
     times = []
     for _ in range(count):
         pid = patient_id(rng.randrange(patients)).replace("&", "&amp;")
-        body = envelope("urn:ihe:iti:2007:RegistryStoredQuery", FIND.format(pid=pid))
+        body = envelope(ns.STORED_QUERY, FIND.format(pid=pid))
         t = time.perf_counter()
         conn.request("POST", "/registry", body, {"Content-Type": "application/soap+xml"})
         data = conn.getresponse().read()
@@ -185,7 +184,7 @@ def _register_worker(args) -> int:
     mllp.send("127.0.0.1", feed_port, (f"MSH|^~\\&|B|B|R|R|20240101||ADT^A01^ADT_A01|{seed}|P|2.3.1\r"
                                        f"PID|||{pid}||Doe^J\r").encode())
     conn = http.client.HTTPConnection("127.0.0.1", port)
-    bodies = [envelope("urn:ihe:iti:2007:RegisterDocumentSet-b", submission_xml(pid, 1, rng, i)) for i in range(count)]
+    bodies = [envelope(ns.REGISTER, submission_xml(pid, 1, rng, i)) for i in range(count)]
     for body in bodies:
         conn.request("POST", "/registry", body, {"Content-Type": "application/soap+xml"})
         data = conn.getresponse().read()

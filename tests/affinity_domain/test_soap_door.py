@@ -3,7 +3,7 @@ import io
 
 from lxml import etree
 
-from affinity_domain import mtom, soap
+from affinity_domain import mtom, ns, soap
 from affinity_domain.soap_door import Limits, Reply, Route, SoapDoor, read_request, reply
 
 NS = "urn:example:echo"
@@ -13,7 +13,7 @@ REQUEST = f"{{{NS}}}EchoRequest"
 
 def envelope_bytes(action: str = ACTION, body: str = f'<e:EchoRequest xmlns:e="{NS}">hi</e:EchoRequest>',
                    header: str = "") -> bytes:
-    return (f'<s:Envelope xmlns:s="{soap.SOAP12}" xmlns:a="{soap.WSA}"><s:Header><a:Action>{action}</a:Action>'
+    return (f'<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:a="{ns.WSA}"><s:Header><a:Action>{action}</a:Action>'
             f'<a:MessageID>urn:uuid:m1</a:MessageID>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>').encode()
 
 
@@ -28,6 +28,7 @@ def echo(envelope):
     return out
 
 
+XOP_BODY = f'<e:EchoRequest xmlns:e="{NS}"><xop:Include xmlns:xop="{ns.XOP}" href="cid:p1@x"/></e:EchoRequest>'
 ROUTES = {ACTION: Route(REQUEST, ACTION + "Response", echo)}
 
 
@@ -48,9 +49,9 @@ def test_a_request_is_read_once_and_answered_with_its_relates_to():
     response = reply(request, ROUTES[ACTION], echo(request))
     assert response.status == "200 OK"
     root = etree.fromstring(b"".join(response.body))
-    assert root.findtext(f"{{{soap.SOAP12}}}Header/{{{soap.WSA}}}RelatesTo") == "urn:uuid:m1"
-    assert root.findtext(f"{{{soap.SOAP12}}}Header/{{{soap.WSA}}}Action") == ACTION + "Response"
-    assert root.findtext(f"{{{soap.SOAP12}}}Body/{{{NS}}}EchoResponse") == "hi"
+    assert root.findtext(f"{{{ns.SOAP12}}}Header/{{{ns.WSA}}}RelatesTo") == "urn:uuid:m1"
+    assert root.findtext(f"{{{ns.SOAP12}}}Header/{{{ns.WSA}}}Action") == ACTION + "Response"
+    assert root.findtext(f"{{{ns.SOAP12}}}Body/{{{NS}}}EchoResponse") == "hi"
 
 
 def test_requests_that_are_not_requests_of_a_route_are_faults():
@@ -81,13 +82,11 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read():
 def test_get_is_405_with_allow_post():
     status, headers, body = call(SoapDoor(ROUTES), environ(b"", method="GET"))
     assert status.startswith("405") and headers["Allow"] == "POST"
-    assert etree.fromstring(body).find(f".//{{{soap.SOAP12}}}Fault") is not None
+    assert etree.fromstring(body).find(f".//{{{ns.SOAP12}}}Fault") is not None
 
 
 def test_an_mtom_request_is_inlined_for_a_plain_route_and_answered_as_mtom():
-    xop = "http://www.w3.org/2004/08/xop/include"
-    body = f'<e:EchoRequest xmlns:e="{NS}"><xop:Include xmlns:xop="{xop}" href="cid:p1@x"/></e:EchoRequest>'
-    ctype, data = mtom.build(envelope_bytes(body=body), [("p1@x", "text/plain", b"hello")], ACTION)
+    ctype, data = mtom.build(envelope_bytes(body=XOP_BODY), [("p1@x", "text/plain", b"hello")], ACTION)
     request = read_request(environ(data, ctype), ROUTES, Limits())
     assert request.mtom and request.body.text == "aGVsbG8="
     response = reply(request, ROUTES[ACTION], echo(request))
@@ -104,16 +103,14 @@ def test_a_streaming_route_gets_spooled_parts_and_a_fault_leaves_no_spool_file(t
         return Reply(etree.Element(f"{{{NS}}}EchoResponse"))
     routes = {ACTION: Route(REQUEST, ACTION + "Response", take, attachments=True)}
     limits = Limits(spool_dir=tmp_path, max_stream_bytes=10**6)
-    xop = "http://www.w3.org/2004/08/xop/include"
-    body = f'<e:EchoRequest xmlns:e="{NS}"><xop:Include xmlns:xop="{xop}" href="cid:p1@x"/></e:EchoRequest>'
     for action in (ACTION, "urn:nope"):
-        ctype, data = mtom.build(envelope_bytes(action, body), [("p1@x", "text/plain", b"x" * 5000)], action)
+        ctype, data = mtom.build(envelope_bytes(action, XOP_BODY), [("p1@x", "text/plain", b"x" * 5000)], action)
         status, headers, _ = call(SoapDoor(routes, spool_dir=tmp_path, max_stream_bytes=10**6),
                                   environ(data, ctype))
         assert status.startswith("200" if action == ACTION else "400")
         assert list(tmp_path.iterdir()) == []
     assert got == {"p1@x": b"x" * 5000}
-    ctype, data = mtom.build(envelope_bytes(body=body), [("p1@x", "text/plain", b"x" * 5000)], ACTION)
+    ctype, data = mtom.build(envelope_bytes(body=XOP_BODY), [("p1@x", "text/plain", b"x" * 5000)], ACTION)
     assert read_request(environ(data, ctype), routes, limits).attachments["p1@x"].size == 5000
 
 
@@ -124,5 +121,5 @@ def test_a_handler_that_fails_is_a_receiver_fault_with_500():
     status, _, body = call(door, environ(envelope_bytes()))
     assert status.startswith("500")
     root = etree.fromstring(body)
-    assert root.findtext(f".//{{{soap.SOAP12}}}Code/{{{soap.SOAP12}}}Value") == "soapenv:Receiver"
-    assert root.findtext(f".//{{{soap.WSA}}}RelatesTo") == "urn:uuid:m1"
+    assert root.findtext(f".//{{{ns.SOAP12}}}Code/{{{ns.SOAP12}}}Value") == "soapenv:Receiver"
+    assert root.findtext(f".//{{{ns.WSA}}}RelatesTo") == "urn:uuid:m1"
