@@ -230,6 +230,7 @@ class Range:
 
 Port = Annotated[int, Range(0, 65535)]
 Count = Annotated[int, Range(1)]          # threads, workers, sizes: at least one
+Natural = Annotated[int, Range(0)]        # zero or more (bytes, whole seconds)
 Seconds = Annotated[float, Range(0)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from affinity_domain.config import Count, DomainSettings, Port, Seconds
+from affinity_domain.config import Count, DomainSettings, Natural, Port, Seconds
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,6 @@ class RepositorySettings:
     workers: Count
     max_request_bytes: Count
     max_document_bytes: Count
-    recovery_seconds: Seconds
-    pending_grace_seconds: Seconds
+    recovery_seconds: Natural
+    pending_grace_seconds: Natural
     domain: DomainSettings
