@@ -247,7 +247,8 @@ S = TypeVar("S")
 def build_settings(cls: type[S], config: Config) -> S:
     """A frozen dataclass of settings from its ``SECTION``: each field is the key of the same name, its
     default the one declared in ``DEFAULTS``, its value checked against the field's type (lists become
-    tuples). A field whose type is another such class (``DomainSettings``) is built from that section.
+    tuples; the field's type must be the declared default's). A field whose type is another such class
+    (``DomainSettings``) is built from that section.
     A wrong type or value is a one-line ``ConfigError`` naming the key; ``__post_init__`` may add checks."""
     name = cls.SECTION
     declared, values = DEFAULTS[name], config.section(name)
@@ -259,11 +260,25 @@ def build_settings(cls: type[S], config: Config) -> S:
             continue
         if hasattr(kind, "SECTION"):
             kwargs[f.name] = build_settings(kind, config)
-        elif f.name in declared:
-            kwargs[f.name] = _typed(values.get(f.name, declared[f.name]), kind, f"[{name}] {f.name}")
-        else:
+        elif f.name not in declared:
             raise TypeError(f"{cls.__name__}.{f.name}: [{name}] declares no such key")
+        elif _base(kind) is not _base(type(declared[f.name])):   # the declared default's type is the key's
+            kind_name = type(declared[f.name]).__name__
+            raise TypeError(f"{cls.__name__}.{f.name}: its declared default is of type {kind_name}")
+        else:
+            kwargs[f.name] = _typed(values.get(f.name, declared[f.name]), kind, f"[{name}] {f.name}")
     return cls(**kwargs)
+
+
+def _base(kind: Any) -> Any:
+    """The plain type a field's annotation stands for, as a TOML value has it (a list for a tuple)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        return _base(args[0])
+    if origin is Literal:
+        return type(args[0])
+    base = origin or kind
+    return list if base is tuple else base
 
 
 _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
@@ -291,7 +306,7 @@ def _typed(value: Any, kind: Any, key: str) -> Any:
     if base is tuple and isinstance(value, list):
         value = tuple(value)
     if not isinstance(value, base) or (isinstance(value, bool) and base is not bool):
-        raise ConfigError(f"{key}: expected {_NAMES[base]}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_NAMES.get(base, base.__name__)}, got {value!r}")
     if base is tuple and args:
         if args[-1] is not Ellipsis and len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -83,6 +84,23 @@ def test_a_file_value_of_the_wrong_type_is_refused_and_a_whole_number_serves_as_
     toml.write_text("[repository]\nregistry_timeout = 5\n")
     timeout = build_settings(RepositorySettings, load(toml, environ={})).registry_timeout
     assert timeout == 5.0 and isinstance(timeout, float)
+
+
+def test_a_settings_class_follows_the_declared_keys_and_their_types():
+    @dataclasses.dataclass(frozen=True)
+    class Misread:
+        SECTION: ClassVar[str] = "repository"
+        recovery_seconds: float         # declared as a whole number of seconds
+
+    @dataclasses.dataclass(frozen=True)
+    class Unknown:
+        SECTION: ClassVar[str] = "repository"
+        colour: str
+
+    with pytest.raises(TypeError, match="recovery_seconds: its declared default is of type int"):
+        build_settings(Misread, load(environ={}))
+    with pytest.raises(TypeError, match=r"colour: \[repository\] declares no such key"):
+        build_settings(Unknown, load(environ={}))
 
 
 @pytest.mark.parametrize("actor, var, raw, message", [
