@@ -1,15 +1,18 @@
 """Configuration: one TOML file plus ``XDSI_<SECTION>_<KEY>`` environment overrides.
 
 Each actor reads its own section and ``[domain]``. Defaults live here so that the
-documented keys (a contract with integrators' scripts) have exactly one home.
+documented keys (a contract with integrators' scripts) have exactly one home. An actor
+reads them as a typed settings object (``build_settings``), built and checked once at start.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from .exceptions import XdsiError
 
@@ -174,16 +177,24 @@ class Config:
         return self.section("database").get("url", "")
 
 
+_BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                  "off": False, "": False}
+
+
 def _env_value(raw: str, default: Any) -> Any:
-    """Environment strings take the type of the default (TOML syntax for lists and tables)."""
-    if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    if isinstance(default, (list, dict)):
-        return tomllib.loads(f"v = {raw}")["v"]
+    """Environment strings take the type of the default (TOML syntax for lists and tables). One that
+    does not read as that type stays a string, for ``build_settings`` to refuse with its key."""
+    try:
+        if isinstance(default, bool):
+            return _BOOLEAN_WORDS.get(raw.strip().lower(), raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, (list, dict)):
+            return tomllib.loads(f"v = {raw}")["v"]
+    except (ValueError, tomllib.TOMLDecodeError):
+        pass
     return raw
 
 
@@ -209,3 +220,101 @@ class ConfigError(XdsiError):
     """A configuration or start-up problem to report in one line, not as a traceback."""
 
     permanent = True
+
+# ------------------------------------------------------------ typed settings
+
+@dataclass(frozen=True)
+class Range:
+    """``Annotated[int, Range(1)]``: the bounds a number must stay within (None: unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+
+
+Port = Annotated[int, Range(0, 65535)]
+Count = Annotated[int, Range(1)]          # threads, workers, sizes: at least one
+Natural = Annotated[int, Range(0)]        # zero or more (bytes, whole seconds)
+Seconds = Annotated[float, Range(0)]
+
+
+@dataclass(frozen=True)
+class DomainSettings:
+    SECTION: ClassVar[str] = "domain"
+    assigning_authority: str
+    home_community_id: str
+
+
+S = TypeVar("S")
+
+
+def build_settings(cls: type[S], config: Config) -> S:
+    """A frozen dataclass of settings from its ``SECTION``: each field is the key of the same name, its
+    default the one declared in ``DEFAULTS``, its value checked against the field's type (lists become
+    tuples; the field's type must be the declared default's). A field whose type is another such class
+    (``DomainSettings``) is built from that section.
+    A wrong type or value is a one-line ``ConfigError`` naming the key; ``__post_init__`` may add checks."""
+    name = cls.SECTION
+    declared, values = DEFAULTS[name], config.section(name)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if not f.init:
+            continue
+        if hasattr(kind, "SECTION"):
+            kwargs[f.name] = build_settings(kind, config)
+        elif f.name not in declared:
+            raise TypeError(f"{cls.__name__}.{f.name}: [{name}] declares no such key")
+        elif _base(kind) is not _base(type(declared[f.name])):   # the declared default's type is the key's
+            kind_name = type(declared[f.name]).__name__
+            raise TypeError(f"{cls.__name__}.{f.name}: its declared default is of type {kind_name}")
+        else:
+            kwargs[f.name] = _typed(values.get(f.name, declared[f.name]), kind, f"[{name}] {f.name}")
+    return cls(**kwargs)
+
+
+def _base(kind: Any) -> Any:
+    """The plain type a field's annotation stands for, as a TOML value has it (a list for a tuple)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        return _base(args[0])
+    if origin is Literal:
+        return type(args[0])
+    base = origin or kind
+    return list if base is tuple else base
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          tuple: "a list", dict: "a table"}
+
+
+def _typed(value: Any, kind: Any, key: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        value = _typed(value, args[0], key)
+        for bound in (m for m in args[1:] if isinstance(m, Range)):
+            if (bound.low is not None and value < bound.low) or (bound.high is not None and value > bound.high):
+                within = f"at least {bound.low:g}" if bound.high is None else f"from {bound.low:g} to {bound.high:g}"
+                raise ConfigError(f"{key} = {value!r}: must be {within}")
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} = {value!r}: use one of {', '.join(map(str, args))}")
+        return value
+    if kind is Any:
+        return value
+    base = origin or kind
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is tuple and isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, base) or (isinstance(value, bool) and base is not bool):
+        raise ConfigError(f"{key}: expected {_NAMES.get(base, base.__name__)}, got {value!r}")
+    if base is tuple and args:
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        items = args[:-1] * len(value) if args[-1] is Ellipsis else args
+        return tuple(_typed(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
+    if base is dict and args:
+        return {_typed(k, args[0], key): _typed(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    return value

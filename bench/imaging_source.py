@@ -224,6 +224,7 @@ def main() -> int:
             big = dd.make_study(work / "big", local, series=10, per_series=1)
             timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", dicom, *big.files)
             from imaging_source.publish import Publisher
+            from imaging_source.settings import ImagingSourceSettings
             from imaging_source.store import Index
             from affinity_domain.content import FileStore
             pool = db.open_pool(database, "imaging_source")
@@ -239,8 +240,8 @@ def main() -> int:
                 count = conn.execute("SELECT count(*) FROM instance i JOIN series se ON se.id = i.series JOIN study st "
                                      "ON st.id = se.study WHERE st.study_uid = %s", (big.uid,)).fetchone()[0]
             cfg = config_mod.load(environ=env)
-            s = cfg.section("imaging_source")
-            publisher = Publisher(Index(pool), FileStore(work / "images"), s, cfg.domain["assigning_authority"])
+            s = config_mod.build_settings(ImagingSourceSettings, cfg)
+            publisher = Publisher(Index(pool), FileStore(work / "images"), s)
             t = time.perf_counter()
             result = publisher.publish_now(big.uid)
             elapsed = time.perf_counter() - t

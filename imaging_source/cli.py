@@ -10,30 +10,29 @@ import threading
 from pathlib import Path
 
 from affinity_domain import db, logs, serving
-from affinity_domain.config import Config, ConfigError
+from affinity_domain.config import Config, ConfigError, build_settings
 
 from . import service
 from affinity_domain.content import FileStore
 from .indexer import Indexer, JournalBusy, open_journal
 from .intake import Intake, remove as remove_from_store
 from .publish import Publisher
+from .settings import ImagingSourceSettings
 from .store import Index
 
 log = logging.getLogger("xdsi.imaging_source")
 ACTOR = "imaging_source"      # schema and configuration section
 
 
-def _open(config: Config):
-    s = config.section(ACTOR)
+def _open(config: Config) -> tuple[ImagingSourceSettings, FileStore, Index]:
+    s = build_settings(ImagingSourceSettings, config)   # a configuration mistake stops us before anything starts
     url = db.database_url(config)
     db.migrate(url, ACTOR, "imaging_source")
-    content = FileStore(Path(s["store_dir"] or config.data_dir / "imaging-source"), bool(s["fsync"]),
-                        int(s["min_free_bytes"]))
-    pool = db.open_pool(url, ACTOR, max_size=int(s["threads"]) + 2)
+    content = FileStore(Path(s.store_dir or config.data_dir / "imaging-source"), s.fsync, s.min_free_bytes)
+    pool = db.open_pool(url, ACTOR, max_size=s.threads + 2)
     # C-STORE indexing: no test round trip before each statement (a dropped connection is retried),
     # and commits no more durable than the image files (fsync).
-    intake = db.open_pool(url, ACTOR, max_size=int(s["max_associations"]) // 2 + 1, checked=False,
-                          durable=bool(s["fsync"]))
+    intake = db.open_pool(url, ACTOR, max_size=s.max_associations // 2 + 1, checked=False, durable=s.fsync)
     return s, content, Index(pool, intake)
 
 
@@ -41,9 +40,7 @@ class ImagingSourceActor:
     name = "imaging-source"
 
     def endpoints(self, config: Config) -> list[tuple[str, str]]:
-        s = config.section(ACTOR)
-        return [("DICOM C-STORE/FIND/MOVE/GET", f"{s['ae_title']}@{s['dicom_host']}:{s['dicom_port']}"),
-                ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s['host']}:{s['port']}{s['path']}")]
+        return _endpoints(build_settings(ImagingSourceSettings, config))
 
     def serve(self, config: Config) -> int:
         logs.setup("imaging-source")
@@ -52,29 +49,27 @@ class ImagingSourceActor:
         s, content, index = _open(config)
         content.sweep_spool()
         try:
-            indexer = Indexer(index, content, open_journal(content, bool(s["fsync"])), s["duplicate_policy"])
+            indexer = Indexer(index, content, open_journal(content, s.fsync), s.duplicate_policy)
         except JournalBusy as e:
             raise ConfigError(str(e)) from None
         indexer.start()
         index.before_read = lambda: indexer.flush(timeout=10)
-        sock = serving.listen(s["host"], int(s["port"]))
+        sock = serving.listen(s.host, s.port)
         door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
         try:
-            dicom = door.start(s["dicom_host"], int(s["dicom_port"]))
+            dicom = door.start(s.dicom_host, s.dicom_port)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {s['dicom_port']} on {s['dicom_host']} is already in use") from None
+                raise ConfigError(f"port {s.dicom_port} on {s.dicom_host} is already in use") from None
             raise
-        app = serving.path_app(s["path"], service.door(index, content, s["repository_unique_id"],
-                                                       int(s["max_request_bytes"])))
-        http = serving.http_server(app, sock, int(s["threads"]))
+        app = serving.path_app(s.path, service.door(index, content, s.repository_unique_id, s.max_request_bytes))
+        http = serving.http_server(app, sock, s.threads)
         stop = threading.Event()
-        publisher = Publisher(index, content, s, config.domain["assigning_authority"])
+        publisher = Publisher(index, content, s)
         threading.Thread(target=publisher.run, args=(stop,), name="publisher", daemon=True).start()
-        for label, where in self.endpoints(config):
+        for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
-                                         "repository": s["repository_url"],
-                                         "pix": f"{s['pix_host']}:{s['pix_port']}"})
+                                         "repository": s.repository_url, "pix": f"{s.pix_host}:{s.pix_port}"})
         serving.run_until_stopped([http], [stop.set, dicom.shutdown, indexer.stop, index.close])
         return 0
 
@@ -100,6 +95,11 @@ class ImagingSourceActor:
         status.set_defaults(run=_status)
 
 
+def _endpoints(s: ImagingSourceSettings) -> list[tuple[str, str]]:
+    return [("DICOM C-STORE/FIND/MOVE/GET", f"{s.ae_title}@{s.dicom_host}:{s.dicom_port}"),
+            ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s.host}:{s.port}{s.path}")]
+
+
 def _publish(config: Config, args: argparse.Namespace) -> int:
     logs.setup("imaging-source", "WARNING")
     s, content, index = _open(config)
@@ -116,7 +116,7 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
             uid = str(dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).StudyInstanceUID)
             if uid not in studies:
                 studies.append(uid)
-        publisher = Publisher(index, content, s, config.domain["assigning_authority"])
+        publisher = Publisher(index, content, s)
         results = {uid: publisher.publish_now(uid) for uid in studies}
     finally:
         index.close()

@@ -29,6 +29,7 @@ from affinity_domain import dicom_net
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from .intake import Intake
+from .settings import ImagingSourceSettings
 from .store import Index
 
 log = logging.getLogger("xdsi.imaging_source.dimse")
@@ -49,30 +50,22 @@ TRANSFER_SYNTAXES = UNCOMPRESSED + [
 ]
 
 
-def parse_destinations(raw: dict) -> dict[str, tuple[str, int]]:
-    out = {}
-    for ae, where in (raw or {}).items():
-        host, _, port = str(where).rpartition(":")
-        out[ae.strip()] = (host or "127.0.0.1", int(port))
-    return out
-
-
 class DicomDoor:
-    def __init__(self, index: Index, content: FileStore, intake: Intake, settings: dict):
+    def __init__(self, index: Index, content: FileStore, intake: Intake, settings: ImagingSourceSettings):
         self.index, self.content, self.intake = index, content, intake
-        self.ae_title = settings["ae_title"]
-        self.destinations = parse_destinations(settings.get("move_destinations"))
-        self.max_results = int(settings.get("max_query_results", 10000))
-        self.spooled = bool(settings.get("spool_received"))
+        self.ae_title = settings.ae_title
+        self.destinations = settings.destinations
+        self.max_results = settings.max_query_results
+        self.spooled = settings.spool_received
         _config.STORE_RECV_CHUNKED_DATASET = self.spooled
         if self.spooled:
             # pynetdicom spools with NamedTemporaryFile in the default temp dir: point it at the
             # store's spool so that keeping an instance is a rename.
             tempfile.tempdir = str(content.spool_dir)
         ae = AE(ae_title=self.ae_title)
-        ae.maximum_associations = int(settings.get("max_associations", 32))
-        ae.maximum_pdu_size = int(settings.get("max_pdu_bytes", 1 << 20))
-        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = float(settings.get("network_timeout", 60))
+        ae.maximum_associations = settings.max_associations
+        ae.maximum_pdu_size = settings.max_pdu_bytes
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = settings.network_timeout
         for cx in AllStoragePresentationContexts:
             # scu_role/scp_role: accept the role selection that a C-GET requestor proposes.
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)

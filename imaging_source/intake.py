@@ -28,6 +28,7 @@ from affinity_domain.content import FileStore, StoreFull
 from affinity_domain.dicom_status import (CANNOT_UNDERSTAND, DATA_SET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE,
                                           OUT_OF_RESOURCES, PROCESSING_FAILURE)
 from .identity import LocalIdentity, local_identity, marked_outside
+from .settings import ImagingSourceSettings
 
 log = logging.getLogger("xdsi.imaging_source.intake")
 
@@ -165,16 +166,16 @@ def index_header(instance: Path | bytes) -> Dataset:
 
 
 class Intake:
-    def __init__(self, index, content: FileStore, settings: dict, indexer=None):
+    def __init__(self, index, content: FileStore, settings: ImagingSourceSettings, indexer=None):
         """``indexer``: index behind the answer (``indexer.Indexer``); without one, or when duplicates
         are rejected (the answer depends on the index), each instance is indexed before it is
         answered."""
         self.index, self.content = index, content
-        self.indexer = indexer if settings.get("duplicate_policy", "replace") != "reject" else None
-        self.by_ae = dict(settings.get("calling_ae_authorities") or {})
-        self.default_issuer = settings["assigning_authority"]
-        self.outside_aes = frozenset(settings.get("outside_calling_aes") or ())
-        self.policy = settings.get("duplicate_policy", "replace")
+        self.indexer = indexer if settings.duplicate_policy != "reject" else None
+        self.by_ae = settings.calling_ae_authorities
+        self.default_issuer = settings.assigning_authority
+        self.outside_aes = frozenset(settings.outside_calling_aes)
+        self.policy = settings.duplicate_policy
 
     def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
         """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled

@@ -27,6 +27,7 @@ from affinity_domain.soap_client import SoapClient, TransportError
 from . import manifest, metadata, pix
 from affinity_domain.content import FileStore
 from .intake import read_header
+from .settings import ImagingSourceSettings
 from .store import Index, StudySnapshot
 
 log = logging.getLogger("xdsi.imaging_source.publish")
@@ -70,10 +71,11 @@ class Held(XdsiError):
 
 
 class Publisher:
-    def __init__(self, index: Index, content: FileStore, settings: dict, domain_oid: str,
+    def __init__(self, index: Index, content: FileStore, settings: ImagingSourceSettings,
                  repository: SoapClient | None = None):
-        self.index, self.content, self.s, self.domain_oid = index, content, settings, domain_oid
-        self.repository = repository or SoapClient(settings["repository_url"], float(settings["repository_timeout"]),
+        self.index, self.content, self.s = index, content, settings
+        self.domain_oid = settings.domain.assigning_authority
+        self.repository = repository or SoapClient(settings.repository_url, settings.repository_timeout,
                                                    content.spool_dir)
 
     # ------------------------------------------------------------ the loop
@@ -86,17 +88,17 @@ class Publisher:
                 log.exception("publisher round failed")
                 worked = False
             if not worked:
-                stop.wait(float(self.s["poll_seconds"]))
+                stop.wait(self.s.poll_seconds)
 
     def publish_due(self) -> bool:
-        claim = self.index.claim_due(float(self.s["quiet_seconds"]), lease_seconds=self._lease())
+        claim = self.index.claim_due(self.s.quiet_seconds, lease_seconds=self._lease())
         if claim is None:
             return False
         self.publish(claim.study_id)
         return True
 
     def _lease(self) -> float:
-        return float(self.s["repository_timeout"]) + float(self.s["pix_timeout"]) + 60
+        return self.s.repository_timeout + self.s.pix_timeout + 60
 
     def publish_now(self, study_uid: str) -> str:
         claim = self.index.claim_study(study_uid, self._lease())
@@ -111,7 +113,7 @@ class Publisher:
         try:
             return self._publish(snap)
         except Exception as e:      # every failure is tried again later; a retryable one is only held
-            delay = backoff(float(self.s["retry_seconds"]), snap.attempts)
+            delay = backoff(self.s.retry_seconds, snap.attempts)
             if isinstance(e, XdsiError) and e.retryable:
                 log.warning("publication held", extra={"study": snap.study["study_uid"], "reason": str(e),
                                                        "retry_in": delay})
@@ -132,8 +134,7 @@ class Publisher:
             return self._deprecate(snap, d)
         local = Cx(snap.patient["patient_id"], snap.patient["issuer"])
         try:
-            answer = pix.ask(self.s["pix_host"], int(self.s["pix_port"]), local, self.domain_oid,
-                             float(self.s["pix_timeout"]))
+            answer = pix.ask(self.s.pix_host, self.s.pix_port, local, self.domain_oid, self.s.pix_timeout)
         except (OSError, ConnectionError) as e:
             raise Held(f"PIX manager unreachable: {e}") from None
         if not answer.patient_id:
@@ -148,7 +149,7 @@ class Publisher:
             self.index.save_pending(snap.id, pending)
         kos_bytes, facts = self.build(snap, pending, local)
         content_id = "manifest@xdsi"
-        body = metadata.request(facts, self.s, self.s["source_id"], content_id, self.s.get("author_institution", ""))
+        body = metadata.request(facts, self.s.codes, self.s.source_id, content_id, self.s.author_institution)
         status, codes = _send(self.repository, "repository", ns.PROVIDE_AND_REGISTER, body,
                               [mtom.OutPart(content_id, metadata.MIME_DICOM, data=kos_bytes)])
         already = xds.DUPLICATE_UNIQUE_ID in codes and snap.pending == pending
@@ -166,7 +167,7 @@ class Publisher:
         """Every instance is gone: ITI-57 moves the registered manifest to Deprecated. The request's
         uids are kept as pending, so a retry after a lost answer is recognised as done."""
         study_uid = snap.study["study_uid"]
-        if not self.s.get("registry_url"):
+        if not self.s.registry_url:
             self.index.settle(snap.id, snap.version, replaced=d.replaces_uid, status_of_replaced="withdrawn")
             log.warning("manifest withdrawn locally: no registry_url to deprecate it at (ITI-57)",
                         extra={"study": study_uid, "manifest": d.replaces_uid})
@@ -177,9 +178,9 @@ class Publisher:
                        "created": datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")}
             self.index.save_pending(snap.id, pending)
         body = metadata.availability_update(d.replaces, snap.latest["patient_id"], pending["ss_uid"],
-                                            pending["ss_uuid"], pending["created"], self.s, self.s["source_id"],
-                                            self.s.get("author_institution", ""))
-        registry = SoapClient(self.s["registry_url"], float(self.s["repository_timeout"]), self.content.spool_dir)
+                                            pending["ss_uuid"], pending["created"], self.s.codes, self.s.source_id,
+                                            self.s.author_institution)
+        registry = SoapClient(self.s.registry_url, self.s.repository_timeout, self.content.spool_dir)
         status, codes = _send(registry, "registry", ns.UPDATE, body)
         if status != xds.SUCCESS and xds.DUPLICATE_UNIQUE_ID not in codes:
             raise Held(f"registry answered {status.rsplit(':', 1)[-1]} {' '.join(codes)}")
@@ -193,8 +194,7 @@ class Publisher:
                 for i in snap.instances]
         created = datetime.strptime(pending["created"], "%Y%m%d%H%M%S")
         kos = manifest.build(header, refs, manifest.Plan(pending["kos_uid"], pending["series_uid"], created),
-                             self.s["ae_title"], self.s["repository_unique_id"],
-                             self.s.get("author_institution", "").split("^")[0])
+                             self.s.ae_title, self.s.repository_unique_id, self.s.author_institution.split("^")[0])
         study = snap.study
         accession_issuer = ""
         issuers = header.get("IssuerOfAccessionNumberSequence")
@@ -206,7 +206,7 @@ class Publisher:
             source_patient_id=f"{local.id}^^^&{local.authority}&ISO",
             patient_name=snap.patient["name"], birth_date=snap.patient["birth_date"], sex=snap.patient["sex"],
             study_uid=study["study_uid"], accession=study["accession"],
-            accession_issuer=accession_issuer or self.s["assigning_authority"],
+            accession_issuer=accession_issuer or self.s.assigning_authority,
             study_date=study["study_date"], study_time=study["study_time"],
             title=study["description"] or "Imaging study manifest", creation_time=pending["created"],
             modalities=[se["modality"] for se in snap.series], body_parts=[se["body_part"] for se in snap.series],

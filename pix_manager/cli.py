@@ -7,48 +7,28 @@ import os
 import urllib.request
 
 from affinity_domain import db, hl7, logs, serving
-from affinity_domain.config import Config, ConfigError
+from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
 
 from . import blocking, http_door, mllp_door
 from .delivery import Deliverer
-from .index import PatientIndex, Settings
-from .matching import Thresholds
-from .scorecard import rules_from_config
+from .index import PatientIndex
+from .settings import PixSettings
 from .store import Store
 
 log = logging.getLogger("xdsi.pix")
-
-
-def settings(config: Config) -> Settings:
-    s = config.section("pix")
-    try:
-        keys = list(s["blocking_keys"]) or list(blocking.DEFAULT_KEYS)
-        blocking.check(keys)
-        rules = rules_from_config(s["weights"])
-        thresholds = Thresholds(float(s["lower_threshold"]), float(s["upper_threshold"]))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from None
-    if thresholds.lower > thresholds.upper:
-        raise ConfigError("[pix] lower_threshold must not be above upper_threshold")
-    return Settings(affinity_authority=config.domain["assigning_authority"], affinity_prefix=s["affinity_prefix"],
-                    domains=list(s["domains"]), thresholds=thresholds, rules=rules, blocking_keys=keys,
-                    registry_feed=s["registry_feed"], subscribers=list(s["subscribers"]))
 
 
 class PixActor:
     name = "pix"
 
     def endpoints(self, config: Config) -> list[tuple[str, str]]:
-        s = config.section("pix")
-        return [("ITI-8/ITI-9 (MLLP)", f"{s['host']}:{s['port']}"),
-                ("review and admin (HTTP)", f"http://{s['http_host']}:{s['http_port']}/review")]
+        return _endpoints(build_settings(PixSettings, config))
 
     def serve(self, config: Config) -> int:
+        s = build_settings(PixSettings, config)   # a configuration mistake stops us before anything starts
         logs.setup("pix")
-        s = config.section("pix")
-        rules = settings(config)   # a configuration mistake stops us before anything starts
         url = db.database_url(config)
         db.migrate(url, "pix", "pix_manager")
 
@@ -56,24 +36,24 @@ class PixActor:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_PIX")
 
         # Bound before forking: every worker process accepts on the same socket.
-        mllp = serving.bind(lambda: MllpServer((s["host"], int(s["port"])), None, oversize,
-                                               max_bytes=int(s["max_message_bytes"])), s["host"], int(s["port"]))
-        workers = serving.fork_workers(max(0, int(s["workers"]) - 1))
+        mllp = serving.bind(lambda: MllpServer((s.host, s.port), None, oversize, max_bytes=s.max_message_bytes),
+                            s.host, s.port)
+        workers = serving.fork_workers(s.workers - 1)
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)
-        index = PatientIndex(store, rules)
-        mllp.handler = mllp_door.handler(index, dict(s["facility_authorities"]))
+        index = PatientIndex(store, s)
+        mllp.handler = mllp_door.handler(index, s.facility_authorities)
         if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
             mllp.start()
             serving.wait_for_stop()
             mllp.shutdown()
             pool.close()
             os._exit(0)
-        http = serving.http_server(http_door.app(index), serving.listen(s["http_host"], int(s["http_port"])), 4)
+        http = serving.http_server(http_door.app(index), serving.listen(s.http_host, s.http_port), 4)
         mllp.start()
         deliverer = Deliverer(store)
         deliverer.start()
-        for label, where in self.endpoints(config):
+        for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, deliverer.stop,
                                            pool.close])
@@ -97,8 +77,13 @@ class PixActor:
         rekey.set_defaults(run=_rekey)
 
 
+def _endpoints(s: PixSettings) -> list[tuple[str, str]]:
+    return [("ITI-8/ITI-9 (MLLP)", f"{s.host}:{s.port}"),
+            ("review and admin (HTTP)", f"http://{s.http_host}:{s.http_port}/review")]
+
+
 def _rekey(config: Config, args) -> int:
-    keys = settings(config).blocking_keys
+    keys = build_settings(PixSettings, config).blocking_keys
     url = db.database_url(config)
     db.migrate(url, "pix", "pix_manager")
     with db.open_pool(url, "pix", max_size=2) as pool:
@@ -113,15 +98,18 @@ def _reachable(command):
         try:
             return command(config, args)
         except urllib.error.URLError as e:
-            s = config.section("pix")
-            print(f"xdsi: the PIX manager at http://{s['http_host']}:{s['http_port']} is not reachable: {e.reason}")
+            print(f"xdsi: the PIX manager at {_admin(config)} is not reachable: {e.reason}")
             return 1
     return run
 
 
+def _admin(config: Config) -> str:
+    s = build_settings(PixSettings, config)
+    return f"http://{s.http_host}:{s.http_port}"
+
+
 def _review(config: Config, args) -> int:
-    s = config.section("pix")
-    base = f"http://{s['http_host']}:{s['http_port']}"
+    base = _admin(config)
     if args.action == "list":
         with urllib.request.urlopen(f"{base}/review?status={args.status}") as r:
             for item in json.load(r):
@@ -160,8 +148,7 @@ def _show(item: dict) -> None:
 
 
 def _unlink(config: Config, args) -> int:
-    s = config.section("pix")
-    return _post(f"http://{s['http_host']}:{s['http_port']}/persons/unlink",
+    return _post(f"{_admin(config)}/persons/unlink",
                  {"domain": args.domain, "pid": args.pid, "by": args.by})
 
 

@@ -3,33 +3,20 @@ scorecard and matching; queues what the registry and subscribers must hear."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from affinity_domain.hl7 import Cx, Hl7Error
 
 from . import blocking, messages
 from .demographics import Demographics
-from .matching import Thresholds, decide
-from .scorecard import DEFAULT_RULES, Rule
+from .matching import decide
+from .settings import PixSettings
 from .store import Store, Tx
 
 log = logging.getLogger("xdsi.pix")
 
 
-@dataclass
-class Settings:
-    affinity_authority: str
-    affinity_prefix: str = "XDSI"
-    domains: list[str] = field(default_factory=list)       # empty: open, a domain joins with its first id
-    thresholds: Thresholds = Thresholds()
-    rules: dict[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
-    blocking_keys: list[str] = field(default_factory=lambda: list(blocking.DEFAULT_KEYS))
-    registry_feed: str = ""                                # host:port; empty: not forwarded
-    subscribers: list[str] = field(default_factory=list)   # ITI-10 host:port
-
-
 class PatientIndex:
-    def __init__(self, store: Store, settings: Settings):
+    def __init__(self, store: Store, settings: PixSettings):
         self.store, self.s = store, settings
 
     # ------------------------------------------------------------ helpers

@@ -5,12 +5,13 @@ import logging
 import os
 
 from affinity_domain import db, hl7, logs, serving
-from affinity_domain.config import Config
+from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
 
 from . import codes, feed, service
 from .core import Registry
+from .settings import RegistrySettings
 from .store import Store
 
 log = logging.getLogger("xdsi.registry")
@@ -20,24 +21,23 @@ class RegistryActor:
     name = "registry"
 
     def endpoints(self, config: Config) -> list[tuple[str, str]]:
-        s = config.section("registry")
-        return [("ITI-42/18/51/57 (SOAP 1.2)", f"http://{s['host']}:{s['port']}{s['path']}"),
-                ("ITI-8 feed (MLLP)", f"{s['feed_host']}:{s['feed_port']}")]
+        return _endpoints(build_settings(RegistrySettings, config))
 
     def serve(self, config: Config) -> int:
+        s = build_settings(RegistrySettings, config)   # a configuration mistake stops us before anything starts
         logs.setup("registry")
-        s = config.section("registry")
-        domain = config.domain["assigning_authority"]
+        domain = s.domain.assigning_authority
         url = db.database_url(config)
         db.migrate(url, "registry", "registry")
-        sock = serving.listen(s["host"], int(s["port"]))
-        workers = serving.fork_workers(max(0, int(s["workers"]) - 1))
-        pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2)
-        read_pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2, read_only=True)
-        store = Store(pool, int(s["max_query_results"]), read_pool)
-        registry = Registry(store, codes.from_config(s), domain)
-        app = serving.path_app(s["path"], service.door(registry, int(s["max_request_bytes"])))
-        http = serving.http_server(app, sock, int(s["threads"]))
+        sock = serving.listen(s.host, s.port)
+        workers = serving.fork_workers(s.workers - 1)
+        pool = db.open_pool(url, "registry", max_size=s.threads + 2)
+        read_pool = db.open_pool(url, "registry", max_size=s.threads + 2, read_only=True)
+        store = Store(pool, s.max_query_results, read_pool)
+        code_sets = codes.from_config({"validate_codes": s.validate_codes, "codes_file": s.codes_file})
+        registry = Registry(store, code_sets, domain)
+        app = serving.path_app(s.path, service.door(registry, s.max_request_bytes))
+        http = serving.http_server(app, sock, s.threads)
         if workers is None:  # a forked worker: HTTP only; skip the parent's atexit hooks on exit
             serving.run_until_stopped([http], [pool.close, read_pool.close])
             os._exit(0)
@@ -45,15 +45,19 @@ class RegistryActor:
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
-        mllp = serving.bind(lambda: MllpServer((s["feed_host"], int(s["feed_port"])),
-                                               feed.handler(store, domain), oversize),
-                            s["feed_host"], int(s["feed_port"]))
+        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), feed.handler(store, domain), oversize),
+                            s.feed_host, s.feed_port)
         mllp.start()
-        for label, where in self.endpoints(config):
+        for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, pool.close,
                                            read_pool.close])
         return 0
+
+
+def _endpoints(s: RegistrySettings) -> list[tuple[str, str]]:
+    return [("ITI-42/18/51/57 (SOAP 1.2)", f"http://{s.host}:{s.port}{s.path}"),
+            ("ITI-8 feed (MLLP)", f"{s.feed_host}:{s.feed_port}")]
 
 
 actor = RegistryActor()

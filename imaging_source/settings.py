@@ -1,0 +1,73 @@
+"""The imaging source's settings: ``[imaging_source]`` and ``[domain]``, typed and checked at start."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from affinity_domain.config import ConfigError, Count, DomainSettings, Natural, Port, Seconds
+
+Code = tuple[str, str, str]             # code, coding scheme, display name
+CODE_KEYS = ("class_code", "type_code", "confidentiality_code", "healthcare_facility_type_code",
+             "practice_setting_code", "content_type_code")
+
+
+@dataclass(frozen=True)
+class ImagingSourceSettings:
+    SECTION: ClassVar[str] = "imaging_source"
+    ae_title: str
+    dicom_host: str
+    dicom_port: Port
+    host: str
+    port: Port
+    path: str
+    assigning_authority: str            # the local ids' issuer when an instance names none
+    calling_ae_authorities: dict[str, str]
+    quiet_seconds: Natural
+    move_destinations: dict[str, str]   # AE -> host:port
+    repository_unique_id: str
+    repository_url: str
+    repository_timeout: Seconds
+    registry_url: str
+    pix_host: str
+    pix_port: Port
+    pix_timeout: Seconds
+    retry_seconds: Natural
+    poll_seconds: Seconds
+    store_dir: str                      # empty: <data dir>/imaging-source
+    duplicate_policy: Literal["replace", "ignore", "reject"]
+    source_id: str
+    outside_calling_aes: tuple[str, ...]
+    author_institution: str
+    class_code: Code
+    type_code: Code
+    confidentiality_code: Code
+    healthcare_facility_type_code: Code
+    practice_setting_code: Code
+    content_type_code: Code
+    threads: Count
+    max_request_bytes: Count
+    max_associations: Count
+    max_pdu_bytes: Natural               # 0: no limit
+    network_timeout: Seconds
+    max_query_results: Count
+    fsync: bool
+    min_free_bytes: Natural
+    spool_received: bool
+    domain: DomainSettings
+    destinations: dict[str, tuple[str, int]] = field(init=False)   # move_destinations, parsed
+
+    def __post_init__(self):
+        object.__setattr__(self, "destinations", {ae.strip(): _address(where, f"move_destinations.{ae}")
+                                                  for ae, where in self.move_destinations.items()})
+
+    @property
+    def codes(self) -> dict[str, Code]:
+        """The DocumentEntry and SubmissionSet codes, by their keys."""
+        return {key: getattr(self, key) for key in CODE_KEYS}
+
+
+def _address(where: str, key: str) -> tuple[str, int]:
+    host, _, port = where.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"[imaging_source] {key} = {where!r}: expected host:port")
+    return host or "127.0.0.1", int(port)

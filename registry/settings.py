@@ -1,0 +1,24 @@
+"""The registry's settings: ``[registry]`` and ``[domain]``, typed and checked at start."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from affinity_domain.config import Count, DomainSettings, Port
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    SECTION: ClassVar[str] = "registry"
+    host: str
+    port: Port
+    path: str
+    feed_host: str
+    feed_port: Port
+    threads: Count
+    workers: Count
+    max_request_bytes: Count
+    max_query_results: Count
+    codes_file: str
+    validate_codes: bool
+    domain: DomainSettings
