@@ -16,13 +16,16 @@ from pathlib import Path
 from lxml import etree
 
 from . import mtom, soap, xmlsafe
+from .exceptions import XdsiError
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
 
 
-class TransportError(Exception):
+class TransportError(XdsiError):
     """No usable answer. ``maybe_processed``: the request was sent whole, so the peer may have
     acted on it (a time-out while waiting); False when it certainly did not (connection refused)."""
+
+    retryable = True
 
     def __init__(self, message: str, maybe_processed: bool):
         super().__init__(message)
