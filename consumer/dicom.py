@@ -16,8 +16,8 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
 from affinity_domain import part10
-from affinity_domain.exceptions import XdsiError
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
+from affinity_domain.exceptions import XdsiError
 
 install()
 log = logging.getLogger("xdsi.consumer")
