@@ -20,6 +20,7 @@ from pathlib import Path
 from lxml import etree
 
 from . import mtom, ns, soap, xmlsafe
+from .exceptions import XdsiError
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
 IDLE_SECONDS = 20.0      # well under the idle timeouts of common servers (waitress: 120 s)
@@ -27,9 +28,11 @@ MAX_IDLE = 8
 _STALE = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
 
 
-class TransportError(Exception):
+class TransportError(XdsiError):
     """No usable answer. ``maybe_processed``: the request was sent whole, so the peer may have
     acted on it (a time-out while waiting); False when it certainly did not (connection refused)."""
+
+    retryable = True
 
     def __init__(self, message: str, maybe_processed: bool):
         super().__init__(message)

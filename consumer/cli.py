@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import MappingProxyType
 
 from affinity_domain import db, hl7, logs, serving
 from affinity_domain.config import Config, ConfigError
@@ -14,20 +15,15 @@ from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
 
 from . import dicom, orders, reports, rules
-from .flow import RETRIEVE_METHODS, Prefetcher, Settings, Worker
+from .flow import Prefetcher, Worker
+from .settings import RETRIEVE_METHODS, Settings, address
 from .store import Store
 
 log = logging.getLogger("xdsi.consumer")
 
 
-def _address(value: str) -> tuple[str, int] | None:
-    if not value:
-        return None
-    host, _, port = str(value).rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
 def settings(config: Config) -> Settings:
+    """``[consumer]`` and ``[domain]``, checked and typed: the one place their values are read."""
     s = config.section("consumer")
     pacs_ae, pacs_addr = s["local_pacs"].split("@")
     order = tuple(m.lower() for m in s["retrieve_order"])
@@ -37,25 +33,30 @@ def settings(config: Config) -> Settings:
     if s["reports"] not in reports.MODES:
         raise ConfigError(f"[consumer] reports = {s['reports']!r}; use one of {list(reports.MODES)}")
     return Settings(
+        host=s["host"], mllp_port=int(s["mllp_port"]), http_host=s["http_host"], http_port=int(s["http_port"]),
+        dicom_host=s["dicom_host"], dicom_port=int(s["dicom_port"]), calling_ae=s["ae_title"],
+        workers=int(s["workers"]), processes=int(s["processes"]),
         local_authority=s["local_assigning_authority"], affinity_authority=config.domain["assigning_authority"],
-        pix=_address(s["pix"]), registry_url=s["registry_url"], repositories=dict(s["repositories"]),
-        sources=dict(s["sources"]), local_pacs=(pacs_ae, *_address(pacs_addr)), calling_ae=s["ae_title"],
+        pix=address(s["pix"]), registry_url=s["registry_url"], repositories=MappingProxyType(dict(s["repositories"])),
+        sources=MappingProxyType(dict(s["sources"])),
+        dicom_sources=MappingProxyType({ae: address(v) for ae, v in dict(s["dicom_sources"]).items()}),
+        local_pacs=(pacs_ae, *address(pacs_addr)), report_oru=address(s["report_oru"]),
+        pacs_orders=address(s["pacs_orders"]),
         relevancy=rules.Relevancy([m.upper() for m in s["modalities"]], list(s["body_parts"]),
                                   int(s["lookback_days"]), int(s["max_studies"])),
-        accession_prefix=s["accession_prefix"], accession_prefixes=dict(s["accession_prefixes"]),
-        procedure_codes=dict(s["procedure_codes"]),
+        retrieve_order=order, reports=s["reports"], accession_prefix=s["accession_prefix"],
+        accession_prefixes=MappingProxyType(dict(s["accession_prefixes"])),
+        accession_issuer=s["accession_mode"] == "issuer",
+        procedure_codes=MappingProxyType(dict(s["procedure_codes"])),
         spool=(Path(s["spool_dir"]) if s["spool_dir"] else config.data_dir / "consumer").resolve(),
-        held_per_study=int(float(s["held_mb_per_study"]) * 1024 * 1024),
         timeout=float(s["timeout"]), max_attempts=int(s["max_attempts"]), retry_base=float(s["retry_base_seconds"]),
-        dicom_sources={ae: _address(v) for ae, v in dict(s["dicom_sources"]).items()}, retrieve_order=order,
-        accession_issuer=s["accession_mode"] == "issuer", reports=s["reports"],
-        report_oru=_address(s["report_oru"]), pacs_orders=_address(s["pacs_orders"]))
+        held_per_study=int(float(s["held_mb_per_study"]) * 1024 * 1024))
 
 
-def _work(config: Config, settings_: Settings, threads: int) -> tuple[list, object, Prefetcher]:
-    pool = db.open_pool(db.database_url(config), "consumer", max_size=threads + 6)
-    prefetcher = Prefetcher(Store(pool), settings_)
-    workers = [Worker(prefetcher) for _ in range(threads)]
+def _work(config: Config, conf: Settings) -> tuple[list, object, Prefetcher]:
+    pool = db.open_pool(db.database_url(config), "consumer", max_size=conf.workers + 6)
+    prefetcher = Prefetcher(Store(pool), conf)
+    workers = [Worker(prefetcher) for _ in range(conf.workers)]
     for w in workers:
         w.start()
     return workers, pool, prefetcher
@@ -65,45 +66,40 @@ class ConsumerActor:
     name = "consumer"
 
     def endpoints(self, config: Config) -> list[tuple[str, str]]:
-        s = config.section("consumer")
-        return [("orders ORM/OMI (MLLP)", f"{s['host']}:{s['mllp_port']}"),
-                ("fetches and jobs (HTTP)", f"http://{s['http_host']}:{s['http_port']}/fetches"),
-                ("C-MOVE destination (DICOM)", f"{s['ae_title']}@{s['dicom_host']}:{s['dicom_port']}")]
+        return _endpoints(settings(config))
 
     def serve(self, config: Config) -> int:
         logs.setup("consumer")
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)    # it logs every association at INFO
-        s = config.section("consumer")
         url = db.database_url(config)
         db.migrate(url, "consumer", "consumer")
         conf = settings(config)
         conf.spool.mkdir(parents=True, exist_ok=True)
-        threads = int(s["workers"])
         # Reconciling and storing is CPU-bound Python: more processes use more cores. Fork first.
-        children = serving.fork_workers(max(0, int(s["processes"]) - 1))
+        children = serving.fork_workers(max(0, conf.processes - 1))
         if children is None:
             logs.setup("consumer")
-            workers, pool, _ = _work(config, conf, threads)
+            workers, pool, _ = _work(config, conf)
             serving.wait_for_stop()
             for w in workers:
                 w.stop()
             pool.close()
             return 0
-        workers, pool, prefetcher = _work(config, conf, threads)
+        workers, pool, prefetcher = _work(config, conf)
         resumed = prefetcher.store.resume()     # one consumer per site: the leases in its schema are its own
-        http = serving.http_server(orders.http_app(prefetcher), serving.listen(s["http_host"], int(s["http_port"])), 4)
+        http = serving.http_server(orders.http_app(prefetcher), serving.listen(conf.http_host, conf.http_port), 4)
 
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_CONSUMER")
 
-        mllp = serving.bind(lambda: MllpServer((s["host"], int(s["mllp_port"])), orders.order_handler(prefetcher),
-                                               oversize), s["host"], int(s["mllp_port"]))
+        mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), orders.order_handler(prefetcher),
+                                               oversize), conf.host, conf.mllp_port)
         mllp.start()
-        scp = serving.bind(lambda: dicom.start_scp(s["ae_title"], s["dicom_host"], int(s["dicom_port"]),
-                                                   conf.incoming), s["dicom_host"], int(s["dicom_port"]))
-        for label, where in self.endpoints(config):
+        scp = serving.bind(lambda: dicom.start_scp(conf.calling_ae, conf.dicom_host, conf.dicom_port,
+                                                   conf.incoming), conf.dicom_host, conf.dicom_port)
+        for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
-                                         "processes": len(children) + 1, "workers": threads})
+                                         "processes": len(children) + 1, "workers": conf.workers})
         serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, *[w.stop for w in workers],
                                            lambda: serving.stop_workers(children), pool.close])
         return 0
@@ -125,9 +121,15 @@ class ConsumerActor:
         j.set_defaults(run=_jobs)
 
 
+def _endpoints(conf: Settings) -> list[tuple[str, str]]:
+    return [("orders ORM/OMI (MLLP)", f"{conf.host}:{conf.mllp_port}"),
+            ("fetches and jobs (HTTP)", f"http://{conf.http_host}:{conf.http_port}/fetches"),
+            ("C-MOVE destination (DICOM)", f"{conf.calling_ae}@{conf.dicom_host}:{conf.dicom_port}")]
+
+
 def _base(config: Config) -> str:
-    s = config.section("consumer")
-    return f"http://{s['http_host']}:{s['http_port']}"
+    conf = settings(config)
+    return f"http://{conf.http_host}:{conf.http_port}"
 
 
 def _get(url: str):

@@ -17,6 +17,7 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
 
 from affinity_domain import part10
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
+from affinity_domain.exceptions import XdsiError
 
 install()
 log = logging.getLogger("xdsi.consumer")
@@ -48,8 +49,10 @@ def sop_class_and_syntax(instance: Instance) -> tuple[str, str]:
     return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 
-class DicomRefused(ConnectionError):
-    """A DICOM peer would not associate, or answered with a failure status."""
+class DicomRefused(XdsiError):
+    """A DICOM peer would not associate, or answered with a failure status: it may later."""
+
+    retryable = True
 
 
 def write_instance(directory: Path, uid: str, data: bytes) -> Path:

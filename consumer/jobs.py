@@ -7,13 +7,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from psycopg import OperationalError
+
+from affinity_domain.exceptions import XdsiError
+
 FETCH_STATES = ("new", "searched", "failed")
 JOB_STATES = ("found", "manifest", "retrieved", "stored", "failed")
 DONE = ("stored", "failed")
 
 
-class Permanent(Exception):
-    """Retrying cannot help: not a manifest, unknown patient or source, instances gone."""
+class Permanent(XdsiError):
+    """Retrying cannot help: unknown patient or source, instances gone."""
+
+    permanent = True
+
+
+# Exceptions not ours that a later attempt may get past: a peer or the database unreachable.
+FOREIGN_RETRYABLE = (OSError, OperationalError)
+
+
+def retryable(e: BaseException) -> bool:
+    return e.retryable if isinstance(e, XdsiError) else isinstance(e, FOREIGN_RETRYABLE)
+
+
+def permanent(e: BaseException) -> bool:
+    return isinstance(e, XdsiError) and e.permanent
+
+
+def reason(e: BaseException) -> str:
+    """A failure as recorded on its fetch or job: ours say what happened; anything else is named."""
+    return str(e) if isinstance(e, XdsiError) else f"{type(e).__name__}: {e}"
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,18 @@ from io import BytesIO
 
 from pydicom import dcmread
 
+from affinity_domain.exceptions import XdsiError
+
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
-class NotAManifest(ValueError):
-    pass
+class NotAManifest(XdsiError):
+    """The document is not a KOS manifest: retrying cannot help."""
+
+    permanent = True
+
+    def __str__(self) -> str:
+        return f"the document is not a KOS manifest: {super().__str__()}"
 
 
 @dataclass

@@ -19,12 +19,12 @@ from lxml import etree
 from pydicom.uid import generate_uid
 
 from affinity_domain import errors as xds
-from affinity_domain import mtom, ns
+from affinity_domain import mtom, ns, pix_query
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
-from . import manifest, metadata, pix
+from . import manifest, metadata
 from affinity_domain.content import FileStore
 from .intake import read_header
 from .settings import ImagingSourceSettings
@@ -134,7 +134,8 @@ class Publisher:
             return self._deprecate(snap, d)
         local = Cx(snap.patient["patient_id"], snap.patient["issuer"])
         try:
-            answer = pix.ask(self.s.pix_host, self.s.pix_port, local, self.domain_oid, self.s.pix_timeout)
+            answer = pix_query.ask(self.s.pix_host, self.s.pix_port, local, self.domain_oid, "XDSI_SOURCE",
+                                   self.s.pix_timeout)
         except (OSError, ConnectionError) as e:
             raise Held(f"PIX manager unreachable: {e}") from None
         if not answer.patient_id:

@@ -1,10 +1,12 @@
 """The consumer's pure core: relevancy rules, reconciliation, KOS reading, the job state machine and
 retry decisions, order parsing, the messages and report objects it builds."""
+import dataclasses
 import datetime as dt
 import subprocess
 from io import BytesIO
 from pathlib import Path
 
+import psycopg
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -12,10 +14,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from affinity_domain import config
+from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.outside import outside_source
-from consumer import entries, jobs, manifest, messages, orders, reports, rewrite, rules
+from affinity_domain.soap_client import TransportError
+from consumer import cli, dicom, entries, jobs, manifest, messages, orders, reports, rewrite, rules
 from consumer.entries import ManifestEntry
+from consumer.settings import Settings
 
 LOCAL = "1.3.6.1.4.1.21367.2005.13.20.2000"
 OTHER = "1.3.6.1.4.1.21367.2005.13.20.3000"
@@ -153,6 +159,31 @@ def test_retry_decisions():
     assert jobs.decide(1, 3, permanent=False) == jobs.Decision(False, 2.0)
     assert jobs.decide(3, 3, permanent=False).give_up                  # out of attempts
     assert jobs.decide(1, 6, permanent=True) == jobs.Decision(True, 0.0)   # retrying cannot help
+
+
+def test_the_retry_policy_reads_the_exception_root():
+    refused, down = dicom.DicomRefused("the PACS said no"), TransportError("registry unreachable", False)
+    for e in (refused, down, ConnectionRefusedError("refused"), psycopg.OperationalError("server gone")):
+        assert jobs.retryable(e) and not jobs.permanent(e)
+    for e in (jobs.Permanent("PIX does not know P1"), manifest.NotAManifest("no evidence")):
+        assert jobs.permanent(e) and not jobs.retryable(e) and isinstance(e, XdsiError)
+    assert not jobs.retryable(KeyError("x")) and not jobs.permanent(KeyError("x"))     # a bug: bounded retries
+    assert jobs.reason(refused) == "the PACS said no" and jobs.reason(KeyError("x")) == "KeyError: 'x'"
+    assert jobs.reason(manifest.NotAManifest("no evidence")) == "the document is not a KOS manifest: no evidence"
+
+
+def test_settings_defaults_are_the_configured_keys_defaults():
+    built = cli.settings(config.load(environ={}, data_dir="/tmp/xdsi-settings"))
+    assert built == dataclasses.replace(Settings(), spool=Path("/tmp/xdsi-settings/consumer"))
+    assert (built.pix, built.local_pacs, built.retrieve_order) == (
+        ("127.0.0.1", 2575), ("LOCALPACS", "127.0.0.1", 11114), ("rad69", "c-move"))
+    typed = cli.settings(config.load(environ={"XDSI_CONSUMER_TIMEOUT": "5", "XDSI_CONSUMER_RETRIEVE_ORDER": '["C-GET"]',
+                                              "XDSI_CONSUMER_HELD_MB_PER_STUDY": "0.5"}))
+    assert (typed.timeout, typed.retrieve_order, typed.held_per_study) == (5.0, ("c-get",), 512 * 1024)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.timeout = 1.0
+    with pytest.raises(config.ConfigError, match="retrieve_order"):
+        cli.settings(config.load(environ={"XDSI_CONSUMER_RETRIEVE_ORDER": '["ftp"]'}))
 
 
 def test_job_steps_and_fetch_progress():

@@ -109,8 +109,8 @@ class RealPix:
             b"Doe^Jane||19700101", f"{family}^Kim||1960{1 + uuid.uuid4().int % 12:02d}{day}".encode())
         ack = mllp_send(("127.0.0.1", self.port), message)
         assert ack_code(ack) == "AA", ack
-        from imaging_source import pix
-        answer = pix.ask("127.0.0.1", self.port, Cx(local_id, local_issuer), DOMAIN)
+        from affinity_domain import pix_query
+        answer = pix_query.ask("127.0.0.1", self.port, Cx(local_id, local_issuer), DOMAIN, "XDSI_SOURCE")
         assert answer.patient_id, answer.reason
         return answer.patient_id
 

@@ -1,5 +1,5 @@
 """The imaging source's pure cores: identity, intake decisions, C-FIND planning, the manifest,
-the RAD-68 metadata, RAD-69 planning, publication decisions and ITI-9 answers."""
+the RAD-68 metadata, RAD-69 planning, publication decisions."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -14,8 +14,7 @@ from tests.imaging_source import source_dicom as dd
 from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.dicom_status import DATA_SET_DOES_NOT_MATCH_SOP_CLASS
-from affinity_domain.hl7 import Cx
-from imaging_source import identity, indexer, intake, manifest, metadata, pix, publish, query, rad69
+from imaging_source import identity, indexer, intake, manifest, metadata, publish, query, rad69
 from imaging_source.store import StudySnapshot
 
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
@@ -313,21 +312,6 @@ def test_publication_decisions():
     assert (changed.action, changed.replaces) == ("publish", "urn:uuid:1")
     assert publish.decide(_snap([], latest)).action == "withdraw"
     assert publish.backoff(2, 0) == 2 and publish.backoff(2, 10) == 64
-
-
-# ---------------------------------------------------------------- ITI-9
-
-def test_pix_query_and_answers():
-    q = pix.query(Cx("L1", "1.2.3"), DOMAIN, "C1").decode()
-    assert "QBP^Q23^QBP_Q21" in q and f"QPD|IHE PIX Query|C1|L1^^^&1.2.3&ISO|^^^&{DOMAIN}&ISO" in q
-    ok = (f"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23^RSP_K23|1|P|2.5\rMSA|AA|C1\rQAK|C1|OK\rQPD|x\r"
-          f"PID|||OTHER^^^&9.9&ISO~D77^^^&{DOMAIN}&ISO\r").encode()
-    assert pix.read_answer(ok, DOMAIN).patient_id == f"D77^^^&{DOMAIN}&ISO"
-    nf = b"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23|1|P|2.5\rMSA|AA|C1\rQAK|C1|NF\r"
-    assert not pix.read_answer(nf, DOMAIN).patient_id
-    unknown = b"MSH|^~\\&|PIX|X|S|X|2024||RSP^K23|1|P|2.5\rMSA|AE|C1\rERR||QPD^1^3|204^Unknown\rQAK|C1|AE\r"
-    answer = pix.read_answer(unknown, DOMAIN)
-    assert not answer.patient_id and "204" in answer.reason
 
 
 def test_a_rejection_note_names_the_instances_it_rejects():
