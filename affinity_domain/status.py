@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .content import alive
+
 TIMEOUT = 3.0
 
 
@@ -65,19 +67,6 @@ def probe(where: str, timeout: float = TIMEOUT) -> str | None:
     except (OSError, urllib.error.URLError) as e:
         return f"{where}: {getattr(e, 'reason', e)}"
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:        # a zombie has stopped
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def actor_status(data_dir: Path, actor: str) -> tuple[bool, str]:
