@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run one actor in the foreground")
     serve.add_argument("actor", choices=sorted(available))  # an unusable one is reported below
     sub.add_parser("up", help="run every installed actor in the foreground")
+    sub.add_parser("status", help="which actors of the data dir are up and healthy (exit 0: all of them)")
     loaded = {}
     for name, ep in available.items():
         try:
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             if args.actor not in loaded:
                 return 2
-            return loaded[args.actor].serve(cfg) or 0
+            from .status import running
+            with running(cfg.data_dir, args.actor, loaded[args.actor].endpoints(cfg)):
+                return loaded[args.actor].serve(cfg) or 0
+        if args.command == "status":
+            from .status import report
+            return report(cfg.data_dir, list(available))
         if args.command == "up":
             from .up import run_all
             return run_all(cfg, loaded)

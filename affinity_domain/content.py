@@ -172,7 +172,7 @@ class FileStore:
             name, _, pid = d.name.rpartition("-")
             if d == self.spool_dir or not d.is_dir():
                 continue
-            dead = name == host and pid.isdigit() and not _alive(int(pid))
+            dead = name == host and pid.isdigit() and not alive(int(pid))
             stale = name != host and time.time() - d.stat().st_mtime > max_age
             if dead or stale:
                 for f in d.iterdir():
@@ -183,7 +183,7 @@ class FileStore:
         return removed
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

