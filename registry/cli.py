@@ -30,12 +30,13 @@ class RegistryActor:
         domain = config.domain["assigning_authority"]
         url = db.database_url(config)
         db.migrate(url, "registry", "registry")
+        code_sets = codes.from_config(s)    # a bad codes_file stops the start here, before any worker forks
         sock = serving.listen(s["host"], int(s["port"]))
         workers = serving.fork_workers(max(0, int(s["workers"]) - 1))
         pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2)
         read_pool = db.open_pool(url, "registry", max_size=int(s["threads"]) + 2, read_only=True)
         store = Store(pool, int(s["max_query_results"]), read_pool)
-        registry = Registry(store, codes.from_config(s), domain)
+        registry = Registry(store, code_sets, domain)
         app = serving.path_app(s["path"], service.door(registry, int(s["max_request_bytes"])))
         http = serving.http_server(app, sock, int(s["threads"]))
         if workers is None:  # a forked worker: HTTP only; skip the parent's atexit hooks on exit
