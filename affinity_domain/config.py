@@ -34,8 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 2,          # HTTP worker processes (one per core)
         "max_request_bytes": 20 * 1024 * 1024,
         "max_query_results": 10000,
-        # Empty: the NIST test kit's code sets (../shared/nist-testkit/codes.xml), if present.
-        "codes_file": "",
+        "codes_file": "",               # empty: the code sets shipped with the registry (code_sets.toml)
         "validate_codes": True,
     },
     "pix": {

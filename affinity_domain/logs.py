@@ -33,4 +33,3 @@ def setup(actor: str = "", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -100,7 +100,7 @@ def submission_xml(pid: str, docs: int, rng: random.Random, first: int = 0) -> s
 def _load_worker(args) -> int:
     url, patients, docs_per_patient, seed = args
     rng = random.Random(seed)
-    code_sets = codes.from_config({"validate_codes": True})
+    code_sets = codes.from_config(True)
     from affinity_domain.db import open_pool
     pool = open_pool(url, "registry", max_size=1)
     store = Store(pool)

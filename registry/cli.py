@@ -29,12 +29,13 @@ class RegistryActor:
         domain = s.domain.assigning_authority
         url = db.database_url(config)
         db.migrate(url, "registry", "registry")
+        # A bad codes_file stops the start here, before any worker forks.
+        code_sets = codes.from_config(s.validate_codes, s.codes_file)
         sock = serving.listen(s.host, s.port)
         workers = serving.fork_workers(s.workers - 1)
         pool = db.open_pool(url, "registry", max_size=s.threads + 2)
         read_pool = db.open_pool(url, "registry", max_size=s.threads + 2, read_only=True)
         store = Store(pool, s.max_query_results, read_pool)
-        code_sets = codes.from_config({"validate_codes": s.validate_codes, "codes_file": s.codes_file})
         registry = Registry(store, code_sets, domain)
         app = serving.path_app(s.path, service.door(registry, s.max_request_bytes))
         http = serving.http_server(app, sock, s.threads)

@@ -9,13 +9,15 @@ import uuid
 import psycopg
 import pytest
 
-from tests.services import DOMAIN, ROOT, SHARED, Service, free_port, start_registry, wait_for_port  # noqa: F401
+from tests import shared
+from tests.services import DOMAIN, ROOT, Service, free_port, start_registry, wait_for_port  # noqa: F401
 
 
-def pytest_configure(config):
-    if not (SHARED / "nist-testkit").is_dir():
-        pytest.exit(f"the NIST test kit and IHE schemas were not found at {SHARED}; "
-                    "set XDSI_SHARED to the folder that holds nist-testkit/ and ihe-iti-info/", returncode=4)
+def pytest_terminal_summary(terminalreporter):
+    """One line for every test skipped for want of the kit or IHE's files, not one per test."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if shared.SKIPPED in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(shared.summary(len(skipped)), yellow=True)
 
 
 @pytest.fixture(scope="session")

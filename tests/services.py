@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# IHE schemas and WSDL, the NIST XDS test kit: beside the checkout, or wherever $XDSI_SHARED says.
-SHARED = Path(os.environ.get("XDSI_SHARED") or ROOT.parent / "shared")
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
 
 
@@ -76,8 +74,6 @@ def launch(actor: str, tmp: Path, database_url: str, settings: dict, ports: list
     prefix = "XDSI_" + actor.replace("-", "_").upper() + "_"
     env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
                **{prefix + k.upper(): str(v) for k, v in settings.items()})
-    # The registry's code sets: the kit's, wherever $XDSI_SHARED put it (not only beside the checkout).
-    env.setdefault("XDSI_REGISTRY_CODES_FILE", str(SHARED / "nist-testkit" / "codes.xml"))
     log = open(tmp / f"{actor}-{ports[0]}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
                             env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)

@@ -19,10 +19,10 @@ from typing import Callable, Protocol
 from lxml import etree
 
 from affinity_domain import ns
-from tests.services import SHARED
+from tests.shared import IHE, KIT
 
-KIT_TESTS = SHARED / "nist-testkit" / "testkit" / "tests"
-EBRS_SCHEMAS = SHARED / "ihe-iti-info" / "schema" / "ebRS"
+KIT_TESTS = KIT / "testkit" / "tests"
+EBRS_SCHEMAS = IHE / "schema" / "ebRS"
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
 
 RIM2 = "urn:oasis:names:tc:ebxml-regrep:rim:xsd:2.1"

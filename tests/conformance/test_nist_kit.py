@@ -10,6 +10,7 @@ from lxml import etree
 from affinity_domain import ns
 from tests.conformance import nist_kit as kit
 from tests.conformance.nist_kit import ALL_TESTS, REGISTER_TESTS
+from tests.shared import IHE, KIT, needs
 
 PATIENT = f"P1^^^&{kit.DOMAIN}&ISO"
 ALT_PATIENT = f"P2^^^&{kit.DOMAIN}&ISO"
@@ -75,6 +76,7 @@ def schemas():
             for name in ("lcm", "query")}
 
 
+@needs(KIT)
 def test_every_plan_loads_with_known_transactions_and_checks():
     for test in ALL_TESTS:
         for name in kit.section_names(test):
@@ -85,6 +87,7 @@ def test_every_plan_loads_with_known_transactions_and_checks():
                 assert not unknown, f"{test}/{name}: {unknown}"
 
 
+@needs(KIT, IHE)
 def test_requests_validate_against_ebrs3_schemas(schemas):
     count = 0
     for section, step, prepared in prepared_steps(ALL_TESTS):
@@ -95,6 +98,7 @@ def test_requests_validate_against_ebrs3_schemas(schemas):
     assert count > 150
 
 
+@needs(KIT)
 def test_submissions_are_ebrim3_as_the_toolkit_translates_them():
     for section, step, prepared in prepared_steps(REGISTER_TESTS):
         if step.transaction != "Register":
@@ -112,6 +116,7 @@ def test_submissions_are_ebrim3_as_the_toolkit_translates_them():
                                 a.get("associationType")), a.get("associationType")
 
 
+@needs(KIT)
 def test_association_types_get_their_urns():
     section = kit.load_section("11994", "xfrm")
     request = kit.prepare(section.steps[0], section, DryLinkage()).request
@@ -124,23 +129,27 @@ def patient_ids(request):
             if ei.get("identificationScheme") in kit.PATIENT_ID_SCHEMES}
 
 
+@needs(KIT)
 def test_the_test_patient_lands_on_every_object():
     section = kit.load_section("12346", "doc_w_fol")
     ids = patient_ids(kit.prepare(section.steps[0], section, DryLinkage()).request)
     assert set(ids) == kit.PATIENT_ID_SCHEMES and set(ids.values()) == {PATIENT}
 
 
+@needs(KIT)
 def test_11997_submits_two_known_but_different_patients():
     section = kit.load_section("11997", "submit")
     ids = patient_ids(kit.prepare(section.steps[0], section, DryLinkage()).request)
     assert ids == {kit.SS_PATIENT_ID: PATIENT, kit.DE_PATIENT_ID: ALT_PATIENT}
 
 
+@needs(KIT)
 def test_11996_submits_an_unknown_patient():
     section = kit.load_section("11996", "submit")
     assert set(patient_ids(kit.prepare(section.steps[0], section, DryLinkage()).request).values()) == {UNKNOWN}
 
 
+@needs(KIT)
 def test_unique_ids_are_fresh_and_uuids_consistent():
     section = kit.load_section("12346", "two_doc_w_fol")
     link = DryLinkage()
@@ -157,6 +166,7 @@ def test_unique_ids_are_fresh_and_uuids_consistent():
                    first.request.xpath("//@sourceObject | //@targetObject | //@classifiedObject"))
 
 
+@needs(KIT)
 def test_no_assign_uids_keeps_the_earlier_document_uid():
     link = DryLinkage()
     section = kit.load_section("12004", "submit")
@@ -170,6 +180,7 @@ def test_no_assign_uids_keeps_the_earlier_document_uid():
         "SubmissionSet01"]
 
 
+@needs(KIT)
 def test_reports_read_the_sent_metadata():
     section = kit.load_section("11999", "submit")
     prepared = kit.prepare(section.steps[0], section, DryLinkage())
@@ -177,6 +188,7 @@ def test_reports_read_the_sent_metadata():
     assert prepared.log.reports["ssuid"] == prepared.log.assigned["AssignedUids"]["SubmissionSet01"]
 
 
+@needs(KIT)
 def test_use_id_reaches_into_other_tests():
     link = DryLinkage()
     sentinel = kit.StepLog({"AssignedUuids": {"Document01": "urn:uuid:11111111-2222-3333-4444-555555555555"}})
@@ -260,6 +272,7 @@ def test_ss_with_one_doc_one_folder_needs_the_filing_in_the_submission_set():
     assert kit.grade(check, answer(objects=objects + member("a4", "ss", "a2")))
 
 
+@needs(KIT)
 def test_submission_sets_carry_the_toolkit_source_id():
     section = kit.load_section("12001", "create_folder")
     request = kit.prepare(section.steps[0], section, DryLinkage()).request

@@ -10,7 +10,9 @@ import pytest
 
 from tests.conformance import nist_kit as kit
 from tests.conformance.nist_runner import Runner
+from tests.shared import KIT, skip_module_without
 
+skip_module_without(KIT)
 CASES = [(test, name) for test in kit.ALL_TESTS for name in kit.section_names(test)]
 
 

@@ -2,6 +2,7 @@
 import pytest
 
 from affinity_domain import ns
+from tests.services import start_registry
 from tests.xds import (APPROVED, DEPRECATED, Doc, association, envelope, feed,
                  mtom, new_oid, new_patient, post, stored_query, submission)
 
@@ -184,3 +185,19 @@ def test_folder_last_update_time_moves_when_a_document_is_added(registry, patien
     assert r.response_status == "Success", r.body
     _, after, docs = folder()
     assert len(docs) == 1 and after > before
+
+
+def test_a_new_registry_checks_codes_against_the_shipped_code_sets(new_database, tmp_path):
+    """Out of the box, with no codes_file (set empty here, so no environment can supply one), the registry
+    holds classCode to the code sets it ships with."""
+    fresh = start_registry(new_database(), tmp_path, codes_file="")
+    try:
+        pid = new_patient()
+        feed(fresh, pid)
+        unknown = register(fresh, submission(pid, [Doc(class_code=("NOT-A-CLASS", "1.3.6.1.4.1.19376.1.2.6.1"))]))
+        assert unknown.response_status == "Failure" and unknown.error_codes == ["XDSRegistryMetadataError"]
+        assert b"NOT-A-CLASS" in unknown.body
+        known = register(fresh, submission(pid, [Doc(class_code=("IMAGES", "1.3.6.1.4.1.19376.1.2.6.1"))]))
+        assert known.response_status == "Success", known.body
+    finally:
+        fresh.stop()

@@ -4,8 +4,10 @@ from lxml import etree
 
 from affinity_domain import ns
 from affinity_domain import ebrim
-from registry import formats, metadata_update, stored_queries, submission
+from affinity_domain.config import ConfigError
+from registry import codes, formats, metadata_update, stored_queries, submission
 from registry.codes import CodeSets
+from tests.shared import KIT, needs
 from tests.xds import DOMAIN, Doc, new_oid, new_patient
 from tests.xds import submission as submission_xml
 
@@ -155,3 +157,49 @@ def test_availability_update_decisions_against_the_registry(kind, status, owner,
         TARGET: submission.Existing(TARGET, kind, status, pid if owner == "same" else new_patient())}
     errors, changes = metadata_update.decide(objects, submission.RegistryState(patients={pid: None}, objects=known))
     assert [e.code for e in errors] == [code] and changes == []
+
+
+# ---------------------------------------------------------------- code sets
+
+IMAGES = ("IMAGES", "1.3.6.1.4.1.19376.1.2.6.1")
+
+
+def test_the_shipped_code_sets_are_used_when_no_codes_file_is_named():
+    sets = codes.from_config(True)
+    assert sets.allows(ebrim.DE_CLASS_CODE, *IMAGES)
+    assert not sets.allows(ebrim.DE_CLASS_CODE, "NOT-A-CLASS", IMAGES[1])
+    assert "application/dicom" in sets.mime_types
+    assert not codes.from_config(False).enabled
+
+
+def test_a_codes_file_replaces_the_shipped_sets_in_our_format_or_the_nist_kits(tmp_path):
+    ours = tmp_path / "domain.toml"
+    ours.write_text(f'[DocumentEntry.classCode]\nclassScheme = "{ebrim.DE_CLASS_CODE}"\n'
+                    'codes = [{ code = "SCANS", codingScheme = "1.2.3", display = "Scans" }]\n'
+                    '[DocumentEntry.mimeType]\ncodes = ["application/pdf"]\n')
+    nist = tmp_path / "codes.xml"
+    nist.write_text(f'<?xml version="1.0"?><Codes><CodeType name="classCode" classScheme="{ebrim.DE_CLASS_CODE}">'
+                    '<Code code="SCANS" display="Scans" codingScheme="1.2.3"/></CodeType>'
+                    '<CodeType name="mimeType"><Code code="application/pdf" ext="pdf"/></CodeType></Codes>')
+    for path in (ours, nist):
+        sets = codes.from_config(True, str(path))
+        assert sets.by_scheme == {ebrim.DE_CLASS_CODE: {("SCANS", "1.2.3")}} and sets.mime_types == {"application/pdf"}
+        assert not sets.allows(ebrim.DE_CLASS_CODE, *IMAGES)
+        assert sets.allows(ebrim.DE_TYPE_CODE, "anything", "1.2.3")   # an attribute without a set is not checked
+
+
+def test_a_broken_codes_file_is_a_one_line_configuration_error(tmp_path):
+    broken = tmp_path / "domain.toml"
+    broken.write_text('[DocumentEntry.classCode]\ncodes = []\n')
+    for path in (broken, tmp_path / "absent.toml"):
+        with pytest.raises(ConfigError, match=str(path)):
+            codes.from_config(True, str(path))
+
+
+@needs(KIT)
+def test_the_shipped_code_sets_hold_the_connectathon_codes_of_the_kit():
+    shipped, kit = codes.load(codes.SHIPPED), codes.load(KIT / "codes.xml")
+    assert shipped.mime_types == kit.mime_types
+    # The kit also lists associationDocumentation codes, which no registry rule reads.
+    assert shipped.by_scheme == {s: c for s, c in kit.by_scheme.items() if s in shipped.by_scheme}
+    assert len(shipped.by_scheme) == len(kit.by_scheme) - 1

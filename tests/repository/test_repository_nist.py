@@ -11,7 +11,9 @@ import pytest
 
 from tests.services import start_registry, start_repository
 from tests.repository.nist_repository import TESTS, Runner
+from tests.shared import KIT, needs
 
+pytestmark = needs(KIT)
 CAPTURED = ("PnrXop", "PnrNoXop")
 
 

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 
 from affinity_domain import ns
-from tests.services import SHARED
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, with_hash
+from tests.shared import IHE, needs
 from tests.xds import Doc, feed, new_patient
 
 
+@needs(IHE)
 def test_zeep_retrieves_a_document(repository, registry_service):
     zeep = pytest.importorskip("zeep")
     from zeep.transports import Transport
 
-    wsdl = SHARED / "ihe-iti-info" / "wsdl" / "XDS.b_DocumentRepository.wsdl"
-    xml_xsd = SHARED / "ihe-iti-info" / "schema" / "ebRS" / "xml.xsd"
+    wsdl = IHE / "wsdl" / "XDS.b_DocumentRepository.wsdl"
+    xml_xsd = IHE / "schema" / "ebRS" / "xml.xsd"
 
     class LocalTransport(Transport):
         """No network here: xml.xsd from the shared copy."""

@@ -10,7 +10,8 @@ from pydicom import dcmread
 
 from affinity_domain import ns
 from tests.hospital import HOSP_A, adt, linked_patient, order, send_study, stored_for
-from tests.services import SHARED, wait_until
+from tests.services import wait_until
+from tests.shared import IHE, needs
 from tests.xds import DOMAIN, ack_code, mllp_send
 
 MLLP_SEND = str(Path(sys.executable).parent / "mllp_send")
@@ -44,13 +45,13 @@ def zeep_find_documents(registry_url: str, patient: str) -> list:
     class LocalTransport(Transport):
         def load(self, url):
             if url.endswith("xml.xsd"):
-                return (SHARED / "ihe-iti-info" / "schema" / "ebRS" / "xml.xsd").read_bytes()
+                return (IHE / "schema" / "ebRS" / "xml.xsd").read_bytes()
             if "HL7V3" in url:
                 return (f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:hl7-org:v3">'
                         f'<xs:element name="{Path(url).stem}" type="xs:anyType"/></xs:schema>').encode()
             return super().load(url)
 
-    client = zeep.Client(str(SHARED / "ihe-iti-info" / "wsdl" / "XDS.b_DocumentRegistry.wsdl"),
+    client = zeep.Client(str(IHE / "wsdl" / "XDS.b_DocumentRegistry.wsdl"),
                          transport=LocalTransport(), settings=zeep.Settings(strict=False))
     service = client.create_service(f"{{{ns.XDSB}}}DocumentRegistry_Binding_Soap12", registry_url)
     result = service.DocumentRegistry_RegistryStoredQuery(
@@ -77,6 +78,7 @@ def test_identity_feed_and_cross_reference(chain, tmp_path):
     assert any(DOMAIN in i for i in ids)
 
 
+@needs(IHE)
 def test_publish_discover_and_retrieve(chain, tmp_path):
     a, b = linked_patient(chain)
     study = send_study(chain, tmp_path, a, HOSP_A, count=6)               # DCMTK storescu
@@ -99,6 +101,7 @@ def test_publish_discover_and_retrieve(chain, tmp_path):
     assert str(dcmread(kos).StudyInstanceUID) == study
 
 
+@needs(IHE)
 def test_merge_seen_by_a_later_query(chain, tmp_path):
     """Hospital A finds two records of one patient; after its A40 the registry answers for the survivor."""
     keep, dup = f"K{uuid.uuid4().hex[:8]}", f"D{uuid.uuid4().hex[:8]}"
