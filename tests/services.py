@@ -2,6 +2,7 @@
 registry and repository started as ``xdsi serve …``. Shared by every test folder (import ``services``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -9,11 +10,57 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
+from affinity_domain import db
+
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
+
+
+@contextlib.contextmanager
+def database_server(work: Path):
+    """The URL of $XDSI_DATABASE_URL's server, else of an embedded PostgreSQL under ``work`` (a short
+    path: the server's Unix socket lives there), stopped on leaving."""
+    url = os.environ.get("XDSI_DATABASE_URL")
+    if url:
+        yield url
+        return
+    try:
+        yield db.embedded_url(work)
+    finally:
+        db.stop_embedded(work)
+
+
+def create_database(server_url: str, prefix: str = "xdsi_test") -> str:
+    """A new, empty database on that server (each run makes its own); its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(server_url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fresh_database(work: Path, prefix: str = "xdsi_bench"):
+    """A new database on $XDSI_DATABASE_URL's server, else on an embedded one under ``work``; dropped on leaving."""
+    with database_server(work) as server:
+        url = create_database(server, prefix)
+        try:
+            yield url
+        finally:
+            drop_database(server, url)
 
 
 _EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
