@@ -71,12 +71,12 @@ def upgrade(pgdata: Path, found: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir()
     new = pg.get_server(new_dir, start=False)
-    new.ensure_pgdata_inited()
-    if new.system_user:        # as root the server runs as its own user, and pg_upgrade writes in its cwd
-        user = pwd.getpwnam(new.system_user)
-        shutil.chown(work, user.pw_uid, user.pw_gid)
     output = work / "pg_upgrade.out"
     try:
+        new.ensure_pgdata_inited()
+        if new.system_user:        # as root the server runs as its own user, and pg_upgrade writes in its cwd
+            user = pwd.getpwnam(new.system_user)
+            shutil.chown(work, user.pw_uid, user.pw_gid)
         with open(output, "w") as out:
             # The new cluster starts empty; pgserver's 16 had no data checksums, 18's initdb turns them on.
             for command, *args in (["pg_checksums", "--disable", "-D", new_dir],

@@ -1,10 +1,23 @@
 """The embedded PostgreSQL under a data dir: one made by an older xdsi (pgserver 0.1, PostgreSQL 16) is
 upgraded in place with its rows, or refused in one line that names the folder."""
+import shutil
+import tempfile
+from pathlib import Path
+
 import psycopg
 import pytest
 
 from affinity_domain import db
 from affinity_domain.config import ConfigError
+
+
+@pytest.fixture
+def tmp_path():
+    """Outside pytest's own folder, which another pytest run may make 0700 again: the embedded
+    server runs as its own user, who must reach the data dir."""
+    d = Path(tempfile.mkdtemp(prefix="xdb", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_a_data_dir_of_pgserver_16_is_upgraded_with_its_rows(tmp_path):
