@@ -120,13 +120,15 @@ class Store:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 doc_uids = sorted({o.unique_id for o in objects.of_kind("document_entry")})
-                for uid in doc_uids:  # serialize concurrent registrations of one uniqueId
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (uid,))
-                state = self._state(conn, objects)
+                with conn.pipeline():     # the locks and the state's reads in one round trip
+                    for uid in doc_uids:  # serialize concurrent registrations of one uniqueId
+                        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (uid,))
+                    state = self._state(conn, objects)
                 errors, effects = submission.decide(objects, state, submitted_at)
                 if errors:
                     return errors
-                self._write(conn, objects, effects, submitted_at)
+                with conn.pipeline():
+                    self._write(conn, objects, effects, submitted_at)
         except psycopg.errors.UniqueViolation as e:
             return [XdsError(DUPLICATE_UNIQUE_ID, f"uniqueId already registered: {e.diag.message_detail}")]
         return []
@@ -171,16 +173,18 @@ class Store:
     def _state(self, conn: psycopg.Connection, objects: ObjectList) -> submission.RegistryState:
         state = submission.RegistryState()
         pids = sorted({o.patient_id for o in objects.objects if o.patient_id})
-        state.patients = dict(conn.execute("SELECT id, merged_into FROM patient WHERE id = ANY(%s)",
-                                           (pids,)).fetchall())
         doc_uids = [o.unique_id for o in objects.of_kind("document_entry")]
-        for uid, hash_, size in conn.execute("SELECT unique_id, hash, size FROM document_entry "
-                                             "WHERE unique_id = ANY(%s)", (doc_uids,)):
-            state.documents_by_unique_id.setdefault(uid, []).append((hash_, size))
         other_uids = [o.unique_id for o in objects.objects if o.kind in ("submission_set", "folder")]
-        state.taken_unique_ids = {u for (u,) in conn.execute(
-            "SELECT unique_id FROM submission_set WHERE unique_id = ANY(%(u)s) "
-            "UNION SELECT unique_id FROM folder WHERE unique_id = ANY(%(u)s)", {"u": other_uids})}
+        # Sent together: in a pipeline the first fetch waits for all three answers at once.
+        patients = conn.execute("SELECT id, merged_into FROM patient WHERE id = ANY(%s)", (pids,))
+        documents = conn.execute("SELECT unique_id, hash, size FROM document_entry WHERE unique_id = ANY(%s)",
+                                 (doc_uids,))
+        taken = conn.execute("SELECT unique_id FROM submission_set WHERE unique_id = ANY(%(u)s) "
+                             "UNION SELECT unique_id FROM folder WHERE unique_id = ANY(%(u)s)", {"u": other_uids})
+        state.patients = dict(patients.fetchall())
+        for uid, hash_, size in documents.fetchall():
+            state.documents_by_unique_id.setdefault(uid, []).append((hash_, size))
+        state.taken_unique_ids = {u for (u,) in taken.fetchall()}
         refs = sorted(submission.referenced_ids(objects))
         if refs:
             rows = conn.execute(
