@@ -67,7 +67,7 @@ def order_for_pacs(s: Settings, sample: Instance, recon: rules.Reconciliation) -
         reply = hl7.decode(mllp.send(*s.pacs_orders, msg, timeout=s.timeout))
     except OSError as e:
         raise TransportError(f"the local PACS order interface is unreachable: {e}", False) from None
-    if not messages.acked(reply):
+    if not hl7.accepted(reply):
         raise dicom.DicomRefused(f"the local PACS did not accept the order: {reply.split(chr(13))[1:2]}")
 
 
@@ -90,7 +90,7 @@ def report(store: Store, s: Settings, job: dict, parsed: manifest.Manifest, reco
             reply = hl7.decode(mllp.send(*s.report_oru, msg, timeout=s.timeout))
         except OSError as e:
             raise TransportError(f"the report receiver is unreachable: {e}", False) from None
-        if not messages.acked(reply):
+        if not hl7.accepted(reply):
             raise TransportError("the report receiver did not accept the ORU", False)
         state = "sent"
     else:

@@ -18,8 +18,7 @@ ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
 
 def local_patient(raw: bytes, local_authority: str) -> Cx:
     """The ordered patient's id in this site's domain (PID-3; an id without authority is local)."""
-    text = hl7.decode(raw)
-    pid = next((line.split("|") for line in text.split("\r") if line.startswith("PID|")), None)
+    pid = hl7.first_segment(hl7.decode(raw), "PID")
     if pid is None or len(pid) < 4 or not pid[3]:
         raise Hl7Error("PID-3 is required", code="101", location="PID^1^3")
     for rep in pid[3].split("~"):

@@ -6,15 +6,19 @@ import os
 import shutil
 from pathlib import Path
 
+from pydicom import uid
+
+from affinity_domain import ns
 from affinity_domain.soap_client import SoapClient, TransportError
+from affinity_domain.transfer_syntax import UNCOMPRESSED
 
 from . import dicom, entries, jobs, manifest
 from .dicom import Instance
 from .jobs import Permanent
 from .settings import Settings
 
-TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50",
-                     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
+# Asked for by RAD-69, in this order: what every PACS takes, then the lossless and baseline codecs.
+TRANSFER_SYNTAXES = [*UNCOMPRESSED, uid.JPEGBaseline8Bit, uid.JPEGLosslessSV1, uid.JPEG2000Lossless, uid.RLELossless]
 
 
 def document(s: Settings, repository_unique_id: str, unique_id: str, home: str) -> tuple[bytes, str]:
@@ -24,7 +28,7 @@ def document(s: Settings, repository_unique_id: str, unique_id: str, home: str) 
         raise Permanent(f"no repository configured for {repository_unique_id}")
     try:
         r = SoapClient(url, timeout=s.timeout, spool_dir=s.spool).call(
-            "urn:ihe:iti:2007:RetrieveDocumentSet", entries.retrieve_document(repository_unique_id, unique_id, home))
+            ns.RETRIEVE, entries.retrieve_document(repository_unique_id, unique_id, home))
     except (OSError, TransportError) as e:
         raise TransportError(f"repository unreachable: {e}", False) from None
     try:
@@ -32,7 +36,7 @@ def document(s: Settings, repository_unique_id: str, unique_id: str, home: str) 
         if not docs or docs[0][1] not in r.attachments:
             status = r.body.get("status", "") if r.body is not None else r.http_status
             raise TransportError(f"the repository did not return {unique_id} ({r.fault or status})", False)
-        mime = r.body.findtext(f"{{{entries.XDSB}}}DocumentResponse/{{{entries.XDSB}}}mimeType") or ""
+        mime = r.body.findtext(f"{{{ns.XDSB}}}DocumentResponse/{{{ns.XDSB}}}mimeType") or ""
         return r.attachments[docs[0][1]].read(), mime.strip()
     finally:
         r.discard()
@@ -132,7 +136,7 @@ def _rad69(s: Settings, url: str, location: str, study_uid: str, refs: dict[str,
            got: dict[str, Instance]) -> None:
     try:
         r = SoapClient(url, timeout=s.timeout, spool_dir=work, memory_budget=s.held_per_study).call(
-            "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+            ns.RETRIEVE_IMAGING,
             entries.retrieve_images(study_uid, refs, location, TRANSFER_SYNTAXES))
     except (OSError, TransportError) as e:
         raise TransportError(f"imaging source {url} unreachable: {e}", False) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from affinity_domain import pix_query
+from affinity_domain import ns, pix_query
 from affinity_domain.hl7 import Cx
 from affinity_domain.soap_client import SoapClient, TransportError
 
@@ -34,7 +34,7 @@ def find_documents(s: Settings, affinity: str, since: str, manifests_only: bool)
     """ITI-18 FindDocuments: the patient's approved manifests (or every document, for their reports)."""
     try:
         r = SoapClient(s.registry_url, timeout=s.timeout).call(
-            "urn:ihe:iti:2007:RegistryStoredQuery", entries.find_documents(affinity, since, manifests_only))
+            ns.STORED_QUERY, entries.find_documents(affinity, since, manifests_only))
     except (OSError, TransportError) as e:
         raise TransportError(f"registry unreachable: {e}", False) from None
     if r.body is None or not r.body.get("status", "").endswith(":Success"):

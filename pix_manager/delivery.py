@@ -16,11 +16,6 @@ def backoff(attempts: int) -> float:
     return min(60.0, 0.5 * 2 ** max(0, attempts - 1))
 
 
-def accepted(ack: bytes) -> bool:
-    msa = hl7.first_segment(hl7.decode(ack), "MSA")
-    return msa is not None and msa[1] in ("AA", "CA")
-
-
 def deliver_due(store: Store, timeout: float = 10.0) -> int:
     sent = 0
     for message in store.due():
@@ -30,7 +25,7 @@ def deliver_due(store: Store, timeout: float = 10.0) -> int:
         except (OSError, ValueError) as e:
             store.failed(message.id, f"{type(e).__name__}: {e}", backoff(message.attempts))
             continue
-        if accepted(ack):
+        if hl7.accepted(hl7.decode(ack)):
             store.delivered(message.id)
             sent += 1
         else:

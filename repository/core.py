@@ -12,7 +12,7 @@ from lxml import etree
 
 from affinity_domain import ns
 from affinity_domain import ebrim as rim
-from affinity_domain import mtom
+from affinity_domain import mtom, query_ids
 from affinity_domain.errors import (NON_IDENTICAL_HASH, REGISTRY_NOT_AVAILABLE, REPOSITORY_METADATA_ERROR,
                                     REPOSITORY_OUT_OF_RESOURCES, XdsError, registry_response)
 from affinity_domain.soap_client import SoapClient, TransportError
@@ -24,7 +24,6 @@ from .store import Index, Row
 
 log = logging.getLogger("xdsi.repository")
 
-GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 _QUERY_BATCH = 100
 
 
@@ -195,7 +194,7 @@ def get_documents_query(unique_ids: list[str]) -> etree._Element:
     """ITI-18 GetDocuments by uniqueId, LeafClass."""
     q = etree.Element(rim.q(ns.QUERY, "AdhocQueryRequest"), nsmap={"query": ns.QUERY, "rim": ns.RIM})
     etree.SubElement(q, rim.q(ns.QUERY, "ResponseOption"), returnType="LeafClass", returnComposedObjects="true")
-    adhoc = etree.SubElement(q, rim.q(ns.RIM, "AdhocQuery"), id=GET_DOCUMENTS)
+    adhoc = etree.SubElement(q, rim.q(ns.RIM, "AdhocQuery"), id=query_ids.GET_DOCUMENTS)
     slot = etree.SubElement(adhoc, rim.q(ns.RIM, "Slot"), name="$XDSDocumentEntryUniqueId")
     values = etree.SubElement(slot, rim.q(ns.RIM, "ValueList"))
     quoted = ",".join("'" + u.replace("'", "''") + "'" for u in unique_ids)

@@ -12,9 +12,9 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage, generate_uid
 
-from affinity_domain import config
+from affinity_domain import config, hl7
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.outside import outside_source
@@ -101,7 +101,7 @@ def test_reconcile_with_an_accession_issuer_keeps_the_accession():
 # ------------------------------------------------------------ KOS manifest
 
 
-def kos(sop_class=manifest.KOS_SOP_CLASS, title="113030", refs=3):
+def kos(sop_class=KeyObjectSelectionDocumentStorage, title="113030", refs=3):
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID, ds.AccessionNumber = sop_class, generate_uid(), "ACC77"
     t = Dataset()
@@ -215,7 +215,7 @@ def test_messages_to_the_local_side():
     assert "ORM^O01" in orm and f"PID|||B9^^^&{LOCAL}&ISO" in orm and "A-ACC\\F\\7" in orm and "ZDS|1.9.1" in orm
     oru = messages.report("B9", LOCAL, "Doe^J", "A-ACC77", "1.9.1", "line one\nline two").decode()
     assert oru.count("OBX|") == 2 and "ORU^R01" in oru
-    assert messages.acked("MSH|...\rMSA|AA|1\r") and not messages.acked("MSH|...\rMSA|AE|1\r")
+    assert hl7.accepted("MSH|...\rMSA|AA|1\r") and not hl7.accepted("MSH|...\rMSA|AE|1\r")
 
 
 def test_reports_become_dicom_in_the_study():
