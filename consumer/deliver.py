@@ -68,7 +68,8 @@ def order_for_pacs(s: ConsumerSettings, sample: Instance, recon: rules.Reconcili
     except OSError as e:
         raise TransportError(f"the local PACS order interface is unreachable: {e}", False) from None
     if not hl7.accepted(reply):
-        raise dicom.DicomRefused(f"the local PACS did not accept the order: {reply.split(chr(13))[1:2]}")
+        msa = hl7.first_segment(reply, "MSA") or ["no MSA"]
+        raise dicom.DicomRefused(f"the local PACS did not accept the order: {'|'.join(msa)}")
 
 
 def report(store: Store, s: ConsumerSettings, job: dict, parsed: manifest.Manifest, recon: rules.Reconciliation,
