@@ -246,6 +246,14 @@ class DomainSettings:
 S = TypeVar("S")
 
 
+def address(where: str, key: str) -> tuple[str, int]:
+    """A ``host:port`` value (the host defaults to 127.0.0.1); ``key`` names it in the refusal."""
+    host, _, port = where.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{key} = {where!r}: expected host:port")
+    return host or "127.0.0.1", int(port)
+
+
 def build_settings(cls: type[S], config: Config) -> S:
     """A frozen dataclass of settings from its ``SECTION``: each field is the key of the same name, its
     default the one declared in ``DEFAULTS``, its value checked against the field's type (lists become

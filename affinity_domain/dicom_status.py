@@ -1,6 +1,7 @@
-"""DIMSE statuses by name. pynetdicom's ``Status`` names Success, Cancel, Pending and Move
-Destination Unknown (``pynetdicom.status.Status``); the failures we answer with are named here once, in the words of the
-service class's table (PS3.4 B.2.3 for C-STORE, C.4 for Query/Retrieve; PS3.7 C for the general ones)."""
+"""DIMSE statuses by name. pynetdicom's ``Status`` names Success, Cancel, Pending and Move Destination
+Unknown (``pynetdicom.status.Status``); the failures we answer with and the warnings we read are named
+here once, in the words of the service class's table (PS3.4 B.2.3 for C-STORE, C.4 for Query/Retrieve;
+PS3.7 C for the general ones)."""
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
 OUT_OF_RESOURCES = 0xA700
@@ -9,3 +10,9 @@ DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900        # C-STORE
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900      # C-FIND, C-MOVE, C-GET
 CANNOT_UNDERSTAND = 0xC000                        # C-STORE
 UNABLE_TO_PROCESS = 0xC000                        # C-FIND, C-MOVE, C-GET
+# C-STORE warnings (PS3.4 B.2.3): the instance was stored.
+COERCION_OF_DATA_ELEMENTS = 0xB000
+ELEMENTS_DISCARDED = 0xB006
+DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
+# C-MOVE, C-GET (PS3.4 C.4.2.1.5, C.4.3.1.4): done, with one or more sub-operations failed or warned
+SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000

@@ -67,6 +67,11 @@ FOL_CODE_LIST = "urn:uuid:1ba97051-7806-41a8-a48b-8fce7af683c5"
 FOL_PATIENT_ID = "urn:uuid:f64ffdf0-4b97-4e06-b79f-a52b38ec2f8a"
 FOL_UNIQUE_ID = "urn:uuid:75df8f67-9973-4fbe-a900-df66cefecc5a"
 
+# DocumentEntry.referenceIdList (a CXi each) and the identifier types XDS-I.b puts in it
+REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
+ACCESSION_REF = "urn:ihe:iti:xds:2013:accession"
+STUDY_UID_REF = "urn:ihe:iti:xds:2016:studyInstanceUID"
+
 PATIENT_ID_SCHEME = {"document_entry": DE_PATIENT_ID, "submission_set": SS_PATIENT_ID,
                      "folder": FOL_PATIENT_ID}
 UNIQUE_ID_SCHEME = {"document_entry": DE_UNIQUE_ID, "submission_set": SS_UNIQUE_ID,

@@ -96,6 +96,12 @@ def first_segment(text: str, name: str) -> list[str] | None:
     return found[0] if found else None
 
 
+def accepted(reply: str) -> bool:
+    """An ACK's MSA-1 accepts the message: AA, or CA (enhanced mode)."""
+    msa = first_segment(reply, "MSA")
+    return msa is not None and len(msa) > 1 and msa[1] in ("AA", "CA")
+
+
 def segments(message: Message, name: str) -> list:
     return [s for s in message.children if s.name == name]
 

@@ -1,59 +1,34 @@
 """``xdsi serve consumer`` and ``xdsi consumer fetch``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import time
 import urllib.request
-from pathlib import Path
-from types import MappingProxyType
 
 from affinity_domain import db, hl7, logs, serving
-from affinity_domain.config import Config, ConfigError
+from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
 
-from . import dicom, orders, reports, rules
+from . import dicom, orders
 from .flow import Prefetcher, Worker
-from .settings import RETRIEVE_METHODS, Settings, address
+from .settings import ConsumerSettings
 from .store import Store
 
 log = logging.getLogger("xdsi.consumer")
 
 
-def settings(config: Config) -> Settings:
-    """``[consumer]`` and ``[domain]``, checked and typed: the one place their values are read."""
-    s = config.section("consumer")
-    pacs_ae, pacs_addr = s["local_pacs"].split("@")
-    order = tuple(m.lower() for m in s["retrieve_order"])
-    unknown = [m for m in order if m not in RETRIEVE_METHODS]
-    if unknown or not order:
-        raise ConfigError(f"[consumer] retrieve_order: {unknown or 'empty'}; use some of {list(RETRIEVE_METHODS)}")
-    if s["reports"] not in reports.MODES:
-        raise ConfigError(f"[consumer] reports = {s['reports']!r}; use one of {list(reports.MODES)}")
-    return Settings(
-        host=s["host"], mllp_port=int(s["mllp_port"]), http_host=s["http_host"], http_port=int(s["http_port"]),
-        dicom_host=s["dicom_host"], dicom_port=int(s["dicom_port"]), calling_ae=s["ae_title"],
-        workers=int(s["workers"]), processes=int(s["processes"]),
-        local_authority=s["local_assigning_authority"], affinity_authority=config.domain["assigning_authority"],
-        pix=address(s["pix"]), registry_url=s["registry_url"], repositories=MappingProxyType(dict(s["repositories"])),
-        sources=MappingProxyType(dict(s["sources"])),
-        dicom_sources=MappingProxyType({ae: address(v) for ae, v in dict(s["dicom_sources"]).items()}),
-        local_pacs=(pacs_ae, *address(pacs_addr)), report_oru=address(s["report_oru"]),
-        pacs_orders=address(s["pacs_orders"]),
-        relevancy=rules.Relevancy([m.upper() for m in s["modalities"]], list(s["body_parts"]),
-                                  int(s["lookback_days"]), int(s["max_studies"])),
-        retrieve_order=order, reports=s["reports"], accession_prefix=s["accession_prefix"],
-        accession_prefixes=MappingProxyType(dict(s["accession_prefixes"])),
-        accession_issuer=s["accession_mode"] == "issuer",
-        procedure_codes=MappingProxyType(dict(s["procedure_codes"])),
-        spool=(Path(s["spool_dir"]) if s["spool_dir"] else config.data_dir / "consumer").resolve(),
-        timeout=float(s["timeout"]), max_attempts=int(s["max_attempts"]), retry_base=float(s["retry_base_seconds"]),
-        held_per_study=int(float(s["held_mb_per_study"]) * 1024 * 1024))
+def settings(config: Config) -> ConsumerSettings:
+    """``[consumer]`` and ``[domain]``, typed and checked; an empty ``spool_dir`` is the data dir's
+    ``consumer`` (as the repository's ``store_dir`` is)."""
+    s = build_settings(ConsumerSettings, config)
+    return s if s.spool_dir else dataclasses.replace(s, spool_dir=str(config.data_dir / "consumer"))
 
 
-def _work(config: Config, conf: Settings) -> tuple[list, object, Prefetcher]:
+def _work(config: Config, conf: ConsumerSettings) -> tuple[list, object, Prefetcher]:
     pool = db.open_pool(db.database_url(config), "consumer", max_size=conf.workers + 6)
     prefetcher = Prefetcher(Store(pool), conf)
     workers = [Worker(prefetcher) for _ in range(conf.workers)]
@@ -66,14 +41,13 @@ class ConsumerActor:
     name = "consumer"
 
     def endpoints(self, config: Config) -> list[tuple[str, str]]:
-        return _endpoints(settings(config))
+        return _endpoints(build_settings(ConsumerSettings, config))
 
     def serve(self, config: Config) -> int:
         logs.setup("consumer")
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)    # it logs every association at INFO
-        url = db.database_url(config)
-        db.migrate(url, "consumer", "consumer")
-        conf = settings(config)
+        conf = settings(config)   # a configuration mistake stops us before anything starts
+        db.migrate(db.database_url(config), "consumer", "consumer")
         conf.spool.mkdir(parents=True, exist_ok=True)
         # Reconciling and storing is CPU-bound Python: more processes use more cores. Fork first.
         children = serving.fork_workers(max(0, conf.processes - 1))
@@ -95,7 +69,7 @@ class ConsumerActor:
         mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), orders.order_handler(prefetcher),
                                                oversize), conf.host, conf.mllp_port)
         mllp.start()
-        scp = serving.bind(lambda: dicom.start_scp(conf.calling_ae, conf.dicom_host, conf.dicom_port,
+        scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port,
                                                    conf.incoming), conf.dicom_host, conf.dicom_port)
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
@@ -121,14 +95,14 @@ class ConsumerActor:
         j.set_defaults(run=_jobs)
 
 
-def _endpoints(conf: Settings) -> list[tuple[str, str]]:
+def _endpoints(conf: ConsumerSettings) -> list[tuple[str, str]]:
     return [("orders ORM/OMI (MLLP)", f"{conf.host}:{conf.mllp_port}"),
             ("fetches and jobs (HTTP)", f"http://{conf.http_host}:{conf.http_port}/fetches"),
-            ("C-MOVE destination (DICOM)", f"{conf.calling_ae}@{conf.dicom_host}:{conf.dicom_port}")]
+            ("C-MOVE destination (DICOM)", f"{conf.ae_title}@{conf.dicom_host}:{conf.dicom_port}")]
 
 
 def _base(config: Config) -> str:
-    conf = settings(config)
+    conf = build_settings(ConsumerSettings, config)
     return f"http://{conf.http_host}:{conf.http_port}"
 
 

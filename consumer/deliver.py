@@ -16,13 +16,13 @@ from affinity_domain.soap_client import TransportError
 from . import dicom, manifest, messages, reports, retrieve, rewrite, rules
 from .dicom import Instance
 from .jobs import Permanent
-from .settings import Settings
+from .settings import ConsumerSettings
 from .store import Store
 
 PROGRESS_EVERY = 20          # instances between two durable progress records
 
 
-def reconciliation(s: Settings, local: Cx, parsed: manifest.Manifest) -> rules.Reconciliation:
+def reconciliation(s: ConsumerSettings, local: Cx, parsed: manifest.Manifest) -> rules.Reconciliation:
     """How the study's instances (and its report) become local: the rules for its source site."""
     source = parsed.series[0].retrieve_location_uid or parsed.series[0].retrieve_ae_title
     prefix = s.accession_prefixes.get(source, s.accession_prefix)
@@ -30,12 +30,12 @@ def reconciliation(s: Settings, local: Cx, parsed: manifest.Manifest) -> rules.R
                                 source if s.accession_issuer else "")
 
 
-def store_study(store: Store, s: Settings, job: dict, instances: list[Instance], recon: rules.Reconciliation,
+def store_study(store: Store, s: ConsumerSettings, job: dict, instances: list[Instance], recon: rules.Reconciliation,
                 done: int) -> None:
     """C-STORE of ``instances`` over one association; ``done`` were stored by earlier attempts."""
-    if s.pacs_orders:
+    if s.pacs_orders_address:
         order_for_pacs(s, instances[0], recon)
-    pacs = dicom.LocalPacs(s.calling_ae, s.local_pacs, instances, s.timeout)
+    pacs = dicom.LocalPacs(s.ae_title, s.pacs, instances, s.timeout)
     batch: list[str] = []
     # The next instance is reconciled while the PACS stores the current one.
     ahead = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
@@ -58,20 +58,21 @@ def store_study(store: Store, s: Settings, job: dict, instances: list[Instance],
         pacs.close()
 
 
-def order_for_pacs(s: Settings, sample: Instance, recon: rules.Reconciliation) -> None:
+def order_for_pacs(s: ConsumerSettings, sample: Instance, recon: rules.Reconciliation) -> None:
     ds = rules.reconcile(dcmread(dicom.opened(sample), stop_before_pixels=True), recon)
     procedure = ds.ProcedureCodeSequence[0].get("CodeValue", "") if ds.get("ProcedureCodeSequence") else ""
     msg = messages.order(recon.local_patient_id, recon.local_authority, str(ds.get("PatientName", "")),
                          str(ds.get("AccessionNumber", "")), str(ds.StudyInstanceUID), procedure)
     try:
-        reply = hl7.decode(mllp.send(*s.pacs_orders, msg, timeout=s.timeout))
+        reply = hl7.decode(mllp.send(*s.pacs_orders_address, msg, timeout=s.timeout))
     except OSError as e:
         raise TransportError(f"the local PACS order interface is unreachable: {e}", False) from None
-    if not messages.acked(reply):
-        raise dicom.DicomRefused(f"the local PACS did not accept the order: {reply.split(chr(13))[1:2]}")
+    if not hl7.accepted(reply):
+        msa = hl7.first_segment(reply, "MSA") or ["no MSA"]
+        raise dicom.DicomRefused(f"the local PACS did not accept the order: {'|'.join(msa)}")
 
 
-def report(store: Store, s: Settings, job: dict, parsed: manifest.Manifest, recon: rules.Reconciliation,
+def report(store: Store, s: ConsumerSettings, job: dict, parsed: manifest.Manifest, recon: rules.Reconciliation,
            work: Path) -> None:
     """The study's report (ITI-43), stored into the local PACS or sent as an ORU, once."""
     if not job["report_unique_id"] or s.reports == "skip" or job.get("report_state") in ("stored", "sent"):
@@ -81,23 +82,23 @@ def report(store: Store, s: Settings, job: dict, parsed: manifest.Manifest, reco
     # Patient and study attributes of the outside study, from the KOS (it copies them from the images).
     header = dcmread(retrieve.manifest_path(s, job), stop_before_pixels=True)
     if s.reports == "oru":
-        if not s.report_oru:
+        if not s.report_oru_address:
             raise Permanent("reports = 'oru' but no report_oru address is configured")
         study = rules.reconcile(header, recon)
         msg = messages.report(recon.local_patient_id, recon.local_authority, str(study.get("PatientName", "")),
                               str(study.get("AccessionNumber", "")), parsed.study_uid, reports.text_of(data, mime))
         try:
-            reply = hl7.decode(mllp.send(*s.report_oru, msg, timeout=s.timeout))
+            reply = hl7.decode(mllp.send(*s.report_oru_address, msg, timeout=s.timeout))
         except OSError as e:
             raise TransportError(f"the report receiver is unreachable: {e}", False) from None
-        if not messages.acked(reply):
+        if not hl7.accepted(reply):
             raise TransportError("the report receiver did not accept the ORU", False)
         state = "sent"
     else:
         ds = rules.reconcile(reports.as_dicom(data, mime, header), recon)
         path = work / "report.dcm"
         ds.save_as(path, enforce_file_format=True)
-        pacs = dicom.LocalPacs(s.calling_ae, s.local_pacs, [path], s.timeout)
+        pacs = dicom.LocalPacs(s.ae_title, s.pacs, [path], s.timeout)
         try:
             pacs.store(ds)
         finally:

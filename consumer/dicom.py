@@ -12,20 +12,21 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, AllStoragePresentationContexts, build_context, build_role, evt
+from pynetdicom.status import Status
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
-from affinity_domain import part10
+from affinity_domain import dicom_status, part10
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
 from affinity_domain.exceptions import XdsiError
+from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
 
 install()
 log = logging.getLogger("xdsi.consumer")
-UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-ACCEPTED = UNCOMPRESSED + ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-                           "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
-                           "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5"]
-STORE_OK = (0x0000, 0xB000, 0xB006, 0xB007)       # success and the storage warnings
+ACCEPTED = [*UNCOMPRESSED, *COMPRESSED]
+STORED = (Status.SUCCESS, dicom_status.COERCION_OF_DATA_ELEMENTS, dicom_status.ELEMENTS_DISCARDED,
+          dicom_status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING)
+RETRIEVED = (Status.SUCCESS, dicom_status.SUB_OPERATIONS_COMPLETE_WITH_FAILURES)   # the instances are then counted
 
 
 # A retrieved instance: its Part-10 bytes, or the file holding them.
@@ -77,13 +78,13 @@ def start_scp(ae_title: str, host: str, port: int, incoming: Path):
     def on_store(event):
         try:
             write_instance(incoming, str(event.request.AffectedSOPInstanceUID), received_part10(event))
-            return 0x0000
+            return Status.SUCCESS
         except OSError:
             log.exception("could not keep a received instance")
-            return 0xA700           # out of resources
+            return dicom_status.OUT_OF_RESOURCES
 
     handlers = TUNED + [(evt.EVT_C_STORE, on_store),
-                (evt.EVT_C_ECHO, lambda e: 0x0000)]
+                (evt.EVT_C_ECHO, lambda e: Status.SUCCESS)]
     return ae.start_server((host, port), block=False, evt_handlers=handlers)
 
 
@@ -101,7 +102,7 @@ def _final(responses, what: str) -> None:
             last = status
     if last is None:
         raise DicomRefused(f"{what}: no final response (association aborted or timed out)")
-    if last.Status not in (0x0000, 0xB000):
+    if last.Status not in RETRIEVED:
         raise DicomRefused(f"{what}: status 0x{last.Status:04X} {last.get('ErrorComment', '')}".strip())
 
 
@@ -138,7 +139,7 @@ def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dic
 
     def on_store(event):
         take(str(event.request.AffectedSOPInstanceUID), received_part10(event))
-        return 0x0000
+        return Status.SUCCESS
     assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     if not assoc.is_established:
         raise DicomRefused(f"{ae_title}@{host}:{port} refused the C-GET association")
@@ -172,7 +173,7 @@ class LocalPacs:
 
     def store(self, ds: Dataset) -> None:
         status = self.assoc.send_c_store(ds)
-        if not status or status.Status not in STORE_OK:
+        if not status or status.Status not in STORED:
             code = f"0x{status.Status:04X}" if status else "none (association lost)"
             raise DicomRefused(f"the local PACS {self.peer[0]} refused {ds.SOPInstanceUID}: status {code}")
 

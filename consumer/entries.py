@@ -6,13 +6,10 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from affinity_domain import ebrim as rim
+from affinity_domain.ns import IHERAD, XDSB, XOP
+from affinity_domain.query_ids import FIND_DOCUMENTS
 
-FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
 KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59^^1.2.840.10008.2.6.1"
-XDSB = "urn:ihe:iti:xds-b:2007"
-IHERAD = "urn:ihe:rad:xdsi-b:2009"
-STUDY_UID_REF = "urn:ihe:iti:xds:2016:studyInstanceUID"
-ACCESSION_REF = "urn:ihe:iti:xds:2013:accession"
 
 
 @dataclass
@@ -55,13 +52,13 @@ def read_entries(response: etree._Element) -> list[ManifestEntry]:
     container = response.find(rim.q(rim.RIM, "RegistryObjectList"))
     out = []
     for obj in rim.parse_object_list(container).of_kind("document_entry") if container is not None else []:
-        refs = obj.slot("urn:ihe:iti:xds:2013:referenceIdList")
+        refs = obj.slot(rim.REFERENCE_ID_LIST)
         out.append(ManifestEntry(
             unique_id=obj.unique_id or "", repository_unique_id=obj.slot_value("repositoryUniqueId") or "",
             home=obj.home, service_start=obj.slot_value("serviceStartTime") or "",
             source_patient_id=obj.slot_value("sourcePatientId") or "",
-            study_uid=next((r.split("^")[0] for r in refs if r.endswith(STUDY_UID_REF)), ""),
-            accession=next((r.split("^")[0] for r in refs if r.endswith(ACCESSION_REF)), ""),
+            study_uid=next((r.split("^")[0] for r in refs if r.endswith(rim.STUDY_UID_REF)), ""),
+            accession=next((r.split("^")[0] for r in refs if r.endswith(rim.ACCESSION_REF)), ""),
             event_codes=[rim.code_key(c) for c in obj.codes(rim.DE_EVENT_CODE)],
             format_code=next((rim.code_key(c) for c in obj.codes(rim.DE_FORMAT_CODE)), ""),
             mime_type=obj.mime_type or ""))
@@ -111,7 +108,7 @@ def document_responses(response: etree._Element) -> list[tuple[str, str]]:
     out = []
     for doc in response.iterfind(f"{{{XDSB}}}DocumentResponse"):
         uid = (doc.findtext(f"{{{XDSB}}}DocumentUniqueId") or "").strip()
-        inc = doc.find(f"{{{XDSB}}}Document/{{http://www.w3.org/2004/08/xop/include}}Include")
+        inc = doc.find(f"{{{XDSB}}}Document/{{{XOP}}}Include")
         href = inc.get("href", "") if inc is not None else ""
         out.append((uid, href[4:] if href.startswith("cid:") else href))
     return out

@@ -10,14 +10,14 @@ import threading
 from affinity_domain.hl7 import Cx
 
 from . import deliver, jobs, manifest, retrieve, search
-from .settings import Settings
+from .settings import ConsumerSettings
 from .store import Store
 
 log = logging.getLogger("xdsi.consumer")
 
 
 class Prefetcher:
-    def __init__(self, store: Store, s: Settings):
+    def __init__(self, store: Store, s: ConsumerSettings):
         self.store, self.s = store, s
         self.wake = threading.Event()
 
@@ -27,7 +27,7 @@ class Prefetcher:
             if search.search(self.store, self.s, fetch):
                 self.wake.set()
         except Exception as e:
-            decision = jobs.decide(fetch["attempts"], self.s.max_attempts, jobs.permanent(e), self.s.retry_base)
+            decision = jobs.decide(fetch["attempts"], self.s.max_attempts, jobs.permanent(e), self.s.retry_base_seconds)
             reason = jobs.reason(e)
             if decision.give_up:
                 self.store.fetch_done(fetch["id"], "failed", error=reason)
@@ -49,7 +49,7 @@ class Prefetcher:
             if step == "images":
                 self._images(job, parsed)
         except Exception as e:  # network, peers down, PACS refusing: retried with back-off
-            decision = jobs.decide(job["attempts"], self.s.max_attempts, jobs.permanent(e), self.s.retry_base)
+            decision = jobs.decide(job["attempts"], self.s.max_attempts, jobs.permanent(e), self.s.retry_base_seconds)
             reason = jobs.reason(e)
             self.store.retry(job["id"], reason, decision.retry_in, decision.give_up)
             log.warning("job failed" if decision.give_up else "job will retry",
@@ -73,7 +73,7 @@ class Prefetcher:
             deliver.store_study(self.store, self.s, job, [instances[u] for x in todo for u in x.instances], recon,
                                 len(done))
         deliver.report(self.store, self.s, job, parsed, recon, work)
-        self.store.advance(job["id"], "stored", f"{len(every) - len(done)} instances stored in {self.s.local_pacs[0]}"
+        self.store.advance(job["id"], "stored", f"{len(every) - len(done)} instances stored in {self.s.pacs[0]}"
                                                 f"{f', {len(done)} were there already' if done else ''}",
                            instances_done=len(every))
         shutil.rmtree(work, ignore_errors=True)

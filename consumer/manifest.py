@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom import dcmread
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from affinity_domain.exceptions import XdsiError
-
-KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 class NotAManifest(XdsiError):
@@ -59,7 +58,7 @@ def read(data: bytes) -> Manifest:
         ds = dcmread(BytesIO(data))
     except Exception as e:  # pydicom raises several types for garbage
         raise NotAManifest(f"not DICOM: {e}") from None
-    if ds.get("SOPClassUID") != KOS_SOP_CLASS:
+    if ds.get("SOPClassUID") != KeyObjectSelectionDocumentStorage:
         raise NotAManifest(f"SOP class {ds.get('SOPClassUID')} is not Key Object Selection")
     title = ds.get("ConceptNameCodeSequence")
     if not title or title[0].get("CodeValue") != "113030":

@@ -18,8 +18,7 @@ ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
 
 def local_patient(raw: bytes, local_authority: str) -> Cx:
     """The ordered patient's id in this site's domain (PID-3; an id without authority is local)."""
-    text = hl7.decode(raw)
-    pid = next((line.split("|") for line in text.split("\r") if line.startswith("PID|")), None)
+    pid = hl7.first_segment(hl7.decode(raw), "PID")
     if pid is None or len(pid) < 4 or not pid[3]:
         raise Hl7Error("PID-3 is required", code="101", location="PID^1^3")
     for rep in pid[3].split("~"):
@@ -47,7 +46,7 @@ def order_handler(prefetcher: Prefetcher):
             if kind not in ORDER_TYPES:
                 raise Hl7Error(f"{'^'.join(kind)} is not an order this consumer takes", code="200",
                                location="MSH^1^9", ack="AR")
-            patient = local_patient(raw, prefetcher.s.local_authority)
+            patient = local_patient(raw, prefetcher.s.local_assigning_authority)
             fetch = start_fetch(prefetcher, f"order {msh['control_id']}", patient)
             log.info("order", extra={"patient": str(patient), "fetch": fetch})
             return hl7.ack(raw, "AA", application="XDSI_CONSUMER")
@@ -79,9 +78,9 @@ def http_app(prefetcher: Prefetcher):
                 patient = Cx.parse(body["patient"])
             except (ValueError, KeyError, json.JSONDecodeError):
                 return respond(start_response, "400 Bad Request", {"error": 'send {"patient": "ID^^^&OID&ISO"}'})
-            if patient.authority != prefetcher.s.local_authority:
+            if patient.authority != prefetcher.s.local_assigning_authority:
                 return respond(start_response, "400 Bad Request",
-                               {"error": f"the patient id must be in {prefetcher.s.local_authority}"})
+                               {"error": f"the patient id must be in {prefetcher.s.local_assigning_authority}"})
             return respond(start_response, "202 Accepted",
                            {"fetch": start_fetch(prefetcher, "http", patient, body.get("since", ""),
                                                       body.get("modalities") or [])})

@@ -7,11 +7,8 @@ import datetime as dt
 from lxml import etree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import BasicTextSRStorage, EncapsulatedPDFStorage, ExplicitVRLittleEndian, generate_uid
 
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
-MODES = ("skip", "store", "oru")
 # Copied from the study's instances so that the report files under the same patient and study.
 STUDY_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
               "OtherPatientIDsSequence", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
@@ -51,13 +48,13 @@ def _base(study: Dataset, sop_class: str, modality: str) -> Dataset:
 def as_dicom(data: bytes, mime: str, study: Dataset) -> Dataset:
     """A PDF as Encapsulated PDF; anything else as a Basic Text SR holding its text."""
     if mime == "application/pdf":
-        ds = _base(study, ENCAPSULATED_PDF, "DOC")
+        ds = _base(study, EncapsulatedPDFStorage, "DOC")
         ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
         ds.EncapsulatedDocument = data + (b"\0" if len(data) % 2 else b"")
         ds.DocumentTitle = "Outside report"
         ds.BurnedInAnnotation, ds.ConversionType = "YES", "WSD"
         return ds
-    ds = _base(study, BASIC_TEXT_SR, "SR")
+    ds = _base(study, BasicTextSRStorage, "SR")
     title = Dataset()
     title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = "18748-4", "LN", "Diagnostic imaging report"
     text = Dataset()

@@ -6,25 +6,29 @@ import os
 import shutil
 from pathlib import Path
 
+from pydicom import uid
+
+from affinity_domain import ns
 from affinity_domain.soap_client import SoapClient, TransportError
+from affinity_domain.transfer_syntax import UNCOMPRESSED
 
 from . import dicom, entries, jobs, manifest
 from .dicom import Instance
 from .jobs import Permanent
-from .settings import Settings
+from .settings import ConsumerSettings
 
-TRANSFER_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50",
-                     "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.5"]
+# Asked for by RAD-69, in this order: what every PACS takes, then the lossless and baseline codecs.
+TRANSFER_SYNTAXES = [*UNCOMPRESSED, uid.JPEGBaseline8Bit, uid.JPEGLosslessSV1, uid.JPEG2000Lossless, uid.RLELossless]
 
 
-def document(s: Settings, repository_unique_id: str, unique_id: str, home: str) -> tuple[bytes, str]:
+def document(s: ConsumerSettings, repository_unique_id: str, unique_id: str, home: str) -> tuple[bytes, str]:
     """ITI-43 for one document: its bytes and mime type."""
     url = s.repositories.get(repository_unique_id)
     if not url:
         raise Permanent(f"no repository configured for {repository_unique_id}")
     try:
         r = SoapClient(url, timeout=s.timeout, spool_dir=s.spool).call(
-            "urn:ihe:iti:2007:RetrieveDocumentSet", entries.retrieve_document(repository_unique_id, unique_id, home))
+            ns.RETRIEVE, entries.retrieve_document(repository_unique_id, unique_id, home))
     except (OSError, TransportError) as e:
         raise TransportError(f"repository unreachable: {e}", False) from None
     try:
@@ -32,17 +36,17 @@ def document(s: Settings, repository_unique_id: str, unique_id: str, home: str) 
         if not docs or docs[0][1] not in r.attachments:
             status = r.body.get("status", "") if r.body is not None else r.http_status
             raise TransportError(f"the repository did not return {unique_id} ({r.fault or status})", False)
-        mime = r.body.findtext(f"{{{entries.XDSB}}}DocumentResponse/{{{entries.XDSB}}}mimeType") or ""
+        mime = r.body.findtext(f"{{{ns.XDSB}}}DocumentResponse/{{{ns.XDSB}}}mimeType") or ""
         return r.attachments[docs[0][1]].read(), mime.strip()
     finally:
         r.discard()
 
 
-def manifest_path(s: Settings, job: dict) -> Path:
+def manifest_path(s: ConsumerSettings, job: dict) -> Path:
     return s.spool / "manifests" / f"{job['document_unique_id']}.dcm"
 
 
-def fetch_manifest(s: Settings, job: dict) -> manifest.Manifest:
+def fetch_manifest(s: ConsumerSettings, job: dict) -> manifest.Manifest:
     """The job's manifest by ITI-43, read (NotAManifest is permanent) and kept for later attempts."""
     data, _ = document(s, job["repository_unique_id"], job["document_unique_id"], job["home"])
     parsed = manifest.read(data)
@@ -52,7 +56,7 @@ def fetch_manifest(s: Settings, job: dict) -> manifest.Manifest:
     return parsed
 
 
-def instances(s: Settings, study_uid: str, todo: list[manifest.SeriesReference],
+def instances(s: ConsumerSettings, study_uid: str, todo: list[manifest.SeriesReference],
               work: Path) -> tuple[dict[str, Instance], list[str]]:
     """Every instance of ``todo`` (by SOP Instance UID: its bytes, or its file in ``work``), by
     the configured methods in order; and the methods used."""
@@ -84,7 +88,7 @@ def instances(s: Settings, study_uid: str, todo: list[manifest.SeriesReference],
     return got, used
 
 
-def _retrieve_by(s: Settings, method: str, study_uid: str, series: list[manifest.SeriesReference], work: Path,
+def _retrieve_by(s: ConsumerSettings, method: str, study_uid: str, series: list[manifest.SeriesReference], work: Path,
                  got: dict[str, Instance]) -> None:
     if method == "rad69":
         for location, refs in _by_source(series, "retrieve_location_uid").items():
@@ -94,16 +98,16 @@ def _retrieve_by(s: Settings, method: str, study_uid: str, series: list[manifest
             _rad69(s, url, location, study_uid, refs, work, got)
         return
     for ae_title, refs in _by_source(series, "retrieve_ae_title").items():
-        where = s.dicom_sources.get(ae_title)
+        where = s.dicom_addresses.get(ae_title)
         if not where:
             raise Permanent(f"no DICOM address configured for Retrieve AE Title {ae_title!r}")
         peer = (ae_title, *where)
         if method == "c-get":
             classes = {c for x in series for c in x.sop_classes if c}
-            dicom.get(s.calling_ae, peer, study_uid, refs, classes, _holder(s, work, got), s.timeout)
+            dicom.get(s.ae_title, peer, study_uid, refs, classes, _holder(s, work, got), s.timeout)
             continue
         try:
-            dicom.move(s.calling_ae, peer, s.calling_ae, study_uid, refs, s.timeout)
+            dicom.move(s.ae_title, peer, s.ae_title, study_uid, refs, s.timeout)
         finally:
             for uids in refs.values():
                 for uid in uids:
@@ -114,7 +118,7 @@ def _retrieve_by(s: Settings, method: str, study_uid: str, series: list[manifest
                         got[uid] = work / f"{uid}.dcm"
 
 
-def _holder(s: Settings, work: Path, got: dict[str, Instance]):
+def _holder(s: ConsumerSettings, work: Path, got: dict[str, Instance]):
     """Takes instances as a C-GET brings them: held in memory while the study's allowance lasts,
     then written into ``work``."""
     allowance = [s.held_per_study]
@@ -128,11 +132,11 @@ def _holder(s: Settings, work: Path, got: dict[str, Instance]):
     return take
 
 
-def _rad69(s: Settings, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path,
+def _rad69(s: ConsumerSettings, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path,
            got: dict[str, Instance]) -> None:
     try:
         r = SoapClient(url, timeout=s.timeout, spool_dir=work, memory_budget=s.held_per_study).call(
-            "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+            ns.RETRIEVE_IMAGING,
             entries.retrieve_images(study_uid, refs, location, TRANSFER_SYNTAXES))
     except (OSError, TransportError) as e:
         raise TransportError(f"imaging source {url} unreachable: {e}", False) from None

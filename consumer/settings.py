@@ -1,74 +1,102 @@
-"""The consumer's settings, typed: ``[consumer]`` and ``[domain]`` read once (by ``cli.settings``);
-every default is the one ``affinity_domain.config`` documents for its key."""
+"""The consumer's settings: ``[consumer]`` and ``[domain]``, typed and checked at start, with the
+addresses and rules its keys spell made from them once."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
+from typing import Annotated, ClassVar, Literal
 
-from affinity_domain.config import DEFAULTS
+from affinity_domain.config import ConfigError, Count, DomainSettings, Natural, Port, Range, Seconds, address
 
 from .rules import Relevancy
 
-_C, _D = DEFAULTS["consumer"], DEFAULTS["domain"]
 RETRIEVE_METHODS = ("rad69", "c-move", "c-get")
-
-
-def address(value: str) -> tuple[str, int] | None:
-    """``host:port`` (host defaults to 127.0.0.1); None for an empty value."""
-    if not value:
-        return None
-    host, _, port = str(value).rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def _table(key: str):
-    """A table's default, read-only: a frozen Settings keeps what it was built with."""
-    return field(default_factory=lambda: MappingProxyType(dict(_C[key])))
+Megabytes = Annotated[float, Range(0)]
 
 
 @dataclass(frozen=True)
-class Settings:
+class ConsumerSettings:
+    SECTION: ClassVar[str] = "consumer"
     # where it listens
-    host: str = _C["host"]
-    mllp_port: int = _C["mllp_port"]
-    http_host: str = _C["http_host"]
-    http_port: int = _C["http_port"]
-    dicom_host: str = _C["dicom_host"]
-    dicom_port: int = _C["dicom_port"]
-    calling_ae: str = _C["ae_title"]                   # also the C-MOVE destination
-    workers: int = _C["workers"]
-    processes: int = _C["processes"]
+    host: str
+    mllp_port: Port
+    http_host: str
+    http_port: Port
+    ae_title: str                               # also the C-MOVE destination
     # its peers
-    local_authority: str = _C["local_assigning_authority"]
-    affinity_authority: str = _D["assigning_authority"]
-    pix: tuple[str, int] = address(_C["pix"])
-    registry_url: str = _C["registry_url"]
-    repositories: Mapping[str, str] = _table("repositories")       # repositoryUniqueId -> ITI-43 URL
-    sources: Mapping[str, str] = _table("sources")                 # Retrieve Location UID -> RAD-69 URL
-    dicom_sources: Mapping[str, tuple[str, int]] = field(default_factory=lambda: MappingProxyType(
-        {ae: address(v) for ae, v in _C["dicom_sources"].items()}))     # Retrieve AE Title -> host, port
-    local_pacs: tuple[str, str, int] = (_C["local_pacs"].split("@")[0], *address(_C["local_pacs"].split("@")[1]))
-    report_oru: tuple[str, int] | None = address(_C["report_oru"])
-    pacs_orders: tuple[str, int] | None = address(_C["pacs_orders"])   # ORM^O01 before the images, if the PACS needs
+    local_assigning_authority: str
+    local_pacs: str                             # AE@host:port
+    accession_prefix: str
+    accession_prefixes: dict[str, str]          # source repositoryUniqueId -> accession prefix
+    procedure_codes: dict[str, str]
+    pix: str                                    # host:port
+    registry_url: str
+    repositories: dict[str, str]                # repositoryUniqueId -> ITI-43 URL
+    sources: dict[str, str]                     # Retrieve Location UID -> RAD-69 URL
     # what it fetches, and how
-    relevancy: Relevancy = field(default_factory=lambda: Relevancy(
-        [m.upper() for m in _C["modalities"]], list(_C["body_parts"]), _C["lookback_days"], _C["max_studies"]))
-    retrieve_order: tuple[str, ...] = tuple(_C["retrieve_order"])
-    reports: str = _C["reports"]                                        # skip | store | oru
-    accession_prefix: str = _C["accession_prefix"]
-    accession_prefixes: Mapping[str, str] = _table("accession_prefixes")
-    accession_issuer: bool = _C["accession_mode"] == "issuer"          # name the source as issuer, not a prefix
-    procedure_codes: Mapping[str, str] = _table("procedure_codes")
-    spool: Path = Path(".xdsi", "consumer")                             # spool_dir; empty: <data dir>/consumer
-    timeout: float = _C["timeout"]
-    max_attempts: int = _C["max_attempts"]
-    retry_base: float = _C["retry_base_seconds"]
+    modalities: tuple[str, ...]
+    body_parts: tuple[str, ...]
+    lookback_days: Natural
+    max_studies: Natural
+    max_attempts: Count
+    timeout: Seconds
+    workers: Count
+    spool_dir: str                              # empty: <data dir>/consumer (resolved by cli.settings)
+    held_mb_per_study: Megabytes
+    dicom_host: str
+    dicom_port: Port
+    dicom_sources: dict[str, str]               # Retrieve AE Title -> host:port
+    retrieve_order: tuple[str, ...]
+    accession_mode: Literal["prefix", "issuer"]
+    reports: Literal["skip", "store", "oru"]
+    report_oru: str                             # host:port; empty: none
+    pacs_orders: str                            # host:port; empty: the PACS needs no order
+    retry_base_seconds: Seconds
+    processes: Count
+    domain: DomainSettings
+    pix_address: tuple[str, int] = field(init=False)
+    pacs: tuple[str, str, int] = field(init=False)                     # local_pacs: AE, host, port
+    dicom_addresses: dict[str, tuple[str, int]] = field(init=False)    # dicom_sources, parsed
+    report_oru_address: tuple[str, int] | None = field(init=False)
+    pacs_orders_address: tuple[str, int] | None = field(init=False)
+    relevancy: Relevancy = field(init=False)
     # Bytes of a study's RAD-69 answer held in memory until stored; past it, instances are spooled
     # to files in ``spool``. Making a file costs more than a small instance's bytes do.
-    held_per_study: int = int(_C["held_mb_per_study"] * 1024 * 1024)
+    held_per_study: int = field(init=False)
+    spool: Path = field(init=False)
+
+    def __post_init__(self):
+        order = tuple(m.lower() for m in self.retrieve_order)
+        unknown = [m for m in order if m not in RETRIEVE_METHODS]
+        if unknown or not order:
+            raise ConfigError(f"[consumer] retrieve_order: {unknown or 'empty'}; use some of {list(RETRIEVE_METHODS)}")
+        pacs_ae, at, pacs_where = self.local_pacs.partition("@")
+        if not at:
+            raise ConfigError(f"[consumer] local_pacs = {self.local_pacs!r}: expected AE@host:port")
+        derived = {
+            "retrieve_order": order,
+            "pix_address": address(self.pix, "[consumer] pix"),
+            "pacs": (pacs_ae, *address(pacs_where, "[consumer] local_pacs")),
+            "dicom_addresses": {ae: address(where, f"[consumer] dicom_sources.{ae}")
+                                for ae, where in self.dicom_sources.items()},
+            "report_oru_address": _optional(self.report_oru, "report_oru"),
+            "pacs_orders_address": _optional(self.pacs_orders, "pacs_orders"),
+            "relevancy": Relevancy([m.upper() for m in self.modalities], list(self.body_parts), self.lookback_days,
+                                   self.max_studies),
+            "held_per_study": int(self.held_mb_per_study * 1024 * 1024),
+            "spool": Path(self.spool_dir).resolve()}
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def accession_issuer(self) -> bool:
+        """Name the source as Issuer of Accession Number rather than prefix its accession numbers."""
+        return self.accession_mode == "issuer"
 
     @property
     def incoming(self) -> Path:
         return self.spool / "incoming"
+
+
+def _optional(where: str, key: str) -> tuple[str, int] | None:
+    return address(where, f"[consumer] {key}") if where else None

@@ -28,6 +28,7 @@ from . import query
 from affinity_domain import dicom_net
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
+from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
 from .intake import Intake
 from .settings import ImagingSourceSettings
 from .store import Index
@@ -40,14 +41,9 @@ _config.LOG_HANDLER_LEVEL = "none"
 pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 dicom_net.install()
 
-UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian]
-TRANSFER_SYNTAXES = UNCOMPRESSED + [
-    uid.DeflatedExplicitVRLittleEndian,
-    uid.ExplicitVRBigEndian,            # retired, still sent by old modalities
-    uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
-    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
-    uid.RLELossless,
-]
+TRANSFER_SYNTAXES = [*UNCOMPRESSED, uid.DeflatedExplicitVRLittleEndian,
+                     uid.ExplicitVRBigEndian,            # retired, still sent by old modalities
+                     *COMPRESSED]
 
 
 class DicomDoor:
@@ -71,7 +67,7 @@ class DicomDoor:
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
         for sop in (Verification, StudyRootQueryRetrieveInformationModelFind,
                     StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet):
-            ae.add_supported_context(sop, UNCOMPRESSED)
+            ae.add_supported_context(sop, list(UNCOMPRESSED))
         self.ae = ae
 
     def start(self, host: str, port: int):

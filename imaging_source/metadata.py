@@ -13,8 +13,6 @@ from affinity_domain.ebrim import Classification, ExternalIdentifier, RegistryOb
 from affinity_domain.ns import XDSB, XOP
 KOS_FORMAT = (KeyObjectSelectionDocumentStorage, "1.2.840.10008.2.6.1", "Key Object Selection Document")
 MIME_DICOM = "application/dicom"
-ACCESSION = "urn:ihe:iti:xds:2013:accession"
-STUDY_UID = "urn:ihe:iti:xds:2016:studyInstanceUID"
 DOCUMENT_ID = "Manifest01"
 MODALITY_SCHEME = "1.2.840.10008.2.16.4"      # DICOM (DCM) codes, as the domain's eventCodeList holds them
 SNOMED = "2.16.840.1.113883.6.96"
@@ -93,17 +91,17 @@ def _ext(obj_id: str, scheme: str, value: str, name: str, n: int) -> ExternalIde
 
 def document_entry(f: ManifestFacts, codes: dict[str, Code], institution: str = "") -> RegistryObject:
     e = f.entry_uuid
-    refs = [f"{f.study_uid}^^^^{STUDY_UID}"]
+    refs = [f"{f.study_uid}^^^^{rim.STUDY_UID_REF}"]
     if f.accession:
         issuer = f"&{f.accession_issuer}&ISO" if f.accession_issuer else ""
-        refs.insert(0, f"{f.accession}^^^{issuer}^{ACCESSION}")
+        refs.insert(0, f"{f.accession}^^^{issuer}^{rim.ACCESSION_REF}")
     info = [f"PID-3|{f.source_patient_id}"]
     info += [f"PID-5|{f.patient_name}"] if f.patient_name else []
     info += [f"PID-7|{f.birth_date}"] if f.birth_date else []
     info += [f"PID-8|{f.sex}"] if f.sex else []
     slots = [Slot("creationTime", [f.creation_time]), Slot("languageCode", ["en-US"]),
              Slot("sourcePatientId", [f.source_patient_id]), Slot("sourcePatientInfo", info),
-             Slot("urn:ihe:iti:xds:2013:referenceIdList", refs)]
+             Slot(rim.REFERENCE_ID_LIST, refs)]
     start = service_start(f.study_date, f.study_time)
     if start:
         slots.append(Slot("serviceStartTime", [start]))

@@ -22,7 +22,7 @@ from affinity_domain import errors as xds
 from affinity_domain import mtom, ns, pix_query
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Cx
-from affinity_domain.soap_client import SoapClient, TransportError
+from affinity_domain.soap_client import SoapClient
 
 from . import manifest, metadata
 from affinity_domain.content import FileStore
@@ -220,7 +220,9 @@ def _send(client: SoapClient, peer: str, action: str, body: etree._Element, part
     fault holds the publication."""
     try:
         reply = client.call(action, body, list(parts))
-    except TransportError as e:
+    except XdsiError as e:
+        if not e.retryable:
+            raise
         raise Held(f"{peer}: {e}") from None
     try:
         if reply.fault:

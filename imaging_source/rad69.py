@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lxml import etree
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from affinity_domain.errors import DOCUMENT_UNIQUE_ID_ERROR, REPOSITORY_ERROR, UNKNOWN_REPOSITORY_ID, XdsError
 from affinity_domain.ns import IHERAD, XDSB
 from affinity_domain.retrieve import DocumentResponse, retrieve_document_set_response
-
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+from affinity_domain.transfer_syntax import UNCOMPRESSED
 
 
 @dataclass(frozen=True)

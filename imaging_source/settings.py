@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from affinity_domain.config import ConfigError, Count, DomainSettings, Natural, Port, Seconds
+from affinity_domain.config import Count, DomainSettings, Natural, Port, Seconds, address
 
 Code = tuple[str, str, str]             # code, coding scheme, display name
 CODE_KEYS = ("class_code", "type_code", "confidentiality_code", "healthcare_facility_type_code",
@@ -57,7 +57,7 @@ class ImagingSourceSettings:
     destinations: dict[str, tuple[str, int]] = field(init=False)   # move_destinations, parsed
 
     def __post_init__(self):
-        object.__setattr__(self, "destinations", {ae.strip(): _address(where, f"move_destinations.{ae}")
+        object.__setattr__(self, "destinations", {ae.strip(): address(where, f"[imaging_source] move_destinations.{ae}")
                                                   for ae, where in self.move_destinations.items()})
 
     @property
@@ -65,9 +65,3 @@ class ImagingSourceSettings:
         """The DocumentEntry and SubmissionSet codes, by their keys."""
         return {key: getattr(self, key) for key in CODE_KEYS}
 
-
-def _address(where: str, key: str) -> tuple[str, int]:
-    host, _, port = where.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"[imaging_source] {key} = {where!r}: expected host:port")
-    return host or "127.0.0.1", int(port)

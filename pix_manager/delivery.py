@@ -6,19 +6,18 @@ import logging
 import threading
 
 from affinity_domain import hl7, mllp
+from affinity_domain.exceptions import XdsiError
 
 from .store import Store
 
 log = logging.getLogger("xdsi.pix.delivery")
 
 
+LONGEST_WAIT = 60.0
+
+
 def backoff(attempts: int) -> float:
-    return min(60.0, 0.5 * 2 ** max(0, attempts - 1))
-
-
-def accepted(ack: bytes) -> bool:
-    msa = hl7.first_segment(hl7.decode(ack), "MSA")
-    return msa is not None and msa[1] in ("AA", "CA")
+    return min(LONGEST_WAIT, 0.5 * 2 ** max(0, attempts - 1))
 
 
 def deliver_due(store: Store, timeout: float = 10.0) -> int:
@@ -27,10 +26,13 @@ def deliver_due(store: Store, timeout: float = 10.0) -> int:
         host, _, port = message.destination.rpartition(":")
         try:
             ack = mllp.send(host, int(port), bytes(message.message), timeout=timeout)
-        except (OSError, ValueError) as e:
-            store.failed(message.id, f"{type(e).__name__}: {e}", backoff(message.attempts))
+        except (OSError, ValueError) as e:      # the peer down, or no MLLP reply we can read
+            # Nothing is dropped: a failure of ours that no retry gets past (a reply past the frame
+            # bound) waits the longest, until someone sees its last_error.
+            wait = LONGEST_WAIT if isinstance(e, XdsiError) and e.permanent else backoff(message.attempts)
+            store.failed(message.id, f"{type(e).__name__}: {e}", wait)
             continue
-        if accepted(ack):
+        if hl7.accepted(hl7.decode(ack)):
             store.delivered(message.id)
             sent += 1
         else:

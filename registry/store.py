@@ -281,4 +281,4 @@ def _document_row(d: RegistryObject, ss_id: str) -> tuple:
             _time(d, "serviceStopTime"), _codes(d, rim.DE_CLASS_CODE), _codes(d, rim.DE_TYPE_CODE),
             _codes(d, rim.DE_PRACTICE_SETTING), _codes(d, rim.DE_HCFT_CODE), _codes(d, rim.DE_EVENT_CODE),
             _codes(d, rim.DE_CONFIDENTIALITY), _codes(d, rim.DE_FORMAT_CODE), _authors(d),
-            d.slot(submission.REFERENCE_ID_LIST), ss_id, d.home, _xml(d))
+            d.slot(rim.REFERENCE_ID_LIST), ss_id, d.home, _xml(d))

@@ -18,8 +18,6 @@ from affinity_domain.errors import (DEPRECATED_DOCUMENT, DUPLICATE_UNIQUE_ID, NO
 from . import formats
 from .codes import CodeSets
 
-REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
-
 # Coded attributes: classification scheme -> (attribute name, minimum, maximum)
 DOCUMENT_CODES = {
     rim.DE_CLASS_CODE: ("classCode", 1, 1),

@@ -12,9 +12,10 @@ from lxml import etree
 
 from affinity_domain import ns
 from affinity_domain import ebrim as rim
-from affinity_domain import mtom
+from affinity_domain import mtom, query_ids
 from affinity_domain.errors import (NON_IDENTICAL_HASH, REGISTRY_NOT_AVAILABLE, REPOSITORY_METADATA_ERROR,
                                     REPOSITORY_OUT_OF_RESOURCES, XdsError, registry_response)
+from affinity_domain.exceptions import XdsiError
 from affinity_domain.soap_client import SoapClient, TransportError
 
 from . import provide, retrieve
@@ -24,7 +25,6 @@ from .store import Index, Row
 
 log = logging.getLogger("xdsi.repository")
 
-GET_DOCUMENTS = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 _QUERY_BATCH = 100
 
 
@@ -104,8 +104,10 @@ class Repository:
         """ITI-42; the registry's answer goes back unchanged."""
         try:
             answer = self.registry.call(ns.REGISTER, submit)
-        except TransportError as e:
-            if e.maybe_processed:
+        except XdsiError as e:
+            if not e.retryable:
+                raise
+            if getattr(e, "maybe_processed", True):
                 # The registry may have registered it: recovery asks it later and keeps or drops
                 # the bytes accordingly. Until then nothing of it is retrievable.
                 log.warning("registry did not answer", extra={"error": str(e), "pending": created})
@@ -157,7 +159,9 @@ class Repository:
                 batch = rows[start:start + _QUERY_BATCH]
                 try:
                     known = self._registered_in_registry([r.unique_id for r in batch])
-                except TransportError as e:
+                except XdsiError as e:
+                    if not e.retryable:
+                        raise
                     log.warning("recovery postponed: registry unavailable", extra={"error": str(e)})
                     return done
                 keep = [r.unique_id for r in batch if known.get(r.unique_id) == r.sha1]
@@ -195,7 +199,7 @@ def get_documents_query(unique_ids: list[str]) -> etree._Element:
     """ITI-18 GetDocuments by uniqueId, LeafClass."""
     q = etree.Element(rim.q(ns.QUERY, "AdhocQueryRequest"), nsmap={"query": ns.QUERY, "rim": ns.RIM})
     etree.SubElement(q, rim.q(ns.QUERY, "ResponseOption"), returnType="LeafClass", returnComposedObjects="true")
-    adhoc = etree.SubElement(q, rim.q(ns.RIM, "AdhocQuery"), id=GET_DOCUMENTS)
+    adhoc = etree.SubElement(q, rim.q(ns.RIM, "AdhocQuery"), id=query_ids.GET_DOCUMENTS)
     slot = etree.SubElement(adhoc, rim.q(ns.RIM, "Slot"), name="$XDSDocumentEntryUniqueId")
     values = etree.SubElement(slot, rim.q(ns.RIM, "ValueList"))
     quoted = ",".join("'" + u.replace("'", "''") + "'" for u in unique_ids)

@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 
 from affinity_domain.config import DEFAULTS, ConfigError, build_settings, load
+from consumer.settings import ConsumerSettings
 from imaging_source.settings import ImagingSourceSettings
 from pix_manager.matching import Thresholds
 from pix_manager.settings import PixSettings
@@ -16,7 +17,7 @@ from registry.settings import RegistrySettings
 from repository.settings import RepositorySettings
 from tests.services import ROOT, free_port
 
-ACTORS = [RegistrySettings, RepositorySettings, PixSettings, ImagingSourceSettings]
+ACTORS = [RegistrySettings, RepositorySettings, PixSettings, ImagingSourceSettings, ConsumerSettings]
 
 
 @pytest.mark.parametrize("cls", ACTORS, ids=lambda c: c.SECTION)
@@ -46,6 +47,9 @@ def test_every_declared_key_is_a_typed_field_with_its_declared_default(cls):
     (ImagingSourceSettings, "XDSI_IMAGING_SOURCE_DUPLICATE_POLICY", "reject", "duplicate_policy", "reject"),
     (ImagingSourceSettings, "XDSI_IMAGING_SOURCE_MOVE_DESTINATIONS", '{ PACS = "10.0.0.5:104" }', "destinations",
      {"PACS": ("10.0.0.5", 104)}),
+    (ConsumerSettings, "XDSI_CONSUMER_RETRIEVE_ORDER", '["C-GET", "rad69"]', "retrieve_order", ("c-get", "rad69")),
+    (ConsumerSettings, "XDSI_CONSUMER_LOCAL_PACS", "PACS@10.0.0.5:104", "pacs", ("PACS", "10.0.0.5", 104)),
+    (ConsumerSettings, "XDSI_CONSUMER_HELD_MB_PER_STUDY", "2", "held_per_study", 2 * 1024 * 1024),
     (ImagingSourceSettings, "XDSI_DOMAIN_ASSIGNING_AUTHORITY", "1.2.3", "domain",
      dataclasses.replace(build_settings(ImagingSourceSettings, load(environ={})).domain, assigning_authority="1.2.3")),
 ])
@@ -69,6 +73,14 @@ def test_environment_overrides_arrive_typed(cls, var, raw, key, expected):
      "[imaging_source] move_destinations.PACS = '10.0.0.5': expected host:port"),
     (ImagingSourceSettings, "XDSI_IMAGING_SOURCE_CLASS_CODE", '["IMAGES"]',
      "[imaging_source] class_code: expected 3 values, got 1"),
+    (ConsumerSettings, "XDSI_CONSUMER_REPORTS", "sometimes",
+     "[consumer] reports = 'sometimes': use one of skip, store, oru"),
+    (ConsumerSettings, "XDSI_CONSUMER_RETRIEVE_ORDER", '["ftp"]',
+     "[consumer] retrieve_order: ['ftp']; use some of ['rad69', 'c-move', 'c-get']"),
+    (ConsumerSettings, "XDSI_CONSUMER_LOCAL_PACS", "127.0.0.1:104",
+     "[consumer] local_pacs = '127.0.0.1:104': expected AE@host:port"),
+    (ConsumerSettings, "XDSI_CONSUMER_PIX", "pix.example", "[consumer] pix = 'pix.example': expected host:port"),
+    (ConsumerSettings, "XDSI_CONSUMER_WORKERS", "0", "[consumer] workers = 0: must be at least 1"),
 ])
 def test_a_wrong_value_is_refused_in_one_line_naming_its_key(cls, var, raw, message):
     with pytest.raises(ConfigError) as refused:
@@ -110,6 +122,8 @@ def test_a_settings_class_follows_the_declared_keys_and_their_types():
     ("pix", "XDSI_PIX_WORKERS", "two", "[pix] workers: expected an integer, got 'two'"),
     ("imaging-source", "XDSI_IMAGING_SOURCE_DUPLICATE_POLICY", "sometimes",
      "[imaging_source] duplicate_policy = 'sometimes': use one of replace, ignore, reject"),
+    ("consumer", "XDSI_CONSUMER_DICOM_SOURCES", '{ XDSI_SOURCE = "nowhere" }',
+     "[consumer] dicom_sources.XDSI_SOURCE = 'nowhere': expected host:port"),
 ])
 def test_an_actor_with_a_wrong_value_exits_with_one_line_before_it_listens(tmp_path, actor, var, raw, message):
     section = actor.replace("-", "_").upper()

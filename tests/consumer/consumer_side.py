@@ -11,14 +11,16 @@ from io import BytesIO
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage, generate_uid
+
+from affinity_domain.errors import UNKNOWN_PATIENT_ID
 
 from tests.repository import pnr
 from tests.services import SOURCE_RUID, StoreScp, free_port, launch, wait_until
 from tests.xds import Doc, mllp_send
 
 DOMAIN = "1.3.6.1.4.1.21367.2005.13.20.1000"
-KOS_FORMAT = ("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1")
+KOS_FORMAT = (KeyObjectSelectionDocumentStorage, "1.2.840.10008.2.6.1")
 
 
 @dataclass
@@ -75,7 +77,7 @@ def register(chain, patient: str, data: bytes, format_code=KOS_FORMAT, reference
     doc = pnr.with_hash(Doc(format_code=format_code, reference_ids=reference_ids, service_start=service_start,
                             mime_type=mime_type), data)
     # The PIX manager feeds the affinity-domain id to the registry on its own time.
-    answer = wait_until(lambda: (lambda a: a if a.error_codes != ["XDSUnknownPatientId"] else None)(
+    answer = wait_until(lambda: (lambda a: a if a.error_codes != [UNKNOWN_PATIENT_ID] else None)(
         pnr.provide(chain.repository.url, patient, [(doc, data)])), 30, 0.5)
     assert answer.status_name == "Success", answer.error_codes
     return doc.unique_id
@@ -85,7 +87,7 @@ def kos(study_uid: str, series: dict[str, list[str]], location: str = SOURCE_RUI
         sop_class: str = "1.2.840.10008.5.1.4.1.1.2") -> bytes:
     """A minimal KOS manifest (113030) referencing ``series``: enough for the consumer to act on."""
     ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.59", generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = KeyObjectSelectionDocumentStorage, generate_uid()
     ds.PatientID, ds.StudyInstanceUID, ds.Modality = "X", study_uid, "KO"
     title = Dataset()
     title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = "113030", "DCM", "Manifest"

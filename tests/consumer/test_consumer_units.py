@@ -12,16 +12,16 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (BasicTextSRStorage, EncapsulatedPDFStorage, ExplicitVRLittleEndian,
+                         KeyObjectSelectionDocumentStorage, generate_uid)
 
-from affinity_domain import config
+from affinity_domain import config, hl7
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.outside import outside_source
 from affinity_domain.soap_client import TransportError
 from consumer import cli, dicom, entries, jobs, manifest, messages, orders, reports, rewrite, rules
 from consumer.entries import ManifestEntry
-from consumer.settings import Settings
 
 LOCAL = "1.3.6.1.4.1.21367.2005.13.20.2000"
 OTHER = "1.3.6.1.4.1.21367.2005.13.20.3000"
@@ -101,7 +101,7 @@ def test_reconcile_with_an_accession_issuer_keeps_the_accession():
 # ------------------------------------------------------------ KOS manifest
 
 
-def kos(sop_class=manifest.KOS_SOP_CLASS, title="113030", refs=3):
+def kos(sop_class=KeyObjectSelectionDocumentStorage, title="113030", refs=3):
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID, ds.AccessionNumber = sop_class, generate_uid(), "ACC77"
     t = Dataset()
@@ -174,9 +174,10 @@ def test_the_retry_policy_reads_the_exception_root():
 
 def test_settings_defaults_are_the_configured_keys_defaults():
     built = cli.settings(config.load(environ={}, data_dir="/tmp/xdsi-settings"))
-    assert built == dataclasses.replace(Settings(), spool=Path("/tmp/xdsi-settings/consumer"))
-    assert (built.pix, built.local_pacs, built.retrieve_order) == (
-        ("127.0.0.1", 2575), ("LOCALPACS", "127.0.0.1", 11114), ("rad69", "c-move"))
+    assert built.spool == Path("/tmp/xdsi-settings/consumer") and built.incoming == built.spool / "incoming"
+    assert (built.pix_address, built.pacs, built.retrieve_order, built.dicom_addresses, built.report_oru_address) == (
+        ("127.0.0.1", 2575), ("LOCALPACS", "127.0.0.1", 11114), ("rad69", "c-move"),
+        {"XDSI_SOURCE": ("127.0.0.1", 11112)}, None)
     typed = cli.settings(config.load(environ={"XDSI_CONSUMER_TIMEOUT": "5", "XDSI_CONSUMER_RETRIEVE_ORDER": '["C-GET"]',
                                               "XDSI_CONSUMER_HELD_MB_PER_STUDY": "0.5"}))
     assert (typed.timeout, typed.retrieve_order, typed.held_per_study) == (5.0, ("c-get",), 512 * 1024)
@@ -215,16 +216,16 @@ def test_messages_to_the_local_side():
     assert "ORM^O01" in orm and f"PID|||B9^^^&{LOCAL}&ISO" in orm and "A-ACC\\F\\7" in orm and "ZDS|1.9.1" in orm
     oru = messages.report("B9", LOCAL, "Doe^J", "A-ACC77", "1.9.1", "line one\nline two").decode()
     assert oru.count("OBX|") == 2 and "ORU^R01" in oru
-    assert messages.acked("MSH|...\rMSA|AA|1\r") and not messages.acked("MSH|...\rMSA|AE|1\r")
+    assert hl7.accepted("MSH|...\rMSA|AA|1\r") and not hl7.accepted("MSH|...\rMSA|AE|1\r")
 
 
 def test_reports_become_dicom_in_the_study():
     study = outside_ct()
     sr = reports.as_dicom(b"<ClinicalDocument><text>No acute findings.</text></ClinicalDocument>", "text/xml", study)
-    assert sr.SOPClassUID == reports.BASIC_TEXT_SR and sr.StudyInstanceUID == study.StudyInstanceUID
+    assert sr.SOPClassUID == BasicTextSRStorage and sr.StudyInstanceUID == study.StudyInstanceUID
     assert sr.ContentSequence[0].TextValue == "No acute findings."
     pdf = reports.as_dicom(b"%PDF-1.4 x", "application/pdf", study)
-    assert pdf.SOPClassUID == reports.ENCAPSULATED_PDF and pdf.EncapsulatedDocument.startswith(b"%PDF")
+    assert pdf.SOPClassUID == EncapsulatedPDFStorage and pdf.EncapsulatedDocument.startswith(b"%PDF")
 
 
 def test_reports_are_attached_to_their_study():
