@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lxml import etree
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from .ns import LCM, QUERY, RIM, RS
 NSMAP = {"rim": RIM, "rs": RS, "lcm": LCM, "query": QUERY}
@@ -71,6 +72,9 @@ FOL_UNIQUE_ID = "urn:uuid:75df8f67-9973-4fbe-a900-df66cefecc5a"
 REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
 ACCESSION_REF = "urn:ihe:iti:xds:2013:accession"
 STUDY_UID_REF = "urn:ihe:iti:xds:2016:studyInstanceUID"
+# An XDS-I.b manifest's formatCode: the KOS SOP Class UID, coded in DICOM's UID scheme.
+KOS_FORMAT_CODE = (KeyObjectSelectionDocumentStorage, "1.2.840.10008.2.6.1", "Key Object Selection Document")
+KOS_FORMAT = f"{KOS_FORMAT_CODE[0]}^^{KOS_FORMAT_CODE[1]}"       # as $XDSDocumentEntryFormatCode says it
 
 PATIENT_ID_SCHEME = {"document_entry": DE_PATIENT_ID, "submission_set": SS_PATIENT_ID,
                      "folder": FOL_PATIENT_ID}

@@ -9,8 +9,6 @@ from affinity_domain import ebrim as rim
 from affinity_domain.ns import IHERAD, XDSB, XOP
 from affinity_domain.query_ids import FIND_DOCUMENTS
 
-KOS_FORMAT = "1.2.840.10008.5.1.4.1.1.88.59^^1.2.840.10008.2.6.1"
-
 
 @dataclass
 class ManifestEntry:
@@ -30,7 +28,7 @@ class ManifestEntry:
 
     @property
     def is_manifest(self) -> bool:
-        return self.format_code == KOS_FORMAT
+        return self.format_code == rim.KOS_FORMAT
 
 
 def find_documents(patient: str, since: str = "", manifests_only: bool = True) -> etree._Element:
@@ -39,7 +37,7 @@ def find_documents(patient: str, since: str = "", manifests_only: bool = True) -
     slots = slot("$XDSDocumentEntryPatientId", f"'{patient}'") + \
         slot("$XDSDocumentEntryStatus", f"('{rim.APPROVED}')")
     if manifests_only:
-        slots += slot("$XDSDocumentEntryFormatCode", f"('{KOS_FORMAT}')")
+        slots += slot("$XDSDocumentEntryFormatCode", f"('{rim.KOS_FORMAT}')")
     if since:
         slots += slot("$XDSDocumentEntryServiceStartTimeFrom", since)
     xml = (f'<query:AdhocQueryRequest xmlns:query="{rim.QUERY}" xmlns:rim="{rim.RIM}">'

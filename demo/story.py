@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
-from pydicom.uid import KeyObjectSelectionDocumentStorage
 from pynetdicom import AE
 
 from affinity_domain import ns
@@ -23,6 +22,7 @@ from affinity_domain import ebrim, mllp
 from affinity_domain.config import Config
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import first_segment
+from affinity_domain.query_ids import FIND_DOCUMENTS
 from affinity_domain.soap_client import SoapClient
 
 from .pacs import LocalPacs
@@ -251,12 +251,12 @@ def manifest_registered(cfg: Config, patient: str) -> bool:
     q = etree.fromstring(
         f'<query:AdhocQueryRequest xmlns:query="{ns.QUERY}" xmlns:rim="{ns.RIM}">'
         f'<query:ResponseOption returnType="ObjectRef"/>'
-        f'<rim:AdhocQuery id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d">'
+        f'<rim:AdhocQuery id="{FIND_DOCUMENTS}">'
         f'<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>\'{patient}\'</rim:Value>'
         f'</rim:ValueList></rim:Slot><rim:Slot name="$XDSDocumentEntryStatus"><rim:ValueList>'
         f"<rim:Value>('{ebrim.APPROVED}')</rim:Value></rim:ValueList></rim:Slot>"
         f'<rim:Slot name="$XDSDocumentEntryFormatCode"><rim:ValueList>'
-        f'<rim:Value>(\'{KeyObjectSelectionDocumentStorage}^^1.2.840.10008.2.6.1\')'
+        f"<rim:Value>('{ebrim.KOS_FORMAT}')"
         f'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>'
         .replace("&", "&amp;").encode())
     r = SoapClient(f"http://{reg['host']}:{reg['port']}{reg['path']}", timeout=10).call(

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lxml import etree
-from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from affinity_domain import ns
 from affinity_domain import ebrim as rim
 from affinity_domain.ebrim import Classification, ExternalIdentifier, RegistryObject, Slot
 from affinity_domain.ns import XDSB, XOP
-KOS_FORMAT = (KeyObjectSelectionDocumentStorage, "1.2.840.10008.2.6.1", "Key Object Selection Document")
 MIME_DICOM = "application/dicom"
 DOCUMENT_ID = "Manifest01"
 MODALITY_SCHEME = "1.2.840.10008.2.16.4"      # DICOM (DCM) codes, as the domain's eventCodeList holds them
@@ -114,7 +112,7 @@ def document_entry(f: ManifestFacts, codes: dict[str, Code], institution: str = 
                         (rim.DE_FORMAT_CODE, None), (rim.DE_HCFT_CODE, "healthcare_facility_type_code"),
                         (rim.DE_PRACTICE_SETTING, "practice_setting_code"), (rim.DE_TYPE_CODE, "type_code")):
         n += 1
-        classes.append(_code(e, scheme, KOS_FORMAT if key is None else tuple(codes[key]), n))
+        classes.append(_code(e, scheme, rim.KOS_FORMAT_CODE if key is None else tuple(codes[key]), n))
     for code in event_codes(f.modalities, f.body_parts):
         n += 1
         classes.append(_code(e, rim.DE_EVENT_CODE, code, n))
