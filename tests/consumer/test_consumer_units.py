@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (BasicTextSRStorage, EncapsulatedPDFStorage, ExplicitVRLittleEndian,
                          KeyObjectSelectionDocumentStorage, generate_uid)
 
-from affinity_domain import config, hl7
+from affinity_domain import config, ebrim, hl7
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.outside import outside_source
@@ -229,8 +229,8 @@ def test_reports_become_dicom_in_the_study():
 
 
 def test_reports_are_attached_to_their_study():
-    m = ManifestEntry("kos", "r", study_uid="1.9.1", format_code=entries.KOS_FORMAT)
-    other = ManifestEntry("kos2", "r", study_uid="1.9.9", format_code=entries.KOS_FORMAT)
+    m = ManifestEntry("kos", "r", study_uid="1.9.1", format_code=ebrim.KOS_FORMAT)
+    other = ManifestEntry("kos2", "r", study_uid="1.9.9", format_code=ebrim.KOS_FORMAT)
     report = ManifestEntry("rep", "r", study_uid="1.9.1", format_code="urn:ihe:rad:TEXT^^1.3.6.1.4.1.19376.1.2.3",
                            mime_type="text/plain")
     entries.attach_reports([m, other], [m, other, report])

@@ -258,7 +258,7 @@ def test_document_entry_carries_the_xds_i_metadata():
                                body_parts=["CHEST", "nonsense"])
     e = metadata.document_entry(f, CODES)
     assert e.mime_type == "application/dicom" and e.unique_id == "1.2.3.4" and e.patient_id == f.patient_id
-    assert [c.node_representation for c in e.codes(rim.DE_FORMAT_CODE)] == [metadata.KOS_FORMAT[0]]
+    assert [c.node_representation for c in e.codes(rim.DE_FORMAT_CODE)] == [rim.KOS_FORMAT_CODE[0]]
     assert e.codes(rim.DE_FORMAT_CODE)[0].slot("codingScheme") == ["1.2.840.10008.2.6.1"]
     assert [c.node_representation for c in e.codes(rim.DE_EVENT_CODE)] == ["CT", "MR", "T-D3000"]
     assert e.slot("urn:ihe:iti:xds:2013:referenceIdList") == [
