@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pwd
+import select
 import shutil
 import subprocess
 import warnings
@@ -98,6 +99,13 @@ def database_url(config: Config) -> str:
     return config.database_url or embedded_url(config.data_dir)
 
 
+def _check_lent(conn: psycopg.Connection) -> None:
+    """Lent without a round trip unless its socket is readable while idle: then the server closed it
+    or sent an error (a restart, a terminated backend), and a real test discards it."""
+    if select.select([conn.fileno()], [], [], 0)[0]:
+        ConnectionPool.check_connection(conn)
+
+
 def _snapshot_reader(conn: psycopg.Connection) -> None:
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
@@ -106,15 +114,15 @@ def _snapshot_reader(conn: psycopg.Connection) -> None:
 def open_pool(url: str, actor: str, max_size: int = 10, read_only: bool = False, checked: bool = True,
               durable: bool = True) -> ConnectionPool:
     """Connections whose search_path is the actor's own schema; ``read_only`` ones also read
-    one snapshot per transaction. ``checked``: each connection is tested (a round trip) before it
-    is lent, so a restarted server costs no failed statement; a hot path that retries on
-    ``OperationalError`` instead can do without. ``durable=False``: commits return before their
+    one snapshot per transaction. ``checked``: a connection the server has closed is not lent, so a
+    restarted server costs no failed statement; a hot path that retries on ``OperationalError``
+    instead can do without. ``durable=False``: commits return before their
     WAL is flushed (lost only in an OS crash, never inconsistent)."""
     options = f"-c search_path={actor}" + ("" if durable else " -c synchronous_commit=off")
     pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False,
                           kwargs={"autocommit": False, "options": options},
                           configure=_snapshot_reader if read_only else None,
-                          check=ConnectionPool.check_connection if checked else None)
+                          check=_check_lent if checked else None)
     pool.open(wait=True, timeout=30)
     return pool
 
