@@ -116,18 +116,8 @@ def inline_includes(root: etree._Element, parts: dict[str, tuple[str, bytes]]) -
 def build(root_xml: bytes, attachments: list[tuple[str, str, bytes]] = (),
           action: str = "") -> tuple[str, bytes]:
     """Return (Content-Type header, body) of an MTOM message with ``attachments`` (cid, type, bytes)."""
-    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
-    root_id = f"root.{uuid.uuid4().hex}@xdsi"
-    out = [f"--{boundary}\r\nContent-Type: {XOP_MIME}; charset=UTF-8; type=\"application/soap+xml\"\r\n"
-           f"Content-Transfer-Encoding: binary\r\nContent-ID: <{root_id}>\r\n\r\n".encode(), root_xml]
-    for cid, ctype, data in attachments:
-        out += [f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\n"
-                f"Content-ID: <{cid}>\r\n\r\n".encode(), data]
-    out.append(f"\r\n--{boundary}--\r\n".encode())
-    header = (f'multipart/related; boundary="{boundary}"; type="{XOP_MIME}"; '
-              f'start="<{root_id}>"; start-info="application/soap+xml"'
-              + (f'; action="{action}"' if action else ""))
-    return header, b"".join(out)
+    body = StreamedBody(root_xml, [OutPart(cid, ctype, data=data) for cid, ctype, data in attachments], action)
+    return body.content_type, b"".join(body)
 
 
 # ---------------------------------------------------------------- streaming (large documents)

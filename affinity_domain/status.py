@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import config
 from .content import alive
 
 TIMEOUT = 3.0
@@ -50,8 +51,7 @@ def address(where: str) -> tuple[str, str, int]:
     if where.startswith(("http://", "https://")):
         u = urlsplit(where)
         return "http", u.hostname, u.port or 80
-    host, _, port = where.rpartition("@")[2].rpartition(":")
-    return "tcp", host, int(port)
+    return ("tcp", *config.address(where.rpartition("@")[2], where))
 
 
 def probe(where: str, timeout: float = TIMEOUT) -> str | None:

@@ -69,3 +69,48 @@ def test_calls_reuse_one_connection_and_survive_the_server_closing_it():
         assert len(server.ports) == 1
     finally:
         server.stop()
+
+
+def test_a_plain_call_on_a_kept_alive_connection_closed_unanswered_is_sent_again():
+    """The peer closes a kept-alive connection as the next request arrives (it cannot have acted on
+    it): the client sends it once more on a new connection instead of failing."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    answer = soap.to_bytes(soap.envelope(etree.Element(f"{{{NS}}}EchoResponse"), "urn:x:EchoResponse"))
+    seen = []
+
+    def read_request(conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        while len(body) < length:
+            body += conn.recv(65536)
+        seen.append(body)
+
+    def reply(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
+
+    def serve():
+        first, _ = listener.accept()
+        read_request(first)
+        reply(first)
+        read_request(first)           # the second call arrives on the kept-alive connection...
+        first.close()                 # ...and is dropped unanswered
+        second, _ = listener.accept()
+        read_request(second)
+        reply(second)
+        second.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = SoapClient(f"http://127.0.0.1:{port}/echo", timeout=10)
+    try:
+        for _ in range(2):
+            assert client.call("urn:example:Echo", etree.Element(f"{{{NS}}}Echo")).http_status == 200
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert len(seen) == 3 and seen[1] == seen[2]
