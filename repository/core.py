@@ -10,16 +10,15 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from affinity_domain import ns
 from affinity_domain import ebrim as rim
-from affinity_domain import mtom, query_ids
+from affinity_domain import mtom, ns, query_ids
+from affinity_domain.content import FileStore
 from affinity_domain.errors import (NON_IDENTICAL_HASH, REGISTRY_NOT_AVAILABLE, REPOSITORY_METADATA_ERROR,
                                     REPOSITORY_OUT_OF_RESOURCES, XdsError, registry_response)
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.soap_client import SoapClient, TransportError
 
 from . import provide, retrieve
-from affinity_domain.content import FileStore
 from .provide import Content
 from .store import Index, Row
 
