@@ -22,6 +22,7 @@ class Row:
     mime_type: str
     state: str
     owner: str
+    old: bool = False          # pending past the grace period (read by unfinished())
 
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('xdsi.repository.' || %s))"
@@ -88,18 +89,17 @@ class Index:
 
     def unfinished(self, grace_seconds: float) -> list[Row]:
         """Pending rows that no live submission is working on: those of dead processes of this
-        host, and any older than the grace period."""
+        host, and any older than the grace period, this process's own included (a submission whose
+        registration timed out has answered, and nobody else will finish it)."""
         with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Row))
             rows = cur.execute(
-                "SELECT unique_id, sha1, size, mime_type, state, owner FROM document WHERE state = 'pending' "
-                "AND owner <> %s ORDER BY created_at", (self.owner,)).fetchall()
-            old = {u for (u,) in conn.execute(
-                "SELECT unique_id FROM document WHERE state = 'pending' "
-                "AND created_at < now() - make_interval(secs => %s)", (grace_seconds,))}
+                "SELECT unique_id, sha1, size, mime_type, state, owner, "
+                "created_at < now() - make_interval(secs => %s) AS old FROM document "
+                "WHERE state = 'pending' ORDER BY created_at", (grace_seconds,)).fetchall()
             conn.rollback()
         host = socket.gethostname()
-        return [r for r in rows if r.unique_id in old or _dead_here(r.owner, host)]
+        return [r for r in rows if r.old or (r.owner != self.owner and _dead_here(r.owner, host))]
 
     def orphans(self, hashes: list[str], delete_bytes: Callable[[str], None]) -> int:
         """Delete stored bytes that no row names."""
