@@ -247,7 +247,7 @@ _DOCUMENT_COLUMNS = ("id, lid, unique_id, patient_id, status, on_demand, hash, s
 
 
 def _xml(obj: RegistryObject) -> bytes:
-    return etree.tostring(rim.to_element(obj))
+    return rim.to_bytes(obj)
 
 
 def _codes(obj: RegistryObject, scheme: str) -> list[str]:
