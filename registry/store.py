@@ -130,7 +130,9 @@ class Store:
                     conn.rollback()
                     return errors
                 self._write(conn, objects, effects, submitted_at)
-                conn.commit()
+                # A statement, not conn.commit(): a refused write then surfaces at the pipeline's
+                # last sync, where psycopg raises it without logging the aborted pipeline.
+                conn.execute("COMMIT")
         except psycopg.errors.UniqueViolation as e:
             return [XdsError(DUPLICATE_UNIQUE_ID, f"uniqueId already registered: {e.diag.message_detail}")]
         return []
