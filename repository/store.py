@@ -35,32 +35,35 @@ class Index:
 
     def reserve(self, docs: list[Row]) -> tuple[list[str], list[Row]]:
         """Record ``docs`` as pending, in one transaction. Returns (uniqueIds newly recorded,
-        rows already there for the others: a retry or a conflict, for the caller to judge)."""
-        created, existing = [], []
-        with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=class_row(Row))
+        rows already there for the others: a retry or a conflict, for the caller to judge).
+        One round trip, and a second only when some uniqueId is already there."""
+        with self.pool.connection() as conn, conn.pipeline():
             for sha1 in sorted({d.sha1 for d in docs}):
                 conn.execute(_LOCK, (sha1,))
-            for d in docs:
-                row = cur.execute(
-                    "INSERT INTO document (unique_id, sha1, size, mime_type, state, owner) "
-                    "VALUES (%s, %s, %s, %s, 'pending', %s) ON CONFLICT (unique_id) DO NOTHING "
-                    "RETURNING unique_id, sha1, size, mime_type, state, owner",
-                    (d.unique_id, d.sha1, d.size, d.mime_type, self.owner)).fetchone()
-                if row:
-                    created.append(d.unique_id)
-                else:
-                    existing.append(cur.execute(
-                        "SELECT unique_id, sha1, size, mime_type, state, owner FROM document "
-                        "WHERE unique_id = %s", (d.unique_id,)).fetchone())
+            inserts = [(d, conn.cursor(row_factory=class_row(Row)).execute(
+                "INSERT INTO document (unique_id, sha1, size, mime_type, state, owner) "
+                "VALUES (%s, %s, %s, %s, 'pending', %s) ON CONFLICT (unique_id) DO NOTHING "
+                "RETURNING unique_id, sha1, size, mime_type, state, owner",
+                (d.unique_id, d.sha1, d.size, d.mime_type, self.owner))) for d in docs]
+            created = [d.unique_id for d, cur in inserts if cur.fetchone()]
+            taken = [d.unique_id for d in docs if d.unique_id not in created]
+            existing = conn.cursor(row_factory=class_row(Row)).execute(
+                "SELECT unique_id, sha1, size, mime_type, state, owner FROM document "
+                "WHERE unique_id = ANY(%s)", (taken,)).fetchall() if taken else []
+            conn.execute("COMMIT")
         return created, existing
 
     def mark_registered(self, unique_ids: list[str]) -> None:
+        """Not flushed before it returns: after a crash the row is still pending, and recovery,
+        which asks the registry, marks it registered again. What was acknowledged (the bytes, the
+        pending row, the registry's entry) is on disk before the answer either way."""
         if not unique_ids:
             return
-        with self.pool.connection() as conn, conn.transaction():
+        with self.pool.connection() as conn, conn.pipeline():
+            conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute("UPDATE document SET state = 'registered', registered_at = now() "
                          "WHERE unique_id = ANY(%s) AND state = 'pending'", (unique_ids,))
+            conn.execute("COMMIT")
 
     def forget(self, unique_ids: list[str], delete_bytes: Callable[[str], None]) -> None:
         """Drop pending rows and the bytes no other row needs (deleted before commit: a crash
