@@ -48,6 +48,9 @@ class Repository:
         if submit is None:
             return registry_response([XdsError(REPOSITORY_METADATA_ERROR,
                                                "ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest")])
+        stray = provide.stray_parts(parts, attachments)
+        if stray:
+            return registry_response(stray)
         contents = {p.id: self._content(p, attachments) for p in parts}
         try:
             return self._provide(submit, contents)
