@@ -36,16 +36,20 @@ class Health:
     def __init__(self, directory: Path | None = None, process: str = "main"):
         self.directory, self.process = directory, process
         self.probes: list[Probe] = []
+        self.expected: set[str] = set()      # the processes that must report (set before forking)
         self._stop = threading.Event()
         self._publisher: threading.Thread | None = None
+        self._writing = threading.Lock()
 
     def register(self, probe: Probe) -> None:
         self.probes.append(probe)
+        if self._publisher is not None:
+            self._publish()                 # the others see it now, not a round later
 
     def forked(self, process: str) -> None:
         """In a forked worker process: its own name and probes (the parent's are not its own)."""
         self.process, self.probes = process, []
-        self._stop, self._publisher = threading.Event(), None
+        self._stop, self._publisher, self._writing = threading.Event(), None, threading.Lock()
 
     def workers(self) -> dict[str, dict]:
         """This process's workers, as its probes report them now."""
@@ -72,7 +76,7 @@ class Health:
                 continue                     # being replaced right now; its next report counts
             other["reported_seconds_ago"] = round(now - other.pop("at", 0), 1)
             processes[name] = other
-        problems = []
+        problems = [f"process {name} has not reported" for name in sorted(self.expected - set(processes))]
         for name, process in processes.items():
             if process.get("reported_seconds_ago", 0) > STALE_SECONDS:
                 problems.append(f"process {name} (pid {process.get('pid')}) has not reported for "
@@ -89,6 +93,7 @@ class Health:
         """Write this process's report for the others every second (call it in each process)."""
         if self.directory is None or self._publisher is not None:
             return
+        self._publish()             # before anyone can ask
         self._publisher = threading.Thread(target=self._publish_forever, name="health", daemon=True)
         self._publisher.start()
 
@@ -103,9 +108,10 @@ class Health:
     def _publish(self) -> None:
         path = self.directory / f"{self.process}.json"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "workers": self.workers()},
-                                  default=str))
-        tmp.replace(path)
+        report = json.dumps({"pid": os.getpid(), "at": time.time(), "workers": self.workers()}, default=str)
+        with self._writing:
+            tmp.write_text(report)
+            tmp.replace(path)
 
     def retire(self) -> None:
         """This process stops: its report goes (a process that stops on purpose is no problem)."""

@@ -93,6 +93,8 @@ def fork_workers(count: int, health: Health | None = None) -> list[int] | None:
     each process of several reports its workers' state for the others (``Health.start_publishing``).
     """
     pids = []
+    if health is not None and count:
+        health.expected = {"main", *(f"worker-{n + 1}" for n in range(count))}
     for n in range(count):
         pid = os.fork()
         if pid == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import subprocess
 import time
@@ -72,15 +73,15 @@ def chunked_past(url: str, limit: int, content_type: str, timeout: float = 10.0)
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
                   f"Transfer-Encoding: chunked\r\n\r\n".encode())
-        s.settimeout(0.05)
         deadline = time.monotonic() + timeout
-        while sent < limit * 4 and time.monotonic() < deadline:
+        # Send until the answer is there to read (or sending stops): ``sent`` is what it took.
+        while sent < limit * 4 and time.monotonic() < deadline and not select.select([s], [], [], 0)[0]:
+            if not select.select([], [s], [], 0.05)[1]:
+                continue
             try:
-                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-                sent += len(chunk)
-            except (TimeoutError, OSError):
+                sent += s.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            except OSError:
                 break
-        s.settimeout(timeout)
         return read_answer(s), sent
 
 
