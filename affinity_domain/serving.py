@@ -75,6 +75,9 @@ def with_status(app, health: Health):
             return app(environ, start_response)
         if environ.get("REQUEST_METHOD") != "GET":
             return web.respond(start_response, "405 Method Not Allowed", {"error": f"GET {path}"}, [("Allow", "GET")])
+        if environ.get(web.BODY_REFUSED):
+            return web.respond(start_response, "413 Payload Too Large", {"error": web.too_large(
+                environ[web.BODY_REFUSED]).message})
         if path == "/health":
             report = health.report()
             return web.respond(start_response, "200 OK" if report["status"] == "ok" else "503 Service Unavailable",
