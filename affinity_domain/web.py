@@ -64,7 +64,7 @@ def read_json(environ, max_bytes: int, empty: Any = None) -> Any:
             raise bad("send a JSON object")
         return empty
     try:
-        return json.loads(data)
+        return json.loads(data.decode("utf-8"))     # RFC 8259: UTF-8 (json.loads would guess UTF-16 too)
     except UnicodeDecodeError:
         raise bad("the body is not UTF-8") from None
     except ValueError as e:
