@@ -145,14 +145,27 @@ class _Server(TcpWSGIServer):
         return len(self.active_channels) < self.limits.max_connections or self._quietest() is not None
 
     def handle_accept(self):
+        try:
+            pair = self.accept()
+        except OSError:             # the peer was gone before we took it
+            return
+        if pair is None:            # another worker process took it
+            return
+        conn, addr = pair
         if len(self.active_channels) >= self.limits.max_connections:
             quietest = self._quietest()
-            if quietest is None:
+            if quietest is None:    # every connection is being served: this one waits its turn elsewhere
+                conn.close()
                 return
             log.info("connection limit reached: closed the quietest connection",
                      extra={"peer": quietest.addr[0] if quietest.addr else "", "open": len(self.active_channels)})
             quietest.close_now()
-        super().handle_accept()
+        try:
+            self.set_socket_options(conn)
+        except OSError:
+            conn.close()
+            return
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
 
     def _quietest(self) -> _Channel | None:
         idle = [c for c in self.active_channels.values() if not c.busy]

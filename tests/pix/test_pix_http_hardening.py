@@ -22,9 +22,10 @@ def pix(new_database, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def impatient_pix(new_database, tmp_path_factory):
-    """One whose connections must send a request head within 1 s and are closed after 1 s idle."""
+    """One whose connections must send a request head within 1 s, a whole request within 2 s, and are
+    closed after 1 s idle."""
     p = start_pix(new_database(), tmp_path_factory.mktemp("pix-impatient"), registry_feed="",
-                  http_header_seconds=1, http_idle_seconds=1)
+                  http_header_seconds=1, http_request_seconds=2, http_idle_seconds=1)
     yield p
     p.stop()
 
@@ -109,6 +110,20 @@ def test_a_request_head_that_never_ends_is_closed(impatient_pix):
                 closed = True
                 break
         assert closed and time.monotonic() - started < 8
+
+
+def test_a_body_that_trickles_past_the_request_deadline_is_closed(impatient_pix):
+    host, port, _ = hostile.where(impatient_pix.http)
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(f"POST /persons/unlink HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n".encode())
+        started, closed = time.monotonic(), False
+        while time.monotonic() - started < 15 and not closed:
+            try:
+                s.sendall(b" ")
+            except OSError:
+                break
+            closed = hostile.closed_by_peer(s, 0.3)
+        assert time.monotonic() - started < 10
 
 
 def test_an_idle_connection_is_closed(impatient_pix):
