@@ -5,6 +5,8 @@ across its worker processes, and a dead worker process makes it unhealthy."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -122,5 +124,9 @@ def test_a_dead_worker_process_makes_the_registry_unhealthy(new_database, tmp_pa
             return status == 503 and json.loads(body)
         report = wait_until(unhealthy, 20, 0.5)
         assert report["status"] == "unhealthy" and any("worker-1" in p for p in report["problems"])
+        said = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "status"], env=registry.env,
+                              capture_output=True, text=True, timeout=60).stdout
+        line = next(line for line in said.splitlines() if line.startswith("registry"))
+        assert "unhealthy" in line and "HTTP 503" in line and "worker-1" in line
     finally:
         registry.stop()
