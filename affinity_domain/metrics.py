@@ -116,7 +116,7 @@ def xds_outcome(element) -> tuple[str, str]:
         if inner is None:
             return "success", ""
         element, status = inner, inner.get("status", "")
-    error = element.find(f".//{{{RS}}}RegistryError")
+    error = element.find(f"{{{RS}}}RegistryErrorList/{{{RS}}}RegistryError")   # not .//: answers can be large
     code = error.get("errorCode", "") if error is not None else ""
     if status.endswith(":Success"):
         return "success", code
@@ -157,5 +157,6 @@ def counted_mllp(handler: Callable[[bytes], bytes], transaction: Callable[[bytes
 def hl7_transaction(kinds: dict[str, str], other: str = "HL7") -> Callable[[bytes], str]:
     """The transaction of an HL7 message by its MSH-9 message type (``{"QBP": "ITI-9", "ADT": "ITI-8"}``)."""
     def name(raw: bytes) -> str:
-        return kinds.get(hl7.msh_fields(raw)["type"].split("^")[0], other)
+        end = raw.find(b"\r")                   # MSH alone: the message may be a megabyte
+        return kinds.get(hl7.msh_fields(raw[:end] if end > 0 else raw[:4096])["type"].split("^")[0], other)
     return name
