@@ -87,6 +87,11 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(consumer):
 
 def test_a_good_fetch_is_accepted_and_the_api_counted(consumer):
     http, _ = consumer
+
+    def counted(**labels):
+        return hostile.metric(hostile.curl(f"{http}/metrics")[1].decode(), "xdsi_requests_total", **labels)
+    before = counted(transaction="POST /fetches", code="400")
+    assert post(f"{http}/fetches", "[]")[0] == 400
     status, answer = post(f"{http}/fetches", json.dumps({"patient": PATIENT, "since": "20240101",
                                                          "modalities": ["CT"]}))
     assert status == 202
@@ -94,9 +99,9 @@ def test_a_good_fetch_is_accepted_and_the_api_counted(consumer):
     assert got == 200 and json.loads(body)["local_patient"] == PATIENT
     got, body = hostile.curl(f"{http}/jobs?fetch={answer['fetch']}")
     assert got == 200 and json.loads(body) == []
-    _, text = hostile.curl(f"{http}/metrics")
-    assert hostile.metric(text.decode(), "xdsi_requests_total", transaction="POST /fetches", code="202") == 1
-    assert hostile.metric(text.decode(), "xdsi_requests_total", transaction="POST /fetches", code="400") >= 12
+    assert counted(transaction="POST /fetches", outcome="success", code="202") == 1
+    assert counted(transaction="POST /fetches", outcome="failure", code="400") == before + 1
+    assert counted(transaction="GET /fetches/<id>", code="200") == 1
 
 
 def test_health_reports_workers_and_queues_and_metrics_count_orders(consumer):
