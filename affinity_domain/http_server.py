@@ -100,7 +100,9 @@ class _Channel(HTTPChannel):
         return super().received(data)
 
     def handle_close(self):
-        if self.discarding and not self.linger_until and self.connected:
+        if self.discarding and self.connected and not self.linger_until:
+            if self.busy:          # the client is done sending before the 413 is out: send it first
+                return
             # The 413 is out: stop sending, keep reading (and dropping) for a while.
             try:
                 self.socket.shutdown(socket.SHUT_WR)

@@ -95,6 +95,15 @@ def test_a_client_that_sends_the_refused_body_anyway_gets_the_413(pix):
     assert status == 413 and json.loads(body)["error"]
 
 
+def test_a_client_done_sending_a_refused_body_before_the_answer_still_gets_it(pix):
+    host, port, _ = hostile.where(pix.http)
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(f"POST /persons/unlink HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n".encode()
+                  + b"{" * 100000)
+        s.shutdown(socket.SHUT_WR)
+        assert hostile.read_answer(s).status == 413
+
+
 def test_a_request_head_that_never_ends_is_closed(impatient_pix):
     host, port, _ = hostile.where(impatient_pix.http)
     with socket.create_connection((host, port), timeout=5) as s:
