@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import ClassVar
@@ -107,6 +108,52 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float, server_side: bool = True,
+              server_hostname: str | None = None) -> ssl.SSLSocket:
+    """``sock`` wrapped and its handshake done within ``timeout`` seconds (a peer that connects and
+    says nothing does not hold a thread). The socket's own timeout is restored after. Raises
+    ``ssl.SSLError`` (see ``refusal``), ``TimeoutError`` or ``OSError``."""
+    previous = sock.gettimeout()
+    sock.settimeout(timeout)
+    tls = context.wrap_socket(sock, server_side=server_side, server_hostname=server_hostname,
+                              do_handshake_on_connect=False)   # sock is detached: tls owns the connection
+    try:
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    tls.settimeout(previous)
+    return tls
+
+
+# OpenSSL's reason for a failed handshake, in words for the log and the Security Alert audit record.
+_REFUSALS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the peer sent no certificate",
+    "CERTIFICATE_VERIFY_FAILED": "the peer's certificate is not signed by our CA (or is expired or not for it)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust our CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer refused our certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer wants a certificate from us",
+    "UNSUPPORTED_PROTOCOL": "the peer offered only a TLS version below 1.2",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the peer has no TLS version we accept",
+    "NO_SHARED_CIPHER": "the peer offered no BCP195 cipher suite",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the peer has no cipher suite we offered",
+    "HTTP_REQUEST": "a plain HTTP request on a TLS port",
+    "WRONG_VERSION_NUMBER": "not TLS (a plain connection on a TLS port?)",
+}
+
+
+def refusal(error: BaseException) -> str:
+    """Why a handshake failed, in a sentence; OpenSSL's reason code is kept in brackets."""
+    if isinstance(error, ssl.SSLCertVerificationError) and "Hostname mismatch" in str(error):
+        return f"the peer's certificate is not for the host we dialled [{error.verify_message}]"
+    reason = getattr(error, "reason", None)
+    if isinstance(error, ssl.SSLError) and reason:
+        return f"{_REFUSALS.get(reason, 'TLS handshake failed')} [{reason}]"
+    if isinstance(error, TimeoutError):
+        return "the peer did not finish the TLS handshake in time"
+    return f"TLS handshake failed: {error}"
 
 
 @dataclass(frozen=True)

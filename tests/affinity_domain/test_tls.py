@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from affinity_domain.config import DEFAULTS, ConfigError, load
 from affinity_domain.tls import (BCP195_TLS12_CIPHERS, TlsSettings, client_context, is_loopback, peer_identity,
-                                 plaintext_refusal, plaintext_warning, server_context, tls_settings)
+                                 plaintext_refusal, plaintext_warning, refusal, server_context, tls_settings)
 from tests.affinity_domain.tls_peers import make_pki, responder, settings
 from tests.services import ROOT, free_port, wait_for_port
 
@@ -228,6 +228,29 @@ def test_s_client_is_refused_at_the_handshake(pki, name, options, reason):
     assert "HTTP/1.0" not in out.stdout and out.returncode != 0
 
 
+def test_a_refusal_says_why_for_the_log_and_the_audit(pki):
+    server = responder(pki)
+    s_client(server.port, pki)
+    s_client(server.port, pki, *_as(pki, "other-client"))
+    plain = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{server.port}/"], capture_output=True, text=True,
+                           timeout=30)
+    server.wait_for_outcome(3)
+    assert plain.returncode != 0 and server.accepted == []
+    assert server.refused[0].startswith("the peer sent no certificate")
+    assert server.refused[1].startswith("the peer's certificate is not signed by our CA")
+    assert server.refused[2].startswith("a plain HTTP request on a TLS port")
+
+
+def test_a_peer_that_never_finishes_the_handshake_is_let_go(pki):
+    server = responder(pki)
+    server.handshake_timeout = 0.5
+    with socket.create_connection(("127.0.0.1", server.port)) as silent:
+        server.wait_for_outcome()       # generous: wait_for_outcome allows 15 s
+        assert server.refused == ["the peer did not finish the TLS handshake in time"]
+        silent.settimeout(5)
+        assert silent.recv(1) == b""    # and the connection is closed
+
+
 def test_curl_with_cert_key_and_cacert(pki):
     server = responder(pki)
     for host in ("localhost", "127.0.0.1"):     # the node certificate names both: hostname checking passes
@@ -317,6 +340,9 @@ def test_client_context_refuses(pki, case):
             server.get(context, hostname="wrong.example.org" if case == "wrong host name" else "localhost")
     finally:
         server.stop()
+    words = {"untrusted server": "not signed by our CA", "wrong host name": "not for the host we dialled",
+             "cbc server": "no cipher suite we offered", "tls 1.1 server": "no TLS version we accept"}[case]
+    assert refusal(e.value).startswith("the peer") and words in refusal(e.value)
     expected = {"untrusted server": "CERTIFICATE_VERIFY_FAILED", "wrong host name": "Hostname mismatch",
                 "cbc server": "ALERT_HANDSHAKE_FAILURE",     # we offered no cipher it has
                 "tls 1.1 server": "ALERT_PROTOCOL_VERSION"}[case]

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from affinity_domain.tls import TlsSettings, peer_identity, server_context
+from affinity_domain.tls import TlsSettings, handshake, peer_identity, refusal, server_context
 from tests.services import ROOT, wait_until
 
 
@@ -40,6 +40,7 @@ class TlsResponder:
     """Answers ``HTTP/1.0 200`` with the client's certificate CN to each TLS client it accepts."""
 
     context: ssl.SSLContext
+    handshake_timeout: float = 10.0
     accepted: list[Handshake] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
@@ -57,13 +58,13 @@ class TlsResponder:
             threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(10)
         try:
-            tls = self.context.wrap_socket(raw, server_side=True)
+            tls = handshake(raw, self.context, timeout=self.handshake_timeout)
         except (ssl.SSLError, OSError) as e:
-            self.refused.append(str(e))
+            self.refused.append(refusal(e))
             raw.close()
             return
+        tls.settimeout(10)
         with tls:
             peer = peer_identity(tls.getpeercert())
             self.accepted.append(Handshake(tls.version(), tls.cipher()[0], peer))
