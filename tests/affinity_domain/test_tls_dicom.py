@@ -1,10 +1,11 @@
 """DICOM over TLS with DCMTK, a peer nobody here wrote: ``storescu +tls`` against a pynetdicom SCP
-whose ``ssl_context`` is ``server_context``, and pynetdicom with ``client_context`` against
+on ``server_context`` (``dicom_tls.start_tls_server``), and pynetdicom with ``client_context`` against
 ``storescp +tls``. DCMTK 3.6.7's default profile (``+py``, Non-downgrading BCP 195) and ``+px``
 meet ours on TLS 1.3, ``+pz`` (Extended BCP 195, TLS 1.2 only) on an ECDHE-RSA AES-GCM suite; its
 older AES profile (``+pa``: RSA key transport, CBC) is refused, as is a certificate of another CA."""
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage
 
+from affinity_domain.dicom_tls import start_tls_server
 from affinity_domain.tls import BCP195_TLS12_CIPHERS, client_context, peer_identity, server_context
 from tests.affinity_domain.tls_peers import make_pki, settings
-from tests.services import DCMTK_ENV, free_port, wait_for_port
+from tests.services import DCMTK_ENV, free_port, wait_for_port, wait_until
 
 CT = get_testdata_file("CT_small.dcm")
 
@@ -39,21 +41,23 @@ def scp(pki):
     ae = AE("TLS_SCP")
     ae.supported_contexts = AllStoragePresentationContexts
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=server_context(settings(pki)),
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    yield port, stored
-    server.shutdown()
+    refused = []
+    start_tls_server(ae, ("127.0.0.1", port), server_context(settings(pki)), handshake_timeout=1.0,
+                     evt_handlers=[(evt.EVT_C_STORE, on_store)], on_refused=lambda addr, why: refused.append(why))
+    yield port, stored, refused
+    ae.shutdown()
 
 
 def storescu(port: int, pki: Path, leaf: str, *profile: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["storescu", "-aec", "TLS_SCP", "+tls", str(pki / f"{leaf}.key"), str(pki / f"{leaf}.pem"),
+    return subprocess.run(["storescu", "-to", "20", "-ta", "20", "-td", "20", "-aec", "TLS_SCP",
+                           "+tls", str(pki / f"{leaf}.key"), str(pki / f"{leaf}.pem"),
                            "+cf", str(pki / "ca.pem"), *profile, "127.0.0.1", str(port), CT],
                           env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("profile, version", [((), "TLSv1.3"), (("+px",), "TLSv1.3"), (("+pz",), "TLSv1.2")])
 def test_storescu_tls_stores_into_a_server_context_scp(scp, pki, profile, version):
-    port, stored = scp
+    port, stored, refused = scp
     before = len(stored)
     out = storescu(port, pki, "client", *profile)
     assert out.returncode == 0, out.stderr
@@ -64,11 +68,26 @@ def test_storescu_tls_stores_into_a_server_context_scp(scp, pki, profile, versio
 
 @pytest.mark.parametrize("leaf, profile", [("other-client", ()), ("client", ("+pa",))])
 def test_storescu_is_refused(scp, pki, leaf, profile):
-    port, stored = scp
+    port, stored, refused = scp
     before = len(stored)
     out = storescu(port, pki, leaf, *profile)
     assert out.returncode != 0 and "Association Request Failed" in out.stderr
     assert len(stored) == before
+    wait_until(lambda: refused)
+    assert ("not signed by our CA" if leaf == "other-client" else "no BCP195 cipher suite") in refused.pop()
+
+
+def test_a_silent_peer_does_not_stop_the_listener(scp, pki):
+    # pynetdicom's own server does the handshake in its accept loop, without a timeout: there,
+    # this storescu waits for ever behind the silent connection.
+    port, stored, refused = scp
+    with socket.create_connection(("127.0.0.1", port)) as silent:
+        out = storescu(port, pki, "client")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: refused)
+        assert refused.pop() == "the peer did not finish the TLS handshake in time"
+        silent.settimeout(5)
+        assert silent.recv(1) == b""
 
 
 class StoreScpTls:
