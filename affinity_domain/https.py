@@ -10,6 +10,7 @@ the Security Alert audit record. The WSGI environ carries ``wsgi.url_scheme = ht
 """
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
@@ -28,6 +29,7 @@ from .tls import PeerIdentity, handshake, peer_identity, refusal
 log = logging.getLogger("xdsi.tls")
 
 PEER = "xdsi.peer"          # the environ key of the client's PeerIdentity
+_DISCONNECTED = {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE, errno.EBADF}
 
 
 class _TlsTask(WSGITask):
@@ -62,13 +64,13 @@ class TlsChannel(HTTPChannel):
         try:
             return self.socket.send(data)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return 0
-        except ssl.SSLError:
-            if do_close:
-                self.handle_close()
-            return 0
-        except OSError:
-            return super().send(data, do_close)
+            return 0        # OpenSSL keeps what it took: the same bytes come again (a moving buffer is allowed)
+        except OSError as e:
+            if isinstance(e, ssl.SSLError) or e.errno in _DISCONNECTED:
+                if do_close:
+                    self.handle_close()
+                return 0
+            raise
 
 
 class TlsWSGIServer(TcpWSGIServer):
