@@ -1,6 +1,7 @@
 """ITI-19 Authenticate Node: mutual TLS settings, the server and client contexts every door and
-client wraps its sockets with, the peer's identity, and the rule that keeps plain listeners on
-loopback. Pure: nothing here opens a socket.
+client wraps its sockets with, the handshake with its timeout and the reason of a refusal, the
+peer's identity, and the rule that keeps plain listeners on loopback. Nothing here opens a socket
+or a listener: the doors do, and decide with these.
 
 The TLS 1.2 cipher suites are those of the ATNA "STX: TLS 1.2 Floor using BCP195" option (ITI TF-2
 3.19.6.2.3) that RFC 9325 4.2 recommends: ECDHE key exchange with an AEAD cipher. The option's two
