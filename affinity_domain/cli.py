@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from . import config as config_mod
 
 
 def actors() -> dict:
     return {ep.name: ep for ep in entry_points(group="xdsi.actors")}
+
+
+def _certs(cfg, args) -> int:
+    from .certs import run   # cryptography is only imported for this command
+    return run(cfg, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("actor", choices=sorted(available))  # an unusable one is reported below
     sub.add_parser("up", help="run every installed actor in the foreground")
     sub.add_parser("status", help="which actors of the data dir are up and healthy (exit 0: all of them)")
+    certs = sub.add_parser("certs", help="make a test CA, node and client certificates for [tls]")
+    certs.add_argument("--out", required=True, type=Path, help="directory for the PEM files")
+    certs.add_argument("--host", action="append", default=[],
+                       help="another name or address for the node certificate (repeatable)")
+    certs.add_argument("--force", action="store_true", help="replace the files already there")
+    certs.set_defaults(run=_certs)
     loaded = {}
     for name, ep in available.items():
         try:

@@ -173,7 +173,27 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "spool_received": False,
         **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
+    # ITI-19 node authentication. An actor's own [ACTOR.tls] table overrides any of these keys.
+    "tls": {
+        "cert": "",                     # PEM: this node's certificate (and chain); empty: no TLS, loopback only
+        "key": "",                      # PEM: its private key; empty: the key is in the cert file
+        "ca": "",                       # PEM: the CA certificates a peer's certificate must chain to
+        "require_client_cert": True,    # false: a client certificate is asked for, checked if sent
+        "allow_plaintext": False,       # true: a listener off loopback may still be plain (it is logged)
+        "handshake_timeout": 10.0,      # seconds a peer has to finish the TLS handshake
+    },
+    # ITI-40 X-Service Provider checks. An actor's own [ACTOR.xua] table overrides any of these keys.
+    "xua": {
+        "mode": "optional",             # off | optional (no assertion: anonymous) | required
+        "trusted_issuers": [],          # PEM certificates of the X-Assertion Providers; empty: every assertion fails
+        "audience": "",                 # the URI an assertion's AudienceRestriction must name
+        "clock_skew_seconds": 60,       # leeway on NotBefore / NotOnOrAfter
+    },
 }
+
+# Sections an actor's section may override key by key, in its own sub-table (``[registry.tls]``),
+# from the environment as ``XDSI_<ACTOR>_<SECTION>_<KEY>`` (``XDSI_REGISTRY_TLS_CERT``).
+OVERLAID = ("tls", "xua")
 
 # Keys named by ../shared/affinity-domain.md whose environment variable has no section prefix.
 TOP_LEVEL_ENV = {("database", "url"): "XDSI_DATABASE_URL", ("paths", "data_dir"): "XDSI_DATA_DIR"}
@@ -233,6 +253,16 @@ def load(path: str | os.PathLike | None = None, data_dir: str | os.PathLike | No
             var = TOP_LEVEL_ENV.get((name, key), f"XDSI_{name.upper()}_{key.upper()}")
             if var in env:
                 values[key] = _env_value(env[var], value)
+    for name, values in sections.items():
+        if name in OVERLAID or name not in DEFAULTS:
+            continue
+        for overlay in OVERLAID:
+            for key, default in DEFAULTS[overlay].items():
+                var = f"XDSI_{name.upper()}_{overlay.upper()}_{key.upper()}"
+                if var in env:
+                    own = values.setdefault(overlay, {})
+                    if isinstance(own, dict):   # a non-table is refused by build_overlaid, with its key
+                        own[key] = _env_value(env[var], default)
     directory = data_dir or env.get("XDSI_DATA_DIR") or sections.get("paths", {}).get("data_dir") or ".xdsi"
     return Config(sections=sections, data_dir=Path(directory))
 
@@ -322,6 +352,31 @@ def build_settings(cls: type[S], config: Config) -> S:
         else:
             kwargs[f.name] = _typed(values.get(f.name, declared[f.name]), kind, f"[{name}] {f.name}")
     return cls(**kwargs)
+
+
+def build_overlaid(cls: type[S], config: Config, actor: str) -> S:
+    """``build_settings`` of an ``OVERLAID`` section with the actor's own sub-table over it, key by
+    key (``[tls]`` then ``[registry.tls]``). A key neither declares is refused: a misspelt security
+    key must not leave its default in force unnoticed."""
+    name = cls.SECTION
+    own = config.section(actor).get(name, {})
+    if not isinstance(own, dict):
+        raise ConfigError(f"[{actor}] {name}: expected a table, [{actor}.{name}]")
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for where, values in ((f"[{name}]", config.section(name)), (f"[{actor}.{name}]", own)):
+        unknown = sorted(set(values) - set(DEFAULTS[name]))
+        if unknown:
+            raise ConfigError(f"{where} {unknown[0]}: no such key (the keys are {', '.join(DEFAULTS[name])})")
+    for key, value in own.items():
+        if key in hints:
+            _typed(value, hints[key], f"[{actor}.{name}] {key}")
+    merged = Config(sections={**config.sections, name: {**config.section(name), **own}}, data_dir=config.data_dir)
+    try:
+        return build_settings(cls, merged)
+    except ConfigError as e:
+        if own:
+            raise ConfigError(f"{e} (with [{actor}.{name}] over [{name}])") from None
+        raise
 
 
 def _base(kind: Any) -> Any:

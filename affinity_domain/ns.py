@@ -41,3 +41,24 @@ RETRIEVE_IMAGING_RESPONSE = RETRIEVE_RESPONSE                                # R
 # carrying a KOS manifest is RAD-68 (the repository tells them apart by content).
 TRANSACTIONS = {PROVIDE_AND_REGISTER: "ITI-41", REGISTER: "ITI-42", RETRIEVE: "ITI-43", STORED_QUERY: "ITI-18",
                 MULTI_PATIENT_QUERY: "ITI-51", UPDATE: "ITI-57", RETRIEVE_IMAGING: "RAD-69"}
+# WS-Security 1.1 (OASIS), SAML 2.0 and XML Signature: the XUA (ITI-40) header
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+SAML2 = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+HL7V3 = "urn:hl7-org:v3"                                  # Role and PurposeOfUse values (CE)
+SAML2_BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+# The SOAP 1.2 Subcode of a WS-Security fault (WSS 1.1 SOAP Message Security, 12)
+WSSE_INVALID_SECURITY = "InvalidSecurity"                 # an error processing the <wsse:Security> header
+WSSE_FAILED_AUTHENTICATION = "FailedAuthentication"       # the token could not be authenticated
+
+# XUA attribute names (ITI TF-2 3.40.4.1.2, from XSPA and XCA)
+XUA_SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
+XUA_ORGANIZATION = "urn:oasis:names:tc:xspa:1.0:subject:organization"
+XUA_ORGANIZATION_ID = "urn:oasis:names:tc:xspa:1.0:subject:organization-id"
+XUA_NPI = "urn:oasis:names:tc:xspa:1.0:subject:npi"
+XUA_HOME_COMMUNITY_ID = "urn:ihe:iti:xca:2010:homeCommunityId"
+XUA_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"                  # Subject-Role Option: hl7:Role
+XUA_PURPOSE_OF_USE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"  # PurposeOfUse Option: hl7:PurposeOfUse
+XUA_RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"   # the patient id (CX)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from .exceptions import XdsiError
-from .ns import SOAP11, SOAP12, WSA, WSA_ANONYMOUS, WSA_FAULT_ACTION, XML
+from .ns import SOAP11, SOAP12, WSA, WSA_ANONYMOUS, WSA_FAULT_ACTION, WSSE, XML
 
 
 class SoapFault(XdsiError):
@@ -15,9 +15,10 @@ class SoapFault(XdsiError):
     HTTP status of the answer: by the SOAP 1.2 HTTP binding, 400 for the sender's fault, 500 for ours."""
 
     def __init__(self, reason: str, code: str = "Sender", subcode: str = "",
-                 action: str = WSA_FAULT_ACTION, status: str = ""):
+                 action: str = WSA_FAULT_ACTION, status: str = "", subcode_ns: tuple[str, str] | None = None):
         super().__init__(reason)
         self.reason, self.code, self.subcode, self.action = reason, code, subcode, action
+        self.subcode_ns = subcode_ns    # (prefix, URI) of a qualified subcode, "wsse:InvalidSecurity"
         self.status = status or ("400 Bad Request" if code in ("Sender", "VersionMismatch", "MustUnderstand")
                                  else "500 Internal Server Error")
         self.permanent = self.status.startswith("4")
@@ -53,7 +54,8 @@ def read_envelope(root: etree._Element) -> Envelope:
     header = root.find(f"{{{SOAP12}}}Header")
     headers = [h for h in header if isinstance(h.tag, str)] if header is not None else []
     for h in headers:
-        understood = h.tag.startswith(f"{{{WSA}}}")
+        # wsse:Security is read by xua.check (ITI-40), whatever it holds.
+        understood = h.tag.startswith(f"{{{WSA}}}") or h.tag == f"{{{WSSE}}}Security"
         if h.get(f"{{{SOAP12}}}mustUnderstand") in ("true", "1") and not understood:
             raise SoapFault(f"header {h.tag} not understood", code="MustUnderstand")
     body = root.find(f"{{{SOAP12}}}Body")
@@ -96,7 +98,8 @@ def fault_envelope(fault: SoapFault, relates_to: str = "") -> etree._Element:
     etree.SubElement(code, f"{{{SOAP12}}}Value").text = f"soapenv:{fault.code}"
     if fault.subcode:
         sub = etree.SubElement(code, f"{{{SOAP12}}}Subcode")
-        value = etree.SubElement(sub, f"{{{SOAP12}}}Value")
+        value = etree.SubElement(sub, f"{{{SOAP12}}}Value",
+                                 nsmap=dict([fault.subcode_ns]) if fault.subcode_ns else None)
         value.text = fault.subcode
     reason = etree.SubElement(f, f"{{{SOAP12}}}Reason")
     text = etree.SubElement(reason, f"{{{SOAP12}}}Text")
