@@ -8,13 +8,14 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import db, hl7, logs, serving
+from affinity_domain import db, hl7, logs, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
+from affinity_domain.workers import Supervisor, WorkerSettings
 
 from . import dicom, orders
-from .flow import Prefetcher, Worker
+from .flow import Prefetcher
 from .settings import ConsumerSettings
 from .store import Store
 
@@ -28,13 +29,15 @@ def settings(config: Config) -> ConsumerSettings:
     return s if s.spool_dir else dataclasses.replace(s, spool_dir=str(config.data_dir / "consumer"))
 
 
-def _work(config: Config, conf: ConsumerSettings) -> tuple[list, object, Prefetcher]:
+def _work(config: Config, conf: ConsumerSettings, report=None) -> tuple[Supervisor, object, Prefetcher]:
+    """The job workers: ``conf.workers`` threads of one supervised worker, ``jobs``."""
     pool = db.open_pool(db.database_url(config), "consumer", max_size=conf.workers + 6)
     prefetcher = Prefetcher(Store(pool), conf)
-    workers = [Worker(prefetcher) for _ in range(conf.workers)]
-    for w in workers:
-        w.start()
-    return workers, pool, prefetcher
+    supervisor = Supervisor(build_settings(WorkerSettings, config), report)
+    supervisor.add("jobs", prefetcher.step, threads=conf.workers, queue=prefetcher.store.due_count,
+                   quarantined=prefetcher.store.failed_count)
+    supervisor.start()
+    return supervisor, pool, prefetcher
 
 
 class ConsumerActor:
@@ -53,13 +56,14 @@ class ConsumerActor:
         children = serving.fork_workers(max(0, conf.processes - 1))
         if children is None:
             logs.setup("consumer")
-            workers, pool, _ = _work(config, conf)
+            supervisor, pool, prefetcher = _work(config, conf)
             serving.wait_for_stop()
-            for w in workers:
-                w.stop()
+            prefetcher.wake.set()
+            supervisor.stop()
             pool.close()
             return 0
-        workers, pool, prefetcher = _work(config, conf)
+        supervisor, pool, prefetcher = _work(config, conf,
+                                             lambda state: status.record_workers(config.data_dir, self.name, state))
         resumed = prefetcher.store.resume()     # one consumer per site: the leases in its schema are its own
         http = serving.http_server(orders.http_app(prefetcher), serving.listen(conf.http_host, conf.http_port), 4)
 
@@ -74,7 +78,7 @@ class ConsumerActor:
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})
-        serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, *[w.stop for w in workers],
+        serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, prefetcher.wake.set, supervisor.stop,
                                            lambda: serving.stop_workers(children), pool.close])
         return 0
 

@@ -53,6 +53,8 @@ class ImagingSourceSettings:
     fsync: bool
     min_free_bytes: Natural
     spool_received: bool
+    index_wait_seconds: Seconds
+    study_patients_cached: Count
     domain: DomainSettings
     destinations: dict[str, tuple[str, int]] = field(init=False)   # move_destinations, parsed
 
