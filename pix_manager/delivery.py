@@ -58,7 +58,7 @@ def _deliver(store: Store, message, timeout: float) -> int:
 
 
 def _quarantine(store: Store, message, reason: str) -> None:
-    log.error("outbox message quarantined", extra={"message": message.id, "destination": message.destination,
+    log.error("outbox message quarantined", extra={"outbox_id": message.id, "destination": message.destination,
                                                    "reason": reason, "retry_in": LONGEST_WAIT})
     store.failed(message.id, reason, LONGEST_WAIT, quarantined=True)
 
