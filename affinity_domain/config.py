@@ -161,6 +161,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # already answered to be indexed, then fails rather than miss them.
         "index_wait_seconds": 10.0,
         "study_patients_cached": 100000,   # studies whose patient intake remembers (others: looked up)
+        # How long intake waits for the index to say whose a new study is; past it the instance is
+        # taken and the indexer checks (as it does with the database down).
+        "study_patient_lookup_seconds": 1.0,
     },
 }
 

@@ -197,7 +197,8 @@ class StudyPatients:
     index's. At most ``size`` studies are remembered (the least recent are looked up again).
 
     ``settle`` waits until what was answered is indexed; it is called before the index is asked
-    again about a study remembered for another patient (it may have been removed since)."""
+    again about a study remembered for another patient (it may have been removed since). An index
+    that does not answer (``lookup`` raises) costs no C-STORE: the indexer checks again."""
 
     def __init__(self, lookup, size: int, settle=lambda: True):
         self.lookup, self.size, self.settle = lookup, size, settle
@@ -238,7 +239,9 @@ class Intake:
         self.indexer = indexer if settings.duplicate_policy != "reject" else None
         self.wait = settings.index_wait_seconds
         settle = (lambda: self.indexer.flush(self.wait)) if self.indexer is not None else (lambda: True)
-        self.patients = StudyPatients(index.study_patient, settings.study_patients_cached, settle)
+        lookup_seconds = settings.study_patient_lookup_seconds
+        self.patients = StudyPatients(lambda uid: index.study_patient(uid, lookup_seconds),
+                                      settings.study_patients_cached, settle)
         self.by_ae = settings.calling_ae_authorities
         self.default_issuer = settings.assigning_authority
         self.outside_aes = frozenset(settings.outside_calling_aes)

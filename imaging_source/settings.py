@@ -55,6 +55,7 @@ class ImagingSourceSettings:
     spool_received: bool
     index_wait_seconds: Seconds
     study_patients_cached: Count
+    study_patient_lookup_seconds: Seconds
     domain: DomainSettings
     destinations: dict[str, tuple[str, int]] = field(init=False)   # move_destinations, parsed
 

@@ -138,10 +138,11 @@ class Index:
                     "WHERE st.id = %s", (study,))
         return LocalIdentity(*cur.fetchone())
 
-    def study_patient(self, study_uid: str) -> LocalIdentity | None:
+    def study_patient(self, study_uid: str, timeout: float = 1.0) -> LocalIdentity | None:
         """The patient a study belongs to; None for a study not indexed, or one with nothing of its
-        patient left (see ``_take_over``)."""
-        with self.intake_pool.connection() as conn, conn.cursor() as cur:
+        patient left (see ``_take_over``). Raises when the index does not answer within ``timeout``."""
+        with self.intake_pool.connection(timeout=timeout) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
             cur.execute(f"SELECT p.patient_id, p.issuer, {self._FREE} FROM study st "
                         "JOIN patient p ON p.id = st.patient WHERE st.study_uid = %s", (study_uid,))
             row = cur.fetchone()
