@@ -331,3 +331,30 @@ def test_a_replaced_instance_is_logged_with_both_hashes(source, patient, tmp_pat
     logged = dd.wait_until(lambda: [e for e in _log_entries(source.tmp)
                                     if e.get("msg") == "instance replaced" and e.get("sop_uid") == sop])
     assert (logged[0]["replaced_sha1"], logged[0]["sha1"]) == (before, after)
+
+
+def test_a_study_the_publisher_cannot_publish_is_quarantined_and_the_others_published(
+        new_database, tmp_path, domain, pix, patient, monkeypatch):
+    """A study whose publication fails by an error of ours (here its stored file is gone) is
+    quarantined: counted in the run record, its reason on the study; the next study is published."""
+    for key, value in FAST_RESTARTS.items():
+        monkeypatch.setenv(key, value)
+    source = _own_source(new_database, tmp_path, domain, pix, quiet_seconds=3, poll_seconds=0.2, retry_seconds=1,
+                         pix_host="127.0.0.1")
+    try:
+        local, _ = patient
+        broken = dd.make_study(tmp_path / "broken", local, series=1, per_series=1)
+        assert dd.storescu(source.dicom_port, broken.files).returncode == 0
+        sha1 = dd.wait_until(lambda: _index_rows(source, broken.uid))[broken.sop_uids()[0]][1]
+        [stored] = [p for p in source.store.rglob(sha1)]
+        stored.unlink()
+        fine = dd.make_study(tmp_path / "fine", local, series=1, per_series=1)
+        assert dd.storescu(source.dicom_port, fine.files).returncode == 0
+        assert published(source, fine.uid)
+        publisher = dd.wait_until(lambda: (w := _workers(tmp_path).get("publisher")) and w["quarantined"] == 1 and w)
+        assert publisher["alive"]
+        assert "FileNotFoundError" in state(source, broken.uid)["last_error"]
+        assert "quarantined: publisher 1" in _status_line(source.env)
+    finally:
+        source.terminate()
+        source.wait(timeout=30)
