@@ -38,6 +38,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "database": {
         "url": "",
     },
+    # Every actor's background workers (indexer, publisher, outbox, job workers, recovery).
+    "workers": {
+        "restart_seconds": 1.0,         # a worker that died is restarted after this; doubled each death in a row
+        "restart_max_seconds": 60.0,    # ... up to this
+        "stop_seconds": 5.0,            # how long an actor waits for its workers when it stops
+        "check_seconds": 2.0,           # how often their state is looked at and recorded (xdsi status)
+    },
     "registry": {
         "host": "127.0.0.1",
         "port": 8010,
@@ -171,6 +178,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # Received datasets are held in memory until stored (fastest); true spools each to a file
         # as it arrives, for sites whose instances run to hundreds of MB (whole-slide, tomosynthesis).
         "spool_received": False,
+        # A query (C-FIND, C-MOVE/C-GET, RAD-69) or a rejection note waits this long for instances
+        # already answered to be indexed, then fails rather than miss them.
+        "index_wait_seconds": 10.0,
+        "study_patients_cached": 100000,   # studies whose patient intake remembers (others: looked up)
+        # How long intake waits for the index to say whose a new study is; past it the instance is
+        # taken and the indexer checks (as it does with the database down).
+        "study_patient_lookup_seconds": 1.0,
         **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
     # ITI-19 node authentication. An actor's own [ACTOR.tls] table overrides any of these keys.

@@ -8,7 +8,10 @@ OUT_OF_RESOURCES = 0xA700
 # One code, the name each table gives it:
 DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900        # C-STORE
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900      # C-FIND, C-MOVE, C-GET
-CANNOT_UNDERSTAND = 0xC000                        # C-STORE
+CANNOT_UNDERSTAND = 0xC000                        # C-STORE: a dataset that cannot be read
+# C-STORE: an instance for a study of another patient. Cxxx is the table's range for failures of
+# the implementation's own naming (dcm4chee-arc answers the same case in A7xx, Out of Resources).
+STUDY_OF_ANOTHER_PATIENT = 0xC001
 UNABLE_TO_PROCESS = 0xC000                        # C-FIND, C-MOVE, C-GET
 # C-STORE warnings (PS3.4 B.2.3): the instance was stored.
 COERCION_OF_DATA_ELEMENTS = 0xB000

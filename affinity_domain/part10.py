@@ -32,6 +32,10 @@ class Unreadable(ValueError, XdsiError):
     permanent = True
 
 
+class NotWalked(Unreadable):
+    """The dataset uses a form this does not walk (UN of undefined length): pydicom's to read."""
+
+
 def dataset_offset(head: bytes) -> int | None:
     """Where the dataset starts in a Part-10 file (after preamble and meta), from its first bytes;
     None when the meta does not open with its group length (PS3.10 requires it)."""
@@ -113,7 +117,7 @@ def _element_end(data, value_at: int, length: int, vr, implicit: bool) -> int:
             raise Unreadable("an element runs past the end of the data")
         return end
     if vr == b"UN":
-        raise Unreadable("UN with undefined length")      # its content is implicit VR: pydicom's job
+        raise NotWalked("UN with undefined length")       # its content is implicit VR: pydicom's job
     return _skip_sequence(data, value_at, implicit)
 
 

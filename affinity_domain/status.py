@@ -1,8 +1,10 @@
 """``xdsi status``: which actors of a data dir are up and healthy.
 
 Each ``xdsi serve ACTOR`` records its pid and endpoints in ``<data dir>/run/ACTOR.json`` while it runs.
-An actor is healthy when that pid is alive and every endpoint answers: an HTTP one at ``/health``
-(any HTTP answer, for an actor with no such resource), any other one to a TCP connect."""
+An actor is healthy when that pid is alive, every endpoint answers (an HTTP one at ``/health``, any
+HTTP answer for an actor with no such resource; any other one to a TCP connect) and every background
+worker it records (``record_workers``) is alive. Items its workers have quarantined are counted on
+its line."""
 from __future__ import annotations
 
 import contextlib
@@ -37,6 +39,18 @@ def running(data_dir: Path, actor: str, endpoints: list[tuple[str, str]]):
         # A forked worker leaves the block too; only the process recorded removes the record.
         if os.getpid() == pid and _read(path).get("pid") == pid:
             path.unlink(missing_ok=True)
+
+
+def record_workers(data_dir: Path, actor: str, workers: dict[str, dict]) -> None:
+    """Put the state of the actor's workers (``workers.Supervisor.state()``) in this process's run record."""
+    path = record_path(data_dir, actor)
+    record = _read(path)
+    if record.get("pid") != os.getpid():
+        return
+    record["workers"] = workers
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, path)
 
 
 def _read(path: Path) -> dict:
@@ -81,9 +95,14 @@ def actor_status(data_dir: Path, actor: str) -> tuple[bool, str]:
     if not pid or not alive(pid):
         return False, "not running"
     problems = [p for p in (probe(where) for where in record.get("endpoints", [])) if p]
+    workers = record.get("workers") or {}
+    problems += [f"worker {name} is not running ({w.get('restarts', 0)} restarts; last error: {w.get('last_error')})"
+                 for name, w in workers.items() if not w.get("alive")]
+    held = [f"{name} {w['quarantined']}" for name, w in workers.items() if w.get("quarantined")]
+    quarantined = f"; quarantined: {', '.join(held)}" if held else ""
     if problems:
-        return False, f"unhealthy (pid {pid}): " + "; ".join(problems)
-    return True, f"up (pid {pid}): " + ", ".join(record.get("endpoints", []))
+        return False, f"unhealthy (pid {pid}): " + "; ".join(problems) + quarantined
+    return True, f"up (pid {pid}): " + ", ".join(record.get("endpoints", [])) + quarantined
 
 
 def report(data_dir: Path, actors: list[str]) -> int:

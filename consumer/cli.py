@@ -8,13 +8,14 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import db, hl7, logs, metrics, serving
+from affinity_domain import db, hl7, logs, metrics, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
+from affinity_domain.workers import Supervisor, WorkerSettings
 
 from . import dicom, orders
-from .flow import Prefetcher, Worker
+from .flow import Prefetcher
 from .settings import ConsumerSettings
 from .store import Store
 
@@ -28,14 +29,16 @@ def settings(config: Config) -> ConsumerSettings:
     return s if s.spool_dir else dataclasses.replace(s, spool_dir=str(config.data_dir / "consumer"))
 
 
-def _work(config: Config, conf: ConsumerSettings, health) -> tuple[list, object, Prefetcher]:
+def _work(config: Config, conf: ConsumerSettings, health, report=None) -> tuple[Supervisor, object, Prefetcher]:
+    """The job workers: ``conf.workers`` threads of one supervised worker, ``jobs``."""
     pool = db.open_pool(db.database_url(config), "consumer", max_size=conf.workers + 6)
     prefetcher = Prefetcher(Store(pool), conf)
-    workers = [Worker(prefetcher) for _ in range(conf.workers)]
-    for w in workers:
-        w.start()
-    health.register(lambda: {f"jobs-{n + 1}": {"alive": w.is_alive()} for n, w in enumerate(workers)})
-    return workers, pool, prefetcher
+    supervisor = Supervisor(build_settings(WorkerSettings, config), report)
+    supervisor.add("jobs", prefetcher.step, threads=conf.workers, queue=prefetcher.store.due_count,
+                   quarantined=prefetcher.store.failed_count)
+    supervisor.start()
+    health.register(supervisor.state)
+    return supervisor, pool, prefetcher
 
 
 class ConsumerActor:
@@ -55,14 +58,15 @@ class ConsumerActor:
         children = serving.fork_workers(max(0, conf.processes - 1), health)
         if children is None:
             logs.setup("consumer")
-            workers, pool, _ = _work(config, conf, health)
+            supervisor, pool, prefetcher = _work(config, conf, health)
             serving.wait_for_stop()
-            for w in workers:
-                w.stop()
+            prefetcher.wake.set()
+            supervisor.stop()
             pool.close()
             health.retire()
             return 0
-        workers, pool, prefetcher = _work(config, conf, health)
+        supervisor, pool, prefetcher = _work(config, conf, health,
+                                             lambda state: status.record_workers(config.data_dir, self.name, state))
         health.register(prefetcher.store.queue_depths)
         resumed = prefetcher.store.resume()     # one consumer per site: the leases in its schema are its own
         app = serving.with_status(orders.http_app(prefetcher, conf.max_json_bytes), health)
@@ -82,7 +86,7 @@ class ConsumerActor:
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})
-        serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, *[w.stop for w in workers],
+        serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, prefetcher.wake.set, supervisor.stop,
                                            lambda: serving.stop_workers(children), pool.close, health.retire])
         return 0
 

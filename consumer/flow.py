@@ -14,6 +14,7 @@ from .settings import ConsumerSettings
 from .store import Store
 
 log = logging.getLogger("xdsi.consumer")
+WAIT_SECONDS = 0.5          # an idle job worker looks for due fetches and jobs this often
 
 
 class Prefetcher:
@@ -80,30 +81,17 @@ class Prefetcher:
         log.info("study stored", extra={"job": job["id"], "instances": len(every) - len(done)})
 
 
-class Worker(threading.Thread):
-    """Searches due fetches and works due jobs; several run at once so studies are retrieved concurrently."""
-
-    def __init__(self, prefetcher: Prefetcher, interval: float = 0.5):
-        super().__init__(name="consumer-worker", daemon=True)
-        self.p, self.interval, self.stopping = prefetcher, interval, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            busy = False
-            try:
-                fetch = self.p.store.claim_fetch()
-                if fetch:
-                    busy = True
-                    self.p.search(fetch)
-                for job in self.p.store.claim(limit=1):
-                    busy = True
-                    self.p.work(job)
-            except Exception:
-                log.exception("worker step failed")
-            if not busy:
-                self.p.wake.wait(self.interval)
-                self.p.wake.clear()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.p.wake.set()
+    def step(self, stop: threading.Event) -> None:
+        """One round of a job worker (several run at once, by a ``workers.Supervisor``, so studies are
+        retrieved concurrently): a due fetch searched, a due job worked, or a wait for one."""
+        busy = False
+        fetch = self.store.claim_fetch()
+        if fetch:
+            busy = True
+            self.search(fetch)
+        for job in self.store.claim(limit=1):
+            busy = True
+            self.work(job)
+        if not busy and not stop.is_set():
+            self.wake.wait(WAIT_SECONDS)
+            self.wake.clear()

@@ -116,6 +116,18 @@ class Store:
                 (error[:500], delay, give_up, json.dumps([{"error": error[:300], "retry_in": delay,
                                                            "gave_up": give_up}]), job))
 
+    def due_count(self) -> int:
+        """Fetches and jobs waiting for a worker (the job workers' queue)."""
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT (SELECT count(*) FROM prefetch WHERE state = 'new' AND next_attempt <= now()) "
+                                "+ (SELECT count(*) FROM job WHERE state NOT IN ('stored', 'failed') "
+                                "AND next_attempt <= now())").fetchone()[0]
+
+    def failed_count(self) -> int:
+        """Jobs given up (kept with their last error; a new order for the study tries again)."""
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM job WHERE state = 'failed'").fetchone()[0]
+
     def jobs(self, fetch: int | None = None, patient: str | None = None, limit: int = 200) -> list[dict]:
         with self.pool.connection() as conn:
             return conn.cursor(row_factory=dict_row).execute(

@@ -6,15 +6,15 @@ import argparse
 import errno
 import logging
 import sys
-import threading
 from pathlib import Path
 
-from affinity_domain import db, health as probes, logs, serving
+from affinity_domain import db, logs, serving, status
 from affinity_domain.config import Config, ConfigError, build_settings
+from affinity_domain.workers import Supervisor, WorkerSettings
 
 from . import service
 from affinity_domain.content import FileStore
-from .indexer import Indexer, JournalBusy, open_journal
+from .indexer import Indexer, JournalBusy, NotIndexed, open_journal
 from .intake import Intake, remove as remove_from_store
 from .publish import Publisher
 from .settings import ImagingSourceSettings
@@ -48,13 +48,27 @@ class ImagingSourceActor:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)    # it logs every association at INFO
         from .dimse import DicomDoor      # pynetdicom's settings are process-wide: only the server sets them
         s, content, index = _open(config)
+        workers = build_settings(WorkerSettings, config)
         content.sweep_spool()
         try:
             indexer = Indexer(index, content, open_journal(content, s.fsync), s.duplicate_policy)
         except JournalBusy as e:
             raise ConfigError(str(e)) from None
-        indexer.start()
-        index.before_read = lambda: indexer.flush(timeout=10)
+        # The indexer and the publisher; their state goes to the run record (xdsi status).
+        supervisor = Supervisor(workers, lambda state: status.record_workers(config.data_dir, self.name, state))
+        indexer.worker = supervisor.add("indexer", indexer.step, queue=indexer.depth,
+                                        quarantined=indexer.quarantined)
+        publisher = Publisher(index, content, s)
+        supervisor.add("publisher", publisher.step, queue=index.publications_due,
+                       quarantined=index.publications_quarantined)
+        supervisor.start()
+
+        def before_read():
+            if not indexer.flush(s.index_wait_seconds):
+                raise NotIndexed("instances received are not all indexed: "
+                                 + ("the indexer is not running" if not indexer.alive()
+                                    else f"not within {s.index_wait_seconds:g} s"))
+        index.before_read = before_read
         sock = serving.listen(s.host, s.port)
         door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
         try:
@@ -67,15 +81,13 @@ class ImagingSourceActor:
                             s.max_mtom_header_bytes)
         app = serving.with_status(serving.path_app(s.path, door), health)
         http = serving.http_server(app, sock, s.threads, serving.http_limits(s, s.max_request_bytes))
-        stop = threading.Event()
-        publisher = Publisher(index, content, s)
-        publishing = threading.Thread(target=publisher.run, args=(stop,), name="publisher", daemon=True)
-        publishing.start()
-        health.register(probes.threads(indexer=indexer._thread, publisher=publishing))
+        health.register(supervisor.state)
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s.repository_url, "pix": f"{s.pix_host}:{s.pix_port}"})
-        serving.run_until_stopped([http], [stop.set, dicom.shutdown, indexer.stop, index.close])
+        # Stopping is bounded: what is not indexed by then stays in the journal for the next start.
+        serving.run_until_stopped([http], [dicom.shutdown, lambda: indexer.flush(workers.stop_seconds),
+                                           supervisor.stop, indexer.close, index.close, health.retire])
         return 0
 
     def add_commands(self, sub) -> None:

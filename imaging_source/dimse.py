@@ -29,6 +29,7 @@ from affinity_domain import dicom_net
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
+from .indexer import NotIndexed
 from .intake import Intake
 from .settings import ImagingSourceSettings
 from .store import Index
@@ -104,6 +105,10 @@ class DicomDoor:
             return
         try:
             rows = self.index.find(level, conditions, self.max_results)
+        except NotIndexed as e:
+            log.error("C-FIND refused", extra={"reason": str(e)})
+            yield _failure(UNABLE_TO_PROCESS, "instances received are not all indexed yet"), None
+            return
         except Exception:
             log.exception("C-FIND failed")
             yield _failure(UNABLE_TO_PROCESS, "query failed"), None
@@ -153,11 +158,11 @@ class DicomDoor:
             return
         try:
             rows = self._matches(event.identifier)
-        except (query.QueryError, ValueError, AttributeError) as e:
+        except (query.QueryError, ValueError, AttributeError, NotIndexed) as e:
             yield destination[0], destination[1], {"contexts": [build_context(Verification)],
                                                    "evt_handlers": dicom_net.TUNED}
             yield 1                     # pynetdicom reports a failure yielded inside the sub-operations
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e)), None
+            yield _failure(_refusal(e), str(e)), None
             return
         contexts = _contexts_for(rows)
         yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": dicom_net.TUNED}
@@ -167,9 +172,9 @@ class DicomDoor:
     def on_get(self, event):
         try:
             rows = self._matches(event.identifier)
-        except (query.QueryError, ValueError, AttributeError) as e:
+        except (query.QueryError, ValueError, AttributeError, NotIndexed) as e:
             yield 1
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e)), None
+            yield _failure(_refusal(e), str(e)), None
             return
         yield len(rows)
         yield from self._datasets(rows, event)
@@ -182,6 +187,10 @@ def _drop_partial_spool(event) -> None:
     if spool is not None:
         spool.close()
         Path(spool.name).unlink(missing_ok=True)
+
+
+def _refusal(e: Exception) -> int:
+    return UNABLE_TO_PROCESS if isinstance(e, NotIndexed) else IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
 
 
 def _failure(status: int, comment: str) -> Dataset:

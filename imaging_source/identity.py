@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from affinity_domain.exceptions import XdsiError
 from affinity_domain.outside import mark_outside, outside_source  # noqa: F401
+
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 
@@ -31,6 +33,22 @@ class LocalIdentity:
         return f"{self.patient_id}^^^&{self.issuer}&ISO"
 
 
+class PatientConflict(XdsiError):
+    """An instance of one patient for a study (or series) that belongs to another."""
+
+    permanent = True
+
+    def __init__(self, patient: LocalIdentity, study_patient: LocalIdentity, study_uid: str):
+        super().__init__(f"study {study_uid} belongs to {study_patient.cx}, not to {patient.cx}")
+        self.patient, self.study_patient, self.study_uid = patient, study_patient, study_uid
+
+
+def text(value) -> str:
+    """A header value as index text: stripped, without NUL bytes (PostgreSQL text cannot hold them;
+    some modalities pad with them). The stored instance keeps its bytes as sent."""
+    return "" if value is None else str(value).replace("\0", "").strip()
+
+
 def is_oid(value: str) -> bool:
     return bool(_OID.match(value or "")) and len(value) <= 64
 
@@ -39,17 +57,17 @@ def issuer_of(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default: str)
     qualifiers = ds.get("IssuerOfPatientIDQualifiersSequence")
     if qualifiers:
         q = qualifiers[0]
-        uid = str(q.get("UniversalEntityID", "") or "")
-        if uid and str(q.get("UniversalEntityIDType", "ISO") or "ISO").upper() == "ISO" and is_oid(uid):
+        uid = text(q.get("UniversalEntityID", ""))
+        if uid and (text(q.get("UniversalEntityIDType", "ISO")) or "ISO").upper() == "ISO" and is_oid(uid):
             return uid
-    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+    issuer = text(ds.get("IssuerOfPatientID", ""))
     if is_oid(issuer):
         return issuer
     return by_ae.get(calling_ae.strip(), default)
 
 
 def local_identity(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default: str) -> LocalIdentity:
-    return LocalIdentity(str(ds.get("PatientID", "") or "").strip(), issuer_of(ds, calling_ae, by_ae, default))
+    return LocalIdentity(text(ds.get("PatientID", "")), issuer_of(ds, calling_ae, by_ae, default))
 
 
 def marked_outside(ds: Dataset) -> bool:

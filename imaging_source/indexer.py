@@ -8,6 +8,11 @@ whenever every line in it is committed, which under load is after nearly every b
 
 Replaying is idempotent (an instance indexed with the same bytes is left unchanged) and deletes no
 file, because a later line may be what made an earlier one's bytes unreferenced.
+
+One bad instance stops nothing: a line the index refuses (a value PostgreSQL cannot hold, a patient
+conflict) is quarantined with its reason and the others are indexed. A failure that is not the
+instance's (the database unreachable is waited out; a missing table, a bug) kills the worker: its
+supervisor reports and restarts it, and until it runs again intake answers C-STOREs with a failure.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import psycopg_pool
 
 from affinity_domain.content import FileStore, StoreFull, _full
 from .identity import LocalIdentity
-from .intake import Received
+from .intake import Received, log_outcome
 from affinity_domain.exceptions import XdsiError
 
 log = logging.getLogger("xdsi.imaging_source.indexer")
@@ -69,9 +74,51 @@ def read_journal(data: bytes) -> list[tuple[Received, str, int, str]]:
     return entries
 
 
+class Quarantine:
+    """Journal lines the index refused, kept with their reason in ``<store>/intake.quarantine`` (one
+    JSON object a line: ``reason``, ``at``, ``line``). The next start puts them back in the journal,
+    so a restart retries them; the instances' bytes stay in the store meanwhile."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self.count = len(self.lines())
+
+    def lines(self) -> list[bytes]:
+        """The journal lines kept here."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        kept = []
+        for raw in data.splitlines():
+            try:
+                kept.append(json.loads(raw)["line"].encode())
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.error("unreadable quarantine line skipped", extra={"file": str(self.path)})
+        return kept
+
+    def add(self, line: bytes, reason: str) -> int:
+        record = json.dumps({"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "line": line.decode().rstrip("\n")}, separators=(",", ":")) + "\n"
+        with self._lock:
+            with open(self.path, "ab") as f:
+                f.write(record.encode())
+                f.flush()
+                os.fsync(f.fileno())         # before the journal forgets the line
+            self.count += 1
+            return self.count
+
+    def clear(self) -> None:
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+            self.count = 0
+
+
 class Journal:
     """Append-only lines, one ``write`` each (O_APPEND), emptied when all are committed. One
-    process per store: the file is locked."""
+    process per store: the file is locked. Lines quarantined before (``Quarantine``) come back into
+    it when it is opened, to be indexed again."""
 
     def __init__(self, path: Path, fsync: bool):
         self.path, self.fsync = path, fsync
@@ -81,6 +128,13 @@ class Journal:
         except BlockingIOError:
             os.close(self.fd)
             raise JournalBusy(f"{path} is held by another imaging source process") from None
+        self.quarantine = Quarantine(Path(path).with_name("intake.quarantine"))
+        retried = self.quarantine.lines()
+        if retried:
+            os.write(self.fd, b"".join(line + b"\n" for line in retried))
+            os.fsync(self.fd)
+            self.quarantine.clear()
+            log.warning("quarantined instances retried", extra={"instances": len(retried)})
         self.left_over = read_journal(Path(path).read_bytes())
         self._lock = threading.Lock()
         self.appended = len(self.left_over)
@@ -110,20 +164,40 @@ class Journal:
         os.close(self.fd)
 
 
+class NotIndexed(XdsiError):
+    """Instances already answered are not all in the index (the indexer is not running, or is that
+    far behind): a query would miss them."""
+
+    retryable = True
+
+
 class Indexer:
-    """Takes journaled instances from the associations, indexes them on its own thread."""
+    """Takes journaled instances from the associations and indexes them, one batch per ``step``
+    (run by a ``workers.Supervisor``). An entry the index refuses is quarantined and the rest of its
+    batch goes on; a batch the worker died on is the first of its next step."""
 
     def __init__(self, index, content: FileStore, journal: Journal, policy: str):
         self.index, self.content, self.journal, self.policy = index, content, journal, policy
+        self.quarantine = journal.quarantine
         self._queue: queue.Queue = queue.Queue()
         self._progress = threading.Condition()
-        self._submitted = self._indexed = 0      # in queue order: the first _indexed are in the index
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._submitted = self._indexed = 0      # in queue order: the first _indexed are done with
+        self._held: list = []
+        self.worker = None                       # the workers.Worker that runs ``step``
         for entry in journal.left_over:
             self._enqueue(entry, replay=True)
         if journal.left_over:
             log.warning("replaying the intake journal", extra={"instances": len(journal.left_over)})
+
+    def alive(self) -> bool:
+        return self.worker is not None and self.worker.alive
+
+    def depth(self) -> int:
+        """Instances answered and not yet indexed."""
+        return self._submitted - self._indexed
+
+    def quarantined(self) -> int:
+        return self.quarantine.count
 
     def _enqueue(self, entry, replay: bool = False) -> None:
         with self._progress:
@@ -135,22 +209,21 @@ class Indexer:
         self.journal.append(encode_line(received, sha1, size, calling_ae))
         self._enqueue((received, sha1, size, calling_ae))
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
-        self._thread.start()
-
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float) -> bool:
         """Wait until every instance answered so far is indexed (not those that arrive meanwhile):
-        what a query or a removal must see. False on timeout."""
+        what a query or a removal must see. False on timeout, or at once while the indexer is not
+        running (nothing would come of waiting)."""
+        deadline = time.monotonic() + timeout
         with self._progress:
             target = self._submitted
-            return self._progress.wait_for(lambda: self._indexed >= target, timeout)
+            while self._indexed < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive():
+                    return False
+                self._progress.wait(min(left, 0.2))
+            return True
 
-    def stop(self, timeout: float = 30) -> None:
-        self.flush(timeout)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def close(self) -> None:
         self.journal.close()
 
     def _take_batch(self) -> list:
@@ -166,13 +239,16 @@ class Indexer:
                 break
         return batch
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            batch = self._take_batch()
-            if batch:
-                self._index(batch)
+    def step(self, stop: threading.Event) -> None:
+        batch = self._held or self._take_batch()
+        if not batch:
+            return
+        self._held = batch
+        if self._index(batch, stop):
+            self._held = []
 
-    def _index(self, batch: list) -> None:
+    def _index(self, batch: list, stop: threading.Event) -> bool:
+        """Index a batch; False when stopped before it could be (it stays in the journal)."""
         attempt = 0
         while True:
             try:
@@ -183,19 +259,28 @@ class Indexer:
                 log.error("database unavailable, indexing waits", extra={"error": str(e), "retry_in": wait,
                                                                           "instances": len(batch)})
                 attempt += 1
-                if self._stop.wait(wait):
-                    return
+                if stop.wait(wait):
+                    return False
         for (entry, replay), outcome in zip(batch, outcomes):
-            if outcome.drop_sha1 and not replay:
-                self.content.delete(outcome.drop_sha1)
-            if outcome.status == "failed":
-                log.error("instance not indexed", extra={"sop_uid": entry[0].sop_uid})
+            self._outcome(entry, replay, outcome)
         self.journal.done(len(batch))
         with self._progress:
             self._indexed += len(batch)
             self._progress.notify_all()
+        return True
+
+    def _outcome(self, entry, replay: bool, outcome) -> None:
+        received, sha1, _, calling_ae = entry
+        facts = {"sop_uid": received.sop_uid, "study": received.study_uid, "calling_ae": calling_ae}
+        if outcome.status == "failed":
+            count = self.quarantine.add(encode_line(*entry), outcome.reason)
+            log.error("instance quarantined", extra={**facts, "reason": outcome.reason, "quarantined": count,
+                                                     "file": str(self.quarantine.path)})
+            return
+        if outcome.drop_sha1 and not replay:
+            self.content.delete(outcome.drop_sha1)
+        log_outcome(outcome, sha1, facts)
 
 
 def open_journal(content: FileStore, fsync: bool) -> Journal:
     return Journal(content.root / "intake.journal", fsync)
-

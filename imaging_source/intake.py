@@ -7,7 +7,10 @@ to index it, and those bytes become the stored file.
 from __future__ import annotations
 
 import logging
+import mmap
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -26,13 +29,14 @@ from affinity_domain.outside import OUTSIDE_GROUP
 
 from affinity_domain.content import FileStore, StoreFull
 from affinity_domain.dicom_status import (CANNOT_UNDERSTAND, DATA_SET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE,
-                                          OUT_OF_RESOURCES, PROCESSING_FAILURE)
-from .identity import LocalIdentity, local_identity, marked_outside
+                                          OUT_OF_RESOURCES, PROCESSING_FAILURE, STUDY_OF_ANOTHER_PATIENT)
+from .identity import LocalIdentity, PatientConflict, local_identity, marked_outside, text
 from .settings import ImagingSourceSettings
 
 log = logging.getLogger("xdsi.imaging_source.intake")
 
-REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID")
+REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+PRESENT = ("PatientID",)        # Type 2: there, but may be empty (its study then waits unpublished)
 
 # IHE IOCM: a KOS titled with one of these rejects the instances it references.
 REJECTION_TITLES = {"113001",    # Rejected for Quality Reasons
@@ -56,8 +60,7 @@ def _s(ds: Dataset, keyword: str) -> str:
         raw = element.value[:-1] if element.value.endswith(b"\0") else element.value     # UI padding
         if _PLAIN.fullmatch(raw):
             return raw.decode("ascii").strip()
-    value = ds[tag].value
-    return "" if value is None else str(value).strip()
+    return text(ds[tag].value)
 
 
 @dataclass
@@ -86,7 +89,7 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
              default_issuer: str, outside_aes: frozenset[str] = frozenset(),
              affected_sop_uid: str = "") -> Received | Rejected:
     """Index entry of a received header, or why the instance is refused."""
-    missing = [k for k in REQUIRED if not _s(ds, k)]
+    missing = [k for k in REQUIRED if not _s(ds, k)] + [k for k in PRESENT if tag_for_keyword(k) not in ds]
     if missing:
         return Rejected(DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"missing {', '.join(missing)}")
     sop_uid = _s(ds, "SOPInstanceUID")
@@ -106,6 +109,15 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
                "referring": _s(ds, "ReferringPhysicianName")},
         series={"modality": _s(ds, "Modality"), "number": _s(ds, "SeriesNumber"),
                 "description": _s(ds, "SeriesDescription"), "body_part": _s(ds, "BodyPartExamined")})
+
+
+def log_outcome(outcome, sha1: str, facts: dict) -> None:
+    """A line for an instance that came again with other bytes: replaced, or kept as it was."""
+    if outcome.status == "replaced":
+        log.info("instance replaced", extra={**facts, "sha1": sha1, "replaced_sha1": outcome.previous_sha1})
+    elif outcome.status in ("ignored", "rejected") and outcome.previous_sha1 and outcome.previous_sha1 != sha1:
+        log.warning("instance sent again with other bytes; the stored one is kept",
+                    extra={**facts, "sha1": sha1, "stored_sha1": outcome.previous_sha1, "policy": outcome.status})
 
 
 def rejected_instances(ds: Dataset) -> list[str] | None:
@@ -147,31 +159,89 @@ def read_header(instance: Path | bytes) -> Dataset:
 
 def index_header(instance: Path | bytes) -> Dataset:
     """What intake reads of a received instance: its INDEXED elements (and the outside marker's
-    group) and its transfer syntax. From bytes in a little endian syntax only those elements are
-    decoded; otherwise pydicom reads the whole header."""
-    if isinstance(instance, bytes) and (found := part10.transfer_syntax(instance)) is not None:
+    group) and its transfer syntax. In a little endian syntax the whole dataset is walked first
+    (``part10``): one that does not read to its end (an element running past it, a header cut
+    short) raises ``part10.Unreadable``; only the wanted elements are then decoded. Otherwise
+    pydicom reads the whole header."""
+    if isinstance(instance, bytes):
+        return _index_header(instance)
+    with open(instance, "rb") as f:
+        try:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:              # an empty file
+            raise part10.Unreadable("the file is empty") from None
+        with mapped:
+            return _index_header(mapped, instance)
+
+
+def _index_header(data, path: Path | None = None) -> Dataset:
+    if (found := part10.transfer_syntax(data)) is not None:
         syntax, offset = found
         if (implicit := part10.implicit_vr(syntax)) is not None:
             try:
-                wanted = b"".join(instance[start:stop] for tag, start, _, stop
-                                  in part10.top_level(instance, offset, implicit=implicit)
+                wanted = b"".join(data[start:stop] for tag, start, _, stop
+                                  in part10.top_level(data, offset, implicit=implicit)
                                   if tag in INDEXED or tag >> 16 == OUTSIDE_GROUP)
-            except part10.Unreadable:
-                return read_header(instance)
+            except part10.NotWalked:
+                return read_header(path or bytes(data))
             ds = read_dataset(BytesIO(wanted), implicit, True)
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = syntax
             return ds
-    return read_header(instance)
+    return read_header(path or bytes(data))
+
+
+class StudyPatients:
+    """The patient each study belongs to, checked before a C-STORE is answered (the index is
+    written after the answer): the patient intake has taken the study's instances for, else the
+    index's. At most ``size`` studies are remembered (the least recent are looked up again).
+
+    ``settle`` waits until what was answered is indexed; it is called before the index is asked
+    again about a study remembered for another patient (it may have been removed since). An index
+    that does not answer (``lookup`` raises) costs no C-STORE: the indexer checks again."""
+
+    def __init__(self, lookup, size: int, settle=lambda: True):
+        self.lookup, self.size, self.settle = lookup, size, settle
+        self._known: OrderedDict[str, LocalIdentity] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, study_uid: str, patient: LocalIdentity) -> LocalIdentity | None:
+        """None when the study is new or this patient's (it is then remembered as this patient's);
+        else the patient it belongs to."""
+        with self._lock:
+            known = self._known.get(study_uid)
+            if known is not None:
+                self._known.move_to_end(study_uid)
+        if known == patient:
+            return None
+        if known is not None:
+            self.settle()
+        try:
+            found = self.lookup(study_uid)
+        except Exception as e:        # the database down: the index checks again when it indexes
+            log.warning("patient of the study not looked up", extra={"study": study_uid, "error": str(e)})
+            found = known
+        with self._lock:
+            owner = found or (self._known.get(study_uid) if known is None else None) or patient
+            self._known[study_uid] = owner
+            self._known.move_to_end(study_uid)
+            while len(self._known) > self.size:
+                self._known.popitem(last=False)
+        return None if owner == patient else owner
 
 
 class Intake:
     def __init__(self, index, content: FileStore, settings: ImagingSourceSettings, indexer=None):
         """``indexer``: index behind the answer (``indexer.Indexer``); without one, or when duplicates
         are rejected (the answer depends on the index), each instance is indexed before it is
-        answered."""
+        answered. With one, nothing is answered success while it is not running."""
         self.index, self.content = index, content
         self.indexer = indexer if settings.duplicate_policy != "reject" else None
+        self.wait = settings.index_wait_seconds
+        settle = (lambda: self.indexer.flush(self.wait)) if self.indexer is not None else (lambda: True)
+        lookup_seconds = settings.study_patient_lookup_seconds
+        self.patients = StudyPatients(lambda uid: index.study_patient(uid, lookup_seconds),
+                                      settings.study_patients_cached, settle)
         self.by_ae = settings.calling_ae_authorities
         self.default_issuer = settings.assigning_authority
         self.outside_aes = frozenset(settings.outside_calling_aes)
@@ -183,9 +253,14 @@ class Intake:
         stored."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
+        if self.indexer is not None and not self.indexer.alive():
+            log.error("instance refused: the indexer is not running", extra={"calling_ae": calling_ae})
+            return PROCESSING_FAILURE, "the indexer is not running"
         try:
             ds = index_header(received)
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError) as e:
+            log.warning("instance refused: the dataset cannot be read",
+                        extra={"reason": str(e), "calling_ae": calling_ae, "sop_uid": affected_sop_uid})
             return CANNOT_UNDERSTAND, f"cannot read the dataset: {e}"[:64]
         ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
         rejected = rejected_instances(ds)
@@ -195,6 +270,9 @@ class Intake:
         if isinstance(got, Rejected):
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
             return got.status, got.reason[:64]
+        owner = self.patients.claim(got.study_uid, got.identity)
+        if owner is not None:
+            return self._conflict(PatientConflict(got.identity, owner, got.study_uid), got, calling_ae)
         try:
             sha1, size = (self.content.put_bytes(received) if isinstance(received, bytes)
                           else self.content.put(received))
@@ -210,21 +288,34 @@ class Intake:
             return Status.SUCCESS, ""
         try:
             outcome = self.index.record(got, sha1, size, calling_ae, self.policy)
+        except PatientConflict as e:
+            return self._conflict(e, got, calling_ae)
         except Exception:
             # Not indexed: the bytes may belong to another instance too, so only a sweep may drop them.
             log.exception("indexing failed", extra={"sop_uid": got.sop_uid})
             return PROCESSING_FAILURE, "indexing failed"
         if outcome.drop_sha1:
             self.content.delete(outcome.drop_sha1)
+        log_outcome(outcome, sha1, {"sop_uid": got.sop_uid, "study": got.study_uid, "calling_ae": calling_ae})
         if outcome.status == "rejected":
             return DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID"
         return Status.SUCCESS, ""
 
+    @staticmethod
+    def _conflict(e: PatientConflict, got: Received, calling_ae: str) -> tuple[int, str]:
+        log.warning("instance refused: its study belongs to another patient",
+                    extra={"sop_uid": got.sop_uid, "study": e.study_uid, "patient": e.patient.cx,
+                           "study_patient": e.study_patient.cx, "calling_ae": calling_ae})
+        return STUDY_OF_ANOTHER_PATIENT, "the study belongs to another patient"
+
     def reject(self, sop_uids: list[str], calling_ae: str) -> tuple[int, str]:
         """Apply an IOCM rejection note: the instances leave the index and the store (the note is
         not kept); their studies change, so they are published again, or deprecated when empty."""
-        if self.indexer is not None:
-            self.indexer.flush()         # the instances it names may still be on their way to the index
+        # The instances it names may still be on their way to the index.
+        if self.indexer is not None and not self.indexer.flush(self.wait):
+            log.error("rejection note not applied: instances received are not all indexed",
+                      extra={"instances": len(sop_uids), "calling_ae": calling_ae})
+            return PROCESSING_FAILURE, "instances received are not all indexed yet"
         try:
             remove(self.index, self.content, "IMAGE", sop_uids)
         except Exception:

@@ -60,6 +60,10 @@ def decide(snap: StudySnapshot) -> Decision:
     return Decision("publish", "new study")
 
 
+NO_PATIENT_ID = ("the instances have an empty Patient ID (0010,0020): the study waits unpublished; "
+                 "remove it (xdsi source remove --study) and send it again with the patient's id")
+
+
 def backoff(retry_seconds: float, attempts: int) -> float:
     return retry_seconds * min(2 ** attempts, 32)
 
@@ -80,15 +84,10 @@ class Publisher:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                worked = self.publish_due()
-            except Exception:
-                log.exception("publisher round failed")
-                worked = False
-            if not worked:
-                stop.wait(self.s.poll_seconds)
+    def step(self, stop: threading.Event) -> None:
+        """One round (run by a ``workers.Supervisor``): a due study published, or a wait."""
+        if not self.publish_due():
+            stop.wait(self.s.poll_seconds)
 
     def publish_due(self) -> bool:
         claim = self.index.claim_due(self.s.quiet_seconds, lease_seconds=self._lease())
@@ -119,8 +118,9 @@ class Publisher:
                                                        "retry_in": delay})
                 self.index.postpone(study_id, str(e), delay)
                 return f"held: {e}"
-            log.exception("publication failed", extra={"study": snap.study["study_uid"]})
-            self.index.postpone(study_id, f"{type(e).__name__}: {e}", delay)
+            log.exception("publication failed; the study is quarantined", extra={
+                "study": snap.study["study_uid"], "reason": f"{type(e).__name__}: {e}", "retry_in": delay})
+            self.index.postpone(study_id, f"{type(e).__name__}: {e}", delay, quarantined=True)
             return f"failed: {e}"
 
     def _publish(self, snap: StudySnapshot) -> str:
@@ -132,6 +132,8 @@ class Publisher:
             return f"settled: {d.reason}"
         if d.action == "withdraw":
             return self._deprecate(snap, d)
+        if not snap.patient["patient_id"]:
+            raise Held(NO_PATIENT_ID)
         local = Cx(snap.patient["patient_id"], snap.patient["issuer"])
         try:
             answer = pix_query.ask(self.s.pix_host, self.s.pix_port, local, self.domain_oid, "XDSI_SOURCE",

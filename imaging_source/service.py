@@ -17,6 +17,7 @@ from affinity_domain.soap_door import Reply, Route, SoapDoor
 
 from . import rad69
 from affinity_domain.content import FileStore
+from .indexer import NotIndexed
 from .store import Index
 
 log = logging.getLogger("xdsi.imaging_source")
@@ -40,6 +41,9 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
     except _UNAVAILABLE as e:
         log.error("database unavailable", extra={"error": str(e)})
         return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "the source's database is unavailable")], []))
+    except NotIndexed as e:
+        log.error("RAD-69 refused", extra={"reason": str(e)})
+        return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "instances received are not all indexed yet")], []))
     errors, served = rad69.plan(requests, syntaxes, repository_unique_id, {r["sop_uid"]: r for r in rows})
     parts, kept = [], []
     for s in served:

@@ -53,6 +53,9 @@ class ImagingSourceSettings(SoapSettings):
     fsync: bool
     min_free_bytes: Natural
     spool_received: bool
+    index_wait_seconds: Seconds
+    study_patients_cached: Count
+    study_patient_lookup_seconds: Seconds
     domain: DomainSettings
     destinations: dict[str, tuple[str, int]] = field(init=False)   # move_destinations, parsed
 

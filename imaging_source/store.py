@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from .identity import LocalIdentity, PatientConflict
 from .intake import Received
 from .query import Condition
 
@@ -37,8 +38,20 @@ _COLUMNS = {"p.patient_id", "p.issuer", "p.name", "p.birth_date", "p.sex", "st.s
 
 @dataclass
 class Outcome:
-    status: str                 # stored | replaced | unchanged | ignored | rejected
+    status: str                 # stored | replaced | unchanged | ignored | rejected | failed
     drop_sha1: str = ""         # bytes no longer referenced (the replaced file, or the new copy)
+    previous_sha1: str = ""     # the bytes indexed before, for an instance sent again
+    reason: str = ""            # why the index refused it (failed)
+
+
+def refused_entry(e: Exception) -> bool:
+    """Whether an error belongs to the entry being indexed (its values, the rules it breaks) rather
+    than to the database or to our reach of it: the entry is refused, the others go on."""
+    if isinstance(e, PatientConflict):
+        return True
+    if isinstance(e, psycopg.Error):
+        return isinstance(e, (psycopg.DataError, psycopg.IntegrityError)) or (e.sqlstate or "").startswith("P0")
+    return isinstance(e, (ValueError, TypeError, KeyError))
 
 
 @dataclass
@@ -77,33 +90,67 @@ class Index:
     # ------------------------------------------------------------ intake
 
     def _ids(self, cur, r: Received) -> tuple[int, int]:
-        cur.execute("SELECT se.id, se.study FROM series se JOIN study st ON st.id = se.study "
-                    "WHERE se.series_uid = %s AND st.study_uid = %s", (r.series_uid, r.study_uid))
-        row = cur.fetchone()
-        if row:
-            return row
+        """(series, study) for an instance not in a known series of its study; the patient, study and
+        series made as needed. An existing patient keeps its demographics (they are not updated in
+        passing); a study or series of another patient is refused (``PatientConflict``)."""
         cur.execute("INSERT INTO patient (patient_id, issuer, name, birth_date, sex) VALUES (%s,%s,%s,%s,%s) "
-                    "ON CONFLICT (patient_id, issuer) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                    "ON CONFLICT (patient_id, issuer) DO UPDATE SET patient_id = EXCLUDED.patient_id RETURNING id",
                     (r.identity.patient_id, r.identity.issuer, r.patient.get("name", ""),
                      r.patient.get("birth_date", ""), r.patient.get("sex", "")))
         patient = cur.fetchone()[0]
         s = r.study
         cur.execute("INSERT INTO study (study_uid, patient, study_date, study_time, accession, study_id, "
                     "description, referring) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
-                    "ON CONFLICT (study_uid) DO UPDATE SET study_uid = EXCLUDED.study_uid RETURNING id",
+                    "ON CONFLICT (study_uid) DO UPDATE SET study_uid = EXCLUDED.study_uid RETURNING id, patient",
                     (r.study_uid, patient, s.get("date", ""), s.get("time", ""), s.get("accession", ""),
                      s.get("id", ""), s.get("description", ""), s.get("referring", "")))
-        study = cur.fetchone()[0]
+        study, owner = cur.fetchone()
+        if owner != patient:
+            self._take_over(cur, r, study, owner, patient)
         se = r.series
         cur.execute("INSERT INTO series (series_uid, study, modality, series_number, description, body_part) "
                     "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (series_uid) DO UPDATE "
                     "SET series_uid = EXCLUDED.series_uid RETURNING id, study",
                     (r.series_uid, study, se.get("modality", ""), se.get("number", ""),
                      se.get("description", ""), se.get("body_part", "")))
-        return cur.fetchone()
+        series, series_study = cur.fetchone()
+        if series_study != study:          # a series uid of another study: filed there, if it is this patient's
+            cur.execute("SELECT patient FROM study WHERE id = %s", (series_study,))
+            if cur.fetchone()[0] != patient:
+                raise PatientConflict(r.identity, self._identity(cur, series_study), r.study_uid)
+        return series, series_study
+
+    _FREE = ("NOT EXISTS (SELECT 1 FROM series se JOIN instance i ON i.series = se.id WHERE se.study = st.id) "
+             "AND NOT EXISTS (SELECT 1 FROM manifest m WHERE m.study = st.id AND m.status = 'approved')")
+
+    def _take_over(self, cur, r: Received, study: int, owner: int, patient: int) -> None:
+        """A study of another patient is this one's only when it has nothing left of the other
+        (every instance removed, no manifest registered for it): what a study sent under the wrong
+        patient, removed and sent again, needs."""
+        cur.execute(f"SELECT {self._FREE} FROM study st WHERE st.id = %s FOR UPDATE", (study,))
+        if not cur.fetchone()[0]:
+            raise PatientConflict(r.identity, self._identity(cur, study), r.study_uid)
+        cur.execute("UPDATE study SET patient = %s WHERE id = %s", (patient, study))
+
+    @staticmethod
+    def _identity(cur, study: int) -> LocalIdentity:
+        cur.execute("SELECT p.patient_id, p.issuer FROM study st JOIN patient p ON p.id = st.patient "
+                    "WHERE st.id = %s", (study,))
+        return LocalIdentity(*cur.fetchone())
+
+    def study_patient(self, study_uid: str, timeout: float = 1.0) -> LocalIdentity | None:
+        """The patient a study belongs to; None for a study not indexed, or one with nothing of its
+        patient left (see ``_take_over``). Raises when the index does not answer within ``timeout``."""
+        with self.intake_pool.connection(timeout=timeout) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
+            cur.execute(f"SELECT p.patient_id, p.issuer, {self._FREE} FROM study st "
+                        "JOIN patient p ON p.id = st.patient WHERE st.study_uid = %s", (study_uid,))
+            row = cur.fetchone()
+        return None if row is None or row[2] else LocalIdentity(row[0], row[1])
 
     _FAST = ("WITH se AS (SELECT se.id, se.study FROM series se JOIN study st ON st.id = se.study "
-             "  WHERE se.series_uid = %(series)s AND st.study_uid = %(study)s), "
+             "  JOIN patient p ON p.id = st.patient WHERE se.series_uid = %(series)s AND st.study_uid = %(study)s "
+             "  AND p.patient_id = %(pid)s AND p.issuer = %(issuer)s), "
              "ins AS (INSERT INTO instance (sop_uid, series, sop_class, instance_number, is_image, transfer_syntax, "
              "  sha1, size, calling_ae) SELECT %(sop)s, se.id, %(cls)s, %(num)s, %(img)s, %(ts)s, %(sha1)s, %(size)s, "
              "  %(ae)s FROM se ON CONFLICT (sop_uid) DO NOTHING RETURNING id), "
@@ -114,28 +161,35 @@ class Index:
 
     def record(self, r: Received, sha1: str, size: int, calling_ae: str, policy: str) -> Outcome:
         """Index one received instance (its bytes are already in the store) in one transaction;
-        once more on a fresh connection if the server dropped the one lent (it restarted)."""
-        return self.record_batch([(r, sha1, size, calling_ae)], policy)[0]
+        once more on a fresh connection if the server dropped the one lent (it restarted). A
+        refusal is raised (``PatientConflict``, or the database's)."""
+        try:
+            return self._record_all([(r, sha1, size, calling_ae)], policy)[0]
+        except psycopg.OperationalError:
+            return self._record_all([(r, sha1, size, calling_ae)], policy)[0]
 
     def record_batch(self, entries: list[tuple[Received, str, int, str]], policy: str) -> list[Outcome]:
         """Index received instances in one transaction (in order: a later one may replace an earlier
-        one). Should one be refused by the database, each is tried in its own transaction and the
-        refused ones come back as ``failed``."""
-        try:
-            return self._record_all(entries, policy)
-        except psycopg.OperationalError:
-            return self._record_all(entries, policy)      # a dropped connection: once more, on a new one
-        except psycopg.Error:
-            if len(entries) == 1:
-                raise
+        one). Should one be refused (``refused_entry``), each is tried in its own transaction and the
+        refused ones come back as ``failed``, with the reason; any other error is raised."""
+        for attempt in (1, 2):
+            try:
+                return self._record_all(entries, policy)
+            except psycopg.OperationalError:
+                if attempt == 2:
+                    raise                   # a dropped connection is tried once more, on a new one
+            except Exception as e:
+                if not refused_entry(e):
+                    raise
+                break
         outcomes = []
         for entry in entries:
             try:
                 outcomes.append(self._record_all([entry], policy)[0])
-            except psycopg.OperationalError:
-                raise
-            except psycopg.Error:
-                outcomes.append(Outcome("failed"))
+            except Exception as e:
+                if not refused_entry(e):
+                    raise
+                outcomes.append(Outcome("failed", reason=f"{type(e).__name__}: {e}"[:500]))
         return outcomes
 
     def _record_all(self, entries, policy: str) -> list[Outcome]:
@@ -145,7 +199,8 @@ class Index:
             cur.executemany(self._FAST, [{
                 "series": r.series_uid, "study": r.study_uid, "sop": r.sop_uid, "cls": r.sop_class,
                 "num": r.instance_number, "img": r.is_image, "ts": r.transfer_syntax, "sha1": sha1,
-                "size": size, "ae": ae, "outside": r.outside} for r, sha1, size, ae in entries], returning=True)
+                "size": size, "ae": ae, "outside": r.outside, "pid": r.identity.patient_id,
+                "issuer": r.identity.issuer} for r, sha1, size, ae in entries], returning=True)
             fast = []
             while True:
                 inserted, touched = cur.fetchone()
@@ -173,7 +228,8 @@ class Index:
             if old_sha1 == sha1 and old_series == series:
                 return Outcome("unchanged")
             if policy != "replace":
-                return Outcome("ignored" if policy == "ignore" else "rejected", sha1 if sha1 != old_sha1 else "")
+                return Outcome("ignored" if policy == "ignore" else "rejected", sha1 if sha1 != old_sha1 else "",
+                               old_sha1)
             cur.execute("SELECT st.id FROM series se JOIN study st ON st.id = se.study WHERE se.id = %s",
                         (old_series,))
             old_study = cur.fetchone()[0]
@@ -184,7 +240,7 @@ class Index:
             if old_study != study:
                 self._touch(cur, old_study, False)
             cur.execute("SELECT count(*) FROM instance WHERE sha1 = %s", (old_sha1,))
-            outcome = Outcome("replaced", old_sha1 if cur.fetchone()[0] == 0 else "")
+            outcome = Outcome("replaced", old_sha1 if cur.fetchone()[0] == 0 else "", old_sha1)
         self._touch(cur, study, r.outside)
         return outcome
 
@@ -329,20 +385,32 @@ class Index:
                             "%(instances)s, %(refs_digest)s, %(patient_id)s, %(sha1)s) "
                             "ON CONFLICT (sop_uid) DO NOTHING", {**manifest, "study": study_id})
             cur.execute("UPDATE study SET published_version = GREATEST(published_version, %s), lease_until = NULL, "
-                        "pending = NULL, attempts = 0, last_error = '', next_attempt_at = NULL WHERE id = %s",
-                        (version, study_id))
+                        "pending = NULL, attempts = 0, last_error = '', next_attempt_at = NULL, quarantined = false "
+                        "WHERE id = %s", (version, study_id))
 
-    def postpone(self, study_id: int, error: str, retry_seconds: float, keep_pending: bool = True) -> None:
+    def postpone(self, study_id: int, error: str, retry_seconds: float, keep_pending: bool = True,
+                 quarantined: bool = False) -> None:
+        """Try the study's publication again later. ``quarantined``: it failed by an error of ours,
+        not by a peer or a missing identity (counted apart, tried again all the same)."""
         with self.pool.connection() as conn:
             conn.execute("UPDATE study SET lease_until = NULL, attempts = attempts + 1, last_error = %s, "
-                         "next_attempt_at = now() + make_interval(secs => %s)"
+                         "next_attempt_at = now() + make_interval(secs => %s), quarantined = %s"
                          + ("" if keep_pending else ", pending = NULL") + " WHERE id = %s",
-                         (error[:2000], retry_seconds, study_id))
+                         (error[:2000], retry_seconds, quarantined, study_id))
+
+    def publications_due(self) -> int:
+        """Studies changed since they were last published (the publisher's queue)."""
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM study WHERE version > published_version").fetchone()[0]
+
+    def publications_quarantined(self) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM study WHERE quarantined").fetchone()[0]
 
     def publication_state(self, study_uid: str) -> dict[str, Any] | None:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT id, version, published_version, attempts, last_error, outside, next_attempt_at "
-                        "FROM study WHERE study_uid = %s", (study_uid,))
+            cur.execute("SELECT id, version, published_version, attempts, last_error, quarantined, outside, "
+                        "next_attempt_at FROM study WHERE study_uid = %s", (study_uid,))
             row = cur.fetchone()
             if row:
                 cur.execute("SELECT sop_uid, status, study_version, instances, entry_uuid FROM manifest "

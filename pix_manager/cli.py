@@ -6,8 +6,9 @@ import logging
 import os
 import urllib.request
 
-from affinity_domain import db, health as probes, hl7, logs, metrics, serving
+from affinity_domain import db, health as probes, hl7, logs, metrics, serving, status
 from affinity_domain.config import Config, build_settings
+from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
 
@@ -56,13 +57,16 @@ class PixActor:
         http = serving.http_server(app, serving.listen(s.http_host, s.http_port), 4,
                                    serving.http_limits(s, s.max_json_bytes))
         listener = mllp.start()
-        deliverer = Deliverer(store)
-        deliverer.start()
+        # The outbox's deliverer (ITI-8 forwards to the registry, ITI-10 to subscribers).
+        supervisor = Supervisor(build_settings(WorkerSettings, config),
+                                lambda state: status.record_workers(config.data_dir, self.name, state))
+        supervisor.add("outbox", Deliverer(store).step, queue=store.pending, quarantined=store.quarantined)
+        supervisor.start()
         health.register(probes.threads(mllp=listener))
-        health.register(lambda: {"delivery": {"alive": deliverer.is_alive(), "queue": store.pending()}})
+        health.register(supervisor.state)
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
-        serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, deliverer.stop,
+        serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, supervisor.stop,
                                            pool.close, health.retire])
         return 0
 

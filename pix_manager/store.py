@@ -224,12 +224,18 @@ class Store:
 
     def delivered(self, message: int) -> None:
         with self.pool.connection() as conn:
-            conn.execute("UPDATE outbox SET delivered_at = now(), last_error = NULL WHERE id = %s", (message,))
+            conn.execute("UPDATE outbox SET delivered_at = now(), last_error = NULL, quarantined = false "
+                         "WHERE id = %s", (message,))
 
-    def failed(self, message: int, error: str, retry_in: float) -> None:
+    def failed(self, message: int, error: str, retry_in: float, quarantined: bool = False) -> None:
+        """Not delivered this time; ``quarantined``: by a failure no retry gets past by itself."""
         with self.pool.connection() as conn:
-            conn.execute("UPDATE outbox SET last_error = %s, next_attempt = now() + make_interval(secs => %s) "
-                         "WHERE id = %s", (error[:500], retry_in, message))
+            conn.execute("UPDATE outbox SET last_error = %s, next_attempt = now() + make_interval(secs => %s), "
+                         "quarantined = %s WHERE id = %s", (error[:500], retry_in, quarantined, message))
+
+    def quarantined(self) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND quarantined").fetchone()[0]
 
     def pending(self) -> int:
         with self.pool.connection() as conn:

@@ -6,9 +6,10 @@ import os
 import threading
 from pathlib import Path
 
-from affinity_domain import db, health as probes, logs, serving
+from affinity_domain import db, logs, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.soap_client import SoapClient
+from affinity_domain.workers import Supervisor, WorkerSettings
 
 from . import service
 from affinity_domain.content import FileStore
@@ -49,24 +50,22 @@ class RepositoryActor:
         if workers is None:
             serving.run_until_stopped([http], [pool.close, health.retire])
             os._exit(0)
-        stop = threading.Event()
 
-        def recovery():
-            while True:
-                try:
-                    repository.recover(s.pending_grace_seconds)
-                except Exception:           # keep recovering later; the next round may succeed
-                    log.exception("recovery failed")
-                if stop.wait(s.recovery_seconds):
-                    return
+        def recovery(stop: threading.Event) -> None:
+            repository.recover(s.pending_grace_seconds)
+            stop.wait(s.recovery_seconds)
 
-        recovering = threading.Thread(target=recovery, name="recovery", daemon=True)
-        recovering.start()
-        health.register(probes.threads(recovery=recovering))
+        # Recovery of unfinished submissions (the outbox of ITI-42 registrations nobody finished).
+        supervisor = Supervisor(build_settings(WorkerSettings, config),
+                                lambda state: status.record_workers(config.data_dir, self.name, state))
+        supervisor.add("recovery", recovery, quarantined=lambda: repository.quarantined)
+        supervisor.start()
+        health.register(supervisor.state)
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1,
                                          "store": str(store_dir), "registry": s.registry_url})
-        serving.run_until_stopped([http], [stop.set, lambda: serving.stop_workers(workers), pool.close, health.retire])
+        serving.run_until_stopped([http], [supervisor.stop, lambda: serving.stop_workers(workers), pool.close,
+                                           health.retire])
         return 0
 
 

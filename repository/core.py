@@ -33,11 +33,18 @@ class Retrieved:
     parts: list[mtom.OutPart]
 
 
+class QueryRefused(XdsiError):
+    """The registry answered recovery's GetDocuments with a failure: asking again unchanged will not do."""
+
+    permanent = True
+
+
 class Repository:
     def __init__(self, index: Index, content: FileStore, registry: SoapClient, repository_unique_id: str):
         self.index, self.content, self.registry = index, content, registry
         self.unique_id = repository_unique_id
         self._recovering = threading.Lock()
+        self.quarantined = 0        # pending submissions the last recovery could not settle
 
     # ------------------------------------------------------------ ITI-41 / RAD-68
 
@@ -150,27 +157,35 @@ class Repository:
 
     def recover(self, grace_seconds: float) -> dict[str, int]:
         """Settle pending submissions nobody is finishing (a crash, a registry time-out): keep
-        what the registry has registered, forget the rest. Then drop bytes no row names."""
+        what the registry has registered, forget the rest. Then drop bytes no row names. A
+        submission the registry will not be asked about is quarantined: left pending (its bytes
+        kept), counted and logged, tried again next round; the others are settled."""
         done = {"registered": 0, "forgotten": 0, "orphans": 0, "spool": 0}
         if not self._recovering.acquire(blocking=False):
             return done
         try:
             rows = self.index.unfinished(grace_seconds)
+            quarantined = 0
             for start in range(0, len(rows), _QUERY_BATCH):
                 batch = rows[start:start + _QUERY_BATCH]
                 try:
-                    known = self._registered_in_registry([r.unique_id for r in batch])
+                    known, refused = self._known([r.unique_id for r in batch])
                 except XdsiError as e:
                     if not e.retryable:
                         raise
                     log.warning("recovery postponed: registry unavailable", extra={"error": str(e)})
                     return done
+                if refused and len(refused) == len(batch) > 1:     # every one of them: the registry's trouble
+                    log.warning("recovery postponed: the registry refuses every query", extra={"batch": len(batch)})
+                    return done
+                quarantined += len(refused)
                 keep = [r.unique_id for r in batch if known.get(r.unique_id) == r.sha1]
-                drop = [r.unique_id for r in batch if r.unique_id not in keep]
+                drop = [r.unique_id for r in batch if r.unique_id not in keep and r.unique_id not in refused]
                 self.index.mark_registered(keep)
                 self.index.forget(drop, self.content.delete)
                 done["registered"] += len(keep)
                 done["forgotten"] += len(drop)
+            self.quarantined = quarantined
             done["orphans"] = self.index.orphans(list(self.content.keys()), self.content.delete)
             done["spool"] = self.content.sweep_spool()
             if any(done.values()):
@@ -179,14 +194,31 @@ class Repository:
         finally:
             self._recovering.release()
 
+    def _known(self, unique_ids: list[str]) -> tuple[dict[str, str], list[str]]:
+        """``_registered_in_registry`` for a batch; when the registry refuses the query, each is asked
+        about alone, and those it still refuses come back apart (quarantined)."""
+        try:
+            return self._registered_in_registry(unique_ids), []
+        except QueryRefused as e:
+            if len(unique_ids) > 1:
+                known, refused = {}, []
+                for unique_id in unique_ids:
+                    one, out = self._known([unique_id])
+                    known.update(one)
+                    refused += out
+                return known, refused
+            log.error("pending submission quarantined: the registry refuses to be asked about it",
+                      extra={"unique_id": unique_ids[0], "reason": str(e)})
+            return {}, unique_ids
+
     def _registered_in_registry(self, unique_ids: list[str]) -> dict[str, str]:
         """uniqueId -> hash of the DocumentEntries the registry holds for this repository."""
         answer = self.registry.call(ns.STORED_QUERY, get_documents_query(unique_ids))
         body = answer.body
-        if answer.fault or body is None or not body.get("status", "").endswith(":Success"):
-            raise TransportError(f"GetDocuments failed: "
-                                 f"{answer.fault or (body.get('status') if body is not None else '')}",
-                                 maybe_processed=False)
+        if body is None and not answer.fault:
+            raise TransportError("GetDocuments answered no body", maybe_processed=False)
+        if answer.fault or not body.get("status", "").endswith(":Success"):
+            raise QueryRefused(f"GetDocuments failed: {answer.fault or body.get('status')}")
         found = {}
         for entry in body.iter(rim.q(ns.RIM, "ExtrinsicObject")):
             if provide.slot_values(entry, "repositoryUniqueId") != [self.unique_id]:

@@ -292,10 +292,11 @@ def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
 class Hl7Receiver(threading.Thread):
     """An HL7 v2 receiver over MLLP on a bare socket (none of the project's MLLP code): an ITI-10
     subscriber, a PACS order interface, an ORU receiver. ACKs every message and keeps it, with
-    the time it arrived."""
+    the time it arrived. ``code``: the MSA-1 it answers (AR: a receiver that rejects every message)."""
 
-    def __init__(self):
+    def __init__(self, code: str = "AA"):
         super().__init__(daemon=True)
+        self.code = code
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -325,7 +326,7 @@ class Hl7Receiver(threading.Thread):
                     frame, _, data = data.partition(b"\x1c\x0d")
                     text = frame.strip(b"\x0b").decode("utf-8", "replace")
                     control = text.split("\r")[0].split("|")[9]
-                    conn.sendall(f"\x0bMSH|^~\\&|RCV|RCV|X|X|20240101||ACK|1|P|2.5\rMSA|AA|{control}\r\x1c\x0d".encode())
+                    conn.sendall(f"\x0bMSH|^~\\&|RCV|RCV|X|X|20240101||ACK|1|P|2.5\rMSA|{self.code}|{control}\r\x1c\x0d".encode())
                     with self.received:
                         self.messages.append(text)
                         self.arrived.append(time.time())

@@ -123,8 +123,9 @@ def _own_source(new_database, tmp_path, domain, pix, preexec_fn=None, **settings
     settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
                 "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
                 **settings}
-    proc, _ = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=preexec_fn)
+    proc, env = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=preexec_fn)
     proc.dicom_port, proc.database_url, proc.store = dicom_port, database, tmp_path / "images"
+    proc.settings, proc.env, proc.tmp = settings, env, tmp_path
     proc.url = f"http://127.0.0.1:{http_port}/imaging-source"
     return proc
 
