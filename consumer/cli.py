@@ -69,8 +69,9 @@ class ConsumerActor:
         mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), orders.order_handler(prefetcher),
                                                oversize), conf.host, conf.mllp_port)
         mllp.start()
-        scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port,
-                                                   conf.incoming), conf.dicom_host, conf.dicom_port)
+        scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port, conf.incoming,
+                                                   conf.dicom_limits, conf.dicom_max_pdu_bytes,
+                                                   conf.dicom_network_timeout), conf.dicom_host, conf.dicom_port)
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})
