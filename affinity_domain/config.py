@@ -247,7 +247,7 @@ Port = Annotated[int, Range(0, 65535)]
 Count = Annotated[int, Range(1)]          # threads, workers, sizes: at least one
 Natural = Annotated[int, Range(0)]        # zero or more (bytes, whole seconds)
 Seconds = Annotated[float, Range(0)]
-PduBytes = Annotated[int, Range(4096, 0xFFFFFFFF)]   # a maximum PDU length we announce or accept (0, unlimited, is not)
+PduBytes = Annotated[int, Range(4096)]        # a maximum PDU length we announce or accept; 0 (unlimited) is not one
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from pynetdicom import AE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from affinity_domain import config, dicom_status
+from affinity_domain import config, dicom_listener, dicom_status
+from affinity_domain.dicom_limits import Limits
 from affinity_domain.dicom_net import EncodedInstance, install
 from tests.services import DCMTK_ENV, free_port, launch
 
@@ -235,6 +236,24 @@ def test_an_association_over_the_cap_is_rejected_and_an_idle_connection_gives_wa
         for a in held:
             a.release()
     assert echo(small_consumer)[0].returncode == 0
+
+
+def test_when_every_connection_is_associated_a_new_one_is_closed_at_once():
+    """In process: a listener of two connections, both associated."""
+    ae = AE("CAPPED")
+    ae.add_supported_context(Verification)
+    server = dicom_listener.start_server(ae, ("127.0.0.1", 0), [], Limits(max_associations=2, max_connections=2))
+    door = Door(None, server.server_address[1], "CAPPED", Path())
+    try:
+        held = [associate(door) for _ in range(2)]
+        assert all(a.is_established for a in held)
+        with socket.create_connection(door.address) as third:
+            assert answer(third, 5) == "closed"
+        assert all(a.is_established for a in held) and held[0].send_c_echo().Status == 0x0000
+        for a in held:
+            a.release()
+    finally:
+        server.shutdown()
 
 
 # ------------------------------------------------------------ identifiers never become paths
