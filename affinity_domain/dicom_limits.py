@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from pynetdicom.pdu import A_ABORT_RQ
 
+from .config import DEFAULTS
+
 log = logging.getLogger("xdsi.dicom")
 
 P_DATA_TF = 0x04
@@ -31,15 +33,21 @@ class Limits:
     """A DICOM listener's bounds (each actor's settings give them; ``dicom_listener`` says what
     each does)."""
 
-    max_associations: int = 32
-    max_connections: int = 64
-    listen_backlog: int = 128
+    max_associations: int
+    max_connections: int
+    listen_backlog: int
     # An A-ASSOCIATE-RQ/AC is bounded by its own shape: 128 presentation contexts of 16 transfer
     # syntaxes, every UID 64 characters, is about 150 KB; a user identity token can add 64 KB.
-    associate_pdu_bytes: int = 256 * 1024
+    associate_pdu_bytes: int
 
 
-DEFAULT = Limits()
+def _declared(section: dict) -> Limits:
+    return Limits(section["dicom_max_associations"], section["dicom_max_connections"],
+                  section["dicom_listen_backlog"], section["dicom_max_associate_pdu_bytes"])
+
+
+# For an AE no listener has set limits on (one that only requests associations): the declared defaults.
+DEFAULT = _declared(DEFAULTS["consumer"])
 _LIMITS = "_xdsi_limits"           # an AE's Limits, set by dicom_listener.start_server
 
 
@@ -94,7 +102,7 @@ def read_pdu_data(self) -> None:
         return
     self.event_queue.put(event)
     if event == "Evt6":
-        self._xdsi_requested = True
+        self._xdsi_asked = True
     elif idle and event in ("Evt16", "Evt17"):  # aborted or closed before asking for an association:
         self.to_user_queue.put(None)            # its association thread need not wait for a request
 
@@ -102,7 +110,7 @@ def read_pdu_data(self) -> None:
 def awaiting_request(dul) -> bool:
     """An acceptor's DUL that has had no A-ASSOCIATE-RQ yet (its state may still be Sta1: the
     transport connection's own event can come after the first bytes)."""
-    return dul.assoc.is_acceptor and not getattr(dul, "_xdsi_requested", False)
+    return dul.assoc.is_acceptor and not getattr(dul, "_xdsi_asked", False)
 
 
 def _read_pdu(self) -> str | None:

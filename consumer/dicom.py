@@ -125,8 +125,8 @@ def refusal(event) -> Dataset | None:
     return None
 
 
-def start_scp(ae_title: str, host: str, port: int, incoming: Path, limits: dicom_limits.Limits = dicom_limits.DEFAULT,
-              max_pdu: int = 16382, timeout: float = 60.0):
+def start_scp(ae_title: str, host: str, port: int, incoming: Path, limits: dicom_limits.Limits, max_pdu: int,
+              timeout: float):
     """The C-MOVE destination: every instance lands in ``incoming``, where the job that asked waits."""
     incoming.mkdir(parents=True, exist_ok=True)
     ae = AE(ae_title=ae_title)

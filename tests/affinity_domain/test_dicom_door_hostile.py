@@ -4,6 +4,7 @@ claims a gigabyte, a flood of idle connections, more associations than the cap, 
 whose SOP Instance UID is a path."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 import subprocess
@@ -20,7 +21,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from affinity_domain import config, dicom_listener, dicom_status
-from affinity_domain.dicom_limits import Limits
+from affinity_domain.dicom_limits import DEFAULT
 from affinity_domain.dicom_net import EncodedInstance, install
 from tests.services import DCMTK_ENV, free_port, launch
 
@@ -242,7 +243,8 @@ def test_when_every_connection_is_associated_a_new_one_is_closed_at_once():
     """In process: a listener of two connections, both associated."""
     ae = AE("CAPPED")
     ae.add_supported_context(Verification)
-    server = dicom_listener.start_server(ae, ("127.0.0.1", 0), [], Limits(max_associations=2, max_connections=2))
+    limits = dataclasses.replace(DEFAULT, max_associations=2, max_connections=2)
+    server = dicom_listener.start_server(ae, ("127.0.0.1", 0), [], limits)
     door = Door(None, server.server_address[1], "CAPPED", Path())
     try:
         held = [associate(door) for _ in range(2)]
