@@ -12,13 +12,12 @@ study: indexed and served, never published.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
 from affinity_domain.outside import mark_outside, outside_source  # noqa: F401
-_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+from affinity_domain.uids import is_oid
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,6 @@ class LocalIdentity:
     @property
     def cx(self) -> str:
         return f"{self.patient_id}^^^&{self.issuer}&ISO"
-
-
-def is_oid(value: str) -> bool:
-    return bool(_OID.match(value or "")) and len(value) <= 64
 
 
 def issuer_of(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default: str) -> str:
