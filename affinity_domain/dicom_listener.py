@@ -25,6 +25,7 @@ import collections
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 
@@ -205,7 +206,7 @@ class Listener(AssociationServer):
         if entry is None:
             return                                          # dropped to make room: the inbox closes it
         try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+            if not isinstance(sock, ssl.SSLSocket) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
                 _close(sock)                                # it only closed: no association for that
                 return
             self.finish_request(sock, entry[0])
