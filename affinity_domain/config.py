@@ -16,6 +16,20 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from .exceptions import XdsiError
 
+# Every HTTP listener's connection limits: each actor with an HTTP door has these keys in its section.
+HTTP_DEFAULTS: dict[str, Any] = {
+    "http_max_connections": 100,    # open connections; past it the quietest idle one is closed for the new one
+    "http_idle_seconds": 30.0,      # a kept-alive connection with no request is closed after this
+    "http_header_seconds": 10.0,    # a request's line and headers must all come within this
+    "http_request_seconds": 300.0,  # ... and the whole request, its body too
+    "http_linger_seconds": 2.0,     # after a body is refused unread, what the client still sends is dropped this long
+}
+# The caps on an MTOM request, for each actor with a SOAP door.
+MTOM_DEFAULTS: dict[str, Any] = {
+    "max_mtom_parts": 10000,        # MIME parts of one request
+    "max_mtom_header_bytes": 16384,  # one part's MIME headers
+}
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "domain": {
         "assigning_authority": "1.3.6.1.4.1.21367.2005.13.20.1000",
@@ -36,6 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_query_results": 10000,
         "codes_file": "",               # empty: the code sets shipped with the registry (code_sets.toml)
         "validate_codes": True,
+        **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
     "pix": {
         "host": "127.0.0.1",
@@ -53,6 +68,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "subscribers": [],              # ITI-10 receivers, "host:port"
         "max_message_bytes": 1048576,
         "workers": 2,                   # MLLP worker processes (one per core)
+        "max_json_bytes": 65536,        # a request body of the review and admin API
+        **HTTP_DEFAULTS,
     },
     "consumer": {
         "host": "127.0.0.1",
@@ -99,6 +116,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "pacs_orders": "",              # host:port: an ORM^O01 goes there before the images (a PACS that needs one)
         "retry_base_seconds": 2.0,      # back-off: base * 3^(attempt-1), at most 300 s
         "processes": 1,                 # job worker processes (each runs `workers` threads); 1: this process only
+        "max_json_bytes": 65536,        # a request body of the fetches and jobs API
+        **HTTP_DEFAULTS,
     },
     "repository": {
         "host": "127.0.0.1",
@@ -114,6 +133,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_document_bytes": 4 * 1024 * 1024 * 1024,  # a whole MTOM request
         "recovery_seconds": 60,         # how often unfinished submissions are resolved
         "pending_grace_seconds": 600,   # a submission of another host is left alone this long
+        **HTTP_DEFAULTS, **MTOM_DEFAULTS,
+        "http_request_seconds": 3600.0,  # a whole request: up to max_document_bytes takes a while
     },
     "imaging_source": {
         "ae_title": "XDSI_SOURCE",
@@ -163,6 +184,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # Received datasets are held in memory until stored (fastest); true spools each to a file
         # as it arrives, for sites whose instances run to hundreds of MB (whole-slide, tomosynthesis).
         "spool_received": False,
+        **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
 }
 
@@ -248,6 +270,28 @@ Count = Annotated[int, Range(1)]          # threads, workers, sizes: at least on
 Natural = Annotated[int, Range(0)]        # zero or more (bytes, whole seconds)
 Seconds = Annotated[float, Range(0)]
 PduBytes = Annotated[int, Range(4096)]        # a maximum PDU length we announce or accept; 0 (unlimited) is not one
+
+
+PositiveSeconds = Annotated[float, Range(0.01)]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The ``http_*`` keys (``HTTP_DEFAULTS``): a base of each settings class whose actor has an HTTP door."""
+
+    http_max_connections: Count
+    http_idle_seconds: PositiveSeconds
+    http_header_seconds: PositiveSeconds
+    http_request_seconds: PositiveSeconds
+    http_linger_seconds: Seconds
+
+
+@dataclass(frozen=True)
+class SoapSettings(HttpSettings):
+    """``HttpSettings`` and the MTOM caps (``MTOM_DEFAULTS``), for an actor with a SOAP door."""
+
+    max_mtom_parts: Count
+    max_mtom_header_bytes: Count
 
 
 @dataclass(frozen=True)

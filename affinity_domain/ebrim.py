@@ -5,6 +5,7 @@ Objects keep the profile's vocabulary (``document_entry``, ``submission_set``, `
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -338,6 +339,84 @@ def to_element(obj: RegistryObject) -> etree._Element:
                    identificationScheme=e.scheme, value=e.value, objectType=EXTERNAL_ID_OBJ)
         _add_text(eel, "Name", e.name or None)
     return el
+
+
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+                               "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
+_TEXT_SPECIAL = re.compile(r"[&<>\r]").search
+_ATTR_SPECIAL = re.compile(r"[&<>\"\n\r\t]").search
+
+
+def _text_escaped(v: str) -> str:
+    return v.translate(_TEXT_ESCAPES) if _TEXT_SPECIAL(v) else v
+
+
+def _attr_escaped(v: str) -> str:
+    return v.translate(_ATTR_ESCAPES) if _ATTR_SPECIAL(v) else v
+
+
+def _attrs(attrs) -> str:
+    return "".join(f' {k}="{_attr_escaped(v)}"' for k, v in attrs if v)
+
+
+def _slots_xml(slots: list[Slot], out: list[str]) -> None:
+    for s in slots:
+        out.append(f'<rim:Slot{_attrs((("name", s.name),))}>')
+        if s.values:
+            out.append("<rim:ValueList>")
+            out.extend(f"<rim:Value>{_text_escaped(v)}</rim:Value>" if v else "<rim:Value></rim:Value>"
+                       for v in s.values)
+            out.append("</rim:ValueList></rim:Slot>")
+        else:
+            out.append("<rim:ValueList/></rim:Slot>")
+
+
+def _text_xml(tag: str, value: str | None, out: list[str]) -> None:
+    if value is None:
+        return
+    out.append(f'<rim:{tag}><rim:LocalizedString{_attrs((("value", value),))}/></rim:{tag}>' if value
+               else f"<rim:{tag}/>")
+
+
+def to_bytes(obj: RegistryObject) -> bytes:
+    """``etree.tostring(to_element(obj))``, byte for byte, without building the tree: the registry
+    stores every object it registers this way, and building it with lxml cost a fifth of an ITI-42."""
+    tag = {"document_entry": "ExtrinsicObject", "association": "Association"}.get(obj.kind, "RegistryPackage")
+    attrs = [("id", obj.id), ("lid", obj.lid), ("objectType", obj.object_type), ("status", obj.status),
+             ("home", obj.home)]
+    if obj.kind == "document_entry":
+        attrs += [("mimeType", obj.mime_type), ("isOpaque", obj.is_opaque)]
+    if obj.kind == "association":
+        attrs += [("associationType", obj.association_type), ("sourceObject", obj.source),
+                  ("targetObject", obj.target)]
+    out = [f'<rim:{tag} xmlns:rim="{RIM}"{_attrs(attrs)}>']
+    _slots_xml(obj.slots, out)
+    _text_xml("Name", obj.name, out)
+    _text_xml("Description", obj.description, out)
+    if obj.version_name:
+        out.append(f'<rim:VersionInfo{_attrs((("versionName", obj.version_name),))}/>')
+    for c in obj.classifications:
+        cattrs = [("id", c.id), ("classificationScheme", c.scheme), ("classificationNode", c.node),
+                  ("classifiedObject", c.classified_object), ("objectType", CLASSIFICATION_OBJ)]
+        head = f"<rim:Classification{_attrs(cattrs)}"
+        if c.scheme or c.node_representation:
+            head += f' nodeRepresentation="{_attr_escaped(c.node_representation)}"'
+        inner: list[str] = []
+        _slots_xml(c.slots, inner)
+        _text_xml("Name", c.name or None, inner)
+        out.append(f"{head}>{''.join(inner)}</rim:Classification>" if inner else head + "/>")
+    for e in obj.external_identifiers:
+        eattrs = [("id", e.id), ("registryObject", e.registry_object), ("identificationScheme", e.scheme),
+                  ("value", e.value), ("objectType", EXTERNAL_ID_OBJ)]
+        head = f"<rim:ExternalIdentifier{_attrs(eattrs)}"
+        out.append(f'{head}><rim:Name><rim:LocalizedString{_attrs((("value", e.name),))}/></rim:Name>'
+                   f"</rim:ExternalIdentifier>" if e.name else head + "/>")
+    if len(out) == 1:
+        out[0] = out[0][:-1] + "/>"
+    else:
+        out.append(f"</rim:{tag}>")
+    return "".join(out).encode("ascii", "xmlcharrefreplace")
 
 
 def object_ref(oid: str, home: str = "") -> etree._Element:

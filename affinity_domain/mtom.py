@@ -19,6 +19,9 @@ from .exceptions import XdsiError
 from .ns import XOP
 
 XOP_MIME = "application/xop+xml"
+# Defaults of the caps on what a peer sends (the doors take theirs from configuration).
+MAX_PARTS = 100_000
+MAX_PART_HEADER_BYTES = 16 * 1024
 
 
 class MtomError(ValueError, XdsiError):
@@ -56,8 +59,11 @@ def _cid(value: str) -> str:
     return unquote(value)
 
 
-def split(body: bytes, content_type: str) -> tuple[bytes, str, dict[str, tuple[str, bytes]]]:
-    """Return (root part bytes, root part content type, {content-id: (content type, bytes)})."""
+def split(body: bytes, content_type: str, max_parts: int = MAX_PARTS,
+          max_header_bytes: int = MAX_PART_HEADER_BYTES) -> tuple[bytes, str, dict[str, tuple[str, bytes]]]:
+    """Return (root part bytes, root part content type, {content-id: (content type, bytes)}).
+    Raises ``MtomError`` for more than ``max_parts`` parts, a part's headers over ``max_header_bytes``,
+    or two parts with one Content-ID."""
     mime, params = content_type_params(content_type)
     if mime != "multipart/related" or "boundary" not in params:
         raise MtomError("not multipart/related with a boundary")
@@ -81,12 +87,17 @@ def split(body: bytes, content_type: str) -> tuple[bytes, str, dict[str, tuple[s
         head, sep, content = chunk.partition(b"\r\n\r\n")
         if not sep:
             raise MtomError("MIME part without a header block")
+        if len(head) > max_header_bytes:
+            raise MtomError(f"MIME part headers longer than {max_header_bytes} bytes")
+        if len(parts) >= max_parts:
+            raise MtomError(f"more than {max_parts} MIME parts")
         parts.append((_headers(head), content))
         pos = nxt + 2 + len(delimiter)
     if not closed:
         raise MtomError("multipart body is truncated: the closing boundary never came")
     if not parts:
         raise MtomError("multipart body has no parts")
+    _unique([_cid(h["content-id"]) for h, _ in parts if h.get("content-id")])
     by_id = {_cid(h.get("content-id", "")): (h.get("content-type", "application/octet-stream"), c)
              for h, c in parts[1:] if h.get("content-id")}
     root_headers, root = parts[0][0], parts[0][1]
@@ -100,6 +111,20 @@ def split(body: bytes, content_type: str) -> tuple[bytes, str, dict[str, tuple[s
             by_id = {_cid(h.get("content-id", "")): (h.get("content-type", ""), c)
                      for h, c in parts if h.get("content-id") and _cid(h["content-id"]) != wanted}
     return root, root_headers.get("content-type", ""), by_id
+
+
+def _unique(content_ids) -> None:
+    seen = set()
+    for cid in content_ids:
+        if cid in seen:
+            raise MtomError(f"two MIME parts have Content-ID <{cid}>")
+        seen.add(cid)
+
+
+def unreferenced(root: etree._Element, content_ids) -> list[str]:
+    """The parts' Content-IDs that no ``xop:Include`` under ``root`` names, in their order."""
+    named = {cid for _, cid in include_refs(root)}
+    return [cid for cid in content_ids if cid not in named]
 
 
 def inline_includes(root: etree._Element, parts: dict[str, tuple[str, bytes]]) -> None:
@@ -128,7 +153,6 @@ def build(root_xml: bytes, attachments: list[tuple[str, str, bytes]] = (),
 # hashed (SHA-1, as XDS wants it) and counted while it is written.
 
 CHUNK = 1024 * 1024
-_MAX_PART_HEADERS = 16 * 1024
 
 
 @dataclass
@@ -257,13 +281,16 @@ class _Reader:
 
 def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.PathLike,
                    length: int | None = None, max_root_bytes: int = 20 * 1024 * 1024,
-                   memory_budget: int = 0) -> SpooledMessage:
+                   memory_budget: int = 0, max_parts: int = MAX_PARTS,
+                   max_header_bytes: int = MAX_PART_HEADER_BYTES) -> SpooledMessage:
     """Read a multipart/related body from ``stream``: its attachments are spooled to files, or,
     up to ``memory_budget`` bytes in all, held in memory (a file costs more than small parts do).
 
     Accepts CRLF line ends (RFC 2046) and, because several test kits' captured messages have
     them, bare LF. Raises ``MtomError`` for a missing boundary, a truncated body, a missing start
-    part; spool files already written are deleted then.
+    part, more than ``max_parts`` parts, a part's headers over ``max_header_bytes``, two parts with
+    one Content-ID; spool files already written are deleted then. A part without a Content-ID is
+    kept under a key no Content-ID can be (``<part N>``): nothing can reference it.
     """
     mime, params = content_type_params(content_type)
     if mime != "multipart/related" or not params.get("boundary"):
@@ -281,7 +308,7 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
             at = buf.find(dash_boundary)
             if at >= 0 and (nl := buf.find(b"\n", at)) >= 0:
                 break
-            if at < 0 and len(buf) > _MAX_PART_HEADERS:
+            if at < 0 and len(buf) > max_header_bytes:
                 raise MtomError("MIME boundary not found")
             chunk = reader.read()
             if not chunk:
@@ -290,10 +317,16 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
         eol = b"\r\n" if buf[nl - 1:nl] == b"\r" else b"\n"
         delimiter = eol + dash_boundary
         del buf[:nl + 1]
-        index = 0
+        index, seen = 0, set()
         while True:
-            headers, buf = _read_headers(reader, buf, eol)
+            if index >= max_parts:
+                raise MtomError(f"more than {max_parts} MIME parts")
+            headers, buf = _read_headers(reader, buf, eol, max_header_bytes)
             cid = _cid(headers.get("content-id", ""))
+            key = cid or f"<part {index}>"
+            if (cid and cid in seen) or key in message.attachments:
+                raise MtomError(f"two MIME parts have Content-ID <{cid}>")
+            seen.add(cid)
             ctype = headers.get("content-type", "application/octet-stream")
             encoding = headers.get("content-transfer-encoding", "binary").lower()
             if encoding not in ("binary", "8bit", "7bit"):
@@ -305,16 +338,16 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
                 sink = _HeldSink(spool_dir, allowance)
             else:
                 sink = _FileSink(spool_dir)
-                message.attachments[cid or f"part{index}"] = Attachment(cid, ctype, sink.path, 0, "")
+                message.attachments[key] = Attachment(cid, ctype, sink.path, 0, "")
             buf, closed = _copy_body(reader, buf, delimiter, sink)
             sink.close()
             if is_root:
                 message.root, message.root_type, root_found = bytes(sink.data), ctype, True
             elif isinstance(sink, _HeldSink):
-                a = message.attachments[cid or f"part{index}"] = Attachment(cid, ctype, None, 0, "")
+                a = message.attachments[key] = Attachment(cid, ctype, None, 0, "")
                 sink.fill(a)
             else:
-                a = message.attachments[cid or f"part{index}"]
+                a = message.attachments[key]
                 a.size, a.sha1, a.error = sink.size, sink.hash.hexdigest(), sink.error
             sink = None
             index += 1
@@ -332,7 +365,8 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
         raise
 
 
-def _read_headers(reader: _Reader, buf: bytearray, eol: bytes) -> tuple[dict[str, str], bytearray]:
+def _read_headers(reader: _Reader, buf: bytearray, eol: bytes,
+                  max_bytes: int) -> tuple[dict[str, str], bytearray]:
     end = eol + eol
     while True:
         # The buffer is consumed from its front with del (cheap for a bytearray); slicing off the
@@ -341,12 +375,14 @@ def _read_headers(reader: _Reader, buf: bytearray, eol: bytes) -> tuple[dict[str
             del buf[:len(eol)]
             return {}, buf
         at = buf.find(end)
+        if at > max_bytes:
+            raise MtomError(f"MIME part headers longer than {max_bytes} bytes")
         if at >= 0:
             raw = bytes(buf[:at]).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             del buf[:at + len(end)]
             return _headers(raw), buf
-        if len(buf) > _MAX_PART_HEADERS:
-            raise MtomError("MIME part headers too long or never ended")
+        if len(buf) > max_bytes:
+            raise MtomError(f"MIME part headers longer than {max_bytes} bytes, or never ended")
         chunk = reader.read()
         if not chunk:
             raise MtomError("multipart body is truncated inside a part's headers")

@@ -36,3 +36,8 @@ UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"                                # I
 UPDATE_RESPONSE = UPDATE + "Response"
 RETRIEVE_IMAGING = "urn:ihe:rad:2009:RetrieveImagingDocumentSet"             # RAD-69
 RETRIEVE_IMAGING_RESPONSE = RETRIEVE_RESPONSE                                # RAD-69 answers as ITI-43 does
+
+# The transaction each request action is, as metrics and logs name it. A Provide and Register
+# carrying a KOS manifest is RAD-68 (the repository tells them apart by content).
+TRANSACTIONS = {PROVIDE_AND_REGISTER: "ITI-41", REGISTER: "ITI-42", RETRIEVE: "ITI-43", STORED_QUERY: "ITI-18",
+                MULTI_PATIENT_QUERY: "ITI-51", UPDATE: "ITI-57", RETRIEVE_IMAGING: "RAD-69"}

@@ -1,17 +1,21 @@
-"""Running an actor's doors: a WSGI app under waitress, MLLP listeners, clean stop on signals."""
+"""Running an actor's doors: a WSGI app under waitress (``http_server``), MLLP listeners, ``/health`` and
+``/metrics`` beside each HTTP door, clean stop on signals."""
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
-import waitress
-
+from . import http_server as _http, metrics, web
 from .config import ConfigError
+from .health import Health
+from .http_server import HttpLimits
 
 log = logging.getLogger("xdsi.serve")
 
@@ -41,24 +45,70 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_server(app, sock: socket.socket, threads: int = 8):
-    return waitress.create_server(app, sockets=[sock], threads=threads,
-                                  clear_untrusted_proxy_headers=True, ident="xdsi")
+def http_server(app, sock: socket.socket, threads: int = 8, limits: HttpLimits = HttpLimits()):
+    """A waitress server on ``sock`` held to ``limits`` (``http_server.HttpLimits``)."""
+    return _http.create(app, sock, limits, threads)
 
 
-def fork_workers(count: int) -> list[int] | None:
+def http_limits(s, body_bytes: int, path_body_bytes: dict[str, int] | None = None) -> HttpLimits:
+    """An actor's HTTP limits from its settings' ``http_*`` keys."""
+    paths = {path.rstrip("/") or "/": limit for path, limit in (path_body_bytes or {}).items()}
+    return HttpLimits(body_bytes, paths, s.http_max_connections, s.http_idle_seconds,
+                      s.http_header_seconds, s.http_request_seconds, s.http_linger_seconds)
+
+
+def observability(data_dir: Path, actor: str) -> Health:
+    """The actor's health (probes to register) and metrics, under ``<data dir>/run/<actor>/``, emptied
+    now: call it once, before forking."""
+    run = Path(data_dir) / "run" / actor
+    metrics.setup(run / "metrics")
+    shutil.rmtree(run / "health", ignore_errors=True)
+    (run / "health").mkdir(parents=True)
+    return Health(run / "health")
+
+
+def with_status(app, health: Health):
+    """``app`` with ``GET /health`` (200, or 503 when unhealthy) and ``GET /metrics`` beside it."""
+    def wsgi(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/health", "/metrics"):
+            return app(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "GET":
+            return web.respond(start_response, "405 Method Not Allowed", {"error": f"GET {path}"}, [("Allow", "GET")])
+        if environ.get(web.BODY_REFUSED):
+            return web.respond(start_response, "413 Payload Too Large", {"error": web.too_large(
+                environ[web.BODY_REFUSED]).message})
+        if path == "/health":
+            report = health.report()
+            return web.respond(start_response, "200 OK" if report["status"] == "ok" else "503 Service Unavailable",
+                               report)
+        data = metrics.exposition(health)
+        start_response("200 OK", [("Content-Type", metrics.CONTENT_TYPE), ("Content-Length", str(len(data)))])
+        return [data]
+    return wsgi
+
+
+def fork_workers(count: int, health: Health | None = None) -> list[int] | None:
     """Fork ``count`` worker processes; returns their pids in the parent, None in a worker.
 
     Python's GIL keeps one process on one core; workers sharing the listening socket use the
-    others. Fork before opening pools or threads: each process opens its own.
+    others. Fork before opening pools or threads: each process opens its own. With ``health``,
+    each process of several reports its workers' state for the others (``Health.start_publishing``).
     """
     pids = []
-    for _ in range(count):
+    if health is not None and count:
+        health.expected = {"main", *(f"worker-{n + 1}" for n in range(count))}
+    for n in range(count):
         pid = os.fork()
         if pid == 0:
             _die_with_parent()
+            if health is not None:
+                health.forked(f"worker-{n + 1}")
+                health.start_publishing()
             return None
         pids.append(pid)
+    if health is not None and count:
+        health.start_publishing()
     return pids
 
 

@@ -12,6 +12,11 @@ A route with ``attachments=True`` (large documents) is instead called as
 ``handler(envelope, attachments)``: the door reads an MTOM body with ``mtom.read_multipart``
 (parts spooled to files, hashed, never inlined as base64), leaves the ``xop:Include`` elements in
 place, and may answer ``Reply(element, parts)`` to send file-backed parts back as MTOM.
+
+An MTOM request is a fault when two parts share a Content-ID, and, unless its route takes
+``loose_parts`` (ITI-41 answers them ``XDSMissingDocumentMetadata``), when a part is named by no
+``xop:Include``. No spool file outlives its request: those the handler did not take are deleted.
+Each request is counted (``metrics``) by transaction, outcome and error code.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from typing import Callable, Iterable
 
 from lxml import etree
 
-from . import mtom, ns, soap, xmlsafe
+from . import metrics, mtom, ns, soap, xmlsafe
+from .web import BODY_REFUSED
 
 log = logging.getLogger("xdsi.soap")
 
@@ -37,6 +43,8 @@ class Route:
     response_action: str
     handler: Handler
     attachments: bool = False    # handler(envelope, {content-id: mtom.Attachment}); needs spool_dir
+    loose_parts: bool = False    # parts no xop:Include names reach the handler (else: a fault)
+    transaction: str | Callable[[soap.Envelope], str] = ""   # for metrics; empty: ns.TRANSACTIONS
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Limits:
     max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES     # a SOAP envelope, or a whole plain request
     spool_dir: Path | None = None                  # where MTOM parts of attachments routes go
     max_stream_bytes: int = 0                      # the largest such request
+    max_parts: int = mtom.MAX_PARTS                # MIME parts of an MTOM request
+    max_part_header_bytes: int = mtom.MAX_PART_HEADER_BYTES
 
 
 @dataclass
@@ -85,43 +95,51 @@ def read_request(environ, routes: dict[str, Route], limits: Limits) -> soap.Enve
     content_type = environ.get("CONTENT_TYPE", "")
     multipart = mtom.is_multipart(content_type)
     length = _content_length(environ)
+    streaming = multipart and limits.spool_dir is not None and any(r.attachments for r in routes.values())
+    limit = limits.max_stream_bytes if streaming else limits.max_bytes
+    if environ.get(BODY_REFUSED) or length > limit:     # the server refused it unread, or we do now
+        return _too_large(environ.get(BODY_REFUSED) or limit)
     spooled: dict[str, mtom.Attachment] | None = None
+    envelope: soap.Envelope | soap.SoapFault | None = None
     try:
-        if multipart and limits.spool_dir is not None and any(r.attachments for r in routes.values()):
-            if length > limits.max_stream_bytes:
-                return _too_large(limits.max_stream_bytes)
+        if streaming:
             message = mtom.read_multipart(environ["wsgi.input"], content_type, limits.spool_dir,
-                                          length, limits.max_bytes)
+                                          length, limits.max_bytes, max_parts=limits.max_parts,
+                                          max_header_bytes=limits.max_part_header_bytes)
             body, spooled = message.root, message.attachments
         else:
-            if length > limits.max_bytes:
-                return _too_large(limits.max_bytes)
             body = environ["wsgi.input"].read(length) if length else b""
-        envelope = _envelope(body, content_type, multipart, spooled, routes, limits.max_bytes)
+        envelope = _envelope(body, content_type, multipart, spooled, routes, limits)
     except (mtom.MtomError, xmlsafe.UnsafeXml) as e:
         envelope = soap.SoapFault(str(e))
     except soap.SoapFault as e:
         envelope = e
-    if isinstance(envelope, soap.SoapFault) and spooled:
-        mtom.SpooledMessage(b"", "", spooled).discard()
+    except OSError as e:
+        log.error("cannot read the request", extra={"error": str(e)})
+        envelope = soap.SoapFault(f"the service cannot take the request now: {e.strerror or e}", code="Receiver",
+                                  status="503 Service Unavailable")
+    finally:
+        if spooled and not isinstance(envelope, soap.Envelope):
+            mtom.SpooledMessage(b"", "", spooled).discard()
     return envelope
 
 
 def _envelope(body: bytes, content_type: str, multipart: bool, spooled: dict[str, mtom.Attachment] | None,
-              routes: dict[str, Route], max_bytes: int) -> soap.Envelope:
+              routes: dict[str, Route], limits: Limits) -> soap.Envelope:
     if not multipart and content_type.startswith("text/xml"):
         raise soap.SoapFault("SOAP 1.1 (text/xml) is not supported: use SOAP 1.2", code="VersionMismatch")
     parts: dict[str, tuple[str, bytes]] = {}
     if multipart and spooled is None:
-        body, _, parts = mtom.split(body, content_type)
-    root = xmlsafe.parse(body, max_bytes)
+        body, _, parts = mtom.split(body, content_type, limits.max_parts, limits.max_part_header_bytes)
+    root = xmlsafe.parse(body, limits.max_bytes)
     hinted = routes.get(_action_hint(root))
     streamed = spooled is not None and hinted is not None and hinted.attachments
     if spooled is not None and not streamed:
         # A plain route behind a streaming door: inlined, within max_bytes.
-        if sum(a.size for a in spooled.values()) > max_bytes:
-            raise _too_large(max_bytes)
+        if sum(a.size for a in spooled.values()) > limits.max_bytes:
+            raise _too_large(limits.max_bytes)
         parts = {cid: (a.content_type, a.read()) for cid, a in spooled.items()}
+    stray = mtom.unreferenced(root, spooled if streamed else parts)
     if multipart and not streamed:
         mtom.inline_includes(root, parts)
     envelope = soap.read_envelope(root)
@@ -133,6 +151,8 @@ def _envelope(body: bytes, content_type: str, multipart: bool, spooled: dict[str
         raise soap.SoapFault(f"action {envelope.action} is not supported here", subcode="wsa:ActionNotSupported")
     if envelope.body.tag != route.request:
         raise soap.SoapFault(f"{envelope.action} expects {route.request}, got {envelope.body.tag}")
+    if stray and not (streamed and route.loose_parts):
+        raise soap.SoapFault(f"MIME part <{stray[0]}> is named by no xop:Include")
     return envelope
 
 
@@ -160,34 +180,52 @@ class SoapDoor:
     """WSGI application: POST a SOAP 1.2 (or MTOM) request of one of ``routes``' actions."""
 
     def __init__(self, routes: dict[str, Route], max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES,
-                 spool_dir: str | Path | None = None, max_stream_bytes: int = 0):
+                 spool_dir: str | Path | None = None, max_stream_bytes: int = 0,
+                 max_parts: int = mtom.MAX_PARTS, max_part_header_bytes: int = mtom.MAX_PART_HEADER_BYTES):
         self.routes = routes
-        self.limits = Limits(max_bytes, Path(spool_dir) if spool_dir is not None else None, max_stream_bytes)
+        self.limits = Limits(max_bytes, Path(spool_dir) if spool_dir is not None else None, max_stream_bytes,
+                             max_parts, max_part_header_bytes)
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
         envelope = read_request(environ, self.routes, self.limits)
         if isinstance(envelope, soap.SoapFault):
             log.warning("soap fault", extra={"reason": envelope.reason, "status": envelope.status})
-            response = reply_fault(envelope)
+            response, transaction, outcome = reply_fault(envelope), "SOAP", ("fault", _fault_code(envelope))
         else:
             try:
-                response = self._dispatch(envelope)
+                response, transaction, outcome = self._dispatch(envelope)
             finally:
                 # The spool files the handler did not take.
                 mtom.SpooledMessage(b"", "", envelope.attachments).discard()
             log.info("soap", extra={"action": envelope.action, "status": response.status[:3],
                                     "ms": round((time.perf_counter() - started) * 1000, 2)})
+        metrics.observe(transaction, *outcome, time.perf_counter() - started)
         start_response(response.status, response.headers)
         return response.body
 
-    def _dispatch(self, envelope: soap.Envelope) -> Response:
+    def _dispatch(self, envelope: soap.Envelope) -> tuple[Response, str, tuple[str, str]]:
         route = self.routes[envelope.action]
+        transaction = _transaction(route, envelope)
         try:
             answer = (route.handler(envelope, envelope.attachments) if route.attachments
                       else route.handler(envelope))
-            return reply(envelope, route, answer)
+            response = reply(envelope, route, answer)
         except Exception:
             log.exception("handler failed", extra={"action": envelope.action})
-            return reply_fault(soap.SoapFault("the service failed to process the request", code="Receiver"),
-                               envelope)
+            fault = soap.SoapFault("the service failed to process the request", code="Receiver")
+            return reply_fault(fault, envelope), transaction, ("fault", "Receiver")
+        return response, transaction, metrics.xds_outcome(answer.body if isinstance(answer, Reply) else answer)
+
+
+def _transaction(route: Route, envelope: soap.Envelope) -> str:
+    if callable(route.transaction):
+        try:
+            return route.transaction(envelope)
+        except Exception:       # naming a request for metrics must never fail it
+            log.exception("cannot name the transaction", extra={"action": envelope.action})
+    return route.transaction or ns.TRANSACTIONS.get(envelope.action, envelope.action)
+
+
+def _fault_code(fault: soap.SoapFault) -> str:
+    return fault.subcode or fault.code

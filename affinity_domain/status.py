@@ -63,7 +63,13 @@ def probe(where: str, timeout: float = TIMEOUT) -> str | None:
         else:
             socket.create_connection((host, port), timeout).close()
     except urllib.error.HTTPError as e:
-        return None if e.code == 404 else f"{where}: HTTP {e.code}"
+        if e.code == 404:
+            return None
+        try:        # an unhealthy actor's 503 says why
+            why = "; ".join(json.load(e).get("problems", []))
+        except (ValueError, AttributeError, OSError):
+            why = ""
+        return f"{where}: HTTP {e.code}" + (f" ({why})" if why else "")
     except (OSError, urllib.error.URLError) as e:
         return f"{where}: {getattr(e, 'reason', e)}"
     return None

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import db, hl7, logs, serving
+from affinity_domain import db, hl7, logs, metrics, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
@@ -28,12 +28,13 @@ def settings(config: Config) -> ConsumerSettings:
     return s if s.spool_dir else dataclasses.replace(s, spool_dir=str(config.data_dir / "consumer"))
 
 
-def _work(config: Config, conf: ConsumerSettings) -> tuple[list, object, Prefetcher]:
+def _work(config: Config, conf: ConsumerSettings, health) -> tuple[list, object, Prefetcher]:
     pool = db.open_pool(db.database_url(config), "consumer", max_size=conf.workers + 6)
     prefetcher = Prefetcher(Store(pool), conf)
     workers = [Worker(prefetcher) for _ in range(conf.workers)]
     for w in workers:
         w.start()
+    health.register(lambda: {f"jobs-{n + 1}": {"alive": w.is_alive()} for n, w in enumerate(workers)})
     return workers, pool, prefetcher
 
 
@@ -50,25 +51,32 @@ class ConsumerActor:
         db.migrate(db.database_url(config), "consumer", "consumer")
         conf.spool.mkdir(parents=True, exist_ok=True)
         # Reconciling and storing is CPU-bound Python: more processes use more cores. Fork first.
-        children = serving.fork_workers(max(0, conf.processes - 1))
+        health = serving.observability(config.data_dir, self.name)
+        children = serving.fork_workers(max(0, conf.processes - 1), health)
         if children is None:
             logs.setup("consumer")
-            workers, pool, _ = _work(config, conf)
+            workers, pool, _ = _work(config, conf, health)
             serving.wait_for_stop()
             for w in workers:
                 w.stop()
             pool.close()
+            health.retire()
             return 0
-        workers, pool, prefetcher = _work(config, conf)
+        workers, pool, prefetcher = _work(config, conf, health)
+        health.register(prefetcher.store.queue_depths)
         resumed = prefetcher.store.resume()     # one consumer per site: the leases in its schema are its own
-        http = serving.http_server(orders.http_app(prefetcher), serving.listen(conf.http_host, conf.http_port), 4)
+        app = serving.with_status(orders.http_app(prefetcher, conf.max_json_bytes), health)
+        http = serving.http_server(app, serving.listen(conf.http_host, conf.http_port), 4,
+                                   serving.http_limits(conf, conf.max_json_bytes))
 
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_CONSUMER")
 
-        mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), orders.order_handler(prefetcher),
-                                               oversize), conf.host, conf.mllp_port)
-        mllp.start()
+        taking = metrics.counted_mllp(orders.order_handler(prefetcher), "orders")
+        mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), taking, oversize),
+                            conf.host, conf.mllp_port)
+        listener = mllp.start()
+        health.register(lambda: {"orders": {"alive": listener.is_alive()}})
         scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port, conf.incoming,
                                                    conf.dicom_limits, conf.dicom_max_pdu_bytes,
                                                    conf.dicom_network_timeout), conf.dicom_host, conf.dicom_port)
@@ -76,7 +84,7 @@ class ConsumerActor:
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})
         serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, *[w.stop for w in workers],
-                                           lambda: serving.stop_workers(children), pool.close])
+                                           lambda: serving.stop_workers(children), pool.close, health.retire])
         return 0
 
     def add_commands(self, sub) -> None:

@@ -1,12 +1,10 @@
 """The consumer's doors: HL7 orders over MLLP (ORM^O01, OMI^O23) and the JSON HTTP API."""
 from __future__ import annotations
 
-import json
 import logging
 import re
-from urllib.parse import parse_qs
 
-from affinity_domain import hl7
+from affinity_domain import hl7, web
 from affinity_domain.hl7 import Cx, Hl7Error
 
 from . import jobs
@@ -55,54 +53,49 @@ def order_handler(prefetcher: Prefetcher):
     return handle
 
 
-_FETCH = re.compile(r"^/fetches/(\d+)$")
-_JOB = re.compile(r"^/jobs/(\d+)$")
-
-
-def http_app(prefetcher: Prefetcher):
+def http_app(prefetcher: Prefetcher, max_json_bytes: int = 65536) -> web.Router:
     """POST /fetches {"patient": CX, "since": DTM, "modalities": [..]}; GET /fetches, /fetches/<id> (its jobs and
-    progress), /jobs[?fetch=N][&patient=CX], /jobs/<id>, /health."""
+    progress), /jobs[?fetch=N][&patient=CX], /jobs/<id>; /health and /metrics beside it (serving.with_status)."""
     store = prefetcher.store
+    local = prefetcher.s.local_assigning_authority
+    router = web.Router(http_app.__doc__)
 
-    def respond(start_response, status, body):
-        data = json.dumps(body, default=str, indent=1).encode()
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-        return [data]
+    def new_fetch(environ):
+        body = web.json_object(environ, max_json_bytes)
+        patient = Cx.parse(web.text(body, "patient", required=True))
+        if not patient.id or patient.authority != local:
+            raise web.bad(f"patient must be ID^^^&{local}&ISO, an id of this site's domain")
+        since = web.text(body, "since")
+        if since and not _DTM.fullmatch(since):
+            raise web.bad(f"since must be an HL7 DTM (YYYY[MM[DD[HHMM[SS]]]]), not {since!r}")
+        fetch = start_fetch(prefetcher, "http", patient, since, web.texts(body, "modalities"))
+        return "202 Accepted", {"fetch": fetch}
 
-    def app(environ, start_response):
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
-        if path == "/fetches" and method == "POST":
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                body = json.loads(environ["wsgi.input"].read(length) or b"{}")
-                patient = Cx.parse(body["patient"])
-            except (ValueError, KeyError, json.JSONDecodeError):
-                return respond(start_response, "400 Bad Request", {"error": 'send {"patient": "ID^^^&OID&ISO"}'})
-            if patient.authority != prefetcher.s.local_assigning_authority:
-                return respond(start_response, "400 Bad Request",
-                               {"error": f"the patient id must be in {prefetcher.s.local_assigning_authority}"})
-            return respond(start_response, "202 Accepted",
-                           {"fetch": start_fetch(prefetcher, "http", patient, body.get("since", ""),
-                                                      body.get("modalities") or [])})
-        if path == "/fetches":
-            return respond(start_response, "200 OK", store.fetches())
-        m = _FETCH.match(path)
-        if m:
-            fetch = store.fetch(int(m.group(1)))
-            if fetch is None:
-                return respond(start_response, "404 Not Found", {"error": "no such fetch"})
-            found = store.jobs(int(m.group(1)))
-            return respond(start_response, "200 OK", {**fetch, "progress": jobs.fetch_summary(fetch, found),
-                                                      "jobs": found})
-        m = _JOB.match(path)
-        if m:
-            job = store.job(int(m.group(1)))
-            return respond(start_response, "200 OK" if job else "404 Not Found", job or {"error": "no such job"})
-        if path == "/jobs":
-            q = parse_qs(environ.get("QUERY_STRING", ""))
-            return respond(start_response, "200 OK", store.jobs(int(q["fetch"][0]) if "fetch" in q else None,
-                                                                q["patient"][0] if "patient" in q else None))
-        if path == "/health":
-            return respond(start_response, "200 OK", {"status": "ok"})
-        return respond(start_response, "404 Not Found", {"error": "not found", "see": http_app.__doc__})
-    return app
+    def fetch(environ, fetch_id):
+        fetch_id = web.identifier(fetch_id, "the fetch")
+        found = store.fetch(fetch_id)
+        if found is None:
+            raise web.HttpError("404 Not Found", "no such fetch")
+        found_jobs = store.jobs(fetch_id)
+        return "200 OK", {**found, "progress": jobs.fetch_summary(found, found_jobs), "jobs": found_jobs}
+
+    def job(environ, job_id):
+        found = store.job(web.identifier(job_id, "the job"))
+        if found is None:
+            raise web.HttpError("404 Not Found", "no such job")
+        return "200 OK", found
+
+    def job_list(environ):
+        q = web.query(environ)
+        fetch_id = web.identifier(q["fetch"], "fetch") if "fetch" in q else None
+        return "200 OK", store.jobs(fetch_id, q.get("patient"))
+
+    router.add("/fetches", "POST", new_fetch)
+    router.add("/fetches", "GET", lambda environ: ("200 OK", store.fetches()))
+    router.add(r"/fetches/([^/]+)", "GET", fetch)
+    router.add("/jobs", "GET", job_list)
+    router.add(r"/jobs/([^/]+)", "GET", job)
+    return router
+
+
+_DTM = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-]\d{4})?")

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from affinity_domain.config import (ConfigError, Count, DomainSettings, Natural, PduBytes, Port, Range, Seconds,
-                                    address)
+from affinity_domain.config import (ConfigError, Count, DomainSettings, HttpSettings, Natural, PduBytes, Port, Range,
+                                    Seconds, address)
 from affinity_domain.dicom_limits import Limits
 
 from .rules import Relevancy
@@ -17,7 +17,7 @@ Megabytes = Annotated[float, Range(0)]
 
 
 @dataclass(frozen=True)
-class ConsumerSettings:
+class ConsumerSettings(HttpSettings):
     SECTION: ClassVar[str] = "consumer"
     # where it listens
     host: str
@@ -62,6 +62,7 @@ class ConsumerSettings:
     pacs_orders: str                            # host:port; empty: the PACS needs no order
     retry_base_seconds: Seconds
     processes: Count
+    max_json_bytes: Count
     domain: DomainSettings
     pix_address: tuple[str, int] = field(init=False)
     pacs: tuple[str, str, int] = field(init=False)                     # local_pacs: AE, host, port

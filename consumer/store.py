@@ -136,3 +136,11 @@ class Store:
         with self.pool.connection() as conn:
             return conn.cursor(row_factory=dict_row).execute("SELECT * FROM prefetch WHERE id = %s",
                                                              (fetch,)).fetchone()
+
+    def queue_depths(self) -> dict[str, dict]:
+        """What waits, as a health probe reports it: fetches not yet searched, jobs not finished."""
+        with self.pool.connection() as conn:
+            fetches, open_jobs = conn.execute(
+                "SELECT (SELECT count(*) FROM prefetch WHERE state = 'new'), "
+                "(SELECT count(*) FROM job WHERE state NOT IN ('stored', 'failed'))").fetchone()
+        return {"fetch-queue": {"queue": fetches}, "job-queue": {"queue": open_jobs}}

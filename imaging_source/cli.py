@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from affinity_domain import db, logs, serving
+from affinity_domain import db, health as probes, logs, serving
 from affinity_domain.config import Config, ConfigError, build_settings
 
 from . import service
@@ -44,6 +44,7 @@ class ImagingSourceActor:
 
     def serve(self, config: Config) -> int:
         logs.setup("imaging-source")
+        health = serving.observability(config.data_dir, self.name)
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)    # it logs every association at INFO
         from .dimse import DicomDoor      # pynetdicom's settings are process-wide: only the server sets them
         s, content, index = _open(config)
@@ -62,11 +63,15 @@ class ImagingSourceActor:
             if e.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {s.dicom_port} on {s.dicom_host} is already in use") from None
             raise
-        app = serving.path_app(s.path, service.door(index, content, s.repository_unique_id, s.max_request_bytes))
-        http = serving.http_server(app, sock, s.threads)
+        door = service.door(index, content, s.repository_unique_id, s.max_request_bytes, s.max_mtom_parts,
+                            s.max_mtom_header_bytes)
+        app = serving.with_status(serving.path_app(s.path, door), health)
+        http = serving.http_server(app, sock, s.threads, serving.http_limits(s, s.max_request_bytes))
         stop = threading.Event()
         publisher = Publisher(index, content, s)
-        threading.Thread(target=publisher.run, args=(stop,), name="publisher", daemon=True).start()
+        publishing = threading.Thread(target=publisher.run, args=(stop,), name="publisher", daemon=True)
+        publishing.start()
+        health.register(probes.threads(indexer=indexer._thread, publisher=publishing))
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s.repository_url, "pix": f"{s.pix_host}:{s.pix_port}"})

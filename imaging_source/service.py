@@ -56,11 +56,13 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
     return Reply(rad69.response(errors, kept), parts)
 
 
-def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes: int) -> SoapDoor:
+def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes: int, max_parts: int,
+         max_part_header_bytes: int) -> SoapDoor:
     def retrieve_imaging_document_set(envelope: Envelope, attachments):
         return retrieve(index, content, repository_unique_id, envelope.body)
 
     return SoapDoor({
         ns.RETRIEVE_IMAGING: Route(f"{{{ns.IHERAD}}}RetrieveImagingDocumentSetRequest", ns.RETRIEVE_IMAGING_RESPONSE,
                                    retrieve_imaging_document_set, attachments=True),
-    }, max_bytes=max_bytes, spool_dir=content.spool_dir, max_stream_bytes=max_bytes)
+    }, max_bytes=max_bytes, spool_dir=content.spool_dir, max_stream_bytes=max_bytes, max_parts=max_parts,
+        max_part_header_bytes=max_part_header_bytes)

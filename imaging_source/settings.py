@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from affinity_domain.config import Count, DomainSettings, Natural, PduBytes, Port, Seconds, address
+from affinity_domain.config import Count, DomainSettings, Natural, PduBytes, Port, Seconds, SoapSettings, address
 from affinity_domain.dicom_limits import Limits
 
 Code = tuple[str, str, str]             # code, coding scheme, display name
@@ -13,7 +13,7 @@ CODE_KEYS = ("class_code", "type_code", "confidentiality_code", "healthcare_faci
 
 
 @dataclass(frozen=True)
-class ImagingSourceSettings:
+class ImagingSourceSettings(SoapSettings):
     SECTION: ClassVar[str] = "imaging_source"
     ae_title: str
     dicom_host: str

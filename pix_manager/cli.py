@@ -6,7 +6,7 @@ import logging
 import os
 import urllib.request
 
-from affinity_domain import db, hl7, logs, serving
+from affinity_domain import db, health as probes, hl7, logs, metrics, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
@@ -35,28 +35,35 @@ class PixActor:
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_PIX")
 
+        health = serving.observability(config.data_dir, self.name)
         # Bound before forking: every worker process accepts on the same socket.
         mllp = serving.bind(lambda: MllpServer((s.host, s.port), None, oversize, max_bytes=s.max_message_bytes),
                             s.host, s.port)
-        workers = serving.fork_workers(s.workers - 1)
+        workers = serving.fork_workers(s.workers - 1, health)
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)
         index = PatientIndex(store, s)
-        mllp.handler = mllp_door.handler(index, s.facility_authorities)
+        mllp.handler = metrics.counted_mllp(mllp_door.handler(index, s.facility_authorities),
+                                            metrics.hl7_transaction({"ADT": "ITI-8", "QBP": "ITI-9"}))
         if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
-            mllp.start()
+            health.register(probes.threads(mllp=mllp.start()))
             serving.wait_for_stop()
             mllp.shutdown()
             pool.close()
+            health.retire()
             os._exit(0)
-        http = serving.http_server(http_door.app(index), serving.listen(s.http_host, s.http_port), 4)
-        mllp.start()
+        app = serving.with_status(http_door.app(index, s.max_json_bytes), health)
+        http = serving.http_server(app, serving.listen(s.http_host, s.http_port), 4,
+                                   serving.http_limits(s, s.max_json_bytes))
+        listener = mllp.start()
         deliverer = Deliverer(store)
         deliverer.start()
+        health.register(probes.threads(mllp=listener))
+        health.register(lambda: {"delivery": {"alive": deliverer.is_alive(), "queue": store.pending()}})
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, deliverer.stop,
-                                           pool.close])
+                                           pool.close, health.retire])
         return 0
 
     def add_commands(self, sub) -> None:

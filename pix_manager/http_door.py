@@ -1,4 +1,4 @@
-"""The PIX manager's HTTP door (review queue and admin), JSON over plain WSGI.
+"""The PIX manager's HTTP door (review queue and admin), JSON over plain WSGI (``affinity_domain.web``).
 
 GET  /review[?status=open|linked|broken|]   the queue
 GET  /review/<id>                            one item: both identities, their persons, the explanation
@@ -6,63 +6,71 @@ POST /review/<id>/link   {"by": "name"}      same patient
 POST /review/<id>/break  {"by": "name"}      different patients
 GET  /persons?domain=OID&pid=ID              a person and every linked identity, with explanations
 POST /persons/unlink {"domain": OID, "pid": ID, "by": "name"}   a wrong link undone, remembered
-GET  /health
+GET  /health, /metrics                       (beside it, from serving.with_status)
 """
 from __future__ import annotations
 
-import json
-import re
-from urllib.parse import parse_qs
+from affinity_domain import web
 
 from .index import PatientIndex
 
-_ACTION = re.compile(r"^/review/(\d+)/(link|break)$")
-_ITEM = re.compile(r"^/review/(\d+)$")
+REVIEW_STATUSES = ("open", "linked", "broken", "")
 
 
-def app(index: PatientIndex):
-    def respond(start_response, status: str, body) -> list[bytes]:
-        data = json.dumps(body, default=str, indent=1).encode()
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-        return [data]
+def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
+    router = web.Router(__doc__)
 
-    def wsgi(environ, start_response):
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
-        params = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-        if path == "/health":
-            return respond(start_response, "200 OK", {"status": "ok"})
-        if path == "/review" and method == "GET":
-            return respond(start_response, "200 OK", index.store.reviews(params.get("status", "open")))
-        if path == "/persons" and method == "GET":
-            person = index.store.person(params.get("domain", ""), params.get("pid", ""))
-            return respond(start_response, "200 OK" if person else "404 Not Found", person or {"error": "unknown"})
-        m = _ITEM.match(path)
-        if m and method == "GET":
-            item = index.store.review(int(m.group(1)))
-            return respond(start_response, "200 OK" if item else "404 Not Found",
-                           item or {"error": "no such review item"})
-        m = _ACTION.match(path)
-        if (m or path == "/persons/unlink") and method == "POST":
+    def queue(environ):
+        status = web.query(environ).get("status", "open")
+        if status not in REVIEW_STATUSES:
+            raise web.bad(f"status must be one of open, linked, broken or empty (all), not {status!r}")
+        return "200 OK", index.store.reviews(status)
+
+    def item(environ, item_id):
+        found = index.store.review(web.identifier(item_id, "the review item"))
+        if found is None:
+            raise web.HttpError("404 Not Found", "no such review item")
+        return "200 OK", found
+
+    def person(environ):
+        params = web.query(environ)
+        domain, pid = params.get("domain", ""), params.get("pid", "")
+        if not domain or not pid:
+            raise web.bad("say which identity: ?domain=OID&pid=ID")
+        found = index.store.person(domain, pid)
+        if found is None:
+            raise web.HttpError("404 Not Found", f"no identity {pid} in {domain}")
+        return "200 OK", found
+
+    def decision(environ) -> tuple[dict, str]:
+        body = web.json_object(environ, max_json_bytes, empty={})
+        who = web.text(body, "by").strip()
+        if not who:   # every decision is attributed
+            raise web.bad('say who decides: {"by": name}')
+        return body, who
+
+    def decide(verdict):
+        def handle(environ, item_id):
+            _, who = decision(environ)
+            act = index.link if verdict == "link" else index.break_link
             try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
-                if not isinstance(body, dict):
-                    raise ValueError
-            except (ValueError, json.JSONDecodeError):
-                return respond(start_response, "400 Bad Request", {"error": "body must be a JSON object"})
-            who = str(body.get("by") or "").strip()
-            if not who:   # every decision is attributed
-                return respond(start_response, "400 Bad Request", {"error": "say who decides: {\"by\": name}"})
-            if m is None:
-                domain, pid = str(body.get("domain") or ""), str(body.get("pid") or "")
-                try:
-                    return respond(start_response, "200 OK", {"result": index.unlink(domain, pid, who)})
-                except KeyError:
-                    return respond(start_response, "404 Not Found", {"error": f"no identity {pid} in {domain}"})
-            try:
-                decide = index.link if m.group(2) == "link" else index.break_link
-                return respond(start_response, "200 OK", {"result": decide(int(m.group(1)), who)})
+                return "200 OK", {"result": act(web.identifier(item_id, "the review item"), who)}
             except KeyError:
-                return respond(start_response, "404 Not Found", {"error": "no such review item"})
-        return respond(start_response, "404 Not Found", {"error": "not found", "see": __doc__})
-    return wsgi
+                raise web.HttpError("404 Not Found", "no such review item") from None
+        return handle
+
+    def unlink(environ):
+        body, who = decision(environ)
+        domain, pid = web.text(body, "domain", required=True), web.text(body, "pid", required=True)
+        try:
+            return "200 OK", {"result": index.unlink(domain, pid, who)}
+        except KeyError:
+            raise web.HttpError("404 Not Found", f"no identity {pid} in {domain}") from None
+
+    router.add("/review", "GET", queue)
+    router.add(r"/review/([^/]+)", "GET", item)
+    router.add(r"/review/([^/]+)/link", "POST", decide("link"))
+    router.add(r"/review/([^/]+)/break", "POST", decide("break"))
+    router.add("/persons", "GET", person)
+    router.add("/persons/unlink", "POST", unlink)
+    return router

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from affinity_domain.config import ConfigError, Count, DomainSettings, Port
+from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port
 
 from . import blocking
 from .matching import Thresholds
@@ -13,7 +13,7 @@ from .scorecard import Rule, rules_from_config
 
 
 @dataclass(frozen=True)
-class PixSettings:
+class PixSettings(HttpSettings):
     SECTION: ClassVar[str] = "pix"
     host: str
     port: Port
@@ -30,6 +30,7 @@ class PixSettings:
     subscribers: tuple[str, ...]                # ITI-10 host:port
     max_message_bytes: Count
     workers: Count
+    max_json_bytes: Count
     domain: DomainSettings
     thresholds: Thresholds = field(init=False)
     rules: dict[str, Rule] = field(init=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
-from affinity_domain import db, hl7, logs, serving
+from affinity_domain import db, health as probes, hl7, logs, metrics, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer
@@ -31,28 +31,30 @@ class RegistryActor:
         db.migrate(url, "registry", "registry")
         # A bad codes_file stops the start here, before any worker forks.
         code_sets = codes.from_config(s.validate_codes, s.codes_file)
+        health = serving.observability(config.data_dir, self.name)
         sock = serving.listen(s.host, s.port)
-        workers = serving.fork_workers(s.workers - 1)
+        workers = serving.fork_workers(s.workers - 1, health)
         pool = db.open_pool(url, "registry", max_size=s.threads + 2)
         read_pool = db.open_pool(url, "registry", max_size=s.threads + 2, read_only=True)
         store = Store(pool, s.max_query_results, read_pool)
         registry = Registry(store, code_sets, domain)
-        app = serving.path_app(s.path, service.door(registry, s.max_request_bytes))
-        http = serving.http_server(app, sock, s.threads)
+        door = service.door(registry, s.max_request_bytes, s.max_mtom_parts, s.max_mtom_header_bytes)
+        app = serving.with_status(serving.path_app(s.path, door), health)
+        http = serving.http_server(app, sock, s.threads, serving.http_limits(s, s.max_request_bytes))
         if workers is None:  # a forked worker: HTTP only; skip the parent's atexit hooks on exit
-            serving.run_until_stopped([http], [pool.close, read_pool.close])
+            serving.run_until_stopped([http], [pool.close, read_pool.close, health.retire])
             os._exit(0)
 
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
-        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), feed.handler(store, domain), oversize),
-                            s.feed_host, s.feed_port)
-        mllp.start()
+        iti8 = metrics.counted_mllp(feed.handler(store, domain), "ITI-8")
+        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), iti8, oversize), s.feed_host, s.feed_port)
+        health.register(probes.threads(feed=mllp.start()))
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, pool.close,
-                                           read_pool.close])
+                                           read_pool.close, health.retire])
         return 0
 
 

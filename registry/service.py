@@ -19,7 +19,7 @@ log = logging.getLogger("xdsi.registry")
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
-def door(registry: Registry, max_bytes: int) -> SoapDoor:
+def door(registry: Registry, max_bytes: int, max_parts: int, max_part_header_bytes: int) -> SoapDoor:
     def submit(transaction):
         def handle(envelope: Envelope):
             try:
@@ -47,4 +47,4 @@ def door(registry: Registry, max_bytes: int) -> SoapDoor:
         ns.UPDATE: Route(submit_request, ns.UPDATE_RESPONSE, submit(registry.update_document_set)),
         ns.STORED_QUERY: Route(adhoc, ns.STORED_QUERY_RESPONSE, query(False)),
         ns.MULTI_PATIENT_QUERY: Route(adhoc, ns.MULTI_PATIENT_QUERY_RESPONSE, query(True)),
-    }, max_bytes=max_bytes)
+    }, max_bytes=max_bytes, max_parts=max_parts, max_part_header_bytes=max_part_header_bytes)

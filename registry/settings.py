@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from affinity_domain.config import Count, DomainSettings, Port
+from affinity_domain.config import Count, DomainSettings, Port, SoapSettings
 
 
 @dataclass(frozen=True)
-class RegistrySettings:
+class RegistrySettings(SoapSettings):
     SECTION: ClassVar[str] = "registry"
     host: str
     port: Port

@@ -116,19 +116,23 @@ class Store:
     # ------------------------------------------------------------ registration (ITI-42)
 
     def register(self, objects: ObjectList, submitted_at: str) -> list[XdsError]:
-        """Decide and write a whole submission in one transaction: all of it or none of it."""
+        """Decide and write a whole submission in one transaction: all of it or none of it.
+
+        Two round trips: BEGIN, the locks and the state's reads; then the writes and COMMIT."""
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self.pool.connection() as conn, conn.pipeline():
                 doc_uids = sorted({o.unique_id for o in objects.of_kind("document_entry")})
-                with conn.pipeline():     # the locks and the state's reads in one round trip
-                    for uid in doc_uids:  # serialize concurrent registrations of one uniqueId
-                        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (uid,))
-                    state = self._state(conn, objects)
+                for uid in doc_uids:  # serialize concurrent registrations of one uniqueId
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (uid,))
+                state = self._state(conn, objects)
                 errors, effects = submission.decide(objects, state, submitted_at)
                 if errors:
+                    conn.rollback()
                     return errors
-                with conn.pipeline():
-                    self._write(conn, objects, effects, submitted_at)
+                self._write(conn, objects, effects, submitted_at)
+                # A statement, not conn.commit(): a refused write then surfaces at the pipeline's
+                # last sync, where psycopg raises it without logging the aborted pipeline.
+                conn.execute("COMMIT")
         except psycopg.errors.UniqueViolation as e:
             return [XdsError(DUPLICATE_UNIQUE_ID, f"uniqueId already registered: {e.diag.message_detail}")]
         return []
@@ -247,7 +251,7 @@ _DOCUMENT_COLUMNS = ("id, lid, unique_id, patient_id, status, on_demand, hash, s
 
 
 def _xml(obj: RegistryObject) -> bytes:
-    return etree.tostring(rim.to_element(obj))
+    return rim.to_bytes(obj)
 
 
 def _codes(obj: RegistryObject, scheme: str) -> list[str]:

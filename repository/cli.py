@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from affinity_domain import db, logs, serving
+from affinity_domain import db, health as probes, logs, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.soap_client import SoapClient
 
@@ -31,20 +31,23 @@ class RepositoryActor:
         url = db.database_url(config)
         db.migrate(url, "repository", "repository")
         store_dir = Path(s.store_dir or config.data_dir / "repository")
+        health = serving.observability(config.data_dir, self.name)
         sock = serving.listen(s.host, s.port)
-        workers = serving.fork_workers(s.workers - 1)
+        workers = serving.fork_workers(s.workers - 1, health)
         # After the fork: each process has its own pool, spool directory and index owner name.
         pool = db.open_pool(url, "repository", max_size=s.threads + 2)
         content = FileStore(store_dir)
         registry = SoapClient(s.registry_url, s.registry_timeout, content.spool_dir)
         repository = Repository(Index(pool), content, registry, s.repository_unique_id)
-        app = serving.path_app(s.path, service.door(repository, s.max_request_bytes, content.spool_dir,
-                                                    s.max_document_bytes))
-        http = serving.http_server(app, sock, s.threads)
-        # waitress refuses bodies over 1 GB by default; our own limit is max_document_bytes.
-        http.adj.max_request_body_size = s.max_document_bytes + 1024 * 1024
+        door = service.door(repository, s.max_request_bytes, content.spool_dir, s.max_document_bytes,
+                            s.max_mtom_parts, s.max_mtom_header_bytes)
+        app = serving.with_status(serving.path_app(s.path, door), health)
+        # The SOAP path takes documents up to max_document_bytes; /health and /metrics take no more
+        # than a SOAP envelope.
+        limits = serving.http_limits(s, s.max_request_bytes, {s.path: s.max_document_bytes})
+        http = serving.http_server(app, sock, s.threads, limits)
         if workers is None:
-            serving.run_until_stopped([http], [pool.close])
+            serving.run_until_stopped([http], [pool.close, health.retire])
             os._exit(0)
         stop = threading.Event()
 
@@ -57,11 +60,13 @@ class RepositoryActor:
                 if stop.wait(s.recovery_seconds):
                     return
 
-        threading.Thread(target=recovery, name="recovery", daemon=True).start()
+        recovering = threading.Thread(target=recovery, name="recovery", daemon=True)
+        recovering.start()
+        health.register(probes.threads(recovery=recovering))
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1,
                                          "store": str(store_dir), "registry": s.registry_url})
-        serving.run_until_stopped([http], [stop.set, lambda: serving.stop_workers(workers), pool.close])
+        serving.run_until_stopped([http], [stop.set, lambda: serving.stop_workers(workers), pool.close, health.retire])
         return 0
 
 

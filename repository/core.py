@@ -48,18 +48,20 @@ class Repository:
         if submit is None:
             return registry_response([XdsError(REPOSITORY_METADATA_ERROR,
                                                "ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest")])
+        stray = provide.stray_parts(parts, attachments)
         contents = {p.id: self._content(p, attachments) for p in parts}
         try:
-            return self._provide(submit, contents)
+            return self._provide(submit, contents, stray)
         finally:
             for c in contents.values():      # what was not moved into the content store
                 if c.path is not None:
                     c.path.unlink(missing_ok=True)
 
-    def _provide(self, submit: etree._Element, contents: dict[str, Content]) -> etree._Element:
+    def _provide(self, submit: etree._Element, contents: dict[str, Content],
+                 stray: list[XdsError]) -> etree._Element:
         errors, docs = provide.check_and_stamp(submit, contents, self.unique_id)
-        if errors:
-            return registry_response(errors)
+        if errors or stray:
+            return registry_response(errors + stray)
         rows = {d.unique_id: Row(d.unique_id, d.content.sha1, d.content.size, d.mime_type, "pending", "")
                 for d in docs}
         created, existing = self.index.reserve(list(rows.values()))

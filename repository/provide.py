@@ -142,3 +142,17 @@ def check_and_stamp(submit: etree._Element, contents: dict[str, Content],
         set_slot(entry, "size", str(doc.content.size))
         set_slot(entry, "repositoryUniqueId", repository_unique_id)
     return [], docs
+
+
+def stray_parts(parts: list[DocumentPart], attachments) -> list[XdsError]:
+    """MIME parts no Document references (ITI TF-3 Table 4.2.4.1-2: XDSMissingDocumentMetadata, "MIME
+    package contains MIME part with Content-Id header not found in metadata")."""
+    named = {p.cid for p in parts if p.cid is not None}
+    return [XdsError(MISSING_DOCUMENT_METADATA, f"MIME part <{cid}> is named by no Document of the request", cid)
+            for cid in attachments if cid not in named]
+
+
+def is_imaging(request: etree._Element) -> bool:
+    """A Provide and Register whose documents are DICOM (a KOS manifest): RAD-68 rather than ITI-41."""
+    return any(e.get("mimeType") == "application/dicom"
+               for e in request.iter(rim.q(ns.RIM, "ExtrinsicObject")))

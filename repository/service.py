@@ -11,7 +11,7 @@ from affinity_domain import errors, ns
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
 
-from . import retrieve
+from . import provide, retrieve
 from .core import Repository
 
 log = logging.getLogger("xdsi.repository")
@@ -24,7 +24,12 @@ def _busy(e: Exception) -> errors.XdsError:
     return errors.XdsError(errors.REPOSITORY_BUSY, "the repository's database is unavailable")
 
 
-def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: int) -> SoapDoor:
+def _provide_transaction(envelope: Envelope) -> str:
+    return "RAD-68" if provide.is_imaging(envelope.body) else "ITI-41"
+
+
+def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: int,
+         max_parts: int, max_part_header_bytes: int) -> SoapDoor:
     def provide_and_register(envelope: Envelope, attachments):
         try:
             return repository.provide_and_register(envelope.body, attachments)
@@ -40,7 +45,9 @@ def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: in
 
     return SoapDoor({
         ns.PROVIDE_AND_REGISTER: Route(f"{{{ns.XDSB}}}ProvideAndRegisterDocumentSetRequest",
-                                       ns.PROVIDE_AND_REGISTER_RESPONSE, provide_and_register, attachments=True),
+                                       ns.PROVIDE_AND_REGISTER_RESPONSE, provide_and_register, attachments=True,
+                                       loose_parts=True, transaction=_provide_transaction),
         ns.RETRIEVE: Route(f"{{{ns.XDSB}}}RetrieveDocumentSetRequest", ns.RETRIEVE_RESPONSE,
                            retrieve_document_set, attachments=True),
-    }, max_bytes=max_bytes, spool_dir=spool_dir, max_stream_bytes=max_stream_bytes)
+    }, max_bytes=max_bytes, spool_dir=spool_dir, max_stream_bytes=max_stream_bytes, max_parts=max_parts,
+        max_part_header_bytes=max_part_header_bytes)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from affinity_domain.config import Count, DomainSettings, Natural, Port, Seconds
+from affinity_domain.config import Count, DomainSettings, Natural, Port, Seconds, SoapSettings
 
 
 @dataclass(frozen=True)
-class RepositorySettings:
+class RepositorySettings(SoapSettings):
     SECTION: ClassVar[str] = "repository"
     host: str
     port: Port

@@ -22,6 +22,7 @@ class Row:
     mime_type: str
     state: str
     owner: str
+    old: bool = False          # pending past the grace period (read by unfinished())
 
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('xdsi.repository.' || %s))"
@@ -34,32 +35,35 @@ class Index:
 
     def reserve(self, docs: list[Row]) -> tuple[list[str], list[Row]]:
         """Record ``docs`` as pending, in one transaction. Returns (uniqueIds newly recorded,
-        rows already there for the others: a retry or a conflict, for the caller to judge)."""
-        created, existing = [], []
-        with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=class_row(Row))
+        rows already there for the others: a retry or a conflict, for the caller to judge).
+        One round trip, and a second only when some uniqueId is already there."""
+        with self.pool.connection() as conn, conn.pipeline():
             for sha1 in sorted({d.sha1 for d in docs}):
                 conn.execute(_LOCK, (sha1,))
-            for d in docs:
-                row = cur.execute(
-                    "INSERT INTO document (unique_id, sha1, size, mime_type, state, owner) "
-                    "VALUES (%s, %s, %s, %s, 'pending', %s) ON CONFLICT (unique_id) DO NOTHING "
-                    "RETURNING unique_id, sha1, size, mime_type, state, owner",
-                    (d.unique_id, d.sha1, d.size, d.mime_type, self.owner)).fetchone()
-                if row:
-                    created.append(d.unique_id)
-                else:
-                    existing.append(cur.execute(
-                        "SELECT unique_id, sha1, size, mime_type, state, owner FROM document "
-                        "WHERE unique_id = %s", (d.unique_id,)).fetchone())
+            inserts = [(d, conn.cursor(row_factory=class_row(Row)).execute(
+                "INSERT INTO document (unique_id, sha1, size, mime_type, state, owner) "
+                "VALUES (%s, %s, %s, %s, 'pending', %s) ON CONFLICT (unique_id) DO NOTHING "
+                "RETURNING unique_id, sha1, size, mime_type, state, owner",
+                (d.unique_id, d.sha1, d.size, d.mime_type, self.owner))) for d in docs]
+            created = [d.unique_id for d, cur in inserts if cur.fetchone()]
+            taken = [d.unique_id for d in docs if d.unique_id not in created]
+            existing = conn.cursor(row_factory=class_row(Row)).execute(
+                "SELECT unique_id, sha1, size, mime_type, state, owner FROM document "
+                "WHERE unique_id = ANY(%s)", (taken,)).fetchall() if taken else []
+            conn.execute("COMMIT")
         return created, existing
 
     def mark_registered(self, unique_ids: list[str]) -> None:
+        """Not flushed before it returns: after a crash the row is still pending, and recovery,
+        which asks the registry, marks it registered again. What was acknowledged (the bytes, the
+        pending row, the registry's entry) is on disk before the answer either way."""
         if not unique_ids:
             return
-        with self.pool.connection() as conn, conn.transaction():
+        with self.pool.connection() as conn, conn.pipeline():
+            conn.execute("SET LOCAL synchronous_commit = off")
             conn.execute("UPDATE document SET state = 'registered', registered_at = now() "
                          "WHERE unique_id = ANY(%s) AND state = 'pending'", (unique_ids,))
+            conn.execute("COMMIT")
 
     def forget(self, unique_ids: list[str], delete_bytes: Callable[[str], None]) -> None:
         """Drop pending rows and the bytes no other row needs (deleted before commit: a crash
@@ -88,18 +92,17 @@ class Index:
 
     def unfinished(self, grace_seconds: float) -> list[Row]:
         """Pending rows that no live submission is working on: those of dead processes of this
-        host, and any older than the grace period."""
+        host, and any older than the grace period, this process's own included (a submission whose
+        registration timed out has answered, and nobody else will finish it)."""
         with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Row))
             rows = cur.execute(
-                "SELECT unique_id, sha1, size, mime_type, state, owner FROM document WHERE state = 'pending' "
-                "AND owner <> %s ORDER BY created_at", (self.owner,)).fetchall()
-            old = {u for (u,) in conn.execute(
-                "SELECT unique_id FROM document WHERE state = 'pending' "
-                "AND created_at < now() - make_interval(secs => %s)", (grace_seconds,))}
+                "SELECT unique_id, sha1, size, mime_type, state, owner, "
+                "created_at < now() - make_interval(secs => %s) AS old FROM document "
+                "WHERE state = 'pending' ORDER BY created_at", (grace_seconds,)).fetchall()
             conn.rollback()
         host = socket.gethostname()
-        return [r for r in rows if r.unique_id in old or _dead_here(r.owner, host)]
+        return [r for r in rows if r.old or (r.owner != self.owner and _dead_here(r.owner, host))]
 
     def orphans(self, hashes: list[str], delete_bytes: Callable[[str], None]) -> int:
         """Delete stored bytes that no row names."""

@@ -73,8 +73,8 @@ class HoldingProxy:
         self.forward = False
         threading.Thread(target=self._run, daemon=True).start()
 
-    def _run(self):
-        conn, _ = self.server.accept()
+    @staticmethod
+    def _message(conn) -> tuple[bytes, bytes]:
         data = b""
         while b"\r\n\r\n" not in data:
             data += conn.recv(65536)
@@ -83,7 +83,26 @@ class HoldingProxy:
                           if line.lower().startswith(b"content-length")))
         while len(body) < length:
             body += conn.recv(65536)
+        return head, body
+
+    def _relay(self):
+        """Requests after the held one (recovery's queries) pass straight through, one per connection."""
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn, socket.create_connection(self.target) as up:
+                head, body = self._message(conn)
+                up.sendall(head + b"\r\n\r\n" + body)
+                answer_head, answer = self._message(up)
+                conn.sendall(answer_head + b"\r\n\r\n" + answer)
+
+    def _run(self):
+        conn, _ = self.server.accept()
+        head, body = self._message(conn)
         self.arrived.set()
+        threading.Thread(target=self._relay, daemon=True).start()
         self.decided.wait(60)
         if self.forward:
             with socket.create_connection(self.target) as up:
@@ -228,5 +247,35 @@ def test_a_full_disk_is_out_of_resources_and_the_service_keeps_serving(domain, o
         doc = with_hash(Doc(), small)
         assert provide(repo.url, patient, [(doc, small)]).status_name == "Success"
         assert retrieve(repo.url, [(REPOSITORY_UNIQUE_ID, doc.unique_id)]).documents()[doc.unique_id][1] == small
+    finally:
+        repo.stop()
+
+
+@pytest.mark.parametrize("registry_got_it", [False, True], ids=["never-registered", "registered-late"])
+def test_a_timed_out_registration_is_settled_by_the_same_process(domain, own_db, patient, tmp_path, registry_got_it):
+    """The repository's own submission timed out at the registry: once the grace period is past,
+    its own recovery settles it (kept if the registry has it, forgotten if not), without a restart."""
+    registry, _ = domain
+    proxy = HoldingProxy(registry.url)
+    repo = start_repository(own_db, proxy.url, tmp_path, workers=1, registry_timeout=1.5,
+                            pending_grace_seconds=3, recovery_seconds=1)
+    try:
+        data = os.urandom(5_000)
+        doc = with_hash(Doc(), data)
+        assert provide(repo.url, patient, [(doc, data)]).error_codes == ["XDSRegistryNotAvailable"]
+        assert proxy.arrived.wait(10)
+        proxy.forward = registry_got_it
+        proxy.decided.set()
+        deadline = time.monotonic() + 30
+        while doc.unique_id in index_rows(repo) and index_rows(repo)[doc.unique_id][1] == "pending":
+            assert time.monotonic() < deadline, "the pending submission was never settled"
+            time.sleep(0.3)
+        r = retrieve(repo.url, [(REPOSITORY_UNIQUE_ID, doc.unique_id)])
+        if registry_got_it:
+            assert in_registry(registry, doc.unique_id)
+            assert sha1(r.documents()[doc.unique_id][1]) == doc.hash
+        else:
+            assert r.error_codes == ["XDSDocumentUniqueIdError"]
+        assert_consistent(repo)
     finally:
         repo.stop()
