@@ -105,8 +105,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dicom_host": "127.0.0.1",      # AE ae_title: the C-MOVE destination
         "dicom_port": 11113,
         "dicom_sources": {"XDSI_SOURCE": "127.0.0.1:11112"},   # Retrieve AE Title -> host:port (C-MOVE/C-GET)
+        # The C-MOVE destination's bounds (affinity_domain/dicom_limits.py says what each does):
+        "dicom_max_associations": 32,
+        "dicom_max_connections": 64,    # TCP connections held; an idle one gives way to a new one
+        "dicom_listen_backlog": 128,
+        "dicom_max_pdu_bytes": 16382,   # the P-DATA-TF size we announce; a longer PDU is aborted
+        "dicom_max_associate_pdu_bytes": 256 * 1024,   # any other PDU (A-ASSOCIATE-RQ...): longer is aborted
+        "dicom_network_timeout": 60.0,  # idle association, A-ASSOCIATE-RQ awaited (ARTIM), one PDU arriving
         "retrieve_order": ["rad69", "c-move"],   # tried in order; the next one covers what the last could not
-        "accession_mode": "prefix",     # prefix | issuer (Issuer of Accession Number, for a PACS that keeps it)
+        # auto: a configured prefix when the source has one, else Issuer of Accession Number Sequence;
+        # prefix: the prefix only (none configured: the accession as it came); issuer: the issuer only
+        "accession_mode": "auto",
+        "accession_issuers": {},        # source (Retrieve Location UID or AE) -> issuer OID; else the source's uid
         "reports": "skip",              # a report beside the study:
                                         # skip | store (Encapsulated PDF / Basic Text SR) | oru
         "report_oru": "",               # host:port of the ORU^R01 receiver, for reports = "oru"
@@ -170,8 +180,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "threads": 8,
         "max_request_bytes": 20 * 1024 * 1024,
         "max_associations": 32,
-        "max_pdu_bytes": 1024 * 1024,   # the PDU size we announce for receiving
-        "network_timeout": 60.0,
+        "max_pdu_bytes": 1024 * 1024,   # the P-DATA-TF size we announce for receiving; a longer PDU is aborted
+        "network_timeout": 60.0,        # idle association, A-ASSOCIATE-RQ awaited (ARTIM), one PDU arriving
+        "dicom_max_connections": 64,    # TCP connections held; an idle one gives way to a new one
+        "dicom_listen_backlog": 128,
+        "dicom_max_associate_pdu_bytes": 256 * 1024,   # any PDU but P-DATA-TF (A-ASSOCIATE-RQ...): longer is aborted
         "max_query_results": 10000,
         "fsync": False,                 # fsync each received instance before answering (slower intake)
         "min_free_bytes": 256 * 1024 * 1024,   # below this, C-STORE answers Out of Resources
@@ -300,6 +313,7 @@ Port = Annotated[int, Range(0, 65535)]
 Count = Annotated[int, Range(1)]          # threads, workers, sizes: at least one
 Natural = Annotated[int, Range(0)]        # zero or more (bytes, whole seconds)
 Seconds = Annotated[float, Range(0)]
+PduBytes = Annotated[int, Range(4096)]        # a maximum PDU length we announce or accept; 0 (unlimited) is not one
 
 
 PositiveSeconds = Annotated[float, Range(0.01)]

@@ -13,7 +13,8 @@ costs little; per C-STORE of a CT they added up to several times DCMTK's whole t
   writes to (``DUL_TICK`` bounds the wait, for its timers), instead of sleeping.
 - A DIMSE message goes to the DUL as runs of P-DATA-TF PDUs framed here (the same fragmentation and
   bytes as pynetdicom's, tested) and is written with one ``send`` per run.
-- PDUs are read into one buffer (``recv_into``) instead of 4 KB at a time.
+- PDUs are read into one buffer (``recv_into``) instead of 4 KB at a time, once their length is
+  known to be one we accept (``dicom_limits.read_pdu_data``: memory bounded by our maximum PDU).
 - C-STORE requests of bytes already encoded, plain C-STORE responses and pending C-MOVE/C-GET
   responses get their command sets built directly (byte-identical to pynetdicom's, tested), and a
   received C-STORE response is read with ``struct`` (these skip pynetdicom's EVT_DIMSE_SENT and
@@ -34,6 +35,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from io import BytesIO
 from pathlib import Path
 
@@ -50,14 +52,16 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.transport import AssociationSocket
 
-from . import part10
+from . import dicom_limits, part10
 
 log = logging.getLogger("xdsi.dicom")
 
 IDLE_TICK = 0.001          # how often an idle association looks at release, abort and timers
 DUL_TICK = 0.01            # longest a DUL thread waits for its socket or a primitive (timers, kill)
+# ... while its connection has not asked for an association: only the ARTIM timer (seconds) is due,
+# and a flood of such connections must not keep the process busy.
+AWAITING_REQUEST_TICK = 0.25
 
 
 def nodelay(assoc) -> None:
@@ -427,7 +431,8 @@ def _dul_wait(dul) -> None:
             return
         watched.append(sock)
     try:
-        ready, _, _ = select.select(watched, [], [], DUL_TICK)
+        tick = AWAITING_REQUEST_TICK if dicom_limits.awaiting_request(dul) else DUL_TICK
+        ready, _, _ = select.select(watched, [], [], tick)
     except (OSError, ValueError):
         return                      # a closed socket: the loop's own check reports it
     if wake in ready:
@@ -482,20 +487,15 @@ def _dul_loop(self) -> None:
         idle = False
 
 
-def _recv(self, nr_bytes: int) -> bytearray:
-    """AssociationSocket.recv reading straight into one buffer: pynetdicom reads 4 KB per call, a
-    loop turn and a copy per 4 KB of every PDU."""
-    buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
-    got = 0
-    while got < nr_bytes:
-        n = self.socket.recv_into(view[got:], nr_bytes - got)
-        if not n:                   # the connection broke: what was read, as pynetdicom returns it
-            del view
-            del buffer[got:]
-            return buffer
-        got += n
-    return buffer
+def _stop_dul(self) -> bool:
+    """pynetdicom's stop_dul, waking the DUL thread so that it sees it must stop at once."""
+    if self.state_machine.current_state != "Sta1":
+        return False
+    self._kill_thread = True
+    _wake_dul(self)
+    while self.is_alive():
+        time.sleep(self._run_loop_delay)
+    return True
 
 
 def _wake_dul(dul) -> None:
@@ -603,9 +603,10 @@ def install() -> bool:
 
     DULServiceProvider.__init__ = dul_init
     DULServiceProvider.run_reactor = _dul_reactor
-    AssociationSocket.recv = _recv
+    DULServiceProvider._read_pdu_data = dicom_limits.read_pdu_data
     DULServiceProvider.send_pdu = _with_wake(DULServiceProvider.send_pdu)
     DULServiceProvider.kill_dul = _with_wake(DULServiceProvider.kill_dul)
+    DULServiceProvider.stop_dul = _stop_dul
     Association._run_reactor = _reactor
     Association.send_c_store = _send_stored(Association.send_c_store)
     DIMSEServiceProvider.send_msg = _send_msg

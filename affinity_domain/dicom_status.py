@@ -19,3 +19,5 @@ ELEMENTS_DISCARDED = 0xB006
 DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
 # C-MOVE, C-GET (PS3.4 C.4.2.1.5, C.4.3.1.4): done, with one or more sub-operations failed or warned
 SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+# The SOP Instance UID breaks the UID construction rules (a general status, PS3.7 Annex C).
+INVALID_SOP_INSTANCE = 0x0117

@@ -81,8 +81,9 @@ class ConsumerActor:
                             conf.host, conf.mllp_port)
         listener = mllp.start()
         health.register(lambda: {"orders": {"alive": listener.is_alive()}})
-        scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port,
-                                                   conf.incoming), conf.dicom_host, conf.dicom_port)
+        scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port, conf.incoming,
+                                                   conf.dicom_limits, conf.dicom_max_pdu_bytes,
+                                                   conf.dicom_network_timeout), conf.dicom_host, conf.dicom_port)
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})

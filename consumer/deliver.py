@@ -26,8 +26,11 @@ def reconciliation(s: ConsumerSettings, local: Cx, parsed: manifest.Manifest) ->
     """How the study's instances (and its report) become local: the rules for its source site."""
     source = parsed.series[0].retrieve_location_uid or parsed.series[0].retrieve_ae_title
     prefix = s.accession_prefixes.get(source, s.accession_prefix)
-    return rules.Reconciliation(local.id, local.authority, prefix, s.procedure_codes, source,
-                                source if s.accession_issuer else "")
+    # An outside accession is kept apart from ours: by its site's prefix, or by naming its issuer
+    # (the one configured for the source, else the source's own uid).
+    named = s.accession_mode == "issuer" or (s.accession_mode == "auto" and not prefix)
+    issuer = s.accession_issuers.get(source, source) if named else ""
+    return rules.Reconciliation(local.id, local.authority, prefix, s.procedure_codes, source, issuer)
 
 
 def store_study(store: Store, s: ConsumerSettings, job: dict, instances: list[Instance], recon: rules.Reconciliation,

@@ -2,8 +2,10 @@
 at, the C-MOVE/C-GET requests to a source, and C-STORE into the local PACS."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
@@ -16,7 +18,7 @@ from pynetdicom.status import Status
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
-from affinity_domain import dicom_status, part10
+from affinity_domain import dicom_limits, dicom_listener, dicom_status, part10, uids
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
@@ -56,28 +58,90 @@ class DicomRefused(XdsiError):
     retryable = True
 
 
+def instance_file(uid: str) -> str:
+    """The file name an instance is kept under: the SHA-1 of its SOP Instance UID, so that the job
+    that asked for that UID finds it, and no character a peer sent is ever part of a path."""
+    return hashlib.sha1(uid.encode()).hexdigest() + ".dcm"
+
+
 def write_instance(directory: Path, uid: str, data: bytes) -> Path:
-    """A received instance's Part-10 bytes as ``<dir>/<SOP Instance UID>.dcm``, whole or not at all."""
-    part = directory / f"{uid}.{os.getpid()}.part"
-    with open(part, "wb") as f:
-        f.write(data)
-    target = directory / f"{uid}.dcm"
-    os.replace(part, target)
+    """A received instance's Part-10 bytes as ``<dir>/<instance_file(uid)>``, whole or not at all."""
+    fd, part = tempfile.mkstemp(dir=directory, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        target = directory / instance_file(uid)
+        os.replace(part, target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
     return target
 
 
-def start_scp(ae_title: str, host: str, port: int, incoming: Path):
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _dataset_sop_instance(event) -> str:
+    """The SOP Instance UID (0008,0018) of a received C-STORE's dataset, read without decoding it
+    (pydicom decodes the syntaxes ``part10`` does not walk)."""
+    implicit = part10.implicit_vr(event.context.transfer_syntax)
+    if implicit is None:
+        return str(event.dataset.get("SOPInstanceUID", "") or "")
+    with event.request.DataSet.getbuffer() as data:
+        for tag, _, value_at, stop in part10.top_level(data, 0, implicit=implicit):
+            if tag == 0x00080018:
+                return bytes(data[value_at:stop]).rstrip(b"\0 ").decode("latin-1")
+            if tag > 0x00080018:
+                break
+    return ""
+
+
+def affected_sop_instance(event) -> str:
+    """A C-STORE command's Affected SOP Instance UID, without the NUL that pads it on the wire."""
+    return str(event.request.AffectedSOPInstanceUID or "").rstrip("\0")
+
+
+def refusal(event) -> Dataset | None:
+    """A C-STORE's failure answer when its SOP Instance UID, in the command or in the dataset, is
+    not a DICOM UID, or the two differ (None when it may be kept). Its UID names the file."""
+    command = affected_sop_instance(event)
+    try:
+        dataset = _dataset_sop_instance(event)
+    except Exception:                    # part10.Unreadable, or pydicom's own errors
+        log.warning("C-STORE refused: unreadable dataset", extra={"sop_uid": command[:64]})
+        return _failure(dicom_status.CANNOT_UNDERSTAND, "the dataset cannot be read")
+    for what, value in (("Affected SOP Instance UID", command), ("SOP Instance UID", dataset)):
+        if (problem := uids.uid_problem(value, what)) is not None:
+            log.warning("C-STORE refused", extra={"reason": problem, "calling_ae": event.assoc.requestor.ae_title})
+            return _failure(dicom_status.INVALID_SOP_INSTANCE, problem)
+    if command != dataset:
+        log.warning("C-STORE refused: the command and the dataset name different instances",
+                    extra={"sop_uid": command, "dataset_sop_uid": dataset})
+        return _failure(dicom_status.CANNOT_UNDERSTAND, "SOP Instance UID differs from the command's")
+    return None
+
+
+def start_scp(ae_title: str, host: str, port: int, incoming: Path, limits: dicom_limits.Limits, max_pdu: int,
+              timeout: float):
     """The C-MOVE destination: every instance lands in ``incoming``, where the job that asked waits."""
     incoming.mkdir(parents=True, exist_ok=True)
     ae = AE(ae_title=ae_title)
-    ae.maximum_associations = 32
+    ae.maximum_pdu_size = max_pdu
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = timeout
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ACCEPTED)
     ae.add_supported_context(Verification)
 
     def on_store(event):
+        refused = refusal(event)
+        if refused is not None:
+            return refused
         try:
-            write_instance(incoming, str(event.request.AffectedSOPInstanceUID), received_part10(event))
+            write_instance(incoming, affected_sop_instance(event), received_part10(event))
             return Status.SUCCESS
         except OSError:
             log.exception("could not keep a received instance")
@@ -85,7 +149,7 @@ def start_scp(ae_title: str, host: str, port: int, incoming: Path):
 
     handlers = TUNED + [(evt.EVT_C_STORE, on_store),
                 (evt.EVT_C_ECHO, lambda e: Status.SUCCESS)]
-    return ae.start_server((host, port), block=False, evt_handlers=handlers)
+    return dicom_listener.start_server(ae, (host, port), handlers, limits)
 
 
 def _identifier(study_uid: str, series_uid: str, sops: list[str]) -> Dataset:
@@ -138,7 +202,10 @@ def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dic
     roles = [build_role(uid, scp_role=True) for uid in classes]
 
     def on_store(event):
-        take(str(event.request.AffectedSOPInstanceUID), received_part10(event))
+        refused = refusal(event)
+        if refused is not None:
+            return refused
+        take(affected_sop_instance(event), received_part10(event))
         return Status.SUCCESS
     assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     if not assoc.is_established:

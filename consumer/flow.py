@@ -59,7 +59,7 @@ class Prefetcher:
     def _images(self, job: dict, parsed: manifest.Manifest | None = None) -> None:
         """``parsed``: the manifest, when this attempt has just retrieved it (else it is read back)."""
         if parsed is None:
-            parsed = manifest.read(retrieve.manifest_path(self.s, job).read_bytes())
+            parsed = retrieve.kept_manifest(self.s, job)
         every = [u for x in parsed.series for u in x.instances]
         done = self.store.stored_sops(job["local_patient"], every)
         todo = parsed.without(done)

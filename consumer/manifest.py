@@ -7,6 +7,7 @@ from io import BytesIO
 from pydicom import dcmread
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 
+from affinity_domain import uids
 from affinity_domain.exceptions import XdsiError
 
 
@@ -78,4 +79,18 @@ def read(data: bytes) -> Manifest:
             [str(i.ReferencedSOPInstanceUID) for i in refs], [str(i.get("ReferencedSOPClassUID", "")) for i in refs]))
     if not any(s.instances for s in series):
         raise NotAManifest("the manifest references no instance")
-    return Manifest(str(study.StudyInstanceUID), series, str(ds.get("AccessionNumber", "") or ""))
+    parsed = Manifest(str(study.StudyInstanceUID), series, str(ds.get("AccessionNumber", "") or ""))
+    _check_uids(parsed)
+    return parsed
+
+
+def _check_uids(m: Manifest) -> None:
+    """Every UID the consumer will ask for, or keep an instance by, is a DICOM UID (PS3.5 9.1)."""
+    named = [("Study Instance UID", m.study_uid)]
+    for s in m.series:
+        named.append(("Series Instance UID", s.series_uid))
+        named += [("Referenced SOP Instance UID", u) for u in s.instances]
+        named += [("Referenced SOP Class UID", c) for c in s.sop_classes if c]
+    for what, value in named:
+        if (problem := uids.uid_problem(value, what)) is not None:
+            raise NotAManifest(problem)

@@ -43,7 +43,17 @@ def document(s: ConsumerSettings, repository_unique_id: str, unique_id: str, hom
 
 
 def manifest_path(s: ConsumerSettings, job: dict) -> Path:
-    return s.spool / "manifests" / f"{job['document_unique_id']}.dcm"
+    """Where the job's manifest is kept: named by the job's id, never by the document's uniqueId."""
+    return s.spool / "manifests" / f"job-{int(job['id'])}.dcm"
+
+
+def kept_manifest(s: ConsumerSettings, job: dict) -> manifest.Manifest:
+    """The manifest an earlier attempt kept; fetched again when it is not there (a spool wiped, or
+    kept by a version that named it otherwise)."""
+    try:
+        return manifest.read(manifest_path(s, job).read_bytes())
+    except FileNotFoundError:
+        return fetch_manifest(s, job)
 
 
 def fetch_manifest(s: ConsumerSettings, job: dict) -> manifest.Manifest:
@@ -61,7 +71,9 @@ def instances(s: ConsumerSettings, study_uid: str, todo: list[manifest.SeriesRef
     """Every instance of ``todo`` (by SOP Instance UID: its bytes, or its file in ``work``), by
     the configured methods in order; and the methods used."""
     wanted = {u for x in todo for u in x.instances}
-    got: dict[str, Instance] = {p.stem: p for p in work.glob("*.dcm") if p.stem in wanted}   # an earlier attempt's
+    names = {dicom.instance_file(u): u for u in wanted}
+    # What an earlier attempt kept.
+    got: dict[str, Instance] = {names[p.name]: p for p in work.glob("*.dcm") if p.name in names}
     errors, used, transient = [], [], False
     for method in s.retrieve_order:
         left = [x for x in todo if set(x.instances) - got.keys()]
@@ -111,11 +123,12 @@ def _retrieve_by(s: ConsumerSettings, method: str, study_uid: str, series: list[
         finally:
             for uids in refs.values():
                 for uid in uids:
-                    arrived = s.incoming / f"{uid}.dcm"    # C-MOVE sub-operations land in the shared dir
+                    name = dicom.instance_file(uid)
+                    arrived = s.incoming / name           # C-MOVE sub-operations land in the shared dir
                     if arrived.exists():
-                        os.replace(arrived, work / f"{uid}.dcm")
-                    if (work / f"{uid}.dcm").exists():
-                        got[uid] = work / f"{uid}.dcm"
+                        os.replace(arrived, work / name)
+                    if (work / name).exists():
+                        got[uid] = work / name
 
 
 def _holder(s: ConsumerSettings, work: Path, got: dict[str, Instance]):
@@ -151,7 +164,7 @@ def _rad69(s: ConsumerSettings, url: str, location: str, study_uid: str, refs: d
             if part.path is None:
                 got[uid] = part.data
             else:
-                got[uid] = shutil.move(str(part.path), work / f"{uid}.dcm")
+                got[uid] = shutil.move(str(part.path), work / dicom.instance_file(uid))
         missing = {u for uids in refs.values() for u in uids} - answered.keys()
         if missing:
             raise Permanent(f"the source does not have {len(missing)} instances")

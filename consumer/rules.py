@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from affinity_domain import uids
 from affinity_domain.outside import mark_outside
 
 from .entries import ManifestEntry
@@ -60,7 +61,23 @@ class Reconciliation:
     accession_prefix: str = ""
     procedure_codes: dict[str, str] = field(default_factory=dict)   # outside code -> local code
     source_uid: str = ""
-    accession_issuer: str = ""      # set: keep the accession, name its issuer (a PACS that supports it)
+    accession_issuer: str = ""      # set: keep the accession, name its issuer (when the instance names none)
+
+
+def names_an_issuer(ds: Dataset) -> bool:
+    """Whether ``ds`` (an instance, or a request item) names the issuer of its accession number."""
+    items = ds.get("IssuerOfAccessionNumberSequence") or []
+    return any(i.get("LocalNamespaceEntityID") or i.get("UniversalEntityID") for i in items)
+
+
+def issuer_of_accession(issuer: str) -> Sequence:
+    """Issuer of Accession Number Sequence (0008,0051) naming ``issuer``: an OID as its Universal
+    Entity ID (type ISO), and always as its Local Namespace Entity ID."""
+    item = Dataset()
+    item.LocalNamespaceEntityID = issuer[:64]
+    if uids.is_oid(issuer):
+        item.UniversalEntityID, item.UniversalEntityIDType = issuer, "ISO"
+    return Sequence([item])
 
 
 # Where a procedure code may sit in an image's header.
@@ -83,9 +100,8 @@ def reconcile(ds: Dataset, r: Reconciliation) -> Dataset:
         del ds.IssuerOfPatientIDQualifiersSequence
     accession = ds.get("AccessionNumber", "")
     if accession and r.accession_issuer:
-        issuer = Dataset()
-        issuer.LocalNamespaceEntityID = r.accession_issuer[:64]
-        ds.IssuerOfAccessionNumberSequence = Sequence([issuer])
+        if not names_an_issuer(ds):          # one the outside site named is kept: it is apart already
+            ds.IssuerOfAccessionNumberSequence = issuer_of_accession(r.accession_issuer)
     elif accession and r.accession_prefix and not accession.startswith(r.accession_prefix):
         ds.AccessionNumber = (r.accession_prefix + accession)[:16]
     for keyword in PROCEDURE_SEQUENCES:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from affinity_domain.config import (ConfigError, Count, DomainSettings, HttpSettings, Natural, Port, Range, Seconds,
-                                     address)
+from affinity_domain.config import (ConfigError, Count, DomainSettings, HttpSettings, Natural, PduBytes, Port, Range,
+                                    Seconds, address)
+from affinity_domain.dicom_limits import Limits
 
 from .rules import Relevancy
 
@@ -47,8 +48,15 @@ class ConsumerSettings(HttpSettings):
     dicom_host: str
     dicom_port: Port
     dicom_sources: dict[str, str]               # Retrieve AE Title -> host:port
+    dicom_max_associations: Count
+    dicom_max_connections: Count
+    dicom_listen_backlog: Count
+    dicom_max_pdu_bytes: PduBytes
+    dicom_max_associate_pdu_bytes: PduBytes
+    dicom_network_timeout: Seconds
     retrieve_order: tuple[str, ...]
-    accession_mode: Literal["prefix", "issuer"]
+    accession_mode: Literal["auto", "prefix", "issuer"]
+    accession_issuers: dict[str, str]           # source (Retrieve Location UID or AE title) -> issuer OID
     reports: Literal["skip", "store", "oru"]
     report_oru: str                             # host:port; empty: none
     pacs_orders: str                            # host:port; empty: the PACS needs no order
@@ -91,9 +99,9 @@ class ConsumerSettings(HttpSettings):
             object.__setattr__(self, name, value)
 
     @property
-    def accession_issuer(self) -> bool:
-        """Name the source as Issuer of Accession Number rather than prefix its accession numbers."""
-        return self.accession_mode == "issuer"
+    def dicom_limits(self) -> Limits:
+        return Limits(self.dicom_max_associations, self.dicom_max_connections, self.dicom_listen_backlog,
+                      self.dicom_max_associate_pdu_bytes)
 
     @property
     def incoming(self) -> Path:

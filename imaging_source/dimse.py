@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
 from . import query
-from affinity_domain import dicom_net
+from affinity_domain import dicom_listener, dicom_net
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
@@ -59,8 +59,8 @@ class DicomDoor:
             # pynetdicom spools with NamedTemporaryFile in the default temp dir: point it at the
             # store's spool so that keeping an instance is a rename.
             tempfile.tempdir = str(content.spool_dir)
+        self.limits = settings.dicom_limits
         ae = AE(ae_title=self.ae_title)
-        ae.maximum_associations = settings.max_associations
         ae.maximum_pdu_size = settings.max_pdu_bytes
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = settings.network_timeout
         for cx in AllStoragePresentationContexts:
@@ -77,7 +77,7 @@ class DicomDoor:
                               (evt.EVT_C_GET, self.on_get)]
         if self.spooled:
             handlers.append((evt.EVT_CONN_CLOSE, _drop_partial_spool))
-        return self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits)
 
     # ------------------------------------------------------------ C-STORE
 

@@ -12,15 +12,13 @@ study: indexed and served, never published.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.outside import mark_outside, outside_source  # noqa: F401
-
-_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+from affinity_domain.uids import is_oid
 
 
 @dataclass(frozen=True)
@@ -47,10 +45,6 @@ def text(value) -> str:
     """A header value as index text: stripped, without NUL bytes (PostgreSQL text cannot hold them;
     some modalities pad with them). The stored instance keeps its bytes as sent."""
     return "" if value is None else str(value).replace("\0", "").strip()
-
-
-def is_oid(value: str) -> bool:
-    return bool(_OID.match(value or "")) and len(value) <= 64
 
 
 def issuer_of(ds: Dataset, calling_ae: str, by_ae: dict[str, str], default: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from affinity_domain.config import Count, DomainSettings, Natural, Port, Seconds, SoapSettings, address
+from affinity_domain.config import Count, DomainSettings, Natural, PduBytes, Port, Seconds, SoapSettings, address
+from affinity_domain.dicom_limits import Limits
 
 Code = tuple[str, str, str]             # code, coding scheme, display name
 CODE_KEYS = ("class_code", "type_code", "confidentiality_code", "healthcare_facility_type_code",
@@ -47,8 +48,11 @@ class ImagingSourceSettings(SoapSettings):
     threads: Count
     max_request_bytes: Count
     max_associations: Count
-    max_pdu_bytes: Natural               # 0: no limit
+    max_pdu_bytes: PduBytes
     network_timeout: Seconds
+    dicom_max_connections: Count
+    dicom_listen_backlog: Count
+    dicom_max_associate_pdu_bytes: PduBytes
     max_query_results: Count
     fsync: bool
     min_free_bytes: Natural
@@ -62,6 +66,11 @@ class ImagingSourceSettings(SoapSettings):
     def __post_init__(self):
         object.__setattr__(self, "destinations", {ae.strip(): address(where, f"[imaging_source] move_destinations.{ae}")
                                                   for ae, where in self.move_destinations.items()})
+
+    @property
+    def dicom_limits(self) -> Limits:
+        return Limits(self.max_associations, self.dicom_max_connections, self.dicom_listen_backlog,
+                      self.dicom_max_associate_pdu_bytes)
 
     @property
     def codes(self) -> dict[str, Code]:

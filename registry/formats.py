@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 
-_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+from affinity_domain import uids
+
 _DTM = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2})?)?)?)?)?$")
 _HEX40 = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
-def is_oid(value: str) -> bool:
-    return len(value) <= 64 and bool(_OID.match(value))
+is_oid = uids.is_oid
 
 
 def is_dtm(value: str) -> bool:
@@ -48,10 +48,26 @@ def cx_authority(value: str) -> str:
     return authority[1] if len(authority) > 1 else ""
 
 
-def is_unique_id(value: str) -> bool:
-    """OID, or OID^extension (extension at most 16 characters)."""
-    root, _, ext = value.partition("^")
-    return is_oid(root) and len(ext) <= 16 and "^" not in ext
+DICOM_UID_REGISTRY = "1.2.840.10008.2.6.1"     # the coding scheme of a formatCode that is a DICOM SOP class
+MAX_UNIQUE_ID_BYTES = 128
+MAX_EXTENSION = 16
+
+
+def unique_id_problem(value: str, dicom: bool = False) -> str | None:
+    """Why ``value`` is not a DocumentEntry.uniqueId (ITI TF-3 4.2.3.2.26), None when it is one: at
+    most 128 bytes, in the form of its document's format; a DICOM document's is its SOP Instance
+    UID, any other's an OID or OID^extension, the extension 1 to 16 characters and the '^' only
+    there to join them."""
+    if len(value.encode()) > MAX_UNIQUE_ID_BYTES:
+        return f"is longer than {MAX_UNIQUE_ID_BYTES} bytes"
+    if dicom:
+        return None if uids.is_uid(value) else "is not a DICOM UID (a DICOM document's is its SOP Instance UID)"
+    root, caret, extension = value.partition("^")
+    if not is_oid(root):
+        return "is not OID[^extension]"
+    if caret and (not 0 < len(extension) <= MAX_EXTENSION or "^" in extension):
+        return f"has an extension that is not 1 to {MAX_EXTENSION} characters"
+    return None
 
 
 def is_xcn(value: str) -> bool:

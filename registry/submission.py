@@ -101,10 +101,15 @@ def _check_ids(obj: RegistryObject, domain: str, errors: list[XdsError]) -> None
         errors.append(_meta(f"{_label(obj)} has no uniqueId", obj.id))
     elif obj.kind != "document_entry" and not formats.is_oid(uid):
         errors.append(_meta(f"{_label(obj)} uniqueId {uid!r} is not an OID", obj.id))
-    elif obj.kind == "document_entry" and not formats.is_unique_id(uid):
-        errors.append(_meta(f"{_label(obj)} uniqueId {uid!r} is not OID[^extension]", obj.id))
+    elif obj.kind == "document_entry" and (problem := formats.unique_id_problem(uid, _dicom_format(obj))):
+        errors.append(_meta(f"{_label(obj)} uniqueId {uid!r} {problem}", obj.id))
     if not obj.id:
         errors.append(_meta(f"{_label(obj)} has no id"))
+
+
+def _dicom_format(entry: RegistryObject) -> bool:
+    """Whether the document is a DICOM object (its formatCode a SOP class, as the KOS manifest's is)."""
+    return any(c.slot("codingScheme") == [formats.DICOM_UID_REGISTRY] for c in entry.codes(rim.DE_FORMAT_CODE))
 
 
 def _check_authors(obj: RegistryObject, errors: list[XdsError]) -> None:

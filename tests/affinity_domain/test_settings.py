@@ -81,6 +81,13 @@ def test_environment_overrides_arrive_typed(cls, var, raw, key, expected):
      "[consumer] local_pacs = '127.0.0.1:104': expected AE@host:port"),
     (ConsumerSettings, "XDSI_CONSUMER_PIX", "pix.example", "[consumer] pix = 'pix.example': expected host:port"),
     (ConsumerSettings, "XDSI_CONSUMER_WORKERS", "0", "[consumer] workers = 0: must be at least 1"),
+    # an unlimited maximum PDU (0) would leave memory to the peer's word
+    (ImagingSourceSettings, "XDSI_IMAGING_SOURCE_MAX_PDU_BYTES", "0",
+     "[imaging_source] max_pdu_bytes = 0: must be at least 4096"),
+    (ConsumerSettings, "XDSI_CONSUMER_DICOM_MAX_PDU_BYTES", "0",
+     "[consumer] dicom_max_pdu_bytes = 0: must be at least 4096"),
+    (ConsumerSettings, "XDSI_CONSUMER_ACCESSION_MODE", "none",
+     "[consumer] accession_mode = 'none': use one of auto, prefix, issuer"),
 ])
 def test_a_wrong_value_is_refused_in_one_line_naming_its_key(cls, var, raw, message):
     with pytest.raises(ConfigError) as refused:

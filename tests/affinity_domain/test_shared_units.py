@@ -2,7 +2,7 @@
 import pytest
 from lxml import etree
 
-from affinity_domain import config, mllp, mtom, xmlsafe
+from affinity_domain import config, mllp, mtom, uids, xmlsafe
 from tests.xds import DOMAIN
 
 
@@ -79,3 +79,15 @@ def test_exceptions_share_the_root_and_keep_their_other_base():
     assert hl7.Hl7Error("bad").permanent and not hl7.Hl7Error("bad").retryable
     busy, wrong = errors.XdsError(errors.REGISTRY_BUSY, "db"), errors.XdsError(errors.REGISTRY_METADATA_ERROR, "x")
     assert (busy.retryable, busy.permanent, wrong.retryable, wrong.permanent) == (True, False, False, True)
+
+
+@pytest.mark.parametrize("value,uid,oid", [
+    ("1.2.840.10008.5.1.4.1.1.2", True, True), ("2.25.329800735698586629295641978511506172918", True, True),
+    ("0", True, False), ("1.0.2", True, True), ("3.1", True, False),     # an OID's root arc is 0, 1 or 2
+    ("1.02.3", False, False), ("1..2", False, False), (".1.2", False, False), ("1.2.", False, False),
+    ("1.2.3\n", False, False), ("1.2.3\0", False, False), (" 1.2", False, False), ("", False, False),
+    ("../../../tmp/x", False, False), ("1.2^3", False, False), ("1." + "2" * 62, True, True),
+    ("1." + "2" * 63, False, False), (None, False, False), (12, False, False)])
+def test_one_uid_check_for_every_door(value, uid, oid):
+    assert uids.is_uid(value) is uid and uids.is_oid(value) is oid
+    assert (uids.uid_problem(value) is None) is uid

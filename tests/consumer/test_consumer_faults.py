@@ -3,6 +3,7 @@ retried where retrying can help, and never a partly reconciled study marked as s
 retrieval methods (C-MOVE fallback, C-GET) and a report registered beside a study."""
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
@@ -10,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from tests.consumer.consumer_side import affinity_id, kos, register
 from tests.hospital import HOSP_A, HOSP_B, linked_patient, published, send_study, stored_for
-from tests.services import Hl7Receiver, free_port
+from tests.services import SOURCE_RUID, Hl7Receiver, free_port
 
 TEXT_FORMAT = ("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3")
 
@@ -76,6 +77,38 @@ def test_a_manifest_referencing_instances_the_source_does_not_have(chain):
     assert job["state"] == "failed" and "2 of 2 instances could not be retrieved" in job["last_error"]
     assert "rad69" in job["last_error"] and "c-move" in job["last_error"]     # both ways were tried
     assert not [f for f in chain.pacs.files() if dcmread(f, stop_before_pixels=True).StudyInstanceUID == study]
+
+
+def test_a_manifest_whose_sop_instance_uid_is_a_path_fails_its_job_and_writes_nothing(chain):
+    """The SOP Instance UIDs a manifest lists were file names (``<uid>.dcm`` in the job's spool)."""
+    a, b = linked_patient(chain)
+    target = f"xdsi-manifest-{uuid.uuid4().hex[:8]}"
+    hostile = "../" * 12 + f"tmp/{target}"
+    register(chain, affinity_id(chain, b, HOSP_B), kos(generate_uid(), {generate_uid(): [generate_uid(), hostile]}))
+    from tests.consumer.consumer_side import Consumer
+    c = Consumer(None, chain.consumer_http, chain.consumer_mllp, None)
+    status = c.finished(c.fetch(local(b)), 60)
+    [job] = status["jobs"]
+    assert job["state"] == "failed" and job["attempts"] == 1          # permanent: retrying cannot help
+    assert "Referenced SOP Instance UID" in job["last_error"] and "not a DICOM UID" in job["last_error"]
+    assert not list(Path("/tmp").glob(f"{target}*"))
+
+
+def test_by_default_an_outside_accession_names_its_issuer(chain, extra_consumer, tmp_path):
+    """No prefix configured (the default): the accession is kept, with the source as its issuer,
+    so that it cannot be taken for one of the local PACS's own."""
+    a, b = linked_patient(chain)
+    study = send_study(chain, tmp_path, a, HOSP_A, count=2)
+    published(chain, study)
+    c = extra_consumer(accession_prefix="")
+    status = c.finished(c.fetch(local(b)), 90)
+    assert [j["state"] for j in status["jobs"]] == ["stored"]
+    for f in c.pacs.files():
+        ds = dcmread(f, stop_before_pixels=True)
+        assert ds.AccessionNumber == "ACC77"
+        [issuer] = ds.IssuerOfAccessionNumberSequence
+        assert (issuer.UniversalEntityID, issuer.UniversalEntityIDType) == (SOURCE_RUID, "ISO")
+        assert issuer.LocalNamespaceEntityID == SOURCE_RUID
 
 
 def test_a_local_pacs_that_refuses_leaves_the_job_failed_not_stored(chain, extra_consumer, tmp_path):

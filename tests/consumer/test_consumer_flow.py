@@ -29,6 +29,7 @@ def test_order_brings_the_other_sites_study_reconciled(chain, tmp_path):
     assert f"[{HOSP_B}]" in dump                       # Issuer of Patient ID: the local domain
     assert f"[{a}]" in dump                            # the original identity, in Other Patient IDs Sequence
     assert "[A-ACC77]" in dump                         # accession prefixed for the source site
+    assert "(0008,0051)" not in dump                   # ... and so no issuer named
     assert "XDSI RECONCILED" in dump                   # the outside-study marker
     # A second identical order stores nothing new.
     count = len(chain.pacs.files())

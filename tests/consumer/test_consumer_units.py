@@ -20,7 +20,7 @@ from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.outside import outside_source
 from affinity_domain.soap_client import TransportError
-from consumer import cli, dicom, entries, jobs, manifest, messages, orders, reports, rewrite, rules
+from consumer import cli, deliver, dicom, entries, jobs, manifest, messages, orders, reports, retrieve, rewrite, rules
 from consumer.entries import ManifestEntry
 
 LOCAL = "1.3.6.1.4.1.21367.2005.13.20.2000"
@@ -95,13 +95,44 @@ def test_reconcile_rewrites_identity_keeps_the_original_and_marks_the_study():
 def test_reconcile_with_an_accession_issuer_keeps_the_accession():
     ds = rules.reconcile(outside_ct(), rules.Reconciliation("B9", LOCAL, "A-", {}, "1.2.3.302", "1.2.3.302"))
     assert ds.AccessionNumber == "ACC77"
-    assert ds.IssuerOfAccessionNumberSequence[0].LocalNamespaceEntityID == "1.2.3.302"
+    [issuer] = ds.IssuerOfAccessionNumberSequence
+    assert issuer.LocalNamespaceEntityID == "1.2.3.302"
+    assert (issuer.UniversalEntityID, issuer.UniversalEntityIDType) == ("1.2.3.302", "ISO")   # an OID
+    by_ae = rules.reconcile(outside_ct(), rules.Reconciliation("B9", LOCAL, "", {}, "XDSI_SOURCE", "XDSI_SOURCE"))
+    assert by_ae.IssuerOfAccessionNumberSequence[0].LocalNamespaceEntityID == "XDSI_SOURCE"
+    assert "UniversalEntityID" not in by_ae.IssuerOfAccessionNumberSequence[0]
+
+
+def test_an_issuer_the_outside_site_named_is_kept():
+    ds = outside_ct()
+    theirs = Dataset()
+    theirs.UniversalEntityID, theirs.UniversalEntityIDType = "1.2.3.999", "ISO"
+    ds.IssuerOfAccessionNumberSequence = Sequence([theirs])
+    ds = rules.reconcile(ds, rules.Reconciliation("B9", LOCAL, "", {}, "1.2.3.302", "1.2.3.302"))
+    assert [i.UniversalEntityID for i in ds.IssuerOfAccessionNumberSequence] == ["1.2.3.999"]
+
+
+def _settings(**keys):
+    env = {f"XDSI_CONSUMER_{k.upper()}": v for k, v in keys.items()}
+    return cli.settings(config.load(environ=env, data_dir="/tmp/xdsi-settings"))
+
+
+@pytest.mark.parametrize("keys,prefix,issuer", [
+    ({}, "", "1.2.3.302"),                                                   # the default: the source, as issuer
+    ({"accession_issuers": '{ "1.2.3.302" = "1.2.3.77" }'}, "", "1.2.3.77"),   # the issuer configured for it
+    ({"accession_prefix": "A-"}, "A-", ""),                                  # a prefix configured: the prefix
+    ({"accession_prefixes": '{ "1.2.3.302" = "S-" }'}, "S-", ""),
+    ({"accession_prefix": "A-", "accession_mode": "issuer"}, "A-", "1.2.3.302"),
+    ({"accession_mode": "prefix"}, "", "")])                                 # asked for: as it came
+def test_an_outside_accession_is_kept_apart_by_default(keys, prefix, issuer):
+    recon = deliver.reconciliation(_settings(**keys), hl7.Cx("B9", LOCAL), manifest.read(kos()))
+    assert (recon.accession_prefix, recon.accession_issuer) == (prefix, issuer)
 
 
 # ------------------------------------------------------------ KOS manifest
 
 
-def kos(sop_class=KeyObjectSelectionDocumentStorage, title="113030", refs=3):
+def kos(sop_class=KeyObjectSelectionDocumentStorage, title="113030", refs=3, instance="1.9.3.{n}"):
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID, ds.AccessionNumber = sop_class, generate_uid(), "ACC77"
     t = Dataset()
@@ -112,7 +143,7 @@ def kos(sop_class=KeyObjectSelectionDocumentStorage, title="113030", refs=3):
     items = []
     for n in range(refs):
         i = Dataset()
-        i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", f"1.9.3.{n}"
+        i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", instance.format(n=n)
         items.append(i)
     series.ReferencedSOPSequence = Sequence(items)
     study = Dataset()
@@ -141,10 +172,23 @@ def test_manifest_reading_gives_study_series_instances_and_where_to_fetch():
     (kos(sop_class="1.2.840.10008.5.1.4.1.1.88.11"), "not Key Object Selection"),
     (kos(title="113000"), "113030"),
     (kos(refs=0), "no instance"),
+    (kos(instance="../../../../tmp/x{n}"), "Referenced SOP Instance UID '../../../../tmp/x0' is not a DICOM UID"),
+    (kos(instance="1.2.03.{n}"), "not a DICOM UID"),
 ])
 def test_what_is_not_a_manifest_is_refused_with_its_reason(data, reason):
     with pytest.raises(manifest.NotAManifest, match=reason):
         manifest.read(data)
+
+
+def test_files_are_named_by_us_never_by_a_peer(tmp_path):
+    uid = "1.2.840.113619.2.55.3.1"
+    name = dicom.instance_file(uid)
+    assert name == dicom.instance_file(uid) and len(name) == 44 and set(name[:-4]) <= set("0123456789abcdef")
+    kept = dicom.write_instance(tmp_path, uid, b"DICM")
+    assert kept == tmp_path / name and kept.read_bytes() == b"DICM" and list(tmp_path.iterdir()) == [kept]
+    s = _settings()
+    hostile = {"id": 7, "document_unique_id": "1.2.3^../../../../q38"}
+    assert retrieve.manifest_path(s, hostile) == s.spool / "manifests" / "job-7.dcm"
 
 
 # ------------------------------------------------------------ jobs: states and retries

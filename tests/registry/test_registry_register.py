@@ -74,6 +74,31 @@ def test_malformed_or_uncoded_values_are_metadata_errors(registry, patient, fiel
     assert r.response_status == "Failure" and set(r.error_codes) == {"XDSRegistryMetadataError"}
 
 
+TEXT_FORMAT = ("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3")
+
+
+@pytest.mark.parametrize("unique_id,format_code", [
+    ("1.2.3^../../../../q38", Doc.format_code),     # a KOS manifest's uniqueId is its SOP Instance UID
+    ("1.2.3^x", Doc.format_code), ("1.2.3^" + "x" * 17, TEXT_FORMAT), ("1.2.3^", TEXT_FORMAT),
+    ("1.2.3^a^b", TEXT_FORMAT)])
+def test_a_unique_id_its_format_does_not_allow_is_a_metadata_error(registry, patient, unique_id, format_code):
+    r = register(registry, submission(patient, [Doc(unique_id=unique_id, format_code=format_code)]))
+    assert r.response_status == "Failure" and set(r.error_codes) == {"XDSRegistryMetadataError"}
+    assert documents(registry, [unique_id]) == []
+
+
+def test_oid_with_an_extension_is_a_unique_id_for_other_formats(registry, patient):
+    doc = Doc(unique_id=f"{new_oid()}^ABC-1234567890", format_code=TEXT_FORMAT)
+    assert register(registry, submission(patient, [doc])).response_status == "Success"
+    assert len(documents(registry, [doc.unique_id])) == 1
+
+
+@pytest.mark.parametrize("bad", ["1.2.3^x", "../q38", "1.2.03"])
+def test_submission_set_unique_id_must_be_an_oid(registry, patient, bad):
+    r = register(registry, submission(patient, [Doc()], ss_unique_id=bad))
+    assert r.response_status == "Failure" and set(r.error_codes) == {"XDSRegistryMetadataError"}
+
+
 def test_document_not_member_of_submission_set(registry, patient):
     body = submission(patient, [Doc()]).replace(
         'associationType="urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember" '

@@ -31,6 +31,21 @@ def test_cx(value, ok):
 def test_oid():
     assert formats.is_oid("1.3.6.1.4.1.21367.2005.13.20.1000")
     assert not formats.is_oid("1.03.4") and not formats.is_oid("abc") and not formats.is_oid("1." + "1" * 70)
+    assert not formats.is_oid("1.2.3\n")
+
+
+CDA_LIKE = False        # a formatCode that is not a DICOM SOP class: OID or OID^extension
+
+
+@pytest.mark.parametrize("value,dicom,ok", [
+    ("1.2.3", CDA_LIKE, True), ("1.2.3^ABC-12345", CDA_LIKE, True), ("1.2.3^" + "x" * 16, CDA_LIKE, True),
+    ("1.2.3^" + "x" * 17, CDA_LIKE, False), ("1.2.3^", CDA_LIKE, False), ("1.2.3^a^b", CDA_LIKE, False),
+    ("1.2.03^x", CDA_LIKE, False), ("../../../../q38", CDA_LIKE, False),
+    ("1.2.3", True, True), ("2.25." + "9" * 39, True, True),
+    ("1.2.3^../../../../q38", True, False), ("1.2.3^x", True, False), ("1.2." + "3" * 63, True, False),
+    ("1.2.03", True, False)])
+def test_document_entry_unique_id(value, dicom, ok):
+    assert (formats.unique_id_problem(value, dicom) is None) is ok
 
 
 @pytest.mark.parametrize("text,values", [("'a'", ["a"]), ("('a','b')", ["a", "b"]), ("('a', 'b' )", ["a", "b"]),
