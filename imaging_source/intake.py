@@ -26,10 +26,12 @@ from pynetdicom.status import Status
 
 from affinity_domain import part10
 from affinity_domain.outside import OUTSIDE_GROUP
+from affinity_domain.uids import uid_problem
 
 from affinity_domain.content import FileStore, StoreFull
 from affinity_domain.dicom_status import (CANNOT_UNDERSTAND, DATA_SET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE,
-                                          OUT_OF_RESOURCES, PROCESSING_FAILURE, STUDY_OF_ANOTHER_PATIENT)
+                                          INVALID_SOP_INSTANCE, OUT_OF_RESOURCES, PROCESSING_FAILURE,
+                                          STUDY_OF_ANOTHER_PATIENT)
 from .identity import LocalIdentity, PatientConflict, local_identity, marked_outside, text
 from .settings import ImagingSourceSettings
 
@@ -85,6 +87,9 @@ class Rejected:
     reason: str
 
 
+UIDS = ("SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID")     # besides the SOP Instance UID
+
+
 def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str, str],
              default_issuer: str, outside_aes: frozenset[str] = frozenset(),
              affected_sop_uid: str = "") -> Received | Rejected:
@@ -93,6 +98,13 @@ def describe(ds: Dataset, transfer_syntax: str, calling_ae: str, by_ae: dict[str
     if missing:
         return Rejected(DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"missing {', '.join(missing)}")
     sop_uid = _s(ds, "SOPInstanceUID")
+    problem = uid_problem(sop_uid, "SOP Instance UID") or (
+        uid_problem(affected_sop_uid, "Affected SOP Instance UID") if affected_sop_uid else None)
+    if problem:
+        return Rejected(INVALID_SOP_INSTANCE, problem)
+    problem = next(filter(None, (uid_problem(_s(ds, k), k) for k in UIDS)), None)
+    if problem:
+        return Rejected(CANNOT_UNDERSTAND, problem)
     if affected_sop_uid and affected_sop_uid != sop_uid:
         return Rejected(DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                         f"SOP Instance UID {sop_uid} differs from the request's {affected_sop_uid}")

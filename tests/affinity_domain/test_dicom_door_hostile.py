@@ -312,3 +312,28 @@ def test_a_c_store_of_a_valid_instance_is_kept_under_a_name_of_ours(consumer):
     assert status.Status == 0x0000
     [kept] = [p for p in consumer.data_dir.rglob("*.dcm") if dcmread(p).SOPInstanceUID == uid]
     assert uid not in str(kept)
+
+
+@pytest.mark.parametrize("command_uid,dataset_uid,study_uid,status", [
+    ("../../../tmp/x{n}", "../../../tmp/x{n}", None, dicom_status.INVALID_SOP_INSTANCE),
+    ("../../../tmp/x{n}", "1.2.3.{n}", None, dicom_status.INVALID_SOP_INSTANCE),
+    ("1.2.3.{n}", "1.2.03.{n}", None, dicom_status.INVALID_SOP_INSTANCE),
+    ("1.2.3.{n}", "1.2.3.{n}", "../../../tmp/study", dicom_status.CANNOT_UNDERSTAND)])
+def test_the_imaging_source_refuses_a_c_store_whose_uids_are_not_uids_and_keeps_nothing(
+        source, command_uid, dataset_uid, study_uid, status):
+    n = uuid.uuid4().int % 10**20
+    command_uid, dataset_uid = (u.format(n=n) for u in (command_uid, dataset_uid))
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = dataset_uid
+    if study_uid:
+        ds.StudyInstanceUID = study_uid
+    before = sorted(source.data_dir.rglob("*"))
+    assoc = associate(source)
+    try:
+        answer = assoc.send_c_store(EncodedInstance(encode(ds, False, True, False), ds.SOPClassUID, command_uid,
+                                                    "1.2.840.10008.1.2.1"))
+    finally:
+        assoc.release()
+    assert answer.Status == status
+    assert [p for p in sorted(source.data_dir.rglob("*")) if p not in before and p.suffix != ".log"
+            and "run" not in p.parts] == []
