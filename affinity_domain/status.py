@@ -100,8 +100,8 @@ def actor_status(data_dir: Path, actor: str) -> tuple[bool, str]:
                  for name, w in workers.items() if not w.get("alive")]
     held = [f"{name} {w['quarantined']}" for name, w in workers.items() if w.get("quarantined")]
     quarantined = f"; quarantined: {', '.join(held)}" if held else ""
-    if problems:
-        return False, f"unhealthy (pid {pid}): " + "; ".join(problems) + quarantined
+    if problems:   # one line per actor, whatever an error's text holds
+        return False, f"unhealthy (pid {pid}): " + " ".join("; ".join(problems).split()) + quarantined
     return True, f"up (pid {pid}): " + ", ".join(record.get("endpoints", [])) + quarantined
 
 
