@@ -298,6 +298,8 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
             encoding = headers.get("content-transfer-encoding", "binary").lower()
             if encoding not in ("binary", "8bit", "7bit"):
                 raise MtomError(f"Content-Transfer-Encoding {encoding} is not allowed in MTOM")
+            if (cid or f"part{index}") in message.attachments:     # its first part's file would leak
+                raise MtomError(f"Content-ID <{cid}> is repeated" if cid else "a part's name is repeated")
             is_root = not root_found and (cid == start if start else index == 0)
             if is_root:
                 sink = _MemorySink(max_root_bytes)

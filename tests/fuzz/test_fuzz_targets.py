@@ -1,0 +1,55 @@
+"""Each fuzz target (fuzz/) on its seeds and a few hundred mutations of them, and the inputs the
+fuzzers found that crashed a parser once (each failed before its fix)."""
+from __future__ import annotations
+
+import importlib
+import struct
+import warnings
+
+import pytest
+
+from fuzz.harness import smoke
+
+TARGETS = ["part10", "mtom", "ebrim", "pdu"]
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_target_survives_its_seeds_and_their_mutations(name):
+    target = importlib.import_module(f"fuzz.{name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seeds = target.seeds()
+        assert seeds and smoke(target.test_one_input, seeds, count=300) == len(seeds) + 300
+
+
+def test_part10_meta_cut_inside_its_group_length_is_not_a_file_meta():
+    from fuzz.part10 import test_one_input
+    test_one_input(bytes(128) + b"DICM\x02\x00\x00\x00UL\x04\x00\x00")      # struct.error before
+
+
+def test_part10_sequences_nested_past_the_bound_are_unreadable():
+    from affinity_domain import part10
+    from fuzz.part10 import _nested
+    assert len(list(part10.top_level(_nested(part10.MAX_DEPTH - 1), 0))) == 1
+    with pytest.raises(part10.Unreadable):
+        list(part10.top_level(_nested(600), 0))                             # RecursionError before
+
+
+def test_mtom_repeated_content_id_leaves_no_spool_file(tmp_path):
+    import io
+    from affinity_domain import mtom
+    body = (b"--B\r\nContent-ID: <r>\r\n\r\n<x/>\r\n--B\r\nContent-ID: <a>\r\n\r\none\r\n"
+            b"--B\r\nContent-ID: <a>\r\n\r\ntwo\r\n--B--\r\n")
+    with pytest.raises(mtom.MtomError):
+        mtom.read_multipart(io.BytesIO(body), 'multipart/related; boundary="B"; start="<r>"', tmp_path)
+    assert list(tmp_path.iterdir()) == []                                   # one file left before
+
+
+def test_c_store_response_with_a_uid_not_ascii_is_left_to_pynetdicom():
+    from affinity_domain import dicom_net
+
+    def element(tag, value):
+        return struct.pack("<HHI", 0, tag, len(value)) + value
+    command = (element(0x0002, b"1.2\x85\0") + element(0x0100, b"\x01\x80") + element(0x0120, b"\x07\x00")
+               + element(0x0800, b"\x01\x01") + element(0x0900, b"\x00\x00"))
+    assert dicom_net.c_store_response(command) is None                      # UnicodeDecodeError before
