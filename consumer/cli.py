@@ -11,7 +11,7 @@ import urllib.request
 from affinity_domain import db, hl7, logs, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
-from affinity_domain.mllp import MllpServer
+from affinity_domain.mllp import MllpServer, limits_of
 
 from . import dicom, orders
 from .flow import Prefetcher, Worker
@@ -67,7 +67,7 @@ class ConsumerActor:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_CONSUMER")
 
         mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), orders.order_handler(prefetcher),
-                                               oversize), conf.host, conf.mllp_port)
+                                               oversize, limits=limits_of(conf, "mllp_")), conf.host, conf.mllp_port)
         mllp.start()
         scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port,
                                                    conf.incoming), conf.dicom_host, conf.dicom_port)

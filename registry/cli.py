@@ -7,7 +7,7 @@ import os
 from affinity_domain import db, hl7, logs, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
-from affinity_domain.mllp import MllpServer
+from affinity_domain.mllp import MllpServer, limits_of
 
 from . import codes, feed, service
 from .core import Registry
@@ -46,8 +46,8 @@ class RegistryActor:
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
-        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), feed.handler(store, domain), oversize),
-                            s.feed_host, s.feed_port)
+        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), feed.handler(store, domain), oversize,
+                                               limits=limits_of(s, "feed_")), s.feed_host, s.feed_port)
         mllp.start()
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
