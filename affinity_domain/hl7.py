@@ -137,7 +137,13 @@ def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
     text += f"\rMSA|{code}|{msh['control_id']}"
     if error is not None:
         text += "\r" + err_segment(error, version)
-    return (text + "\r").encode("utf-8")
+    return framable(text + "\r").encode("utf-8")
+
+
+def framable(text: str) -> str:
+    """A reply that echoes a peer's fields, with MLLP's framing bytes in them as HL7 hex escapes: an
+    echoed 0x1C before a segment's end would end the reply's frame early."""
+    return text.replace("\x0b", "\\X0B\\").replace("\x1c", "\\X1C\\")
 
 
 def escape(text: str) -> str:

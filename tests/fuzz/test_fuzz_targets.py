@@ -10,7 +10,7 @@ import pytest
 
 from fuzz.harness import smoke
 
-TARGETS = ["part10", "mtom", "ebrim", "pdu"]
+TARGETS = ["part10", "mtom", "ebrim", "pdu", "hl7"]
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -53,3 +53,19 @@ def test_c_store_response_with_a_uid_not_ascii_is_left_to_pynetdicom():
     command = (element(0x0002, b"1.2\x85\0") + element(0x0100, b"\x01\x80") + element(0x0120, b"\x07\x00")
                + element(0x0800, b"\x01\x01") + element(0x0900, b"\x00\x00"))
     assert dicom_net.c_store_response(command) is None                      # UnicodeDecodeError before
+
+
+def test_an_ack_echoing_a_control_id_that_ends_in_0x1c_comes_back_whole():
+    from affinity_domain import hl7, mllp
+    raw = b"MSH|^~\\&|A|B|C|D|2024||ADT^A01^ADT_A01|C1\x1c|P|2.5\rPID|||X1^^^&1.2&ISO\r"
+    reply = hl7.ack(raw, "AA")
+    assert mllp.FrameReader().feed(mllp.frame(reply)) == [reply]          # cut after "C1" before
+    assert reply.endswith(b"\rMSA|AA|C1\\X1C\\\r")
+
+
+def test_a_pix_answer_echoing_a_qpd_that_ends_in_0x1c_comes_back_whole():
+    from affinity_domain import mllp
+    from fuzz.hl7 import test_one_input
+    raw = (b"MSH|^~\\&|A|B|C|D|2024||QBP^Q23^QBP_Q21|C1|P|2.5\r"
+           b"QPD|IHE PIX Query|Q1|P1^^^&1.2.3&ISO|^^^&1.2.3.4&ISO\x1c\n")
+    test_one_input(b"\x00" + mllp.frame(raw))                              # AssertionError before
