@@ -16,7 +16,8 @@ with instrumented("affinity_domain.mtom"):
     from affinity_domain import mtom, xmlsafe
 
 ALLOWED = (mtom.MtomError, xmlsafe.UnsafeXml)
-SPOOL = tempfile.mkdtemp(prefix="xdsi-fuzz-mtom-spool-")
+# In memory where the system has it: the reader writes a spool file for every part it reads.
+SPOOL = tempfile.mkdtemp(prefix="xdsi-fuzz-mtom-spool-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
 def _inline(root_xml: bytes, parts: dict[str, tuple[str, bytes]]) -> None:

@@ -69,3 +69,13 @@ def test_a_pix_answer_echoing_a_qpd_that_ends_in_0x1c_comes_back_whole():
     raw = (b"MSH|^~\\&|A|B|C|D|2024||QBP^Q23^QBP_Q21|C1|P|2.5\r"
            b"QPD|IHE PIX Query|Q1|P1^^^&1.2.3&ISO|^^^&1.2.3.4&ISO\x1c\n")
     test_one_input(b"\x00" + mllp.frame(raw))                              # AssertionError before
+
+
+def test_mtom_boundary_given_as_an_rfc_2231_parameter_is_read():
+    import io
+    from affinity_domain import mtom
+    from fuzz.mtom import test_one_input
+    body = b"--B\r\nContent-ID: <r>\r\n\r\n<x/>\r\n--B--\r\n"
+    message = mtom.read_multipart(io.BytesIO(body), "multipart/related; boundary*=''B", "/nonexistent")
+    assert message.root == b"<x/>"                                          # AttributeError before
+    test_one_input(b"multipart/related; boundary*=utf-8''%E2%82%AC\n" + body)
