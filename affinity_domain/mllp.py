@@ -126,13 +126,11 @@ class MllpServer:
         # must fail at once rather than block this loop (and its shutdown) forever.
         self.socket.setblocking(False)
         self.server_address = self.socket.getsockname()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.socket, selectors.EVENT_READ, "listen")
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="mllp")
+        # The selector, its wake-up pair and the threads are made in the process that serves: a
+        # worker process forked after binding must not share the parent's epoll set.
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r = self._wake_w = None
+        self._pool: ThreadPoolExecutor | None = None
         self._connections: dict[int, _Connection] = {}
         self._returned: list[_Connection] = []
         self._lock = threading.Lock()
@@ -146,7 +144,17 @@ class MllpServer:
         self._thread.start()
         return self._thread
 
+    def _open(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.socket, selectors.EVENT_READ, "listen")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="mllp")
+
     def serve_forever(self) -> None:
+        self._open()
         try:
             while not self._stop.is_set():
                 for key, _ in self._selector.select(0.25):
@@ -162,6 +170,8 @@ class MllpServer:
             for conn in list(self._connections.values()):
                 conn.close()
             self._connections.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._selector.close()
 
     def _accept(self) -> None:
         for _ in range(64):            # then the connections already open get their turn
@@ -263,10 +273,7 @@ class MllpServer:
         conn.last = time.monotonic()
         with self._lock:
             self._returned.append(conn)
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:             # the wake-up pipe is full: the selector is waking anyway
-            pass
+        self._wake()
 
     def _send(self, conn: _Connection, reply: bytes) -> bool:
         try:
@@ -302,21 +309,22 @@ class MllpServer:
     def shutdown(self) -> None:
         """Stop accepting and reading, close every connection and the listener."""
         self._stop.set()
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass
+        self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        self._pool.shutdown(wait=False, cancel_futures=True)
         self.server_close()
 
     def server_close(self) -> None:
         for s in (self.socket, self._wake_r, self._wake_w):
-            try:
+            if s is not None:
                 s.close()
-            except OSError:
-                pass
+
+    def _wake(self) -> None:
+        try:
+            if self._wake_w is not None:
+                self._wake_w.send(b"\0")
+        except OSError:             # full (the selector is waking anyway) or closed (it has stopped)
+            pass
 
 
 def send(host: str, port: int, message: bytes, timeout: float = 10.0) -> bytes:
