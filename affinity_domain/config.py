@@ -51,6 +51,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "path": "/registry",
         "feed_host": "127.0.0.1",
         "feed_port": 2577,
+        "feed_max_connections": 256,   # MLLP connections open at once; past it the longest idle is closed
+        "feed_threads": 8,             # MLLP messages handled at once (idle connections hold none)
+        "feed_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this
+        "feed_message_seconds": 30.0,  # an MLLP frame must be whole this long after its first byte
+        "feed_backlog": 128,           # the MLLP listen queue
         "threads": 8,
         "workers": 2,          # HTTP worker processes (one per core)
         "max_request_bytes": 20 * 1024 * 1024,
@@ -77,10 +82,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 2,                   # MLLP worker processes (one per core)
         "max_json_bytes": 65536,        # a request body of the review and admin API
         **HTTP_DEFAULTS,
+        "mllp_max_connections": 256,   # MLLP connections open at once; past it the longest idle is closed
+        "mllp_threads": 8,             # MLLP messages handled at once (idle connections hold none)
+        "mllp_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this
+        "mllp_message_seconds": 30.0,  # an MLLP frame must be whole this long after its first byte
+        "mllp_backlog": 128,           # the MLLP listen queue
     },
     "consumer": {
         "host": "127.0.0.1",
         "mllp_port": 2576,              # orders: ORM^O01, OMI^O23
+        "mllp_max_connections": 256,   # MLLP connections open at once; past it the longest idle is closed
+        "mllp_threads": 8,             # MLLP messages handled at once (idle connections hold none)
+        "mllp_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this
+        "mllp_message_seconds": 30.0,  # an MLLP frame must be whole this long after its first byte
+        "mllp_backlog": 128,           # the MLLP listen queue
         "http_host": "127.0.0.1",
         "http_port": 8040,              # start a fetch, see progress and history (JSON)
         "ae_title": "XDSI_CONSUMER",

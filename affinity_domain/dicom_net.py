@@ -336,9 +336,12 @@ def c_store_response(command: bytes) -> C_STORE | None:
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo = struct.unpack("<H", values[0x0120])[0]
     rsp.Status = struct.unpack("<H", values[0x0900])[0]
-    for element, name in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
-        if element in values:
-            setattr(rsp, name, values[element].rstrip(b"\0 ").decode("ascii"))
+    try:        # a UID that is not ASCII: pynetdicom's decode judges it
+        for element, name in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
+            if element in values:
+                setattr(rsp, name, values[element].rstrip(b"\0 ").decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
     if 0x0902 in values:
         rsp.ErrorComment = values[0x0902].rstrip(b"\0 ").decode("ascii", "replace")
     return rsp

@@ -1,13 +1,11 @@
-"""HL7 v2 on hl7apy: parse a message, read CX identifiers, build original-mode ACKs with ERR."""
+"""HL7 v2, the one reader every door uses: check a message's framing rules, split it into segments
+and fields (time in proportion to its size), read CX identifiers, build original-mode ACKs with ERR."""
 from __future__ import annotations
 
 import itertools
 import re
 import time
 from dataclasses import dataclass
-
-from hl7apy.core import Message
-from hl7apy.parser import parse_message
 
 from .exceptions import XdsiError
 
@@ -55,8 +53,7 @@ _SEGMENT = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 
 def check_structure(raw: bytes) -> str:
     """The framing rules every message must keep (MSH first, standard encoding characters, segment
-    names); the decoded text. Cheap enough for the PIX feed's hot path, where hl7apy's full parse
-    (about 5 ms a message) would cap the feed rate."""
+    names, a message type with its trigger event); the decoded text."""
     text = decode(raw)
     if not text.startswith("MSH"):
         raise Hl7Error("message does not start with MSH", code="100", location="MSH", ack="AR")
@@ -65,24 +62,24 @@ def check_structure(raw: bytes) -> str:
     for n, line in enumerate(text.split("\r")):
         if line and not _SEGMENT.match(line[:3]) or (line and len(line) > 3 and line[3] != "|"):
             raise Hl7Error(f"segment {n + 1} is not a segment", code="100", location=line[:3], ack="AR")
-    if len(msh_fields(raw)["type"].split("^")) < 2 and not msh_fields(raw)["type"].startswith("ACK"):
+    kind = _msh_of_text(text)["type"]
+    if len(kind.split("^")) < 2 and not kind.startswith("ACK"):
         raise Hl7Error("MSH-9 needs a message type and trigger event", code="100", location="MSH^1^9", ack="AR")
     return text
 
 
-def parse(raw: bytes) -> Message:
-    check_structure(raw)
-    text = decode(raw)
-    try:
-        return parse_message(text, find_groups=False)
-    except Exception as e:  # hl7apy raises many types for bad structure
-        raise Hl7Error(f"cannot parse message: {e}", code="100", ack="AR") from None
+Segments = dict[str, list[list[str]]]
 
 
-def read_segments(text: str) -> dict[str, list[list[str]]]:
-    """ER7 text, split without hl7apy: segment name -> each occurrence's fields, split on ``|`` so
-    that field n is at index n (MSH-n at n - 1, MSH-1 being the separator itself)."""
-    out: dict[str, list[list[str]]] = {}
+def read(raw: bytes) -> Segments:
+    """A message that keeps the framing rules (``check_structure``), split (``read_segments``)."""
+    return read_segments(check_structure(raw))
+
+
+def read_segments(text: str) -> Segments:
+    """ER7 text, split: segment name -> each occurrence's fields, split on ``|`` so that field n is
+    at index n (MSH-n at n - 1, MSH-1 being the separator itself)."""
+    out: Segments = {}
     for line in text.split("\r"):
         if line:
             fields = line.split("|")
@@ -102,17 +99,24 @@ def accepted(reply: str) -> bool:
     return msa is not None and len(msa) > 1 and msa[1] in ("AA", "CA")
 
 
-def segments(message: Message, name: str) -> list:
-    return [s for s in message.children if s.name == name]
+def field(segment: list[str] | None, n: int) -> str:
+    """Field n's first repetition, without trailing empty components (``Doe^Jane^^`` is ``Doe^Jane``)."""
+    if segment is None or n >= len(segment):
+        return ""
+    return segment[n].split("~", 1)[0].rstrip("^")
 
 
-def identifiers(field_repetitions) -> list[Cx]:
-    return [Cx.parse(rep.to_er7()) for rep in field_repetitions if rep.to_er7()]
+def identifiers(value: str) -> list[Cx]:
+    """Each repetition of a CX field (PID-3, MRG-1, ...), empty ones left out."""
+    return [Cx.parse(rep) for rep in value.split("~") if rep]
 
 
 def msh_fields(raw: bytes) -> dict[str, str]:
-    """MSH fields read without hl7apy, so that even an unparsable message gets an ACK."""
-    text = decode(raw)
+    """MSH fields, read so that even a message that breaks the framing rules gets an ACK."""
+    return _msh_of_text(decode(raw))
+
+
+def _msh_of_text(text: str) -> dict[str, str]:
     msh = text.split("\r", 1)[0].split("|")
     get = lambda i: msh[i - 1] if len(msh) >= i else ""  # noqa: E731 -- MSH-n is list index n-1
     return {"sending_app": get(3), "sending_facility": get(4), "receiving_app": get(5),
@@ -133,7 +137,13 @@ def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
     text += f"\rMSA|{code}|{msh['control_id']}"
     if error is not None:
         text += "\r" + err_segment(error, version)
-    return (text + "\r").encode("utf-8")
+    return framable(text + "\r").encode("utf-8")
+
+
+def framable(text: str) -> str:
+    """A reply that echoes a peer's fields, with MLLP's framing bytes in them as HL7 hex escapes: an
+    echoed 0x1C before a segment's end would end the reply's frame early."""
+    return text.replace("\x0b", "\\X0B\\").replace("\x1c", "\\X1C\\")
 
 
 def escape(text: str) -> str:

@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import unquote
@@ -33,8 +34,15 @@ class MtomError(ValueError, XdsiError):
 def content_type_params(header: str) -> tuple[str, dict[str, str]]:
     msg = Message()
     msg["content-type"] = header or ""
-    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
+    params = {k.lower(): _param(v) for k, v in msg.get_params(failobj=[])[1:]}
     return msg.get_content_type(), params
+
+
+def _param(value) -> str:
+    """A parameter's text: an RFC 2231 one (``boundary*=``) comes as a tuple; one that is not
+    latin-1 (what a header's bytes decode to) counts as absent."""
+    text = collapse_rfc2231_value(value)
+    return text if all(ord(c) < 256 for c in text) else ""
 
 
 def is_multipart(header: str) -> bool:
@@ -331,6 +339,8 @@ def read_multipart(stream: BinaryIO, content_type: str, spool_dir: str | os.Path
             encoding = headers.get("content-transfer-encoding", "binary").lower()
             if encoding not in ("binary", "8bit", "7bit"):
                 raise MtomError(f"Content-Transfer-Encoding {encoding} is not allowed in MTOM")
+            if (cid or f"part{index}") in message.attachments:     # its first part's file would leak
+                raise MtomError(f"Content-ID <{cid}> is repeated" if cid else "a part's name is repeated")
             is_root = not root_found and (cid == start if start else index == 0)
             if is_root:
                 sink = _MemorySink(max_root_bytes)

@@ -24,6 +24,7 @@ LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"
 _TAG_LENGTH = struct.Struct("<HHI")          # group, element, 4-byte length (implicit VR, items)
 _EXPLICIT = struct.Struct("<HH2sH")          # group, element, VR, 2-byte length
 _LENGTH = struct.Struct("<I")                # the 4-byte length after a long VR
+MAX_DEPTH = 64                               # sequences in items in sequences...: far past any real IOD
 
 
 class Unreadable(ValueError, XdsiError):
@@ -39,7 +40,7 @@ class NotWalked(Unreadable):
 def dataset_offset(head: bytes) -> int | None:
     """Where the dataset starts in a Part-10 file (after preamble and meta), from its first bytes;
     None when the meta does not open with its group length (PS3.10 requires it)."""
-    if head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
         return None
     return 144 + struct.unpack_from("<I", head, 140)[0]
 
@@ -89,28 +90,30 @@ def _header(data, at: int, implicit: bool) -> tuple[int, int, int, bytes | None]
     return tag, at + 8, short, vr
 
 
-def _skip_sequence(data, at: int, implicit: bool) -> int:
+def _skip_sequence(data, at: int, implicit: bool, depth: int = 0) -> int:
     """Past the delimiter of an undefined-length sequence (or encapsulated pixel data) whose
     items start at ``at``."""
+    if depth > MAX_DEPTH:
+        raise Unreadable(f"sequences nested deeper than {MAX_DEPTH}")
     while True:
         tag, value_at, length, _ = _header(data, at, True)
         if tag == SEQUENCE_END:
             return value_at
         if tag != ITEM:
             raise Unreadable(f"expected an item at {at}")
-        at = value_at + length if length != UNDEFINED else _skip_item(data, value_at, implicit)
+        at = value_at + length if length != UNDEFINED else _skip_item(data, value_at, implicit, depth)
 
 
-def _skip_item(data, at: int, implicit: bool) -> int:
+def _skip_item(data, at: int, implicit: bool, depth: int) -> int:
     """Past the delimiter of an undefined-length item whose elements start at ``at``."""
     while True:
         tag, value_at, length, vr = _header(data, at, implicit)
         if tag == ITEM_END:
             return value_at
-        at = _element_end(data, value_at, length, vr, implicit)
+        at = _element_end(data, value_at, length, vr, implicit, depth + 1)
 
 
-def _element_end(data, value_at: int, length: int, vr, implicit: bool) -> int:
+def _element_end(data, value_at: int, length: int, vr, implicit: bool, depth: int = 0) -> int:
     if length != UNDEFINED:
         end = value_at + length
         if end > len(data):
@@ -118,7 +121,7 @@ def _element_end(data, value_at: int, length: int, vr, implicit: bool) -> int:
         return end
     if vr == b"UN":
         raise NotWalked("UN with undefined length")       # its content is implicit VR: pydicom's job
-    return _skip_sequence(data, value_at, implicit)
+    return _skip_sequence(data, value_at, implicit, depth)
 
 
 def top_level(data: bytes, start: int, end: int | None = None, implicit: bool = False):

@@ -32,29 +32,23 @@ def query(local: Cx, domain_oid: str, sending_app: str, control_id: str = "") ->
     return ("\r".join(segments) + "\r").encode()
 
 
-def _field(segments: list, name: str) -> str:
-    try:
-        return getattr(segments[0], name).to_er7() if segments else ""
-    except Exception:  # hl7apy raises for a field the segment lacks
-        return ""
-
-
 def read_answer(raw: bytes, domain_oid: str) -> Answer:
     try:
-        message = hl7.parse(raw)
+        segments = hl7.read(raw)
     except Hl7Error as e:
         return Answer(reason=f"the answer is not HL7: {e}")
-    ack_code = _field(hl7.segments(message, "MSA"), "msa_1")
+    first = lambda name: segments.get(name, [None])[0]  # noqa: E731
+    ack_code = hl7.field(first("MSA"), 1)
     if not ack_code:
         return Answer(reason="the answer has no MSA segment")
     if ack_code not in ("AA", "CA"):
-        err = hl7.segments(message, "ERR")
-        return Answer(reason=f"PIX manager answered {ack_code} {err[0].to_er7()[4:] if err else ''}".strip())
-    status = _field(hl7.segments(message, "QAK"), "qak_2")
+        err = first("ERR")
+        return Answer(reason=f"PIX manager answered {ack_code} {'|'.join(err[1:]) if err else ''}".strip())
+    status = hl7.field(first("QAK"), 2)
     if status and status != "OK":
         return Answer(reason=f"PIX manager knows no identifier in {domain_oid} ({status})", known=True)
-    pid = hl7.segments(message, "PID")
-    for cx in hl7.identifiers(pid[0].pid_3 if pid else []):
+    pid = first("PID")
+    for cx in hl7.identifiers(pid[3] if pid is not None and len(pid) > 3 else ""):
         if cx.id and cx.authority == domain_oid:
             return Answer(patient_id=f"{cx.id}^^^&{domain_oid}&ISO", known=True)
     return Answer(reason=f"no identifier in {domain_oid} in the answer", known=True)

@@ -11,7 +11,7 @@ import urllib.request
 from affinity_domain import db, hl7, logs, metrics, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
-from affinity_domain.mllp import MllpServer
+from affinity_domain.mllp import MllpServer, limits_of
 from affinity_domain.workers import Supervisor, WorkerSettings
 
 from . import dicom, orders
@@ -77,8 +77,8 @@ class ConsumerActor:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"), application="XDSI_CONSUMER")
 
         taking = metrics.counted_mllp(orders.order_handler(prefetcher), "orders")
-        mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), taking, oversize),
-                            conf.host, conf.mllp_port)
+        mllp = serving.bind(lambda: MllpServer((conf.host, conf.mllp_port), taking, oversize,
+                                               limits=limits_of(conf, "mllp_")), conf.host, conf.mllp_port)
         listener = mllp.start()
         health.register(lambda: {"orders": {"alive": listener.is_alive()}})
         scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port, conf.incoming,

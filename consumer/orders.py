@@ -40,7 +40,7 @@ def order_handler(prefetcher: Prefetcher):
         msh = hl7.msh_fields(raw)
         kind = tuple(msh["type"].split("^")[:2])
         try:
-            hl7.parse(raw)
+            hl7.check_structure(raw)
             if kind not in ORDER_TYPES:
                 raise Hl7Error(f"{'^'.join(kind)} is not an order this consumer takes", code="200",
                                location="MSH^1^9", ack="AR")

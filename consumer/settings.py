@@ -22,6 +22,11 @@ class ConsumerSettings(HttpSettings):
     # where it listens
     host: str
     mllp_port: Port
+    mllp_max_connections: Count
+    mllp_threads: Count
+    mllp_idle_seconds: Seconds
+    mllp_message_seconds: Seconds
+    mllp_backlog: Count
     http_host: str
     http_port: Port
     ae_title: str                               # also the C-MOVE destination

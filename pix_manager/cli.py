@@ -10,7 +10,7 @@ from affinity_domain import db, health as probes, hl7, logs, metrics, serving, s
 from affinity_domain.config import Config, build_settings
 from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.hl7 import Hl7Error
-from affinity_domain.mllp import MllpServer
+from affinity_domain.mllp import MllpServer, limits_of
 
 from . import blocking, http_door, mllp_door
 from .delivery import Deliverer
@@ -38,8 +38,8 @@ class PixActor:
 
         health = serving.observability(config.data_dir, self.name)
         # Bound before forking: every worker process accepts on the same socket.
-        mllp = serving.bind(lambda: MllpServer((s.host, s.port), None, oversize, max_bytes=s.max_message_bytes),
-                            s.host, s.port)
+        mllp = serving.bind(lambda: MllpServer((s.host, s.port), None, oversize,
+                                               limits=limits_of(s, "mllp_", s.max_message_bytes)), s.host, s.port)
         workers = serving.fork_workers(s.workers - 1, health)
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)

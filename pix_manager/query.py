@@ -65,4 +65,4 @@ def _response(q: PixQuery, ack_code: str, status: str, ids: list[Cx], error: Hl7
     segments.append("|".join(q.qpd))
     if ids:
         segments.append("PID|||" + "~".join(str(c) for c in ids) + "||^^^^^^S")
-    return ("\r".join(segments) + "\r").encode()
+    return hl7.framable("\r".join(segments) + "\r").encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port
+from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port, Seconds
 
 from . import blocking
 from .matching import Thresholds
@@ -31,6 +31,11 @@ class PixSettings(HttpSettings):
     max_message_bytes: Count
     workers: Count
     max_json_bytes: Count
+    mllp_max_connections: Count
+    mllp_threads: Count
+    mllp_idle_seconds: Seconds
+    mllp_message_seconds: Seconds
+    mllp_backlog: Count
     domain: DomainSettings
     thresholds: Thresholds = field(init=False)
     rules: dict[str, Rule] = field(init=False)

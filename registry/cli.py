@@ -7,7 +7,7 @@ import os
 from affinity_domain import db, health as probes, hl7, logs, metrics, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
-from affinity_domain.mllp import MllpServer
+from affinity_domain.mllp import MllpServer, limits_of
 
 from . import codes, feed, service
 from .core import Registry
@@ -49,7 +49,8 @@ class RegistryActor:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
         iti8 = metrics.counted_mllp(feed.handler(store, domain), "ITI-8")
-        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), iti8, oversize), s.feed_host, s.feed_port)
+        mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), iti8, oversize,
+                                               limits=limits_of(s, "feed_")), s.feed_host, s.feed_port)
         health.register(probes.threads(feed=mllp.start()))
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})

@@ -1,7 +1,9 @@
-"""The registry's ITI-8 door: ADT feed of affinity-domain patient ids, one ACK per message."""
+"""The registry's ITI-8 door: ADT feed of affinity-domain patient ids, one ACK per message.
+``read`` is pure (bytes in, what to do out); ``apply`` does it to the store."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from affinity_domain import hl7
 from affinity_domain.hl7 import Hl7Error
@@ -14,20 +16,21 @@ CREATE_OR_UPDATE = {"A01", "A04", "A05", "A08"}
 MERGE = {"A40"}
 
 
-def _field(segment, name: str) -> str:
-    try:
-        return getattr(segment, name).to_er7()
-    except Exception:  # hl7apy raises for fields a version does not define
-        return ""
+@dataclass(frozen=True)
+class FeedMessage:
+    event: str
+    ids: list[str]                  # PID-3's identifiers in the affinity domain
+    demographics: dict[str, str]
+    subsumed: list[str] = field(default_factory=list)    # MRG-1's (A40)
 
 
-def _domain_ids(reps, domain: str) -> list[str]:
-    return [str(hl7.Cx(c.id, c.authority)) for c in hl7.identifiers(reps) if c.authority == domain and c.id]
+def _domain_ids(value: str, domain: str) -> list[str]:
+    return [str(hl7.Cx(c.id, c.authority)) for c in hl7.identifiers(value) if c.authority == domain and c.id]
 
 
-def apply(store: Store, domain: str, raw: bytes) -> str:
-    """Apply one feed message; return a short description, or raise Hl7Error."""
-    message = hl7.parse(raw)
+def read(raw: bytes, domain: str) -> FeedMessage:
+    """The feed message's meaning, or Hl7Error."""
+    segments = hl7.read(raw)
     kind = hl7.msh_fields(raw)["type"].split("^")
     if kind[0] != "ADT":
         raise Hl7Error(f"message type {kind[0]} is not accepted by the identity feed", code="200",
@@ -35,27 +38,33 @@ def apply(store: Store, domain: str, raw: bytes) -> str:
     event = kind[1] if len(kind) > 1 else ""
     if event not in CREATE_OR_UPDATE | MERGE:
         raise Hl7Error(f"event {event} is not supported", code="201", location="MSH^1^9", ack="AR")
-    pids = hl7.segments(message, "PID")
-    if not pids:
+    if "PID" not in segments:
         raise Hl7Error("PID segment is required", code="100", location="PID", ack="AE")
-    pid = pids[0]
-    ids = _domain_ids(pid.pid_3, domain)
+    pid = segments["PID"][0]
+    ids = _domain_ids(pid[3] if len(pid) > 3 else "", domain)
     if not ids:
         raise Hl7Error(f"PID-3 has no identifier in the affinity domain {domain}", code="204",
                        location="PID^1^3")
-    demographics = {"name": _field(pid, "pid_5"), "birth_date": _field(pid, "pid_7"),
-                    "sex": _field(pid, "pid_8")}
+    demographics = {"name": hl7.field(pid, 5), "birth_date": hl7.field(pid, 7), "sex": hl7.field(pid, 8)}
     if event in CREATE_OR_UPDATE:
-        for pid_id in ids:
-            store.upsert_patient(pid_id, demographics)
-        return f"{event} {', '.join(ids)}"
-    mrgs = hl7.segments(message, "MRG")
-    subsumed = _domain_ids(mrgs[0].mrg_1, domain) if mrgs else []
+        return FeedMessage(event, ids, demographics)
+    mrg = segments.get("MRG", [[]])[0]
+    subsumed = _domain_ids(mrg[1] if len(mrg) > 1 else "", domain)
     if not subsumed:
         raise Hl7Error("MRG-1 has no identifier in the affinity domain", code="101", location="MRG^1^1")
-    for old in subsumed:
-        store.merge_patients(ids[0], old, demographics)
-    return f"A40 {', '.join(subsumed)} -> {ids[0]}"
+    return FeedMessage(event, ids, demographics, subsumed)
+
+
+def apply(store: Store, domain: str, raw: bytes) -> str:
+    """Apply one feed message; return a short description, or raise Hl7Error."""
+    m = read(raw, domain)
+    if m.event in CREATE_OR_UPDATE:
+        for pid_id in m.ids:
+            store.upsert_patient(pid_id, m.demographics)
+        return f"{m.event} {', '.join(m.ids)}"
+    for old in m.subsumed:
+        store.merge_patients(m.ids[0], old, m.demographics)
+    return f"A40 {', '.join(m.subsumed)} -> {m.ids[0]}"
 
 
 def handler(store: Store, domain: str):

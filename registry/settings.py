@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from affinity_domain.config import Count, DomainSettings, Port, SoapSettings
+from affinity_domain.config import Count, DomainSettings, Port, Seconds, SoapSettings
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,11 @@ class RegistrySettings(SoapSettings):
     path: str
     feed_host: str
     feed_port: Port
+    feed_max_connections: Count
+    feed_threads: Count
+    feed_idle_seconds: Seconds
+    feed_message_seconds: Seconds
+    feed_backlog: Count
     threads: Count
     workers: Count
     max_request_bytes: Count
