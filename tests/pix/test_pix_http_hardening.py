@@ -146,7 +146,7 @@ def test_health_reports_the_workers_and_metrics_count_iti8_and_iti9_of_every_pro
     report = json.loads(body)
     assert status == 200 and report["status"] == "ok", report
     assert {"main", "worker-1"} <= set(report["processes"])
-    assert report["processes"]["main"]["workers"]["delivery"]["alive"] is True
+    assert report["processes"]["main"]["workers"]["outbox"]["alive"] is True
     assert report["processes"]["worker-1"]["workers"]["mllp"]["alive"] is True
     ids = [cx(new_id(), HOSP_A) for _ in range(8)]
     for pid in ids:        # a connection each: the kernel spreads them over both processes
@@ -161,8 +161,8 @@ def test_health_reports_the_workers_and_metrics_count_iti8_and_iti9_of_every_pro
     assert hostile.metric(text, "xdsi_requests_total", transaction="ITI-8", outcome="failure") == 1
     assert hostile.metric(text, "xdsi_requests_total", transaction="ITI-9", outcome="success") == 3
     assert hostile.metric(text, "xdsi_request_seconds_count", transaction="ITI-8") == 9
-    assert hostile.metric(text, "xdsi_worker_alive", worker="delivery") == 1
-    assert hostile.metric(text, "xdsi_queue_depth", worker="delivery") == 0
+    assert hostile.metric(text, "xdsi_worker_alive", worker="outbox") == 1
+    assert hostile.metric(text, "xdsi_queue_depth", worker="outbox") == 0
     hostile.curl(f"{pix.http}/review")
     status, body = hostile.curl(f"{pix.http}/metrics")
     assert hostile.metric(body.decode(), "xdsi_requests_total", transaction="GET /review", code="200") >= 1
