@@ -1,0 +1,215 @@
+"""The repository's syslog doors: UDP (RFC 5426) and TLS (RFC 5425; plain TCP with RFC 6587 octet counting when
+no ``[tls]`` is configured), feeding one bounded queue that a writer empties into PostgreSQL in batches.
+
+Nothing received is dropped here: when the database is slow the queue fills, TCP and TLS peers wait in their
+sends, and UDP datagrams wait in the socket's buffer (``udp_buffer_bytes``) — past that the kernel drops them,
+which UDP's senders accept by choosing UDP."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import socket
+import ssl
+import threading
+import time
+from dataclasses import replace
+
+from affinity_domain import audit_codes
+from affinity_domain.audit import events, syslog
+from affinity_domain.audit.message import AuditSource, Participant, to_xml
+from affinity_domain.audit.syslog import Deframer, SyslogError
+
+from .records import row_of
+from .settings import ArrSettings
+from .store import Store
+
+log = logging.getLogger("xdsi.audit")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Counters:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.received = {"udp": 0, "tcp": 0, "tls": 0, "local": 0}
+        self.stored = 0
+        self.duplicates = 0
+        self.refused = 0
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"received": dict(self.received), "stored": self.stored, "duplicates": self.duplicates,
+                    "refused_connections": self.refused}
+
+
+class Receiver:
+    def __init__(self, s: ArrSettings, store: Store, context: ssl.SSLContext | None,
+                 tcp_sock: socket.socket, udp_sock: socket.socket, source_id: str):
+        self.s, self.store, self.context = s, store, context
+        self.tcp_sock, self.udp_sock = tcp_sock, udp_sock
+        self.source_id = source_id
+        self.queue: queue.Queue = queue.Queue(maxsize=s.queue_records)
+        self.stopping = threading.Event()
+        self.counters = Counters()
+        self.connections = threading.BoundedSemaphore(s.max_connections)
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def stream_transport(self) -> str:
+        return "tls" if self.context is not None else "tcp"
+
+    def start(self) -> None:
+        for target, name in ((self._udp, "audit-udp"), (self._accept, "audit-accept"), (self._write, "audit-db")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        for sock in (self.tcp_sock, self.udp_sock):
+            try:
+                sock.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
+
+    def _put(self, item) -> bool:
+        """Queue a received message, waiting while the queue is full (the peer waits with us)."""
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+                with self.counters.lock:
+                    self.counters.received[item[0]] += 1
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # ---------------------------------------------------------------- UDP
+
+    def _udp(self) -> None:
+        size = self.s.max_message_bytes
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.udp_sock.recvfrom(size + 1)
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                continue
+            if len(data) > size:
+                log.warning("syslog datagram larger than max_message_bytes; dropped",
+                            extra={"peer": peer[0], "bytes": len(data)})
+                continue
+            self._put(("udp", f"{peer[0]}:{peer[1]}", data, _now()))
+
+    # ---------------------------------------------------------------- TCP / TLS
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, peer = self.tcp_sock.accept()
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                continue
+            if not self.connections.acquire(blocking=False):
+                with self.counters.lock:
+                    self.counters.refused += 1
+                log.warning("syslog connection refused: max_connections reached", extra={"peer": peer[0]})
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn, peer), daemon=True, name="audit-conn").start()
+
+    def _serve(self, conn: socket.socket, peer) -> None:
+        where = f"{peer[0]}:{peer[1]}"
+        try:
+            conn.settimeout(self.s.idle_timeout)
+            if self.context is not None:
+                try:
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    log.warning("syslog TLS handshake refused", extra={"peer": where, "error": str(e)})
+                    self._alert(where, f"TLS handshake refused: {e}")
+                    return
+                subject = dict(x[0] for x in conn.getpeercert().get("subject", ())) if conn.getpeercert() else {}
+                if subject.get("commonName"):
+                    where += f" CN={subject['commonName']}"
+            deframer = Deframer(self.s.max_message_bytes)
+            while not self.stopping.is_set():
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    log.info("syslog connection idle; closed", extra={"peer": where})
+                    return
+                if not data:
+                    return
+                for frame in deframer.feed(data):
+                    if not self._put((self.stream_transport, where, frame, _now())):
+                        return
+        except SyslogError as e:
+            log.warning("syslog stream not readable; connection closed", extra={"peer": where, "error": str(e)})
+        except (OSError, ssl.SSLError) as e:
+            log.info("syslog connection ended", extra={"peer": where, "error": str(e)})
+        finally:
+            try:
+                conn.close()
+            finally:
+                self.connections.release()
+
+    def _alert(self, peer: str, description: str) -> None:
+        """The repository audits a refused peer into its own store (Security Alert, Node Authentication)."""
+        self.record_own(events.security_alert(
+            kind=audit_codes.NODE_AUTHENTICATION, reporter=Participant(self.source_id, False),
+            subject=peer, description=description, performers=[Participant(peer, True, host=peer.rpartition(":")[0])]))
+
+    def record_own(self, message) -> None:
+        """An audit record of the repository itself, stored as if it had come by syslog."""
+        xml = to_xml(replace(message, source=AuditSource(self.source_id)))
+        frame = syslog.format_message(xml, hostname=socket.gethostname(), app_name="xdsi-audit",
+                                      procid=str(os.getpid()), time=message.time)
+        self._put(("local", "self", frame, _now()))
+
+    # ---------------------------------------------------------------- the database
+
+    def _batch(self) -> list:
+        try:
+            first = self.queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self.s.insert_batch:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self) -> None:
+        delay = 0.5
+        while True:
+            batch = self._batch()
+            if not batch:
+                if self.stopping.is_set():
+                    return
+                continue
+            rows = [row_of(data, transport, peer, at, self.s.max_message_bytes)
+                    for transport, peer, data, at in batch]
+            while True:
+                try:
+                    new = self.store.insert(rows)
+                    break
+                except Exception as e:     # the database: keep the batch, try again
+                    log.error("audit records not stored yet; retrying", extra={"error": str(e),
+                                                                               "records": len(rows)})
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+            delay = 0.5
+            with self.counters.lock:
+                self.counters.stored += new
+                self.counters.duplicates += len(rows) - new
