@@ -131,6 +131,8 @@ class Receiver:
         try:
             conn.settimeout(self.s.idle_timeout)
             if self.context is not None:
+                if not conn.recv(1, socket.MSG_PEEK):
+                    return                  # connected and closed without a byte: a port probe, not a peer
                 try:
                     conn = self.context.wrap_socket(conn, server_side=True)
                 except (ssl.SSLError, OSError) as e:

@@ -172,5 +172,5 @@ def _object(root, o: ParticipantObject) -> None:
 
 
 def to_xml(message: AuditMessage) -> bytes:
-    """The message as UTF-8 XML on one line (syslog receivers split on nothing inside it)."""
-    return etree.tostring(to_element(message), encoding="UTF-8", xml_declaration=True)
+    """The message as UTF-8 XML on one line, declaration included (receivers that frame by line split nothing)."""
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + etree.tostring(to_element(message), encoding="UTF-8")

@@ -29,6 +29,7 @@ from .spool import Spool, destination_key
 from .syslog import octet_frame
 
 log = logging.getLogger("xdsi.audit")
+ACCEPT_WAIT = 0.5       # seconds a new TLS 1.3 connection waits for the server to refuse our certificate
 
 
 def parse_destination(url: str) -> tuple[str, str, int]:
@@ -64,10 +65,30 @@ class StreamTransport:
         if self.context is None:
             return raw
         try:
-            return self.context.wrap_socket(raw, server_hostname=self.host)
+            tls = self.context.wrap_socket(raw, server_hostname=self.host)
         except (ssl.SSLError, OSError):
             raw.close()
             raise
+        if tls.version() == "TLSv1.3":
+            self._accepted(tls)
+        return tls
+
+    def _accepted(self, tls: ssl.SSLSocket) -> None:
+        """TLS 1.3 ends the client's handshake before the server has checked the client's certificate; a refusal
+        comes as an alert afterwards, and records sent meanwhile would be acknowledged by TCP and thrown away.
+        So a new connection waits a moment for that alert before it carries anything."""
+        tls.settimeout(ACCEPT_WAIT)
+        try:
+            if tls.recv(1) == b"":
+                raise Delivery("the destination closed the connection after the handshake")
+        except socket.timeout:
+            pass
+        except (ssl.SSLError, OSError) as e:
+            tls.close()
+            raise Delivery(f"the destination refused our certificate: {e}") from None
+        finally:
+            if tls.fileno() >= 0:
+                tls.settimeout(self.timeout)
 
     def send(self, records: list[bytes]) -> None:
         if self.sock is None:

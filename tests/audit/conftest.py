@@ -1,37 +1,15 @@
-"""Fixtures for audit: the Audit Record Repository as ``xdsi serve audit`` on free ports, test certificates made
-here with ``cryptography``, and the checkout's entry points for processes started from an older install."""
+"""Fixtures for audit: the Audit Record Repository as ``xdsi serve audit`` on free ports, and test certificates
+made here with ``cryptography``."""
 from __future__ import annotations
 
 import os
-import tempfile
-import tomllib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from tests.audit import certs
-from tests.services import ROOT, Running, free_port, launch
-
-
-def _checkout_entry_points() -> None:
-    """``xdsi serve audit`` finds actors by installed metadata; an install made before this checkout added the
-    actor lacks it, so subprocesses get this checkout's entry points first on PYTHONPATH."""
-    if "audit" in {ep.name for ep in entry_points(group="xdsi.actors")}:
-        return
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    folder = Path(tempfile.mkdtemp(prefix="xdsi-entry-points-")) / f"xdsi-{project['version']}.dist-info"
-    folder.mkdir()
-    (folder / "METADATA").write_text(f"Metadata-Version: 2.1\nName: xdsi\nVersion: {project['version']}\n")
-    groups = [f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in eps.items())
-              for group, eps in project["entry-points"].items()]
-    groups.append("[console_scripts]\n" + "".join(f"{n} = {t}\n" for n, t in project["scripts"].items()))
-    (folder / "entry_points.txt").write_text("\n".join(groups))
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder.parent), os.environ["PYTHONPATH"]])
-
-
-_checkout_entry_points()
+from tests.services import Running, free_port, launch
 
 
 @dataclass
