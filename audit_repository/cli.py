@@ -60,7 +60,7 @@ class AuditActor:
         pool = db.open_pool(url, "audit", max_size=4)
         store = Store(pool)
         source_id = f"audit@{socket.gethostname()}"
-        receiver = Receiver(s, store, context, tcp, udp, source_id)
+        receiver = Receiver(s, url, context, tcp, udp, source_id)
         receiver.start()
         http = serving.http_server(http_door.app(store, s.max_search_results, s.max_message_bytes, receiver.counters),
                                    serving.listen(s.host, s.http_port), 4)

@@ -1,5 +1,5 @@
 """The repository's syslog doors: UDP (RFC 5426) and TLS (RFC 5425; plain TCP with RFC 6587 octet counting when
-no ``[tls]`` is configured), feeding one bounded queue that a writer empties into PostgreSQL in batches.
+no ``[tls]`` is configured), feeding one bounded queue whose batches writer processes parse and store in PostgreSQL.
 
 Nothing received is dropped here: when the database is slow the queue fills, TCP and TLS peers wait in their
 sends, and UDP datagrams wait in the socket's buffer (``udp_buffer_bytes``) — past that the kernel drops them,
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing as mp
 import os
 import queue
 import socket
@@ -21,9 +22,8 @@ from affinity_domain.audit import events, syslog
 from affinity_domain.audit.message import AuditSource, Participant, to_xml
 from affinity_domain.audit.syslog import Deframer, SyslogError
 
-from .records import row_of
+from . import writer
 from .settings import ArrSettings
-from .store import Store
 
 log = logging.getLogger("xdsi.audit")
 
@@ -47,9 +47,9 @@ class Counters:
 
 
 class Receiver:
-    def __init__(self, s: ArrSettings, store: Store, context: ssl.SSLContext | None,
+    def __init__(self, s: ArrSettings, database_url: str, context: ssl.SSLContext | None,
                  tcp_sock: socket.socket, udp_sock: socket.socket, source_id: str):
-        self.s, self.store, self.context = s, store, context
+        self.s, self.database_url, self.context = s, database_url, context
         self.tcp_sock, self.udp_sock = tcp_sock, udp_sock
         self.source_id = source_id
         self.queue: queue.Queue = queue.Queue(maxsize=s.queue_records)
@@ -57,18 +57,32 @@ class Receiver:
         self.counters = Counters()
         self.connections = threading.BoundedSemaphore(s.max_connections)
         self.threads: list[threading.Thread] = []
+        spawn = mp.get_context("spawn")     # a fresh interpreter: this one already runs threads
+        self.batches = spawn.Queue(maxsize=2 * s.writers)
+        self.results = spawn.Queue()
+        self.writers = [spawn.Process(target=writer.run, args=(database_url, self.batches, self.results,
+                                                               s.max_message_bytes), daemon=True,
+                                      name=f"audit-writer-{i}") for i in range(s.writers)]
+        self.receiving_done = threading.Event()
 
     @property
     def stream_transport(self) -> str:
         return "tls" if self.context is not None else "tcp"
 
     def start(self) -> None:
-        for target, name in ((self._udp, "audit-udp"), (self._accept, "audit-accept"), (self._write, "audit-db")):
+        for w in self.writers:
+            w.start()
+        for target, name in ((self._udp, "audit-udp"), (self._accept, "audit-accept")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self.threads.append(t)
+        self.dispatcher = threading.Thread(target=self._dispatch, name="audit-dispatch", daemon=True)
+        self.collector = threading.Thread(target=self._collect, name="audit-collect", daemon=True)
+        self.dispatcher.start()
+        self.collector.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop receiving, then store what was received (within ``timeout``)."""
         self.stopping.set()
         for sock in (self.tcp_sock, self.udp_sock):
             try:
@@ -78,10 +92,17 @@ class Receiver:
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.receiving_done.set()
+        self.dispatcher.join(timeout=max(0.1, deadline - time.monotonic()))
+        for w in self.writers:
+            w.join(timeout=max(0.1, deadline - time.monotonic()))
+            if w.is_alive():
+                w.kill()
+        self.collector.join(timeout=1)
 
     def _put(self, item) -> bool:
         """Queue a received message, waiting while the queue is full (the peer waits with us)."""
-        while not self.stopping.is_set():
+        while not self.receiving_done.is_set():
             try:
                 self.queue.put(item, timeout=0.5)
                 with self.counters.lock:
@@ -192,26 +213,23 @@ class Receiver:
                 break
         return batch
 
-    def _write(self) -> None:
-        delay = 0.5
+    def _dispatch(self) -> None:
+        """Hand batches to the writer processes; when stopping, the last of them, then one None each."""
         while True:
             batch = self._batch()
-            if not batch:
-                if self.stopping.is_set():
-                    return
+            if batch:
+                self.batches.put(batch)
+            elif self.receiving_done.is_set():
+                break
+        for _ in self.writers:
+            self.batches.put(None)
+
+    def _collect(self) -> None:
+        while any(w.is_alive() for w in self.writers) or not self.results.empty():
+            try:
+                new, total = self.results.get(timeout=0.5)
+            except queue.Empty:
                 continue
-            rows = [row_of(data, transport, peer, at, self.s.max_message_bytes)
-                    for transport, peer, data, at in batch]
-            while True:
-                try:
-                    new = self.store.insert(rows)
-                    break
-                except Exception as e:     # the database: keep the batch, try again
-                    log.error("audit records not stored yet; retrying", extra={"error": str(e),
-                                                                               "records": len(rows)})
-                    time.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-            delay = 0.5
             with self.counters.lock:
                 self.counters.stored += new
-                self.counters.duplicates += len(rows) - new
+                self.counters.duplicates += total - new

@@ -20,4 +20,5 @@ class ArrSettings:
     idle_timeout: Seconds
     queue_records: Count
     insert_batch: Count
+    writers: Count
     max_search_results: Count

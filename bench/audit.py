@@ -17,8 +17,11 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 import tempfile
 import time
 import urllib.request
@@ -79,7 +82,13 @@ def _tls(port: int, pki: certs.Pki, messages: list[bytes], rate: int, out) -> No
     context.load_cert_chain(pki.client_cert, pki.client_key)
     raw = socket.create_connection(("127.0.0.1", port))
     with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-        out.put(paced(lambda batch: s.sendall(b"".join(syslog.octet_frame(m) for m in batch)), messages, rate))
+        result = paced(lambda batch: s.sendall(b"".join(syslog.octet_frame(m) for m in batch)), messages, rate)
+        # Closing with the server's unread session tickets would reset the connection and drop what is still
+        # in flight: wait until the repository's TCP has it all.
+        buf = bytearray(4)
+        while fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, buf) == 0 and struct.unpack("i", buf)[0]:
+            time.sleep(0.01)
+        out.put(result)
 
 
 def _recorder(port: int, pki: certs.Pki, folder: str, count: int, rate: int, out) -> None:
@@ -172,7 +181,7 @@ def main() -> None:
                         break
                     if now != last:
                         last, settled = now, time.monotonic()
-                    elif time.monotonic() - settled > 5:
+                    elif time.monotonic() - settled > 15:
                         break
                     time.sleep(0.2)
                 after = health(http)
