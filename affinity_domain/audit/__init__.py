@@ -118,7 +118,7 @@ def record(message: AuditMessage) -> None:
         return
     try:
         recorder.record(message)
-    except OSError as e:       # the spool's disk: the request goes on, the log says what was lost
+    except (OSError, ValueError) as e:   # the spool's disk, a message without participants: the request goes on
         log.error("audit record could not be queued", extra={"error": str(e), "event": message.event_id.meaning})
 
 

@@ -241,6 +241,15 @@ def test_hostile_values_stay_data():
     assert _validator(SCHEMA).validate(doc)
     assert base64.b64decode(doc.findtext(".//ParticipantObjectQuery")) == nasty
     assert doc.find("ActiveParticipant").get("UserID") == "<&>\"'"
+    # characters XML cannot carry (a NUL in a calling AE title) and line ends: the record is kept, on one line
+    message = replace(message, participants=(events.source("AE\x00\x1b\nTWO", host="10.0.0.1"),
+                                             samples.registry), outcome_description="line one\nline two")
+    xml = to_xml(replace(message, source=samples.SOURCE))
+    assert b"\n" not in xml
+    doc = etree.fromstring(xml)
+    assert _validator(SCHEMA).validate(doc)
+    assert doc.find("ActiveParticipant").get("UserID") == "AE\ufffd\ufffd\nTWO"
+    assert doc.findtext("EventIdentification/EventOutcomeDescription") == "line one\nline two"
 
 
 def test_outcomes():
