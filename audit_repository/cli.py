@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import logging
+import os
 import socket
+from dataclasses import replace
 
 from affinity_domain import db, logs, serving
-from affinity_domain.audit import events
+from affinity_domain.audit import events, syslog
+from affinity_domain.audit.message import AuditSource, Participant, to_xml
 from affinity_domain.audit.sender import is_loopback
 from affinity_domain.audit.tls_context import server_context
 from affinity_domain.config import Config, ConfigError, build_settings
 
 from . import fhir, http_door
 from .receiver import Receiver
+from .records import row_of
 from .settings import ArrSettings
 from .store import Criteria, Store
 
@@ -62,8 +67,8 @@ class AuditActor:
         source_id = f"audit@{socket.gethostname()}"
         receiver = Receiver(s, url, context, tcp, udp, source_id)
         receiver.start()
-        http = serving.http_server(http_door.app(store, s.max_search_results, s.max_message_bytes, receiver.counters),
-                                   serving.listen(s.host, s.http_port), 4)
+        door = http_door.app(store, s.max_search_results, s.max_message_bytes, receiver.counters, receiver.record_own)
+        http = serving.http_server(door, serving.listen(s.host, s.http_port), 4)
         receiver.record_own(events.application_activity(started=True, application=source_id))
         for label, where in _endpoints(s, context is not None) + [("ITI-20 syslog UDP (RFC 5426)",
                                                                    f"udp://{s.host}:{s.udp_port}")]:
@@ -116,7 +121,9 @@ def _search(config: Config, args) -> int:
     url = db.database_url(config)
     db.migrate(url, "audit", "audit_repository")
     with db.open_pool(url, "audit", max_size=1) as pool:
-        rows = Store(pool).search(criteria)
+        store = Store(pool)
+        rows = store.search(criteria)
+        store.insert([_log_used(args, s.max_message_bytes)])
     for r in rows:
         if args.json:
             print(json.dumps(fhir.audit_event(r["id"], bytes(r["message"]), s.max_message_bytes)))
@@ -128,6 +135,19 @@ def _search(config: Config, args) -> int:
               f"source {r['source_id'] or '-'}" + (f"  PROBLEM {r['problem']}" if r["problem"] else ""))
     print(f"{len(rows)} record(s)")
     return 0
+
+
+def _log_used(args, max_bytes: int):
+    """This search, as the Audit Log Used record the repository keeps of every read of its trail."""
+    user = getpass.getuser()
+    asked = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k in ("patient", "type", "user", "outcome",
+                                                                       "since", "until") and v)
+    message = events.audit_log_used(user=Participant(user, True, host=socket.gethostname()),
+                                    log=f"xdsi audit search {asked}".strip())
+    xml = to_xml(replace(message, source=AuditSource(f"audit@{socket.gethostname()}")))
+    frame = syslog.format_message(xml, hostname=socket.gethostname(), app_name="xdsi-audit", procid=str(os.getpid()),
+                                  time=message.time)
+    return row_of(frame, "local", "xdsi audit search", message.time, max_bytes)
 
 
 actor = AuditActor()

@@ -289,6 +289,14 @@ def security_alert(*, kind: Code, reporter: Participant, subject: str, descripti
     return _with_type(message, kind)
 
 
+def audit_log_used(*, user: Participant, log: str, outcome: int = c.SUCCESS, description: str | None = None,
+                   time: dt.datetime | None = None) -> AuditMessage:
+    """The audit trail read (an ITI-81 search, ``xdsi audit search``): ``log`` is the URI of what was read."""
+    trail = ParticipantObject(log, c.URI, c.SYSTEM_OBJECT, c.ROLE_SECURITY_RESOURCE, name="Security Audit Log")
+    return _message(c.AUDIT_LOG_USED, c.READ, None, (user,), (trail,), outcome=outcome, description=description,
+                    human=None, time=time)
+
+
 def patient_record(*, action: str, user: Participant, patients: Iterable[str], transaction: Code | None = None,
                    others: Iterable[Participant] = (), human: Human | None = None, outcome: int = c.SUCCESS,
                    description: str | None = None, time: dt.datetime | None = None) -> AuditMessage:

@@ -92,6 +92,9 @@ def all_samples() -> dict[str, object]:
             kind=c.NODE_AUTHENTICATION, reporter=e.Participant("xdsi-registry", False, host="127.0.0.1"),
             subject="10.0.0.66:51234", description="certificate not signed by the domain CA",
             performers=[e.Participant("CN=evil", True, host="10.0.0.66")], time=WHEN),
+        "audit_log_used": e.audit_log_used(
+            user=e.Participant("127.0.0.1:51000", True, host="127.0.0.1"),
+            log="http://127.0.0.1:8060/AuditEvent?patient=IHERED-994", time=WHEN),
         "patient_record": e.patient_record(
             action=c.UPDATE, user=e.Participant("reviewer:bob", True), patients=[PATIENT],
             transaction=c.ITI_8, human=None, time=WHEN),

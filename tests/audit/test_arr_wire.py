@@ -236,3 +236,8 @@ def test_command_line_search(arr, tmp_path):
                           "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     events_found = [json.loads(line) for line in run.stdout.splitlines()[:-1]]
     assert {e["type"]["code"] for e in events_found} == {"110112", "110110"}
+    # reading the trail is itself audited: each search, by ITI-81 or on the command line, is an Audit Log Used
+    used = [e["resource"] for e in search(arr, "type=110101&_count=1000")["entry"]]
+    assert any(e["entity"][0]["what"]["identifier"]["value"].startswith("xdsi audit search --patient")
+               for e in used)
+    assert any("/AuditEvent?patient=" in e["entity"][0]["what"]["identifier"]["value"] for e in used)

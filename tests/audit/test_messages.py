@@ -116,6 +116,7 @@ EXPECTED_EVENTS = {
     "user_authentication": ("110114", "110122", "E"),
     "security_alert": ("110113", "110126", "E"),
     "patient_record": ("110110", "ITI-8", "U"),
+    "audit_log_used": ("110101", None, "R"),
 }
 
 
