@@ -175,10 +175,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "udp_port": 5514,               # syslog over UDP (RFC 5426)
         "http_port": 8060,              # ITI-81 Retrieve ATNA Audit Event (FHIR AuditEvent search)
         "max_message_bytes": 65536,     # a larger syslog frame is refused (TCP: the connection is closed)
-        "udp_buffer_bytes": 32 * 1024 * 1024,  # SO_RCVBUF of the UDP socket: how much of a burst the kernel holds
+        "udp_buffer_bytes": 64 * 1024 * 1024,  # SO_RCVBUF of the UDP socket: how much of a burst the kernel holds
         "max_connections": 64,          # syslog TCP/TLS connections at once
         "idle_timeout": 300.0,          # a syslog connection silent this long is closed
-        "queue_records": 20000,         # received records waiting for the database, at most (TCP peers wait)
+        "queue_records": 50000,         # received records waiting for the database, at most (TCP peers wait)
         "insert_batch": 1000,           # records per INSERT
         "writers": 2,                   # processes that parse and store received records (one per core)
         "max_search_results": 1000,     # ITI-81 and xdsi audit search answer at most this many

@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--phases", default="udp,tls,recorder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an [audit] key of the repository, e.g. --set writers=3")
     args = parser.parse_args()
     count = args.rate * args.seconds
     with tempfile.TemporaryDirectory(prefix="xab", dir="/tmp") as work, fresh_database(Path(work)) as database:
@@ -149,8 +151,9 @@ def main() -> None:
         tls_port, udp_port, http_port = free_port(), free_port(), free_port()
         os.environ.update(XDSI_TLS_CERT=str(pki.server_cert), XDSI_TLS_KEY=str(pki.server_key),
                           XDSI_TLS_CA=str(pki.ca_cert))
-        proc, _ = launch("audit", work, database, {"tls_port": tls_port, "udp_port": udp_port,
-                                                   "http_port": http_port}, [tls_port, http_port])
+        settings = {"tls_port": tls_port, "udp_port": udp_port, "http_port": http_port,
+                    **dict(kv.split("=", 1) for kv in args.set)}
+        proc, _ = launch("audit", work, database, settings, [tls_port, http_port])
         http = f"http://127.0.0.1:{http_port}"
         try:
             print(f"ARR up; {count} records per phase at {args.rate}/s", flush=True)
