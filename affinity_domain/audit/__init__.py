@@ -4,12 +4,15 @@
     audit.record(events.iti18_registry_stored_query(...))   # one line per transaction; cheap (queued)
     audit.stop()                             # at the end: senders get a few seconds to empty the queue
 
+``start`` and ``stop`` record the actor's Application Start and Stop.
+
 ``record`` formats the message (DICOM audit XML in an RFC 5424 syslog message) and appends it to the durable
 spool; background senders deliver it to every ``[audit] destinations`` URL, and keep it until they could.
 Before ``start`` (unit tests, one-shot commands), ``record`` does nothing."""
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import logging
 import os
 import socket
@@ -93,15 +96,27 @@ _fork_hook = False
 
 
 def start(config: Config, actor: str) -> Recorder:
-    """Start this process's recorder (and, in every process forked from it, the child's own)."""
+    """Start this process's recorder (and, in every process forked from it, the child's own), and record the
+    actor's Application Start."""
     global _recorder, _fork_hook
     with _lock:
-        if _recorder is None:
-            _recorder = Recorder(config, actor).start()
-            if not _fork_hook:
-                os.register_at_fork(after_in_child=_after_fork)
-                _fork_hook = True
-        return _recorder
+        if _recorder is not None:
+            return _recorder
+        _recorder = Recorder(config, actor).start()
+        if not _fork_hook:
+            os.register_at_fork(after_in_child=_after_fork)
+            _fork_hook = True
+    record(_activity(_recorder, True))
+    return _recorder
+
+
+def _activity(recorder: Recorder, started: bool) -> AuditMessage:
+    try:
+        launcher = getpass.getuser()
+    except (KeyError, OSError):     # a uid without a name (containers)
+        launcher = str(os.getuid())
+    return events.application_activity(started=started, application=recorder.app_name, host=recorder.hostname,
+                                       launcher=launcher)
 
 
 def _after_fork() -> None:
@@ -123,7 +138,10 @@ def record(message: AuditMessage) -> None:
 
 
 def stop(timeout: float = 5.0) -> None:
+    """Record the Application Stop, then give the senders ``timeout`` seconds to empty the queue."""
     global _recorder
+    if _recorder is not None and _recorder.pid == os.getpid():
+        record(_activity(_recorder, False))
     with _lock:
         if _recorder is not None:
             _recorder.stop(timeout)

@@ -241,3 +241,32 @@ def test_command_line_search(arr, tmp_path):
     assert any(e["entity"][0]["what"]["identifier"]["value"].startswith("xdsi audit search --patient")
                for e in used)
     assert any("/AuditEvent?patient=" in e["entity"][0]["what"]["identifier"]["value"] for e in used)
+
+
+def test_an_actor_records_in_one_line_and_its_forked_workers_too(arr, tmp_path):
+    """The actors' API: ``audit.start`` (Application Start), ``audit.record`` in the parent and in a worker
+    forked after start (its own segment; a worker that exits at once has its records sent by the parent), and
+    ``audit.stop`` (Application Stop)."""
+    patient = new_patient()
+    script = f"""
+import os, sys, json
+sys.path.insert(0, {str(ROOT)!r})
+from affinity_domain import audit, config
+from tests.audit.test_arr_wire import a_query
+cfg = config.load(None, {str(tmp_path)!r}, environ={{"XDSI_AUDIT_DESTINATIONS": '["udp://127.0.0.1:{arr.udp_port}"]'}})
+audit.start(cfg, "worker-test")
+child = os.fork()
+if child == 0:
+    audit.record(a_query({patient!r}, user="child"))
+    os._exit(0)
+os.waitpid(child, 0)
+audit.record(a_query({patient!r}, user="parent"))
+audit.stop(timeout=10)
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    found = wait_found(arr, f"patient={quote(patient)}", 2)
+    assert {a["who"]["identifier"]["value"] for e in found for a in e["agent"]} >= {"child", "parent"}
+    activity = [e["resource"] for e in search(arr, "type=110100&_count=1000")["entry"]
+                if any(a["who"]["identifier"]["value"] == "xdsi-worker-test" for a in e["resource"]["agent"])]
+    assert sorted(e["subtype"][0]["code"] for e in activity) == ["110120", "110121"]
