@@ -1,10 +1,11 @@
 """Actors and commands are found through installed entry points. A shared or older install of the package can
-predate this checkout's pyproject.toml (a new actor), so processes the tests start get this checkout's entry
-points first on PYTHONPATH, as a dist-info of its own made in a temporary folder. A fresh install (CI) already
-has them, and nothing is made."""
+predate this checkout's pyproject.toml (a new actor), so processes the tests start, and the tests' own process,
+get this checkout's entry points first on their path, as a dist-info of its own made in a temporary folder. A
+fresh install (CI) already has them, and nothing is made."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import tomllib
 from importlib.metadata import entry_points
@@ -26,3 +27,4 @@ def use_checkout_entry_points(root: Path) -> None:
     (folder / "entry_points.txt").write_text("\n".join(groups))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(folder.parent), os.environ.get("PYTHONPATH", "")]).rstrip(
         os.pathsep)
+    sys.path.insert(0, str(folder.parent))     # and the tests' own process (compose checks, fixtures)
