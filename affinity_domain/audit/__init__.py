@@ -62,7 +62,7 @@ class Recorder:
         return self
 
     def record(self, message: AuditMessage) -> None:
-        if not self.started:
+        if not self.started or not self.settings.destinations:     # no destination: nothing to keep it for
             return
         if self.pid != os.getpid():         # a forked worker starts its own senders when it first records
             with _lock:

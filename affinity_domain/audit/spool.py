@@ -57,6 +57,7 @@ class Spool:
         self.current: Path | None = None
         self.fd: int | None = None
         self.size = 0
+        self.synced = 0             # bytes of the current segment known to be on disk: only those are sent
         self.dirty = False
         self.claimed: dict[Path, int] = {}      # orphaned segments this process sends, with their lock fd
 
@@ -79,14 +80,22 @@ class Spool:
         path = self.directory / f"{_PREFIX}{time.time_ns():020d}-{os.getpid()}{_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        self.current, self.fd, self.size = path, fd, 0
+        self.current, self.fd, self.size, self.synced = path, fd, 0, 0
 
     def sync(self) -> None:
-        """fsync what this process wrote (before it is sent)."""
+        """fsync what this process wrote (before it is sent). On a copy of the descriptor, outside the lock:
+        a record appended meanwhile does not wait for the disk."""
         with self.lock:
-            if self.fd is not None and self.dirty:
-                os.fsync(self.fd)
-                self.dirty = False
+            if self.fd is None or not self.dirty:
+                return
+            fd, self.dirty, path, size = os.dup(self.fd), False, self.current, self.size
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self.lock:
+            if path == self.current:
+                self.synced = size
 
     def after_fork(self) -> None:
         """In a forked child: the parent's segment stays the parent's; the child starts its own when it writes."""
@@ -95,7 +104,7 @@ class Spool:
         for fd in [self.fd, *self.claimed.values()]:
             if fd is not None:
                 os.close(fd)
-        self.current, self.fd, self.size, self.dirty, self.claimed = None, None, 0, False, {}
+        self.current, self.fd, self.size, self.synced, self.dirty, self.claimed = None, None, 0, 0, False, {}
 
     # ---------------------------------------------------------------- reading
 
@@ -147,6 +156,9 @@ class Spool:
                         data += f.read(len(head) + 1 + int(head) - len(data))
             except FileNotFoundError:
                 continue
+            with self.lock:
+                if segment == self.current:
+                    data = data[:max(self.synced - start, 0)]
             records, consumed = read_records(data, 0, limit)
             if records:
                 return segment, records, start + consumed

@@ -91,6 +91,7 @@ def test_spool_rolls_and_retires_what_every_destination_has(tmp_path):
     for i in range(6):
         spool.append(b"x" * 30 + b"%d" % i)
     assert len(list(tmp_path.glob("seg-*.log"))) == 3
+    spool.sync()
     for url in (a, b):
         key = destination_key(url)
         while True:
@@ -119,3 +120,19 @@ def test_a_dead_writers_segment_is_claimed_once(tmp_path):
     first.close()
     assert second.read(key, 10)[1] == [b"left behind"]
     second.close()
+
+
+def test_only_what_is_on_disk_is_sent(tmp_path):
+    spool = Spool(tmp_path, ["udp://127.0.0.1:1"], 1 << 20)
+    key = destination_key("udp://127.0.0.1:1")
+    spool.append(b"one")
+    assert spool.read(key, 10)[1] == []        # written, not yet fsynced: a power cut could take it back
+    spool.sync()
+    segment, records, offset = spool.read(key, 10)
+    assert records == [b"one"]
+    spool.commit(segment, key, offset)
+    spool.append(b"two")
+    assert spool.read(key, 10)[1] == []
+    spool.sync()
+    assert spool.read(key, 10)[1] == [b"two"]
+    spool.close()
