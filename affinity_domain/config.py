@@ -168,6 +168,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "retry_base_seconds": 1.0,      # back-off while a destination is down: base * 2^(n-1), at most retry_max
         "retry_max_seconds": 60.0,
         "segment_bytes": 16 * 1024 * 1024,   # a spool file is closed and a new one begun past this size
+        "max_record_bytes": 60000,      # a larger audit message is shortened (queries cut, objects left out)
         "source_id": "",                # AuditSourceID; empty: <actor>@<host name>
         "enterprise_site_id": "",       # AuditEnterpriseSiteID; empty: left out
         "host": "127.0.0.1",            # the ARR (xdsi serve audit) listens here

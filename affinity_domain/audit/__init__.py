@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import audit_codes
 from ..config import Config, build_settings
 from . import events, syslog
-from .message import AuditMessage, AuditSource, to_xml
+from .message import AuditMessage, AuditSource, fit, to_xml
 from .sender import Sender, transport
 from .settings import AuditSenderSettings
 from .spool import Spool
@@ -72,6 +72,7 @@ class Recorder:
                     self.start()
         if message.source is None:
             message = dataclasses.replace(message, source=self.source)
+        message = fit(message, self.settings.max_record_bytes)
         self.spool.append(syslog.format_message(to_xml(message), hostname=self.hostname, app_name=self.app_name,
                                                 procid=str(os.getpid()), time=message.time))
 

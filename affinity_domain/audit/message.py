@@ -9,7 +9,7 @@ import base64
 import datetime as dt
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..audit_codes import IP_ADDRESS, MACHINE_NAME, URI_ACCESS_POINT, Code
 
@@ -176,3 +176,32 @@ def _object(o: ParticipantObject) -> str:
         out.append("</ParticipantObjectDescription>")
     out.append("</ParticipantObjectIdentification>")
     return "".join(out)
+
+
+def fit(message: AuditMessage, limit: int) -> AuditMessage:
+    """A message whose XML is at most ``limit`` bytes: first each query is cut to what fits (a peer's request
+    can be of any size), then participant objects are left out from the last, and the outcome description
+    says what was cut. A record too large for its destination would otherwise be refused again and again."""
+    if len(to_xml(message)) <= limit:
+        return message
+    notes, objects = [], list(message.objects)
+    share = max(limit // 4, 256)
+    if any(o.query is not None and len(o.query) > share for o in objects):
+        objects = [replace(o, query=o.query[:share]) if o.query is not None and len(o.query) > share else o
+                   for o in objects]
+        notes.append(f"queries cut to their first {share} bytes")
+    dropped = 0
+
+    def attempt() -> AuditMessage:
+        note = "; ".join(notes + ([f"{dropped} participant objects left out"] if dropped else []))
+        text = "; ".join(t for t in (message.outcome_description, f"audit record shortened: {note}") if t)
+        return replace(message, objects=tuple(objects), outcome_description=text)
+
+    shorter = attempt()
+    while len(to_xml(shorter)) > limit and objects:
+        over = len(to_xml(shorter)) - limit
+        while over > 0 and objects:         # drop about as many objects as the excess takes
+            over -= len(_object(objects.pop()))
+            dropped += 1
+        shorter = attempt()
+    return shorter

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from ..config import ConfigError, Count, Seconds
+from ..config import ConfigError, Count, Range, Seconds
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class AuditSenderSettings:
     retry_base_seconds: Seconds
     retry_max_seconds: Seconds
     segment_bytes: Count
+    max_record_bytes: Annotated[int, Range(2048)]
     source_id: str
     enterprise_site_id: str
 

@@ -259,3 +259,24 @@ def test_outcomes():
     assert events.outcome_of_xds("urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure") == 8
     assert [events.outcome_of_dimse(s) for s in (0, 0xFF00, 0xB000, 0x0001, 0xA700, 0xC000, 0xFE00)] == [
         0, 0, 4, 4, 8, 8, 8]
+
+
+def test_a_record_too_large_is_shortened_not_lost():
+    from affinity_domain.audit.message import fit
+    huge = events.iti51_multi_patient_query(
+        consumer=samples.consumer, registry=samples.registry, query_id="urn:uuid:x", request=b"q" * 200_000,
+        patients=[f"P{i}^^^&1.2.3&ISO" for i in range(5000)])
+    from dataclasses import replace
+    huge = replace(huge, source=samples.SOURCE)
+    small = fit(huge, 60000)
+    xml = to_xml(small)
+    assert len(xml) <= 60000 and _validator(SCHEMA).validate(etree.fromstring(xml))
+    assert "audit record shortened" in small.outcome_description and "left out" in small.outcome_description
+    assert small.objects[0].id == "P0^^^&1.2.3&ISO"          # the first kept, the last left out
+    query_only = events.iti18_registry_stored_query(consumer=samples.consumer, registry=samples.registry,
+                                                    query_id="q", request=b"q" * 200_000, patient=samples.PATIENT)
+    cut = fit(replace(query_only, source=samples.SOURCE), 60000)
+    assert len(cut.objects) == 2 and len(cut.objects[1].query) == 15000
+    assert cut.outcome_description == "audit record shortened: queries cut to their first 15000 bytes"
+    assert fit(samples.all_samples()["iti18_registry_stored_query"], 60000) == \
+        samples.all_samples()["iti18_registry_stored_query"]
