@@ -10,6 +10,7 @@ COPY repository repository
 COPY pix_manager pix_manager
 COPY imaging_source imaging_source
 COPY consumer consumer
+COPY audit_repository audit_repository
 COPY demo demo
 RUN pip install --no-cache-dir .
 WORKDIR /data

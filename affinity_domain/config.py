@@ -231,6 +231,32 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "audience": "",                 # the URI an assertion's AudienceRestriction must name
         "clock_skew_seconds": 60,       # leeway on NotBefore / NotOnOrAfter
     },
+    # ITI-19 node authentication; every actor's listeners and clients read it (audit's syslog today).
+    # ITI-20: what every actor sends (destinations ... source_id), and the Audit Record Repository (the rest).
+    "audit": {
+        "destinations": ["tls://127.0.0.1:6514"],   # tls:// (RFC 5425), tcp:// (RFC 6587), udp:// (RFC 5426)
+        "spool_dir": "",                # the durable queue; empty: <data dir>/audit-spool
+        "send_batch": 500,              # records per write to a destination
+        "send_timeout": 10.0,           # connect, write and acknowledgement, each
+        "retry_base_seconds": 1.0,      # back-off while a destination is down: base * 2^(n-1), at most retry_max
+        "retry_max_seconds": 60.0,
+        "segment_bytes": 16 * 1024 * 1024,   # a spool file is closed and a new one begun past this size
+        "max_record_bytes": 60000,      # a larger audit message is shortened (queries cut, objects left out)
+        "source_id": "",                # AuditSourceID; empty: <actor>@<host name>
+        "enterprise_site_id": "",       # AuditEnterpriseSiteID; empty: left out
+        "host": "127.0.0.1",            # the ARR (xdsi serve audit) listens here
+        "tls_port": 6514,               # syslog over TLS (RFC 5425); plain TCP octet counting without [tls]
+        "udp_port": 5514,               # syslog over UDP (RFC 5426)
+        "http_port": 8060,              # ITI-81 Retrieve ATNA Audit Event (FHIR AuditEvent search)
+        "max_message_bytes": 65536,     # a larger syslog frame is refused (TCP: the connection is closed)
+        "udp_buffer_bytes": 64 * 1024 * 1024,  # SO_RCVBUF of the UDP socket: how much of a burst the kernel holds
+        "max_connections": 64,          # syslog TCP/TLS connections at once
+        "idle_timeout": 300.0,          # a syslog connection silent this long is closed
+        "queue_records": 50000,         # received records waiting for the database, at most (TCP peers wait)
+        "insert_batch": 1000,           # records per INSERT
+        "writers": 2,                   # processes that parse and store received records (one per core)
+        "max_search_results": 1000,     # ITI-81 and xdsi audit search answer at most this many
+    },
 }
 
 # Sections an actor's section may override key by key, in its own sub-table (``[registry.tls]``),

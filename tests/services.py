@@ -265,7 +265,7 @@ def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
     """Environment that moves every actor of ``xdsi up`` / ``xdsi demo`` off the default ports,
     the addresses each actor has of the others included; and the ports the actors listen on."""
     keys = ("registry", "feed", "repository", "pix", "pix_http", "source_dicom", "source", "consumer_mllp",
-            "consumer_http", "consumer_dicom", "pacs")
+            "consumer_http", "consumer_dicom", "pacs", "audit_tls", "audit_udp", "audit_http")
     p = {key: free_port() for key in keys}
     at = "127.0.0.1"
     registry, repository = f"http://{at}:{p['registry']}/registry", f"http://{at}:{p['repository']}/repository"
@@ -284,8 +284,10 @@ def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
         "XDSI_CONSUMER_SOURCES": f'{{ "{SOURCE_RUID}" = "{source}" }}',
         "XDSI_CONSUMER_DICOM_SOURCES": f'{{ XDSI_SOURCE = "{at}:{p["source_dicom"]}" }}',
         "XDSI_CONSUMER_LOCAL_PACS": f"LOCALPACS@{at}:{p['pacs']}",
+        "XDSI_AUDIT_TLS_PORT": p["audit_tls"], "XDSI_AUDIT_UDP_PORT": p["audit_udp"],
+        "XDSI_AUDIT_HTTP_PORT": p["audit_http"], "XDSI_AUDIT_DESTINATIONS": f'["tls://{at}:{p["audit_tls"]}"]',
     }
-    listeners = [port for key, port in p.items() if key != "pacs"]
+    listeners = [port for key, port in p.items() if key not in ("pacs", "audit_udp")]
     return {k: str(v) for k, v in env.items()}, listeners
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from affinity_domain.cli import actors
 from tests.services import domain_on_free_ports, start_pix, wait_until
 
 
@@ -136,13 +137,13 @@ def test_up_in_the_background_stops_everything_it_started(tmp_path, data, how):
         assert any(" -D " in p and "postgres" in p for p in running), running    # the embedded PostgreSQL
         now = status(env, tmp_path)
         assert now.returncode == 0, now.stdout + now.stderr
-        assert len([line for line in now.stdout.splitlines() if " up (pid " in line]) == 5, now.stdout
+        assert len([line for line in now.stdout.splitlines() if " up (pid " in line]) == len(actors()), now.stdout
         up.send_signal(how)
         assert up.wait(60) == 0, (tmp_path / "up.log").read_text()[-3000:]
         assert wait_until(lambda: not left_behind(data, up.pid), 20, 0.5)
         assert not any(listening(p) for p in ports)
         after = status(env, tmp_path)
-        assert after.returncode == 1 and after.stdout.count("not running") == 5, after.stdout
+        assert after.returncode == 1 and after.stdout.count("not running") == len(actors()), after.stdout
     finally:
         kill_all(up, data)
 
@@ -170,11 +171,9 @@ def test_status_names_the_one_actor_running_of_its_data_dir(new_database, tmp_pa
                              env={k: v for k, v in pix.env.items() if k != "XDSI_DATA_DIR"}, cwd=tmp_path,
                              capture_output=True, text=True, timeout=60)
         lines = dict(line.split(None, 1) for line in now.stdout.splitlines())
-        assert now.returncode == 1 and sorted(lines) == ["consumer", "imaging-source", "pix", "registry",
-                                                          "repository"], now.stdout + now.stderr
+        assert now.returncode == 1 and sorted(lines) == sorted(actors()), now.stdout + now.stderr
         assert lines["pix"].startswith(f"up (pid {pix.process.pid}): ") and pix.http in lines["pix"]
-        assert [name for name, line in lines.items() if line == "not running"] == \
-            ["consumer", "imaging-source", "registry", "repository"]
+        assert [name for name, line in lines.items() if line == "not running"] == sorted(set(actors()) - {"pix"})
     finally:
         pix.stop()
     assert not (tmp_path / "run" / "pix.json").exists()
