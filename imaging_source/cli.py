@@ -28,11 +28,14 @@ def _open(config: Config) -> tuple[ImagingSourceSettings, FileStore, Index]:
     s = build_settings(ImagingSourceSettings, config)   # a configuration mistake stops us before anything starts
     url = db.database_url(config)
     db.migrate(url, ACTOR, "imaging_source")
-    content = FileStore(Path(s.store_dir or config.data_dir / "imaging-source"), s.fsync, s.min_free_bytes)
+    if "fsync" in config.section(ACTOR):
+        log.warning("[imaging_source] fsync is no longer read: durability = \"durable\" (the default) or \"fast\"")
+    content = FileStore(Path(s.store_dir or config.data_dir / "imaging-source"), s.durable, s.min_free_bytes)
     pool = db.open_pool(url, ACTOR, max_size=s.threads + 2)
-    # C-STORE indexing: no test round trip before each statement (a dropped connection is retried),
-    # and commits no more durable than the image files (fsync).
-    intake = db.open_pool(url, ACTOR, max_size=s.max_associations // 2 + 1, checked=False, durable=s.fsync)
+    # C-STORE indexing: no test round trip before each statement (a dropped connection is retried).
+    # Its commits are durable too: the journal is emptied once its lines are committed, so a commit
+    # lost in a power cut after that would lose instances that were answered.
+    intake = db.open_pool(url, ACTOR, max_size=s.max_associations // 2 + 1, checked=False, durable=s.durable)
     return s, content, Index(pool, intake)
 
 
@@ -51,7 +54,7 @@ class ImagingSourceActor:
         workers = build_settings(WorkerSettings, config)
         content.sweep_spool()
         try:
-            indexer = Indexer(index, content, open_journal(content, s.fsync), s.duplicate_policy)
+            indexer = Indexer(index, content, open_journal(content, s.durable), s.duplicate_policy)
         except JournalBusy as e:
             raise ConfigError(str(e)) from None
         # The indexer and the publisher; their state goes to the run record (xdsi status).

@@ -54,7 +54,7 @@ class ImagingSourceSettings(SoapSettings):
     dicom_listen_backlog: Count
     dicom_max_associate_pdu_bytes: PduBytes
     max_query_results: Count
-    fsync: bool
+    durability: Literal["durable", "fast"]
     min_free_bytes: Natural
     spool_received: bool
     index_wait_seconds: Seconds
@@ -71,6 +71,11 @@ class ImagingSourceSettings(SoapSettings):
     def dicom_limits(self) -> Limits:
         return Limits(self.max_associations, self.dicom_max_connections, self.dicom_listen_backlog,
                       self.dicom_max_associate_pdu_bytes)
+
+    @property
+    def durable(self) -> bool:
+        """fsync before answering, and index commits that wait for the WAL flush."""
+        return self.durability == "durable"
 
     @property
     def codes(self) -> dict[str, Code]:
