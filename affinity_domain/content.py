@@ -39,10 +39,10 @@ class ContentStore(Protocol):
         if self.fsync:
             _fsync_dir(os.path.dirname(self._target(sha1)))
 
-    def sync(self, sha1s) -> None:
-        """Put stored files and their names on disk (what a fast store left in the page cache);
-        a missing file is skipped."""
-        dirs = set()
+    def sync(self, sha1s) -> set[str]:
+        """Put stored files and their names on disk (what a store without fsync left in the page
+        cache); the sha1s that are stored."""
+        stored, dirs = set(), set()
         for sha1 in sha1s:
             try:
                 fd = os.open(self._target(sha1), os.O_RDONLY)
@@ -52,9 +52,11 @@ class ContentStore(Protocol):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            stored.add(sha1)
             dirs.add(os.path.dirname(self._target(sha1)))
         for d in dirs:
             _fsync_dir(d)
+        return stored
 
     def open(self, sha1: str) -> BinaryIO: ...
 
@@ -182,10 +184,10 @@ class FileStore:
         if self.fsync:
             _fsync_dir(os.path.dirname(self._target(sha1)))
 
-    def sync(self, sha1s) -> None:
-        """Put stored files and their names on disk (what a fast store left in the page cache);
-        a missing file is skipped."""
-        dirs = set()
+    def sync(self, sha1s) -> set[str]:
+        """Put stored files and their names on disk (what a store without fsync left in the page
+        cache); the sha1s that are stored."""
+        stored, dirs = set(), set()
         for sha1 in sha1s:
             try:
                 fd = os.open(self._target(sha1), os.O_RDONLY)
@@ -195,9 +197,11 @@ class FileStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            stored.add(sha1)
             dirs.add(os.path.dirname(self._target(sha1)))
         for d in dirs:
             _fsync_dir(d)
+        return stored
 
     def open(self, sha1: str) -> BinaryIO:
         return open(self.path(sha1), "rb")

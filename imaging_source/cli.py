@@ -89,7 +89,8 @@ class ImagingSourceActor:
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s.repository_url, "pix": f"{s.pix_host}:{s.pix_port}"})
         # Stopping is bounded: what is not indexed by then stays in the journal for the next start.
-        serving.run_until_stopped([http], [dicom.shutdown, lambda: indexer.flush(workers.stop_seconds),
+        serving.run_until_stopped([http], [door.commitment.stop, dicom.shutdown,
+                                           lambda: indexer.flush(workers.stop_seconds),
                                            supervisor.stop, indexer.close, index.close, health.retire])
         return 0
 
@@ -116,7 +117,7 @@ class ImagingSourceActor:
 
 
 def _endpoints(s: ImagingSourceSettings) -> list[tuple[str, str]]:
-    return [("DICOM C-STORE/FIND/MOVE/GET", f"{s.ae_title}@{s.dicom_host}:{s.dicom_port}"),
+    return [("DICOM C-STORE/FIND/MOVE/GET, Storage Commitment", f"{s.ae_title}@{s.dicom_host}:{s.dicom_port}"),
             ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s.host}:{s.port}{s.path}")]
 
 

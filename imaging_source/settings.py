@@ -24,7 +24,7 @@ class ImagingSourceSettings(SoapSettings):
     assigning_authority: str            # the local ids' issuer when an instance names none
     calling_ae_authorities: dict[str, str]
     quiet_seconds: Natural
-    move_destinations: dict[str, str]   # AE -> host:port
+    move_destinations: dict[str, str]   # AE -> host:port (C-MOVE, and Storage Commitment reports)
     repository_unique_id: str
     repository_url: str
     repository_timeout: Seconds
@@ -55,6 +55,9 @@ class ImagingSourceSettings(SoapSettings):
     dicom_max_associate_pdu_bytes: PduBytes
     max_query_results: Count
     durability: Literal["durable", "fast"]
+    max_pending_commitments: Count
+    commitment_attempts: Count
+    commitment_retry_seconds: Seconds
     min_free_bytes: Natural
     spool_received: bool
     index_wait_seconds: Seconds
