@@ -47,6 +47,24 @@ def timed(*cmd) -> float:
     return elapsed
 
 
+def keeping(directory: Path, files: list[Path], durable: bool) -> float:
+    """Seconds per instance the source's own store and journal take to keep these files (FileStore
+    put, journal line), synced or not: the disk's share of a C-STORE, without DICOM."""
+    from affinity_domain.content import FileStore
+    from imaging_source.indexer import Journal
+    store = FileStore(directory, durable)
+    journal = Journal(directory / "intake.journal", durable)
+    data = [f.read_bytes() for f in files]
+    line = b"x" * 800 + b"\n"                 # about a journal line's size
+    t = time.perf_counter()
+    for d in data:
+        store.put_bytes(d)
+        journal.append(line)
+    elapsed = time.perf_counter() - t
+    journal.close()
+    return elapsed / len(files)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -161,11 +179,13 @@ def main() -> int:
         n = args.instances
         rates: dict[str, list[float]] = {"durable": [], "fast": [], "storescp": [], "storescp + sync": []}
         cpu: dict[str, list[float]] = {"durable": [], "fast": []}
+        disk: dict[str, list[float]] = {"synced": [], "unsynced": []}
         study = None
         for r in range(args.repeat):
             for label, port, proc in (("durable", dicom, procs[2]), ("fast", fast_dicom, fast)):
                 sent = dd.make_study(work / f"study-{label}{r}", local, series=5, per_series=n // 5)
                 study = sent if label == "durable" else study
+                timed("sync")                        # each configuration starts with nothing dirty
                 before = cpu_seconds(proc.pid)
                 t = timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", port, *sent.files)
                 cpu[label].append((cpu_seconds(proc.pid) - before) / len(sent.files) * 1e3)
@@ -175,6 +195,12 @@ def main() -> int:
             t_sync = timed("sync")
             rates["storescp"].append(len(study.files) / t_dcmtk)
             rates["storescp + sync"].append(len(study.files) / (t_dcmtk + t_sync))
+            # The same bytes kept by FileStore and Journal alone, synced and not (fresh copies:
+            # the content store keeps one file per hash).
+            copies = dd.make_study(work / f"kept{r}", local, series=5, per_series=n // 5).files
+            timed("sync")
+            disk["synced"].append(keeping(work / f"kept-synced{r}", copies, True))
+            disk["unsynced"].append(keeping(work / f"kept-unsynced{r}", copies, False))
         best = {label: max(values) for label, values in rates.items()}
         count = len(study.files)
         for ours in ("durable", "fast"):
@@ -184,6 +210,14 @@ def main() -> int:
         for label in ("durable", "fast"):
             print(f"{f'  imaging source ({label}) CPU per instance received':<52} {min(cpu[label]):.2f} ms "
                   f"(wall {1e3 / best[label]:.2f} ms)", flush=True)
+        # What fsync alone costs on this disk, and so the best ratio a durable source could reach
+        # if everything else cost what the fast one does.
+        synced, unsynced = min(disk["synced"]) * 1e3, min(disk["unsynced"]) * 1e3
+        bound = 1e3 / (1e3 / best["fast"] + synced - unsynced)
+        print(f"{'  keeping an instance on this disk (store + journal)':<52} synced {synced:.2f} ms, "
+              f"not synced {unsynced:.2f} ms: fsync costs {synced - unsynced:.2f} ms", flush=True)
+        print(f"{'  fast + that fsync cost, vs storescp (/s)':<52} at best {bound:>9.1f} /s     ratio "
+              f"{bound / best['storescp']:.3f}", flush=True)
         print("  every run (/s): " + "; ".join(f"{label} " + " ".join(f"{v:.0f}" for v in values)
                                                for label, values in rates.items()), flush=True)
 
@@ -196,8 +230,7 @@ def main() -> int:
                                         ("storescp", "STORESCP", dcmtk_scp)):
                     sent = dd.make_study(work / f"parallel-{label}{r}", local, series=k, per_series=n // k)
                     groups = [sent.files[i::k] for i in range(k)]
-                    if label == "storescp":
-                        timed("sync")
+                    timed("sync")
                     t = time.perf_counter()
                     running = [subprocess.Popen(["/usr/bin/storescu", "-aec", ae, "127.0.0.1", str(port),
                                                  *map(str, g)], env=ENV, stdout=subprocess.DEVNULL,
