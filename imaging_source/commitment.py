@@ -14,14 +14,18 @@ class below is the pynetdicom adapter.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
+from io import BytesIO
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_context, build_role
-from pynetdicom.dimse_primitives import N_ACTION
+from pynetdicom.dimse_primitives import N_ACTION, N_EVENT_REPORT
+from pynetdicom.dsutils import encode
 
 from affinity_domain import dicom_net
 from affinity_domain.content import FileStore
@@ -131,6 +135,7 @@ class StorageCommitment:
         self.timeout = settings.network_timeout
         self.attempts, self.retry_seconds = settings.commitment_attempts, settings.commitment_retry_seconds
         self._slots = threading.BoundedSemaphore(settings.max_pending_commitments)
+        self._message_ids = itertools.count()
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -193,8 +198,7 @@ class StorageCommitment:
     def _report(self, assoc, calling: str, event_type: int, report: Dataset) -> str:
         """Send the N-EVENT-REPORT; on which association it was taken ("same", "new"), or ""."""
         if assoc.is_established and not assoc.acse.is_release_requested():
-            status, _ = assoc.send_n_event_report(report, event_type, STORAGE_COMMITMENT, WELL_KNOWN_INSTANCE)
-            if getattr(status, "Status", None) == 0x0000:
+            if report_on(assoc, event_type, report, next(self._message_ids) % 0xFFFF + 1, self.timeout) == 0x0000:
                 return "same"
         where = self.destinations.get(calling)
         if where is None:
@@ -245,3 +249,57 @@ def _when_answered(assoc, message_id: int) -> threading.Event:
                     answered.set()
     dimse.send_msg = send_msg
     return answered
+
+
+def report_on(assoc, event_type: int, report: Dataset, message_id: int, timeout: float) -> int | None:
+    """Send the N-EVENT-REPORT on the modality's own association; the status it answered, or None.
+
+    pynetdicom's ``send_n_event_report`` takes the next message to arrive as the answer, so a
+    C-STORE or another N-ACTION the modality sends meanwhile would end the association. Here the
+    answer is picked out by its Message ID as it arrives, and the reactor goes on serving the rest."""
+    context = next((cx for cx in assoc.accepted_contexts if cx.abstract_syntax == STORAGE_COMMITMENT), None)
+    if context is None:
+        return None
+    syntax = context.transfer_syntax[0]
+    request = N_EVENT_REPORT()
+    request.MessageID, request.EventTypeID = message_id, event_type
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = STORAGE_COMMITMENT, WELL_KNOWN_INSTANCE
+    request.EventInformation = BytesIO(encode(report, syntax.is_implicit_VR, syntax.is_little_endian,
+                                              syntax.is_deflated))
+    with assoc.__dict__.setdefault("_commitment_reports", threading.Lock()):    # one at a time per association
+        return _send_and_pick_answer(assoc, request, context.context_id, timeout)
+
+
+def _send_and_pick_answer(assoc, request: N_EVENT_REPORT, context_id: int, timeout: float) -> int | None:
+    answered, answer = threading.Event(), []
+    arrived = assoc.dimse.msg_queue
+    put = arrived.put
+    message_id = request.MessageID
+
+    def pick_out(item, *args, **kwargs):
+        message = item[1]
+        if isinstance(message, N_EVENT_REPORT) and message.MessageIDBeingRespondedTo == message_id:
+            answer.append(message)
+            answered.set()
+        else:
+            put(item, *args, **kwargs)
+    arrived.put = pick_out
+    try:
+        # The reactor is held while the request goes out, as pynetdicom's own send_* calls hold it.
+        deadline = time.monotonic() + timeout
+        assoc._reactor_checkpoint.clear()
+        try:
+            while not assoc._is_paused:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.0005)
+            if not assoc.is_established:
+                return None
+            assoc.dimse.send_msg(request, context_id)
+        finally:
+            assoc._reactor_checkpoint.set()
+        if not answered.wait(timeout):
+            return None
+        return answer[0].Status
+    finally:
+        arrived.put = put

@@ -276,3 +276,26 @@ def test_a_fast_source_commits_only_once_the_files_are_synced(committing_fast, t
                                                                                        args)]
     assert len([e for e in files if e < reported]) == 2, "the committed files were not synced before the report"
     assert names and names[0] < reported, "their directory entries were not synced before the report"
+
+
+def test_the_modality_may_go_on_storing_on_the_association_that_waits_for_its_report(committing, tmp_path):
+    references = stored_instances(committing, tmp_path / "first")
+    more = dd.make_study(tmp_path / "more", "SCMORE", series=1, per_series=20)
+    reports, ae = Reports(), modality()
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", committing.dicom_port, ae_title="XDSI_SOURCE",
+                         evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)])
+    try:
+        status, _ = assoc.send_n_action(action_information(generate_uid(), references), 1,
+                                        StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
+        assert status.Status == 0x0000
+        # The report comes while these are on the wire: the source must take each C-STORE
+        # request as one, not as the answer to its report.
+        stored = [assoc.send_c_store(dcmread(f)) for f in more.files]
+        assert [getattr(s, "Status", None) for s in stored] == [0x0000] * 20
+        assert reports.arrived.wait(30)
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    (report,) = reports.got
+    assert report.event_type == 1 and lists(report.info) == (set(references), {})
