@@ -219,7 +219,9 @@ def main() -> int:
         print(f"{'  fast + that fsync cost, vs storescp (/s)':<52} at best {bound:>9.1f} /s     ratio "
               f"{bound / best['storescp']:.3f}", flush=True)
         print("  every run (/s): " + "; ".join(f"{label} " + " ".join(f"{v:.0f}" for v in values)
-                                               for label, values in rates.items()), flush=True)
+                                               for label, values in rates.items())
+              + "; fsync cost (ms) " + " ".join(f"{(a - b) * 1e3:.2f}" for a, b in zip(disk["synced"], disk["unsynced"])),
+              flush=True)
 
         # 1b. several associations at once: the journal's fsyncs are shared (group commit)
         if "parallel" in only:
