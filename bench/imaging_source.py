@@ -220,8 +220,8 @@ def main() -> int:
               f"{bound / best['storescp']:.3f}", flush=True)
         print("  every run (/s): " + "; ".join(f"{label} " + " ".join(f"{v:.0f}" for v in values)
                                                for label, values in rates.items())
-              + "; fsync cost (ms) " + " ".join(f"{(a - b) * 1e3:.2f}" for a, b in zip(disk["synced"], disk["unsynced"])),
-              flush=True)
+              + "; fsync cost (ms) " + " ".join(f"{(a - b) * 1e3:.2f}"
+                                                for a, b in zip(disk["synced"], disk["unsynced"])), flush=True)
 
         # 1b. several associations at once: the journal's fsyncs are shared (group commit)
         if "parallel" in only:
