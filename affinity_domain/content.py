@@ -33,30 +33,8 @@ class ContentStore(Protocol):
         """Keep the spooled file's bytes durably under their SHA-1 (computed when not given); the
         spooled file is consumed. Bytes already stored under that hash are kept (a retry)."""
 
-    def _name_on_disk(self, sha1: str) -> None:
-        """Bytes already stored: another writer may have renamed them in but not yet synced the
-        directory, and this put must not return before that."""
-        if self.fsync:
-            _fsync_dir(os.path.dirname(self._target(sha1)))
-
     def sync(self, sha1s) -> set[str]:
-        """Put stored files and their names on disk (what a store without fsync left in the page
-        cache); the sha1s that are stored."""
-        stored, dirs = set(), set()
-        for sha1 in sha1s:
-            try:
-                fd = os.open(self._target(sha1), os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            stored.add(sha1)
-            dirs.add(os.path.dirname(self._target(sha1)))
-        for d in dirs:
-            _fsync_dir(d)
-        return stored
+        """Put the stored bytes of these hashes durably on disk; the hashes that are stored."""
 
     def open(self, sha1: str) -> BinaryIO: ...
 

@@ -73,9 +73,9 @@ class ImagingSourceActor:
                                     else f"not within {s.index_wait_seconds:g} s"))
         index.before_read = before_read
         sock = serving.listen(s.host, s.port)
-        door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
+        dicom_door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
         try:
-            dicom = door.start(s.dicom_host, s.dicom_port)
+            dicom = dicom_door.start(s.dicom_host, s.dicom_port)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {s.dicom_port} on {s.dicom_host} is already in use") from None
@@ -89,7 +89,7 @@ class ImagingSourceActor:
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s.repository_url, "pix": f"{s.pix_host}:{s.pix_port}"})
         # Stopping is bounded: what is not indexed by then stays in the journal for the next start.
-        serving.run_until_stopped([http], [door.commitment.stop, dicom.shutdown,
+        serving.run_until_stopped([http], [dicom_door.commitment.stop, dicom.shutdown,
                                            lambda: indexer.flush(workers.stop_seconds),
                                            supervisor.stop, indexer.close, index.close, health.retire])
         return 0
