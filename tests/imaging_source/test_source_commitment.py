@@ -68,14 +68,26 @@ class Reports:
     def __init__(self):
         self.got: list[SimpleNamespace] = []
         self.arrived = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def handler(self, event):
         self.got.append(SimpleNamespace(event_type=event.event_type, info=event.event_information,
                                         assoc=event.assoc, calling=event.assoc.requestor.ae_title,
                                         class_uid=event.request.AffectedSOPClassUID,
                                         instance_uid=event.request.AffectedSOPInstanceUID))
+        self._threads.append(threading.current_thread())
         self.arrived.set()
         return 0x0000, None
+
+    def wait(self, timeout: float = 30) -> bool:
+        """A report arrived, and pynetdicom has answered it: it serves each N-EVENT-REPORT on a thread
+        of its own that, once done, marks the association's reactor as running, so releasing or
+        sending on the association before that thread ends can wait forever."""
+        if not self.arrived.wait(timeout):
+            return False
+        for thread in self._threads:
+            thread.join(timeout)
+        return True
 
 
 def modality(port: int | None = None):
@@ -120,7 +132,7 @@ def test_report_on_the_same_association(committing, tmp_path):
         status, _ = assoc.send_n_action(action_information(transaction, references + [unknown]), 1,
                                         StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
         assert status.Status == 0x0000
-        assert reports.arrived.wait(30), "no N-EVENT-REPORT"
+        assert reports.wait(), "no N-EVENT-REPORT"
     finally:
         assoc.release()
     (report,) = reports.got
@@ -150,7 +162,7 @@ def test_report_on_a_new_association_once_the_modality_has_released_its_own(comm
                                         StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
         assoc.release()
         assert status.Status == 0x0000
-        assert reports.arrived.wait(30), "no N-EVENT-REPORT on a new association"
+        assert reports.wait(), "no N-EVENT-REPORT on a new association"
     finally:
         server.shutdown()
     (report,) = reports.got
@@ -174,7 +186,7 @@ def test_all_committed_is_event_type_1_and_a_wrong_class_is_a_conflict(committin
             status, _ = assoc.send_n_action(action_information(generate_uid(), refs), 1,
                                             StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
             assert status.Status == 0x0000
-            assert reports.arrived.wait(30)
+            assert reports.wait()
     finally:
         assoc.release()
     everything, conflict = reports.got
@@ -258,7 +270,7 @@ def test_a_fast_source_commits_only_once_the_files_are_synced(committing_fast, t
             status, _ = assoc.send_n_action(action_information(generate_uid(), references), 1,
                                             StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
             assert status.Status == 0x0000
-            assert reports.arrived.wait(30)
+            assert reports.wait()
         finally:
             assoc.release()
     finally:
@@ -293,7 +305,7 @@ def test_the_modality_may_go_on_storing_on_the_association_that_waits_for_its_re
         # request as one, not as the answer to its report.
         stored = [assoc.send_c_store(dcmread(f)) for f in more.files]
         assert [getattr(s, "Status", None) for s in stored] == [0x0000] * 20
-        assert reports.arrived.wait(30)
+        assert reports.wait()
         assert assoc.is_established
     finally:
         assoc.release()
