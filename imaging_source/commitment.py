@@ -22,12 +22,12 @@ from io import BytesIO
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 from pynetdicom import AE, build_context, build_role
 from pynetdicom.dimse_primitives import N_ACTION, N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 
 from affinity_domain import dicom_net
+from affinity_domain.uids import is_uid
 from affinity_domain.content import FileStore
 from affinity_domain.dicom_status import (CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION,
                                           NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE, RESOURCE_LIMITATION)
@@ -76,7 +76,7 @@ def read_request(action_type: int | None, requested_instance: str, info: Dataset
                            for item in items)
     except Exception as e:           # pydicom decodes lazily: anything malformed surfaces here
         return Refusal(INVALID_ARGUMENT_VALUE, f"unreadable Action Information: {e}"[:64])
-    if not UID(transaction).is_valid:
+    if not is_uid(transaction):
         return Refusal(INVALID_ARGUMENT_VALUE, "Transaction UID missing or not a UID")
     if not references:
         return Refusal(INVALID_ARGUMENT_VALUE, "empty Referenced SOP Sequence")
@@ -89,7 +89,7 @@ def decide(references: tuple[Reference, ...], stored: dict[str, str],
     UID -> SOP Class UID of the indexed instances; ``on_disk``: those whose file is synced."""
     committed, failed = [], []
     for sop_class, sop_uid in references:
-        if not UID(sop_uid).is_valid or sop_uid not in stored:
+        if not is_uid(sop_uid) or sop_uid not in stored:
             failed.append((sop_class, sop_uid, NO_SUCH_OBJECT_INSTANCE))
         elif stored[sop_uid] != sop_class:
             failed.append((sop_class, sop_uid, CLASS_INSTANCE_CONFLICT))
@@ -181,7 +181,7 @@ class StorageCommitment:
     def _decide(self, references: tuple[Reference, ...]):
         """Which references are committed: indexed (once the indexer has caught up), with the same
         SOP Class, their files synced and the index's commits flushed."""
-        uids = [u for _, u in references if UID(u).is_valid]
+        uids = [u for _, u in references if is_uid(u)]
         try:
             rows = [row for i in range(0, len(uids), LOOKUP_CHUNK)
                     for row in self.index.instances(sop_uids=uids[i:i + LOOKUP_CHUNK])]
