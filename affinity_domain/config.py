@@ -201,7 +201,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dicom_listen_backlog": 128,
         "dicom_max_associate_pdu_bytes": 256 * 1024,   # any PDU but P-DATA-TF (A-ASSOCIATE-RQ...): longer is aborted
         "max_query_results": 10000,
-        "fsync": False,                 # fsync each received instance before answering (slower intake)
+        # durable: a C-STORE is answered once the instance's file, its name and its intake journal
+        # line are on disk (fsync) and the index commits are flushed; fast: answered from the page
+        # cache (a power cut loses the last seconds of instances the modality was told are stored).
+        "durability": "durable",
+        # Storage Commitment (N-ACTION in, N-EVENT-REPORT back): requests worked on at once (more
+        # are answered Resource limitation), and the tries of a report sent on a new association
+        # (to the calling AE's address in move_destinations) when the modality has let go of its own.
+        "max_pending_commitments": 16,
+        "commitment_attempts": 3,
+        "commitment_retry_seconds": 10.0,
         "min_free_bytes": 256 * 1024 * 1024,   # below this, C-STORE answers Out of Resources
         # Received datasets are held in memory until stored (fastest); true spools each to a file
         # as it arrives, for sites whose instances run to hundreds of MB (whole-slide, tomosynthesis).

@@ -33,6 +33,9 @@ class ContentStore(Protocol):
         """Keep the spooled file's bytes durably under their SHA-1 (computed when not given); the
         spooled file is consumed. Bytes already stored under that hash are kept (a retry)."""
 
+    def sync(self, sha1s) -> set[str]:
+        """Put the stored bytes of these hashes durably on disk; the hashes that are stored."""
+
     def open(self, sha1: str) -> BinaryIO: ...
 
     def delete(self, sha1: str) -> None: ...
@@ -109,6 +112,7 @@ class FileStore:
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         sha1 = hashlib.sha1(data).hexdigest()
         if os.path.exists(self._target(sha1)):
+            self._name_on_disk(sha1)
             return sha1, len(data)
         tmp = self.spool_dir / f"put-{time.time_ns()}"
         try:
@@ -132,6 +136,7 @@ class FileStore:
         target = self._target(sha1)
         if os.path.exists(target):
             spooled.unlink(missing_ok=True)
+            self._name_on_disk(sha1)
             return sha1, size
         try:
             if not synced:
@@ -150,6 +155,31 @@ class FileStore:
                 raise StoreFull(e.errno, "the content store is full") from None
             raise
         return sha1, size
+
+    def _name_on_disk(self, sha1: str) -> None:
+        """Bytes already stored: another writer may have renamed them in but not yet synced the
+        directory, and this put must not return before that."""
+        if self.fsync:
+            _fsync_dir(os.path.dirname(self._target(sha1)))
+
+    def sync(self, sha1s) -> set[str]:
+        """Put stored files and their names on disk (what a store without fsync left in the page
+        cache); the sha1s that are stored."""
+        stored, dirs = set(), set()
+        for sha1 in sha1s:
+            try:
+                fd = os.open(self._target(sha1), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            stored.add(sha1)
+            dirs.add(os.path.dirname(self._target(sha1)))
+        for d in dirs:
+            _fsync_dir(d)
+        return stored
 
     def open(self, sha1: str) -> BinaryIO:
         return open(self.path(sha1), "rb")

@@ -1,6 +1,8 @@
 """Imaging source benchmark: C-STORE intake and C-MOVE retrieval as ratios to DCMTK measured in
-the same run, RAD-69 throughput (read by our SOAP client, which spools each part to a file, and by
-curl, which reads the reply into nothing), and a large study's manifest built and published.
+the same run (intake by a source with the default ``durability = "durable"``, by one with
+``"fast"``, and by storescp, which syncs nothing, alone and followed by a ``sync``), RAD-69
+throughput (read by our SOAP client, which spools each part to a file, and by curl, which reads
+the reply into nothing), and a large study's manifest built and published.
 
     python -m bench.imaging_source [--instances 500] [--manifest-instances 5000] [--repeat 3]
 
@@ -31,7 +33,7 @@ from tests.imaging_source import source_pix  # noqa: E402
 from affinity_domain import config as config_mod  # noqa: E402
 from affinity_domain import db  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
-from tests.services import free_port, fresh_database, wait_for_port  # noqa: E402
+from tests.services import create_database, drop_database, free_port, fresh_database, wait_for_port  # noqa: E402
 
 ENV = dict(os.environ, TCP_NODELAY="1")
 
@@ -43,6 +45,24 @@ def timed(*cmd) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {out.stderr[-2000:]}")
     return elapsed
+
+
+def keeping(directory: Path, files: list[Path], durable: bool) -> float:
+    """Seconds per instance the source's own store and journal take to keep these files (FileStore
+    put, journal line), synced or not: the disk's share of a C-STORE, without DICOM."""
+    from affinity_domain.content import FileStore
+    from imaging_source.indexer import Journal
+    store = FileStore(directory, durable)
+    journal = Journal(directory / "intake.journal", durable)
+    data = [f.read_bytes() for f in files]
+    line = b"x" * 800 + b"\n"                 # about a journal line's size
+    t = time.perf_counter()
+    for d in data:
+        store.put_bytes(d)
+        journal.append(line)
+    elapsed = time.perf_counter() - t
+    journal.close()
+    return elapsed / len(files)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -94,14 +114,16 @@ def main() -> int:
     ap.add_argument("--manifest-instances", type=int, default=5000,
                     help="instances of the study whose manifest is timed")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is kept)")
-    ap.add_argument("--only", default="intake,move,rad69,manifest",
+    ap.add_argument("--only", default="intake,parallel,move,rad69,manifest",
                     help="comma-separated figures to measure besides intake, which the others need: "
-                         "move, rad69, manifest")
+                         "parallel (several associations at once), move, rad69, manifest")
+    ap.add_argument("--associations", type=int, default=4,
+                    help="storescu processes sending at once for the parallel intake figure")
     args = ap.parse_args()
     only = set(args.only.split(","))
 
     work = Path(tempfile.mkdtemp(prefix="xbis", dir="/tmp"))
-    procs, pix = [], None
+    procs, pix, fast_database = [], None, None
     log = open(work / "services.log", "ab")
     database_in_use = contextlib.ExitStack()
     try:
@@ -124,6 +146,14 @@ def main() -> int:
         procs.append(start(cli + ["repository"], env, repo, log))
         procs.append(start(cli + ["imaging-source"], env, dicom, log))
         wait_for_port(http, procs[-1])
+        # The same source with durability = "fast", on its own database and store.
+        fast_dicom = free_port()
+        fast_database = create_database(database, "xdsi_bench_fast")
+        fast_env = dict(env, XDSI_DATABASE_URL=fast_database,
+                        XDSI_IMAGING_SOURCE_DURABILITY="fast", XDSI_IMAGING_SOURCE_DICOM_PORT=str(fast_dicom),
+                        XDSI_IMAGING_SOURCE_PORT=str(free_port()), XDSI_IMAGING_SOURCE_STORE_DIR=str(work / "fast"))
+        fast = start(cli + ["imaging-source"], fast_env, fast_dicom, log)
+        procs.append(fast)
         (work / "dest").mkdir()
         (work / "dcmtk-in").mkdir()
         procs.append(start(["/usr/bin/storescp", "-aet", "MOVEDEST", "+uf", "-od", str(work / "dest"), str(dest)],
@@ -143,22 +173,81 @@ def main() -> int:
         registry = type("Registry", (), {"feed": ("127.0.0.1", feed)})
         source_pix.feed_registry(registry, domain_id)
 
-        # 1. intake: storescu -> our SCP vs -> DCMTK storescp (a fresh study each run for ours)
+        # 1. intake: storescu -> our SCP, durable and fast, vs -> DCMTK storescp, alone and with a
+        # sync after it (DCMTK syncs nothing: the sync is what its instances cost to be on disk).
+        # A fresh study each run for ours; a sync before each storescp run flushes what the others left.
         n = args.instances
-        ours_rates, dcmtk_rates, study, cpu = [], [], None, []
-        source_pid = procs[2].pid
+        rates: dict[str, list[float]] = {"durable": [], "fast": [], "storescp": [], "storescp + sync": []}
+        cpu: dict[str, list[float]] = {"durable": [], "fast": []}
+        disk: dict[str, list[float]] = {"synced": [], "unsynced": []}
+        study = None
         for r in range(args.repeat):
-            study = dd.make_study(work / f"study{r}", local, series=5, per_series=n // 5)
-            files = study.files
-            before = cpu_seconds(source_pid)
-            t_ours = timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", dicom, *files)
-            cpu.append((cpu_seconds(source_pid) - before) / len(files) * 1e3)
-            t_dcmtk = timed("/usr/bin/storescu", "-aec", "STORESCP", "127.0.0.1", dcmtk_scp, *files)
-            ours_rates.append(len(files) / t_ours)
-            dcmtk_rates.append(len(files) / t_dcmtk)
-        line(f"C-STORE intake, {len(study.files)} CT (instances/s)", max(ours_rates), max(dcmtk_rates), "/s")
-        print(f"{'  imaging source CPU per instance received':<52} {min(cpu):.2f} ms "
-              f"(wall {1e3 / max(ours_rates):.2f} ms)", flush=True)
+            for label, port, proc in (("durable", dicom, procs[2]), ("fast", fast_dicom, fast)):
+                sent = dd.make_study(work / f"study-{label}{r}", local, series=5, per_series=n // 5)
+                study = sent if label == "durable" else study
+                timed("sync")                        # each configuration starts with nothing dirty
+                before = cpu_seconds(proc.pid)
+                t = timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", port, *sent.files)
+                cpu[label].append((cpu_seconds(proc.pid) - before) / len(sent.files) * 1e3)
+                rates[label].append(len(sent.files) / t)
+            timed("sync")
+            t_dcmtk = timed("/usr/bin/storescu", "-aec", "STORESCP", "127.0.0.1", dcmtk_scp, *study.files)
+            t_sync = timed("sync")
+            rates["storescp"].append(len(study.files) / t_dcmtk)
+            rates["storescp + sync"].append(len(study.files) / (t_dcmtk + t_sync))
+            # The same bytes kept by FileStore and Journal alone, synced and not (fresh copies:
+            # the content store keeps one file per hash).
+            copies = dd.make_study(work / f"kept{r}", local, series=5, per_series=n // 5).files
+            timed("sync")
+            disk["synced"].append(keeping(work / f"kept-synced{r}", copies, True))
+            disk["unsynced"].append(keeping(work / f"kept-unsynced{r}", copies, False))
+        best = {label: max(values) for label, values in rates.items()}
+        count = len(study.files)
+        for ours in ("durable", "fast"):
+            for theirs in ("storescp", "storescp + sync"):
+                line(f"C-STORE intake, {count} CT, {ours} vs {theirs} (/s)", best[ours], best[theirs], "/s",
+                     theirs.split()[0])
+        for label in ("durable", "fast"):
+            print(f"{f'  imaging source ({label}) CPU per instance received':<52} {min(cpu[label]):.2f} ms "
+                  f"(wall {1e3 / best[label]:.2f} ms)", flush=True)
+        # What fsync alone costs on this disk, and so the best ratio a durable source could reach
+        # if everything else cost what the fast one does.
+        synced, unsynced = min(disk["synced"]) * 1e3, min(disk["unsynced"]) * 1e3
+        bound = 1e3 / (1e3 / best["fast"] + synced - unsynced)
+        print(f"{'  keeping an instance on this disk (store + journal)':<52} synced {synced:.2f} ms, "
+              f"not synced {unsynced:.2f} ms: fsync costs {synced - unsynced:.2f} ms", flush=True)
+        print(f"{'  fast + that fsync cost, vs storescp (/s)':<52} at best {bound:>9.1f} /s     ratio "
+              f"{bound / best['storescp']:.3f}", flush=True)
+        print("  every run (/s): " + "; ".join(f"{label} " + " ".join(f"{v:.0f}" for v in values)
+                                               for label, values in rates.items())
+              + "; fsync cost (ms) " + " ".join(f"{(a - b) * 1e3:.2f}"
+                                                for a, b in zip(disk["synced"], disk["unsynced"])), flush=True)
+
+        # 1b. several associations at once: the journal's fsyncs are shared (group commit)
+        if "parallel" in only:
+            k = args.associations
+            best_parallel: dict[str, float] = {}
+            for r in range(args.repeat):
+                for label, ae, port in (("durable", "XDSI_SOURCE", dicom), ("fast", "XDSI_SOURCE", fast_dicom),
+                                        ("storescp", "STORESCP", dcmtk_scp)):
+                    sent = dd.make_study(work / f"parallel-{label}{r}", local, series=k, per_series=n // k)
+                    groups = [sent.files[i::k] for i in range(k)]
+                    timed("sync")
+                    t = time.perf_counter()
+                    running = [subprocess.Popen(["/usr/bin/storescu", "-aec", ae, "127.0.0.1", str(port),
+                                                 *map(str, g)], env=ENV, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL) for g in groups]
+                    if any(p.wait() != 0 for p in running):
+                        raise RuntimeError(f"storescu to {label} failed")
+                    elapsed = time.perf_counter() - t
+                    best_parallel[label] = max(best_parallel.get(label, 0), len(sent.files) / elapsed)
+                    if label == "storescp":
+                        sync_rate = len(sent.files) / (elapsed + timed("sync"))
+                        best_parallel["storescp + sync"] = max(best_parallel.get("storescp + sync", 0), sync_rate)
+            for ours in ("durable", "fast"):
+                for theirs in ("storescp", "storescp + sync"):
+                    line(f"  {k} associations at once, {ours} vs {theirs} (/s)", best_parallel[ours],
+                         best_parallel[theirs], "/s", theirs.split()[0])
 
         # 2. C-MOVE of the study to a DCMTK storescp: from us vs from dcmqrscp
         if "move" in only:
@@ -250,6 +339,8 @@ def main() -> int:
                 p.kill()
         if pix is not None:
             pix.stop()
+        if fast_database is not None:
+            drop_database(database, fast_database)
         database_in_use.close()
         subprocess.run(["rm", "-rf", str(work)])
 

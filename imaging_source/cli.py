@@ -28,11 +28,14 @@ def _open(config: Config) -> tuple[ImagingSourceSettings, FileStore, Index]:
     s = build_settings(ImagingSourceSettings, config)   # a configuration mistake stops us before anything starts
     url = db.database_url(config)
     db.migrate(url, ACTOR, "imaging_source")
-    content = FileStore(Path(s.store_dir or config.data_dir / "imaging-source"), s.fsync, s.min_free_bytes)
+    if "fsync" in config.section(ACTOR):
+        log.warning("[imaging_source] fsync is no longer read: durability = \"durable\" (the default) or \"fast\"")
+    content = FileStore(Path(s.store_dir or config.data_dir / "imaging-source"), s.durable, s.min_free_bytes)
     pool = db.open_pool(url, ACTOR, max_size=s.threads + 2)
-    # C-STORE indexing: no test round trip before each statement (a dropped connection is retried),
-    # and commits no more durable than the image files (fsync).
-    intake = db.open_pool(url, ACTOR, max_size=s.max_associations // 2 + 1, checked=False, durable=s.fsync)
+    # C-STORE indexing: no test round trip before each statement (a dropped connection is retried).
+    # Its commits are durable too: the journal is emptied once its lines are committed, so a commit
+    # lost in a power cut after that would lose instances that were answered.
+    intake = db.open_pool(url, ACTOR, max_size=s.max_associations // 2 + 1, checked=False, durable=s.durable)
     return s, content, Index(pool, intake)
 
 
@@ -51,7 +54,7 @@ class ImagingSourceActor:
         workers = build_settings(WorkerSettings, config)
         content.sweep_spool()
         try:
-            indexer = Indexer(index, content, open_journal(content, s.fsync), s.duplicate_policy)
+            indexer = Indexer(index, content, open_journal(content, s.durable), s.duplicate_policy)
         except JournalBusy as e:
             raise ConfigError(str(e)) from None
         # The indexer and the publisher; their state goes to the run record (xdsi status).
@@ -70,9 +73,9 @@ class ImagingSourceActor:
                                     else f"not within {s.index_wait_seconds:g} s"))
         index.before_read = before_read
         sock = serving.listen(s.host, s.port)
-        door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
+        dicom_door = DicomDoor(index, content, Intake(index, content, s, indexer), s)
         try:
-            dicom = door.start(s.dicom_host, s.dicom_port)
+            dicom = dicom_door.start(s.dicom_host, s.dicom_port)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {s.dicom_port} on {s.dicom_host} is already in use") from None
@@ -86,7 +89,8 @@ class ImagingSourceActor:
             log.info("listening", extra={"endpoint": label, "at": where, "store": str(content.root),
                                          "repository": s.repository_url, "pix": f"{s.pix_host}:{s.pix_port}"})
         # Stopping is bounded: what is not indexed by then stays in the journal for the next start.
-        serving.run_until_stopped([http], [dicom.shutdown, lambda: indexer.flush(workers.stop_seconds),
+        serving.run_until_stopped([http], [dicom_door.commitment.stop, dicom.shutdown,
+                                           lambda: indexer.flush(workers.stop_seconds),
                                            supervisor.stop, indexer.close, index.close, health.retire])
         return 0
 
@@ -113,7 +117,7 @@ class ImagingSourceActor:
 
 
 def _endpoints(s: ImagingSourceSettings) -> list[tuple[str, str]]:
-    return [("DICOM C-STORE/FIND/MOVE/GET", f"{s.ae_title}@{s.dicom_host}:{s.dicom_port}"),
+    return [("DICOM C-STORE/FIND/MOVE/GET, Storage Commitment", f"{s.ae_title}@{s.dicom_host}:{s.dicom_port}"),
             ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s.host}:{s.port}{s.path}")]
 
 

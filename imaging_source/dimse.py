@@ -1,4 +1,5 @@
-"""The DICOM door: C-ECHO, C-STORE (intake), Study Root C-FIND, C-MOVE and C-GET over pynetdicom.
+"""The DICOM door: C-ECHO, C-STORE (intake), Study Root C-FIND, C-MOVE and C-GET, and Storage
+Commitment (``commitment``) over pynetdicom.
 
 Only translation lives here: statuses and datasets in, calls to intake/query/store, statuses and
 datasets out. Associations are tuned by ``affinity_domain.dicom_net`` (TCP_NODELAY, a reactor that
@@ -25,6 +26,7 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
 from . import query
+from .commitment import STORAGE_COMMITMENT, StorageCommitment
 from affinity_domain import dicom_listener, dicom_net
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
@@ -69,12 +71,15 @@ class DicomDoor:
         for sop in (Verification, StudyRootQueryRetrieveInformationModelFind,
                     StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet):
             ae.add_supported_context(sop, list(UNCOMPRESSED))
+        # Storage Commitment: the requestor is its SCU (a role selection proposing that is accepted).
+        ae.add_supported_context(STORAGE_COMMITMENT, list(UNCOMPRESSED), scu_role=True, scp_role=False)
+        self.commitment = StorageCommitment(index, content, settings)
         self.ae = ae
 
     def start(self, host: str, port: int):
         handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: Status.SUCCESS), (evt.EVT_C_STORE, self.on_store),
                               (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move),
-                              (evt.EVT_C_GET, self.on_get)]
+                              (evt.EVT_C_GET, self.on_get), (evt.EVT_N_ACTION, self.commitment.on_action)]
         if self.spooled:
             handlers.append((evt.EVT_CONN_CLOSE, _drop_partial_spool))
         return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits)

@@ -1,10 +1,11 @@
 """Indexing received instances behind the C-STORE answer.
 
 A C-STORE is answered once its bytes are in the store and a line describing it is in the intake
-journal (``<store>/intake.journal``); a thread then indexes the lines in batches, one transaction
-each, off the association's critical path. The journal is what makes the early answer safe: a
-process killed between the answer and the commit replays it at its next start. It is emptied
-whenever every line in it is committed, which under load is after nearly every batch.
+journal (``<store>/intake.journal``), both on disk unless ``durability = "fast"``; a thread then
+indexes the lines in batches, one transaction each, off the association's critical path. The
+journal is what makes the early answer safe: a process killed between the answer and the commit
+replays it at its next start. It is emptied whenever every line in it is committed, which under
+load is after nearly every batch.
 
 Replaying is idempotent (an instance indexed with the same bytes is left unchanged) and deletes no
 file, because a later line may be what made an earlier one's bytes unreferenced.
@@ -118,7 +119,13 @@ class Quarantine:
 class Journal:
     """Append-only lines, one ``write`` each (O_APPEND), emptied when all are committed. One
     process per store: the file is locked. Lines quarantined before (``Quarantine``) come back into
-    it when it is opened, to be indexed again."""
+    it when it is opened, to be indexed again.
+
+    ``fsync``: ``append`` returns once its line is on disk. Associations appending at once share
+    one ``fdatasync`` (group commit): whoever finds no sync running starts one, covering every line
+    written so far; the others wait for it, or for the next one."""
+
+    SYNC_WAIT = 1.0             # a waiter looks again this often (the sync itself is the kernel's)
 
     def __init__(self, path: Path, fsync: bool):
         self.path, self.fsync = path, fsync
@@ -139,18 +146,44 @@ class Journal:
         self._lock = threading.Lock()
         self.appended = len(self.left_over)
         self.committed = 0
+        self._synced = threading.Condition()
+        self._written = self._on_disk = 0       # lines written and lines synced, since open
+        self._syncing = False
 
     def append(self, line: bytes) -> None:
         with self._lock:
             try:
                 os.write(self.fd, line)
-                if self.fsync:
-                    os.fdatasync(self.fd)
             except OSError as e:
                 if _full(e):
                     raise StoreFull(e.errno, "the intake journal cannot grow") from None
                 raise
             self.appended += 1
+            self._written += 1
+            mine = self._written
+        if self.fsync:
+            self._wait_on_disk(mine)
+
+    def _wait_on_disk(self, line: int) -> None:
+        with self._synced:
+            while self._on_disk < line:
+                if self._syncing:
+                    self._synced.wait(self.SYNC_WAIT)
+                    continue
+                self._syncing = True
+                covered = self._written          # every line written before the sync starts
+                self._synced.release()
+                try:
+                    os.fdatasync(self.fd)
+                except OSError as e:
+                    if _full(e):
+                        raise StoreFull(e.errno, "the intake journal cannot grow") from None
+                    raise
+                finally:
+                    self._synced.acquire()
+                    self._syncing = False
+                    self._synced.notify_all()
+                self._on_disk = max(self._on_disk, covered)
 
     def done(self, n: int) -> None:
         """``n`` more lines are committed; empty the file when that is all of them."""

@@ -24,7 +24,7 @@ class ImagingSourceSettings(SoapSettings):
     assigning_authority: str            # the local ids' issuer when an instance names none
     calling_ae_authorities: dict[str, str]
     quiet_seconds: Natural
-    move_destinations: dict[str, str]   # AE -> host:port
+    move_destinations: dict[str, str]   # AE -> host:port (C-MOVE, and Storage Commitment reports)
     repository_unique_id: str
     repository_url: str
     repository_timeout: Seconds
@@ -54,7 +54,10 @@ class ImagingSourceSettings(SoapSettings):
     dicom_listen_backlog: Count
     dicom_max_associate_pdu_bytes: PduBytes
     max_query_results: Count
-    fsync: bool
+    durability: Literal["durable", "fast"]
+    max_pending_commitments: Count
+    commitment_attempts: Count
+    commitment_retry_seconds: Seconds
     min_free_bytes: Natural
     spool_received: bool
     index_wait_seconds: Seconds
@@ -71,6 +74,11 @@ class ImagingSourceSettings(SoapSettings):
     def dicom_limits(self) -> Limits:
         return Limits(self.max_associations, self.dicom_max_connections, self.dicom_listen_backlog,
                       self.dicom_max_associate_pdu_bytes)
+
+    @property
+    def durable(self) -> bool:
+        """fsync before answering, and index commits that wait for the WAL flush."""
+        return self.durability == "durable"
 
     @property
     def codes(self) -> dict[str, Code]:

@@ -3,6 +3,7 @@ publication state (schema ``imaging_source``, migrations/)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +324,18 @@ class Index:
                         f"i.size FROM {_FROM['IMAGE']} WHERE {' AND '.join(where)} "
                         f"ORDER BY se.id, i.id", params)
             return cur.fetchall()
+
+    def wait_durable(self, timeout: float, poll: float = 0.05) -> bool:
+        """Wait until PostgreSQL has flushed its WAL past every commit made so far, the intake's
+        asynchronous ones (``durability = "fast"``) included; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self.pool.connection() as conn:
+            target = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            while not conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (target,)).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(poll)
+        return True
 
     # ------------------------------------------------------------ publication
 
