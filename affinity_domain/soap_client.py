@@ -118,10 +118,12 @@ class SoapClient:
                     reply = conn.getresponse()
                     return self._read(reply)
                 except _STALE:
-                    # A kept-alive connection the peer closed as we used it: it answered nothing, so a
-                    # plain body is sent again on a new connection (a streamed one cannot be replayed).
+                    # A kept-alive connection the peer closed before it had our whole request: a plain
+                    # body goes again on a new connection (a streamed one cannot be replayed). Once
+                    # the request is out, a close may follow its processing (a peer killed before it
+                    # answered), and a POST is not sent twice: the caller learns it may have been done.
                     reply = None
-                    if not (reused and isinstance(chunks, list)):
+                    if sent or not (reused and isinstance(chunks, list)):
                         raise TransportError(f"{self.url} failed: connection closed",
                                              maybe_processed=sent) from None
                 except (OSError, http.client.HTTPException) as e:

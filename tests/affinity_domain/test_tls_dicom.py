@@ -49,7 +49,7 @@ def scp(pki):
 
 
 def storescu(port: int, pki: Path, leaf: str, *profile: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["storescu", "-to", "20", "-ta", "20", "-td", "20", "-aec", "TLS_SCP",
+    return subprocess.run(["/usr/bin/storescu", "-to", "20", "-ta", "20", "-td", "20", "-aec", "TLS_SCP",
                            "+tls", str(pki / f"{leaf}.key"), str(pki / f"{leaf}.pem"),
                            "+cf", str(pki / "ca.pem"), *profile, "127.0.0.1", str(port), CT],
                           env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
@@ -94,7 +94,7 @@ class StoreScpTls:
     def __init__(self, pki: Path, directory: Path, *profile: str):
         self.port = free_port()
         self.process = subprocess.Popen(
-            ["storescp", "-v", "-aet", "STORESCP", "+tls", str(pki / "node.key"), str(pki / "node.pem"),
+            ["/usr/bin/storescp", "-v", "-aet", "STORESCP", "+tls", str(pki / "node.key"), str(pki / "node.pem"),
              "+cf", str(pki / "ca.pem"), *profile, "-od", str(directory), str(self.port)],
             env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for_port(self.port, self.process)
