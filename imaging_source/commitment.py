@@ -298,8 +298,9 @@ def _send_and_pick_answer(assoc, request: N_EVENT_REPORT, context_id: int, timeo
             assoc.dimse.send_msg(request, context_id)
         finally:
             assoc._reactor_checkpoint.set()
-        if not answered.wait(timeout):
-            return None
+        while not answered.wait(0.05):          # an association released meanwhile will not answer
+            if not assoc.is_established or time.monotonic() > deadline:
+                return None
         return answer[0].Status
     finally:
         arrived.put = put

@@ -65,9 +65,11 @@ def action_information(transaction_uid: str, references) -> Dataset:
 class Reports:
     """What the modality is told: each N-EVENT-REPORT, with the association it came on."""
 
-    def __init__(self):
+    def __init__(self, hold: threading.Event | None = None):
+        """``hold``: the modality answers a report only once this is set."""
         self.got: list[SimpleNamespace] = []
         self.arrived = threading.Event()
+        self.hold = hold
         self._threads: list[threading.Thread] = []
 
     def handler(self, event):
@@ -77,6 +79,8 @@ class Reports:
                                         instance_uid=event.request.AffectedSOPInstanceUID))
         self._threads.append(threading.current_thread())
         self.arrived.set()
+        if self.hold is not None:
+            self.hold.wait(60)
         return 0x0000, None
 
     def wait(self, timeout: float = 30) -> bool:
@@ -293,7 +297,8 @@ def test_a_fast_source_commits_only_once_the_files_are_synced(committing_fast, t
 def test_the_modality_may_go_on_storing_on_the_association_that_waits_for_its_report(committing, tmp_path):
     references = stored_instances(committing, tmp_path / "first")
     more = dd.make_study(tmp_path / "more", "SCMORE", series=1, per_series=20)
-    reports, ae = Reports(), modality()
+    stored_all = threading.Event()
+    reports, ae = Reports(hold=stored_all), modality()
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", committing.dicom_port, ae_title="XDSI_SOURCE",
                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)])
@@ -301,13 +306,16 @@ def test_the_modality_may_go_on_storing_on_the_association_that_waits_for_its_re
         status, _ = assoc.send_n_action(action_information(generate_uid(), references), 1,
                                         StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
         assert status.Status == 0x0000
-        # The report comes while these are on the wire: the source must take each C-STORE
-        # request as one, not as the answer to its report.
+        assert reports.arrived.wait(30)
+        # The source waits for the report's answer, which the modality holds back while it stores
+        # 20 more instances: each C-STORE request must be served as one, not taken as that answer.
         stored = [assoc.send_c_store(dcmread(f)) for f in more.files]
+        stored_all.set()
         assert [getattr(s, "Status", None) for s in stored] == [0x0000] * 20
         assert reports.wait()
         assert assoc.is_established
     finally:
+        stored_all.set()
         assoc.release()
     (report,) = reports.got
     assert report.event_type == 1 and lists(report.info) == (set(references), {})
