@@ -5,6 +5,7 @@ plaintext rule, ``xdsi certs``, and the contexts proved against peers nobody her
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import stat
@@ -313,7 +314,8 @@ def test_client_context_against_s_server(pki):
         log = server.stop()
     assert "HTTP/1.0 200 ok" in page and "New, TLSv1.3, Cipher is TLS_" in page
     assert "Subject: O=xdsi test PKI, CN=xdsi test client" in page     # s_server saw and checked our certificate
-    assert "verify return:1" in log and "CN = xdsi test client" in log
+    # OpenSSL 3.0 writes "CN = name", 3.5 (Debian 13) "CN=name"
+    assert "verify return:1" in log and re.search(r"CN ?= ?xdsi test client", log)
 
 
 def test_client_context_on_a_tls12_only_server_offers_only_bcp195(pki):
