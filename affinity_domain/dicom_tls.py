@@ -5,7 +5,6 @@ does the handshake in the association's own thread, within ``[tls] handshake_tim
 one is logged with its reason and given to ``on_refused`` (the Security Alert audit)."""
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 import threading
@@ -13,9 +12,8 @@ from collections.abc import Callable
 
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .tls import handshake, refusal
+from .tls import accept
 
-log = logging.getLogger("xdsi.tls")
 
 
 class TlsAssociationServer(ThreadedAssociationServer):
@@ -26,14 +24,8 @@ class TlsAssociationServer(ThreadedAssociationServer):
         return self.socket.accept()     # the handshake is the association thread's, not the acceptor's
 
     def process_request_thread(self, request: socket.socket, client_address) -> None:
-        try:
-            tls = handshake(request, self.ssl_context, self.handshake_timeout)
-        except (OSError, ValueError) as e:      # ssl.SSLError and TimeoutError are OSErrors
-            why = refusal(e)
-            log.warning("DICOM TLS connection from %s refused: %s", client_address[0], why)
-            if self.on_refused:
-                self.on_refused(client_address, why)
-            request.close()
+        tls = accept(request, self.ssl_context, self.handshake_timeout, client_address, "DICOM TLS", self.on_refused)
+        if tls is None:
             return
         tls.settimeout(None)    # as pynetdicom has its accepted sockets; the DUL keeps its own timeouts
         super().process_request_thread(tls, client_address)

@@ -11,7 +11,6 @@ the Security Alert audit record. The WSGI environ carries ``wsgi.url_scheme = ht
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 import ssl
 import threading
@@ -24,9 +23,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 
-from .tls import PeerIdentity, handshake, peer_identity, refusal
+from .tls import PeerIdentity, accept, peer_identity
 
-log = logging.getLogger("xdsi.tls")
 
 PEER = "xdsi.peer"          # the environ key of the client's PeerIdentity
 _DISCONNECTED = {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE, errno.EBADF}
@@ -104,16 +102,11 @@ class TlsWSGIServer(TcpWSGIServer):
     def _handshake(self, conn: socket.socket, addr) -> None:
         try:
             conn.setblocking(True)
-            tls = handshake(conn, self.context, self.handshake_timeout)
-        except (OSError, ValueError) as e:      # ssl.SSLError and TimeoutError are OSErrors
-            why = refusal(e)
-            log.warning("TLS connection from %s refused: %s", addr[0], why)
-            if self.on_refused:
-                self.on_refused(addr, why)
-            conn.close()
-            return
+            tls = accept(conn, self.context, self.handshake_timeout, addr, "TLS", self.on_refused)
         finally:
             self.waiting.release()
+        if tls is None:
+            return
         tls.setblocking(False)
         peer = peer_identity(tls.getpeercert())
         self.trigger.pull_trigger(lambda: self._open(tls, addr, peer))

@@ -13,13 +13,17 @@ no RSA key transport. TLS 1.3, preferred when both sides have it, only has AEAD 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from .config import Config, ConfigError, Seconds, build_overlaid
+
+log = logging.getLogger("xdsi.tls")
 
 # OpenSSL names; IANA: TLS_ECDHE_{RSA,ECDSA}_WITH_AES_{128,256}_GCM_SHA{256,384} and
 # TLS_ECDHE_{RSA,ECDSA}_WITH_CHACHA20_POLY1305_SHA256.
@@ -127,6 +131,21 @@ def handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float, serv
         raise
     tls.settimeout(previous)
     return tls
+
+
+def accept(sock: socket.socket, context: ssl.SSLContext, timeout: float, peer: tuple, listener: str,
+           on_refused: Callable[[tuple, str], None] | None = None) -> ssl.SSLSocket | None:
+    """The server side of ``handshake`` for an accepted connection: the TLS socket, or None once a
+    refusal is logged, reported to ``on_refused`` (the Security Alert) and the socket closed."""
+    try:
+        return handshake(sock, context, timeout)
+    except (OSError, ValueError) as e:      # ssl.SSLError and TimeoutError are OSErrors
+        why = refusal(e)
+        log.warning("%s connection from %s refused: %s", listener, peer[0], why)
+        if on_refused:
+            on_refused(peer, why)
+        sock.close()
+        return None
 
 
 # OpenSSL's reason for a failed handshake, in words for the log and the Security Alert audit record.
