@@ -15,7 +15,6 @@ from pynetdicom.transport import ThreadedAssociationServer
 from .tls import accept
 
 
-
 class TlsAssociationServer(ThreadedAssociationServer):
     handshake_timeout: float = 10.0
     on_refused: Callable[[tuple, str], None] | None = None
