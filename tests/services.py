@@ -199,6 +199,20 @@ class StoreScp:
         self.process.wait(timeout=10)
 
 
+def read_http_message(conn: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one HTTP request or answer with a Content-Length, read off a bare socket:
+    for the tests' stand-ins (proxies, peers that misbehave), which use none of our HTTP code."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head, body
+
+
 def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,7 +8,7 @@ from lxml import etree
 
 from affinity_domain import soap
 from affinity_domain.soap_client import SoapClient, TransportError
-from tests.services import free_port
+from tests.services import free_port, read_http_message
 
 NS = "urn:example:echo"
 
@@ -82,15 +82,7 @@ def test_a_call_whose_connection_closes_unanswered_after_the_request_is_not_sent
     seen = []
 
     def read_request(conn):
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))
-        while len(body) < length:
-            body += conn.recv(65536)
-        seen.append(body)
+        seen.append(read_http_message(conn)[1])
 
     def reply(conn):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\n"

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from affinity_domain import ns
-from tests.services import free_port, start_repository
+from tests.services import free_port, read_http_message, start_repository
 from tests.repository.pnr import REPOSITORY_UNIQUE_ID, provide, retrieve, sha1, with_hash
 from tests.xds import Doc, envelope, feed, new_patient, post as registry_post, stored_query
 
@@ -73,18 +73,6 @@ class HoldingProxy:
         self.forward = False
         threading.Thread(target=self._run, daemon=True).start()
 
-    @staticmethod
-    def _message(conn) -> tuple[bytes, bytes]:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))
-        while len(body) < length:
-            body += conn.recv(65536)
-        return head, body
-
     def _relay(self):
         """Requests after the held one (recovery's queries) pass straight through, one per connection."""
         while True:
@@ -93,14 +81,14 @@ class HoldingProxy:
             except OSError:
                 return
             with conn, socket.create_connection(self.target) as up:
-                head, body = self._message(conn)
+                head, body = read_http_message(conn)
                 up.sendall(head + b"\r\n\r\n" + body)
-                answer_head, answer = self._message(up)
+                answer_head, answer = read_http_message(up)
                 conn.sendall(answer_head + b"\r\n\r\n" + answer)
 
     def _run(self):
         conn, _ = self.server.accept()
-        head, body = self._message(conn)
+        head, body = read_http_message(conn)
         self.arrived.set()
         threading.Thread(target=self._relay, daemon=True).start()
         self.decided.wait(60)
