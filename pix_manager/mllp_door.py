@@ -17,12 +17,13 @@ def handler(index: PatientIndex, facility_authorities: dict[str, str]):
         kind = hl7.msh_fields(raw)["type"].split("^")[0]
         try:
             if kind == "QBP":
-                q = query.read(raw)
+                q = query.read(raw, index.s.authorities)
                 known, ids = index.cross_references(q.person)
                 return query.answer(q, known, ids)
-            done = index.feed(messages.read_feed(raw, facility_authorities))
+            message = messages.read_feed(raw, facility_authorities, index.s.authorities)
+            done = index.feed(message)
             log.info("feed", extra={"applied": done})
-            return hl7.ack(raw, "AA", application="XDSI_PIX")
+            return hl7.ack(raw, "AA", application="XDSI_PIX", warnings=message.warnings)
         except Hl7Error as e:
             log.warning("rejected", extra={"reason": e.text, "code": e.code})
             return hl7.ack(raw, e.ack, e, application="XDSI_PIX")
