@@ -6,12 +6,16 @@ POST /review/<id>/link   {"by": "name"}      same patient
 POST /review/<id>/break  {"by": "name"}      different patients
 GET  /persons?domain=OID&pid=ID              a person and every linked identity, with explanations
 POST /persons/unlink {"domain": OID, "pid": ID, "by": "name"}   a wrong link undone, remembered
+POST /match {"family", "given", "birth_date", "sex", "postal_code", "city", "street", "phone",
+             "national_id", "domain", "limit"}   a dry run: the candidates, scored and explained;
+                                                 nothing is registered
 GET  /health, /metrics                       (beside it, from serving.with_status)
 """
 from __future__ import annotations
 
 from affinity_domain import web
 
+from .demographics import Demographics, normalise
 from .index import PatientIndex
 
 REVIEW_STATUSES = ("open", "linked", "broken", "")
@@ -67,10 +71,21 @@ def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
         except KeyError:
             raise web.HttpError("404 Not Found", f"no identity {pid} in {domain}") from None
 
+    def match(environ):
+        body = web.json_object(environ, max_json_bytes)
+        d = normalise(**{name: web.text(body, name) for name in Demographics.__dataclass_fields__})
+        if not any(d.as_dict().values()):
+            raise web.bad("say who to match: family, given, birth_date, ...")
+        limit = body.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+            raise web.bad("limit must be an integer from 1 to 100")
+        return "200 OK", index.dry_run(d, web.text(body, "domain"), limit)
+
     router.add("/review", "GET", queue)
     router.add(r"/review/([^/]+)", "GET", item)
     router.add(r"/review/([^/]+)/link", "POST", decide("link"))
     router.add(r"/review/([^/]+)/break", "POST", decide("break"))
     router.add("/persons", "GET", person)
     router.add("/persons/unlink", "POST", unlink)
+    router.add("/match", "POST", match)
     return router

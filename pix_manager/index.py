@@ -9,6 +9,7 @@ from affinity_domain.hl7 import Cx, Hl7Error
 from . import blocking, messages
 from .demographics import Demographics
 from .matching import decide
+from .scorecard import compare
 from .settings import PixSettings
 from .store import Store, Tx
 
@@ -180,6 +181,29 @@ class PatientIndex:
             if enterprise is None:
                 return known, None
             return known, self._ids_of(tx, enterprise)
+
+    # ------------------------------------------------------------ dry run
+
+    def dry_run(self, d: Demographics, domain: str = "", limit: int = 10) -> dict:
+        """What the feed would decide for ``d`` (as an identity of ``domain``), and its best
+        candidates with their scores and explanations; in a read-only transaction: registers nothing."""
+        keys = blocking.keys(d, self.s.blocking_keys)
+        with self.store.transaction() as tx:
+            tx.conn.execute("SET TRANSACTION READ ONLY")
+            candidates = tx.candidates(keys)
+            verdict = decide(domain, d, candidates, {}, self.s.thresholds, self.s.rules)
+            scored = sorted(((compare(d, c.demographics, self.s.rules), c) for c in candidates),
+                            key=lambda sc: -sc[0].total)[:limit]
+            found = []
+            for score, c in scored:
+                who = tx.identity_by_id(c.identity)
+                band = "link" if score.total > self.s.thresholds.upper else \
+                    "review" if score.total >= self.s.thresholds.lower else "different"
+                found.append({"domain": who.domain, "pid": who.pid, "person": tx.affinity_id(c.enterprise),
+                              "score": score.total, "band": band, "explanation": score.explain(),
+                              "parts": score.parts, "demographics": who.demographics.as_dict()})
+            return {"action": verdict.action, "demographics": d.as_dict(), "blocking_keys": keys,
+                    "candidates": found}
 
     # ------------------------------------------------------------ review
 
