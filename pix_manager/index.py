@@ -111,6 +111,9 @@ class PatientIndex:
                 return f"updated {cx}"        # a person's link, or a standing link, is kept
         candidates = tx.candidates(keys, exclude=existing.id if existing else None)
         decisions = tx.decisions(existing.id) if existing else {}
+        if existing is not None:     # a break keeps the pair's persons apart, not just the pair
+            apart = tx.kept_apart(existing.id)
+            candidates = [c for c in candidates if c.enterprise not in apart]
         occupied = tx.occupied(cx.authority, {c.enterprise for c in candidates},
                                exclude=existing.id if existing else None)
         verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.s.rules, occupied)

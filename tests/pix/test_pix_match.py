@@ -58,3 +58,25 @@ def test_a_dry_run_without_a_usable_question_is_a_400(domain, body):
     with pytest.raises(urllib.error.HTTPError) as e:
         match(pix, body)
     assert e.value.code == 400 and json.load(e.value)["error"]
+
+
+def test_a_break_is_a_do_not_link_pair_no_later_update_re_links(domain):
+    _, pix = domain
+    a, b, d = new_id("A"), new_id("B"), new_id("D")
+    same = dict(family="Breaker" + new_id(""), given="Ophelia", dob="19580808", sex="F",
+                address="3 Elm St^^Guelph^ON^N1H2K5")
+    phone = "519" + new_id("")[:7]
+    assert ack(pix, adt("A01", cx(a, HOSP_A), **same)) == "AA"
+    assert ack(pix, adt("A01", cx(b, HOSP_B), **same, phone=phone)) == "AA"           # linked with a
+    request = urllib.request.Request(f"{pix.http}/persons/unlink", method="POST",
+                                     data=json.dumps({"domain": HOSP_B, "pid": b, "by": "dr.break"}).encode())
+    assert json.load(urllib.request.urlopen(request))["result"].startswith("unlinked")
+    assert ack(pix, adt("A01", cx(d, "1.2.840.9.7"), **same, phone=phone)) == "AA"     # joins b's person
+    # b's own record changes so much that a no longer meets it in any block; then a is updated, and
+    # its best candidate is d, in b's person: the remembered break still keeps a out of it.
+    assert ack(pix, adt("A08", cx(b, HOSP_B), family="Renamed", given="Entirely", dob="19010101", sex="F",
+                        address="")) == "AA"
+    assert ack(pix, adt("A08", cx(a, HOSP_A), **same, phone=phone)) == "AA"
+    with_b = {i["pid"] for i in json.load(urllib.request.urlopen(
+        f"{pix.http}/persons?domain={HOSP_B}&pid={b}"))["identities"]}
+    assert d in with_b and a not in with_b, with_b
