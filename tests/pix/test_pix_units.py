@@ -126,3 +126,15 @@ def test_names_too_far_apart_to_agree_and_too_close_to_differ_earn_nothing():
     assert far.parts["family"] == 0.0
     other = compare(KATE, normalise("Zhou", "Katherine", "19720314", "F"))
     assert other.parts["family"] == -10
+
+
+def test_domains_are_configured_as_oids_or_whole_assigning_authorities():
+    from affinity_domain.config import ConfigError, build_settings, load
+    from pix_manager.settings import PixSettings
+    s = build_settings(PixSettings, load(environ={"XDSI_PIX_DOMAINS": f'["HIMSS2005&{HOSP_A}&ISO", "{HOSP_B}"]'}))
+    assert s.domains == (HOSP_A, HOSP_B)
+    assert s.authorities.resolve(Cx("X", "", "HIMSS2005")) == Cx("X", HOSP_A, "HIMSS2005")
+    assert str(s.authorities.cx("X", HOSP_B)) == f"X^^^&{HOSP_B}&ISO"
+    for bad in ('["NS&1.2.3"]', '["NS&1.2.3&DNS"]', '["not an oid"]', '["A&1.2.3&ISO", "A&1.2.4&ISO"]'):
+        with pytest.raises(ConfigError):
+            build_settings(PixSettings, load(environ={"XDSI_PIX_DOMAINS": bad}))
