@@ -60,7 +60,7 @@ def answer(q: PixQuery, known_domains: set[str], cross_references: list[Cx] | No
     if cross_references is None:
         return _response(q, "AE", "AE", [], Hl7Error("unknown patient identifier in QPD-3", code="204",
                                                      location="QPD^1^3^1^1"))
-    # The queried id is never returned (ITI TF-2a 3.9.4.2.2.6), however its authority was spelt.
+    # The queried id is never among those returned (ITI TF-2a 3.9.4.2.2), however its authority was spelt.
     others = [c for c in cross_references
               if c.key != q.person.key and (not q.domains or c.authority in q.domains)]
     return _response(q, "AA", "OK" if others else "NF", others)
