@@ -46,12 +46,12 @@ def record(patients: Iterable[str], principal, *, node: str, transaction: str, p
     (Security Alert: Emergency Override Started)."""
     glass = break_glass(principal)
     who = human(principal)
-    performers = [who.participant()] if who else [events.source(peer or "anonymous", host=peer or None)]
+    performers = [] if who else [events.source(peer or "anonymous", host=peer or None)]
     for pid in dict.fromkeys(patients):
         audit.record(events.security_alert(
             kind=audit_codes.EMERGENCY_OVERRIDE_STARTED if glass else audit_codes.USE_OF_RESTRICTED_FUNCTION,
             reporter=events.destination(node, requestor=False), subject=pid, subject_type=audit_codes.PATIENT_NUMBER,
-            performers=performers, outcome=audit_codes.SUCCESS if glass else audit_codes.MINOR_FAILURE,
+            performers=performers, human=who, outcome=audit_codes.SUCCESS if glass else audit_codes.MINOR_FAILURE,
             description=(f"{transaction}: opted-out patient's entries answered under break-glass" if glass
                          else f"{transaction}: opted-out patient's entries withheld")))
 

@@ -58,7 +58,7 @@ def door(registry: Registry, max_bytes: int, max_parts: int, max_part_header_byt
         audit.record(events.security_alert(
             kind=audit_codes.USE_OF_RESTRICTED_FUNCTION, reporter=events.destination("xdsi-registry"),
             subject=ns.MULTI_PATIENT_QUERY, subject_type=audit_codes.URI,
-            performers=[who.participant()] if who else [events.source("anonymous")],
+            performers=[] if who else [events.source("anonymous")], human=who,
             description="ITI-51 refused: the requester holds none of [registry] multi_patient_roles"))
         log.warning("ITI-51 refused", extra={"subject": getattr(principal, "subject", "")})
 
