@@ -51,12 +51,6 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
     """RAD-69; an opted-out patient's studies are answered as unknown unless ``principal`` breaks the glass."""
     requests, syntaxes = rad69.read_request(request)
     try:
-        hidden = _withheld(consent_url, consent_timeout, sorted({r.study_uid for r in requests}), principal)
-    except consent.ConsentUnavailable as e:
-        log.error("RAD-69 refused: consent unknown", extra={"error": str(e)})
-        return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "the registry cannot say whose studies these are "
-                                              "(patient consent): nothing is served")], []))
-    try:
         rows = index.instances(sop_uids=[r.document_unique_id for r in requests]) if requests else []
     except _UNAVAILABLE as e:
         log.error("database unavailable", extra={"error": str(e)})
@@ -64,6 +58,12 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
     except NotIndexed as e:
         log.error("RAD-69 refused", extra={"reason": str(e)})
         return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "instances received are not all indexed yet")], []))
+    try:        # only about the studies held here
+        hidden = _withheld(consent_url, consent_timeout, sorted({r["study_uid"] for r in rows}), principal)
+    except consent.ConsentUnavailable as e:
+        log.error("RAD-69 refused: consent unknown", extra={"error": str(e)})
+        return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "the registry cannot say whose studies these are "
+                                              "(patient consent): nothing is served")], []))
     # A withheld study's instances are answered as unknown ones.
     stored = {r["sop_uid"]: r for r in rows if r["study_uid"] not in hidden}
     errors, served = rad69.plan(requests, syntaxes, repository_unique_id, stored)

@@ -143,13 +143,13 @@ class Repository:
         (the XUA principal) breaks the glass; the registry says whose they are."""
         requests = retrieve.read_request(request)
         wanted = [r.document_unique_id for r in requests if r.repository_unique_id == self.unique_id]
-        try:
-            hidden = self._withheld(wanted, principal)
+        rows = self.index.registered(wanted) if wanted else {}
+        try:        # only about the documents held here: an unknown one is unknown, registry or not
+            hidden = self._withheld(sorted(rows), principal)
         except consent.ConsentUnavailable as e:
             log.error("retrieve refused: consent unknown", extra={"error": str(e)})
             return Retrieved(retrieve.response([XdsError(REGISTRY_NOT_AVAILABLE, str(e))], []), [])
-        wanted = [u for u in wanted if u not in hidden]
-        rows = self.index.registered(wanted) if wanted else {}
+        rows = {uid: row for uid, row in rows.items() if uid not in hidden}
         files = {}
         for uid, row in rows.items():
             try:
