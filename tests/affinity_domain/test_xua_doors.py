@@ -143,29 +143,28 @@ def wsse_fault(response) -> str:
 
 # ------------------------------------------------------------ the good assertion, and none
 
-def test_a_signed_assertion_is_served_on_every_door(domain, idps):
-    idp, _ = idps
+def test_a_signed_assertion_is_served_on_every_door_and_the_same_tampered_is_not(domain, idps):
+    idp, evil = idps
     shown = domain["shown"]
     assert domain["data"][shown][0] in unique_ids(find_documents(domain["registry"], shown, idp))
     got = retrieve(domain, shown, idp)
     assert got.http_status == 200 and [a.read() for a in got.attachments.values()] == [f"report of {shown}".encode()]
     imaging = wait_until(lambda: (r := rad69(domain, shown, idp)).attachments and r, timeout=30)
     assert imaging.http_status == 200 and len(imaging.attachments) == 1
+    for door in (_iti18, _iti43, _rad69):
+        assert wsse_fault(door(domain, _tampered(idp, evil))) == "FailedAuthentication", door
 
 
-def test_optional_mode_serves_a_request_without_assertion(domain):
+def test_without_assertion_optional_serves_and_required_faults(domain, idps):
+    idp, _ = idps
     shown = domain["shown"]
     assert domain["data"][shown][0] in unique_ids(find_documents(domain["registry"], shown))
     assert len(retrieve(domain, shown).attachments) == 1
-
-
-def test_required_mode_refuses_a_request_without_assertion(domain, idps):
-    idp, _ = idps
-    query = stored_query(FIND_DOCUMENTS, {"$XDSDocumentEntryPatientId": f"'{domain['shown']}'",
+    query = stored_query(FIND_DOCUMENTS, {"$XDSDocumentEntryPatientId": f"'{shown}'",
                                           "$XDSDocumentEntryStatus": f"('{APPROVED}')"})
     bare = client(domain["strict"]).call(ns.STORED_QUERY, etree.fromstring(query))
     assert wsse_fault(bare) == "InvalidSecurity"
-    assert domain["data"][domain["shown"]][0] in unique_ids(find_documents(domain["strict"], domain["shown"], idp))
+    assert domain["data"][shown][0] in unique_ids(find_documents(domain["strict"], shown, idp))
 
 
 # ------------------------------------------------------------ forged assertions, on each door
@@ -271,6 +270,8 @@ def test_break_glass_sees_an_opted_out_patient(domain, idps):
     idp, _ = idps
     hidden = domain["hidden"]
     uid, _ = domain["data"][hidden]
+    assert uid not in unique_ids(find_documents(domain["registry"], hidden, idp))     # treating, not emergency
+    assert not retrieve(domain, hidden, idp).attachments and not rad69(domain, hidden, idp).attachments
     assert uid in unique_ids(find_documents(domain["registry"], hidden, idp, purpose=EMERGENCY))
     assert uid in unique_ids(find_documents(domain["registry"], hidden, idp,
                                             roles=(("emergency", "1.3.6.1.4.1.21367.2017.7", "Emergency"),)))
