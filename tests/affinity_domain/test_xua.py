@@ -5,6 +5,7 @@ request is a raw SOAP 1.2 envelope (``wsse:Security`` with ``mustUnderstand="1"`
 from __future__ import annotations
 
 import copy
+import datetime
 import uuid
 
 import pytest
@@ -252,3 +253,22 @@ def test_a_wrong_xua_setting_is_refused(idp, tmp_path, text, message):
     with pytest.raises(ConfigError) as e:
         xua.xua_settings(load(path, environ={}), "registry")
     assert message in str(e.value)
+
+
+def test_an_assertion_sent_again_is_checked_again_but_for_its_signature(idp):
+    """The signature's verdict is kept for the very same bytes; time, audience and any change are not."""
+    signed = assertion(idp)
+    settings = xua_settings(idp)
+    assert isinstance(check(request(signed), settings), xua.Principal)
+    assert isinstance(check(request(copy.deepcopy(signed)), settings), xua.Principal)
+    later = NOW + datetime.timedelta(seconds=3600)
+    assert failed(xua.check(request(signed).headers, settings, now=later), ns.WSSE_FAILED_AUTHENTICATION, "expired")
+    other_audience = xua.XuaSettings(mode="optional", trusted_issuers=(str(idp.cert_path),), audience="urn:oid:1.2",
+                                     clock_skew_seconds=60)
+    assert failed(check(request(signed), other_audience), ns.WSSE_FAILED_AUTHENTICATION, "audience")
+    changed = copy.deepcopy(signed)
+    changed.find(f"{{{ns.SAML2}}}Subject/{{{ns.SAML2}}}NameID").text = "admin@hospital-a.example"
+    assert failed(check(request(changed), settings), ns.WSSE_FAILED_AUTHENTICATION, "does not verify")
+    assert isinstance(check(request(signed), xua_settings(idp)), xua.Principal)
+    evil_trust = xua_settings(make_idp(idp.cert_path.parent, "another"))
+    assert failed(check(request(signed), evil_trust), ns.WSSE_FAILED_AUTHENTICATION, "not a trusted")
