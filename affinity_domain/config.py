@@ -62,6 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_query_results": 10000,
         "codes_file": "",               # empty: the code sets shipped with the registry (code_sets.toml)
         "validate_codes": True,
+        "multi_patient_roles": [],      # XUA role codes answered ITI-51; empty: ITI-51 is refused
         **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
     "pix": {

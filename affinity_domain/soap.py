@@ -1,6 +1,7 @@
 """SOAP 1.2 envelopes with WS-Addressing: read a request, write a response or a fault."""
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ class Envelope:
     headers: list[etree._Element] = field(default_factory=list)
     mtom: bool = False              # it came as MTOM/XOP, so it is answered that way
     attachments: dict = field(default_factory=dict)   # content-id -> mtom.Attachment, spooled parts
+    # Who the request is served for: the xua.Principal the door found (ITI-40), None when the door
+    # checks no assertion. Handlers read it for access decisions and their audit records.
+    principal: object = None
 
 
 def _wsa(headers: list[etree._Element], name: str) -> str:
@@ -72,7 +76,9 @@ def new_message_id() -> str:
 
 
 def envelope(body: etree._Element | None, action: str, relates_to: str = "",
-             to: str = "", message_id: str | None = None) -> etree._Element:
+             to: str = "", message_id: str | None = None, headers: tuple[etree._Element, ...] = ()
+             ) -> etree._Element:
+    """``headers``: more header blocks after the WS-Addressing ones (a ``wsse:Security``)."""
     env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"soapenv": SOAP12, "wsa": WSA})
     header = etree.SubElement(env, f"{{{SOAP12}}}Header")
     act = etree.SubElement(header, f"{{{WSA}}}Action")
@@ -86,10 +92,19 @@ def envelope(body: etree._Element | None, action: str, relates_to: str = "",
     elif not relates_to:
         reply = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
         etree.SubElement(reply, f"{{{WSA}}}Address").text = WSA_ANONYMOUS
+    header.extend(headers)
     b = etree.SubElement(env, f"{{{SOAP12}}}Body")
     if body is not None:
         b.append(body)
     return env
+
+
+def security_header(assertion: etree._Element) -> etree._Element:
+    """A ``wsse:Security`` header (mustUnderstand) carrying a copy of ``assertion`` (ITI-40)."""
+    security = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE})
+    security.set(f"{{{SOAP12}}}mustUnderstand", "true")
+    security.append(copy.deepcopy(assertion))
+    return security
 
 
 def fault_envelope(fault: SoapFault, relates_to: str = "") -> etree._Element:

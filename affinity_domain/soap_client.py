@@ -8,6 +8,7 @@ alive between calls (a repository registers every submission with the same regis
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import socket
 import tempfile
@@ -16,6 +17,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from lxml import etree
 
@@ -54,11 +56,27 @@ class Response:
         mtom.SpooledMessage(b"", "", self.attachments).discard()
 
 
+def assertion_file(path: str | Path) -> Callable[[], etree._Element]:
+    """An assertion an X-Assertion Provider wrote to ``path``, read again when the file changes
+    (a renewed assertion replaces an expiring one)."""
+    cached: list = [None, None]     # (mtime, element)
+
+    def current() -> etree._Element:
+        mtime = os.stat(path).st_mtime_ns
+        if cached[0] != mtime:
+            cached[:] = [mtime, xmlsafe.parse(Path(path).read_bytes())]
+        return cached[1]
+    return current
+
+
 class SoapClient:
     def __init__(self, url: str, timeout: float = 30.0, spool_dir: str | Path | None = None,
-                 max_response_bytes: int = xmlsafe.DEFAULT_MAX_BYTES, memory_budget: int = 0):
+                 max_response_bytes: int = xmlsafe.DEFAULT_MAX_BYTES, memory_budget: int = 0,
+                 assertion: Callable[[], etree._Element | None] | None = None):
         """``memory_budget``: bytes of a response's attachments held in memory; the rest are
-        spooled to files in ``spool_dir``."""
+        spooled to files in ``spool_dir``. ``assertion``: gives the XUA (ITI-40) SAML assertion
+        each request carries in ``wsse:Security`` (None: none), e.g. ``assertion_file(path)``."""
+        self.assertion = assertion
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an HTTP URL: {url}")
@@ -96,7 +114,9 @@ class SoapClient:
     def call(self, action: str, body: etree._Element, parts: list[mtom.OutPart] = (),
              use_mtom: bool | None = None) -> Response:
         """Send ``body`` with ``wsa:Action`` ``action``; MTOM when there are parts or ``use_mtom``."""
-        xml = soap.to_bytes(soap.envelope(body, action, to=self.url))
+        saml = self.assertion() if self.assertion else None
+        headers = (soap.security_header(saml),) if saml is not None else ()
+        xml = soap.to_bytes(soap.envelope(body, action, to=self.url, headers=headers))
         if parts or use_mtom:
             payload = mtom.StreamedBody(xml, list(parts), action)
             content_type, length, chunks = payload.content_type, payload.length, payload

@@ -17,6 +17,11 @@ An MTOM request is a fault when two parts share a Content-ID, and, unless its ro
 ``loose_parts`` (ITI-41 answers them ``XDSMissingDocumentMetadata``), when a part is named by no
 ``xop:Include``. No spool file outlives its request: those the handler did not take are deleted.
 Each request is counted (``metrics``) by transaction, outcome and error code.
+
+With ``xua`` settings (ITI-40), the door checks the request's ``wsse:Security`` before any handler
+runs: a failed check is answered with the WS-Security fault and audited (User Authentication,
+failed); otherwise the ``xua.Principal`` (anonymous without an assertion) is ``envelope.principal``
+for the handler's access decisions and audit records.
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ from typing import Callable, Iterable
 
 from lxml import etree
 
-from . import metrics, mtom, ns, soap, xmlsafe
+from . import audit, audit_codes, metrics, mtom, ns, soap, xmlsafe, xua as xua_check
+from .audit import events
 from .web import BODY_REFUSED
 
 log = logging.getLogger("xdsi.soap")
@@ -181,8 +187,10 @@ class SoapDoor:
 
     def __init__(self, routes: dict[str, Route], max_bytes: int = xmlsafe.DEFAULT_MAX_BYTES,
                  spool_dir: str | Path | None = None, max_stream_bytes: int = 0,
-                 max_parts: int = mtom.MAX_PARTS, max_part_header_bytes: int = mtom.MAX_PART_HEADER_BYTES):
+                 max_parts: int = mtom.MAX_PARTS, max_part_header_bytes: int = mtom.MAX_PART_HEADER_BYTES,
+                 xua: xua_check.XuaSettings | None = None, node: str = ""):
         self.routes = routes
+        self.xua, self.node = xua, node     # node: this actor, as the audit records name it
         self.limits = Limits(max_bytes, Path(spool_dir) if spool_dir is not None else None, max_stream_bytes,
                              max_parts, max_part_header_bytes)
 
@@ -192,6 +200,11 @@ class SoapDoor:
         if isinstance(envelope, soap.SoapFault):
             log.warning("soap fault", extra={"reason": envelope.reason, "status": envelope.status})
             response, transaction, outcome = reply_fault(envelope), "SOAP", ("fault", _fault_code(envelope))
+        elif isinstance(fault := self._authenticate(envelope, environ), xua_check.XuaFault):
+            mtom.SpooledMessage(b"", "", envelope.attachments).discard()
+            log.warning("xua refused", extra={"action": envelope.action, "reason": fault.reason})
+            response = reply_fault(xua_check.soap_fault(fault), envelope)
+            transaction, outcome = _transaction(self.routes[envelope.action], envelope), ("fault", f"wsse:{fault.code}")
         else:
             try:
                 response, transaction, outcome = self._dispatch(envelope)
@@ -203,6 +216,20 @@ class SoapDoor:
         metrics.observe(transaction, *outcome, time.perf_counter() - started)
         start_response(response.status, response.headers)
         return response.body
+
+    def _authenticate(self, envelope: soap.Envelope, environ) -> xua_check.XuaFault | None:
+        if self.xua is None:
+            return None
+        result = xua_check.check(envelope.headers, self.xua)
+        if isinstance(result, xua_check.XuaFault):
+            peer = environ.get("REMOTE_ADDR", "")
+            audit.record(events.user_authentication(
+                login=True, user=events.source(peer or "unknown", host=peer or None),
+                node=events.destination(self.node or "xdsi", alt=envelope.action),
+                outcome=audit_codes.MINOR_FAILURE, description=f"XUA assertion refused: {result.reason}"))
+            return result
+        envelope.principal = result
+        return None
 
     def _dispatch(self, envelope: soap.Envelope) -> tuple[Response, str, tuple[str, str]]:
         route = self.routes[envelope.action]

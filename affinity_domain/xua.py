@@ -14,6 +14,9 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -150,12 +153,36 @@ def _check_assertion(assertion: etree._Element, settings: XuaSettings,
         return _invalid("not a SAML 2.0 assertion (Version 2.0 and an ID)")
     if not settings.certificates:
         return _failed("no X-Assertion Provider is trusted here ([xua] trusted_issuers is empty)")
-    signed = _verified(assertion, settings.certificates)
+    signed = _verified_once(assertion, settings.certificates)
     if isinstance(signed, XuaFault):
         return signed
     # From here on, only what the signature covers is read.
     return _conditions(signed, settings, now) or _subject(signed, now, settings.clock_skew_seconds) or \
         _principal(signed)
+
+
+# A client sends one assertion with every request of its session: the verdict of its signature is
+# kept for the very same bytes (the serialized element the signature was checked over) and the
+# same trusted issuers. Validity, audience and subject are still checked on each request.
+_VERIFIED: OrderedDict[tuple, etree._Element] = OrderedDict()
+_VERIFIED_MAX = 1024
+_verified_lock = threading.Lock()
+
+
+def _verified_once(assertion: etree._Element, trusted: tuple[x509.Certificate, ...]) -> etree._Element | XuaFault:
+    key = (trusted, hashlib.sha256(etree.tostring(copy.deepcopy(assertion))).digest())
+    with _verified_lock:
+        signed = _VERIFIED.get(key)
+        if signed is not None:
+            _VERIFIED.move_to_end(key)
+            return signed
+    signed = _verified(assertion, trusted)
+    if not isinstance(signed, XuaFault):
+        with _verified_lock:
+            _VERIFIED[key] = signed
+            while len(_VERIFIED) > _VERIFIED_MAX:
+                _VERIFIED.popitem(last=False)
+    return signed
 
 
 def _verified(assertion: etree._Element, trusted: tuple[x509.Certificate, ...]) -> etree._Element | XuaFault:

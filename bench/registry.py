@@ -1,14 +1,17 @@
 """Registry benchmark: load DocumentEntries through the ITI-42 validation code, then measure over HTTP.
 
-    python -m bench.registry [--documents 1000000] [--patients 100000] [--queries 3000]
+    python -m bench.registry [--documents 1000000] [--patients 100000] [--queries 3000] [--xua]
 
 Prints: load rate, FindDocuments (by patient, ~10 entries, LeafClass) p50/p99 latency with one
 client and queries/s with 4 concurrent clients, single-document ITI-42 registrations/s, and the
 database size. Uses $XDSI_DATABASE_URL's server if set, else an embedded PostgreSQL.
+With ``--xua``, FindDocuments again with a signed SAML assertion (a test IdP, tests/xua_idp.py) in
+``wsse:Security`` on every request, checked by the registry (ITI-40), and its ratio to the plain run.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.client
 import multiprocessing as mp
 import os
@@ -155,20 +158,21 @@ FIND = (f'<query:AdhocQueryRequest xmlns:query="{ns.QUERY}" '
         "</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>")
 
 
-def envelope(action: str, body: str) -> bytes:
+def envelope(action: str, body: str, security: str = "") -> bytes:
     return (f'<s:Envelope xmlns:s="{ns.SOAP12}" xmlns:a="{ns.WSA}">'
-            f'<s:Header><a:Action>{action}</a:Action><a:MessageID>urn:uuid:{uuid.uuid4()}</a:MessageID></s:Header>'
-            f'<s:Body>{body}</s:Body></s:Envelope>').encode()
+            f'<s:Header><a:Action>{action}</a:Action><a:MessageID>urn:uuid:{uuid.uuid4()}</a:MessageID>{security}'
+            f'</s:Header><s:Body>{body}</s:Body></s:Envelope>').encode()
 
 
 def _query_worker(args) -> list[float]:
-    port, patients, count, seed = args
+    port, patients, count, seed, *rest = args
+    security = rest[0] if rest else ""     # one assertion per client, sent on each request
     rng = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port)
     times = []
     for _ in range(count):
         pid = patient_id(rng.randrange(patients)).replace("&", "&amp;")
-        body = envelope(ns.STORED_QUERY, FIND.format(pid=pid))
+        body = envelope(ns.STORED_QUERY, FIND.format(pid=pid), security)
         t = time.perf_counter()
         conn.request("POST", "/registry", body, {"Content-Type": "application/soap+xml"})
         data = conn.getresponse().read()
@@ -204,6 +208,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=3000)
     parser.add_argument("--registrations", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="registry worker processes")
+    parser.add_argument("--xua", action="store_true", help="FindDocuments again with an XUA assertion on each request")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="xbench", dir="/tmp") as t, fresh_database(Path(t)) as url:
@@ -216,6 +221,13 @@ def measure(url: str, tmp: Path, args) -> None:
     port, feed_port = free_port(), free_port()
     env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_REGISTRY_PORT=str(port),
                XDSI_REGISTRY_FEED_PORT=str(feed_port), XDSI_REGISTRY_WORKERS=str(args.workers))
+    headers = []
+    if args.xua:
+        from tests.xua_idp import AUDIENCE, assertion, make_idp, security_header
+        idp = make_idp(tmp, "bench-idp")
+        env.update(XDSI_XUA_TRUSTED_ISSUERS=f'["{idp.cert_path}"]', XDSI_XUA_AUDIENCE=AUDIENCE)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        headers = [security_header(assertion(idp, now=now, not_on_or_after=3600)) for _ in range(4)]
     proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"], env=env,
                             cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
@@ -229,8 +241,23 @@ def measure(url: str, tmp: Path, args) -> None:
             results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, s) for s in range(4)])
             elapsed = time.perf_counter() - started
         flat = [t for r in results for t in r]
-        print(f"FindDocuments, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
+        plain = len(flat) / elapsed
+        print(f"FindDocuments, 4 clients: {plain:.0f} queries/s   "
               f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms")
+        if headers:
+            _query_worker((port, args.patients, 200, 98, headers[0]))  # warm up
+            times = _query_worker((port, args.patients, args.queries, 2, headers[0]))
+            print(f"FindDocuments + XUA, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
+                  f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
+            with mp.Pool(4) as pool:
+                started = time.perf_counter()
+                results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, 10 + s, headers[s])
+                                                   for s in range(4)])
+                elapsed = time.perf_counter() - started
+            flat = [t for r in results for t in r]
+            print(f"FindDocuments + XUA, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
+                  f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms   "
+                  f"(ratio to plain: {len(flat) / elapsed / plain:.2f})")
         started = time.perf_counter()
         n = _register_worker((port, feed_port, args.registrations, 7))
         elapsed = time.perf_counter() - started

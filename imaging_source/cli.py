@@ -11,6 +11,7 @@ from pathlib import Path
 from affinity_domain import db, logs, serving, status
 from affinity_domain.config import Config, ConfigError, build_settings
 from affinity_domain.workers import Supervisor, WorkerSettings
+from affinity_domain.xua import xua_settings
 
 from . import service
 from affinity_domain.content import FileStore
@@ -81,7 +82,7 @@ class ImagingSourceActor:
                 raise ConfigError(f"port {s.dicom_port} on {s.dicom_host} is already in use") from None
             raise
         door = service.door(index, content, s.repository_unique_id, s.max_request_bytes, s.max_mtom_parts,
-                            s.max_mtom_header_bytes)
+                            s.max_mtom_header_bytes, xua_settings(config, "imaging_source"), s.registry_url)
         app = serving.with_status(serving.path_app(s.path, door), health)
         http = serving.http_server(app, sock, s.threads, serving.http_limits(s, s.max_request_bytes))
         health.register(supervisor.state)

@@ -10,10 +10,11 @@ import psycopg_pool
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian
 
-from affinity_domain import mtom, ns
+from affinity_domain import consent, mtom, ns
 from affinity_domain.errors import REPOSITORY_ERROR, XdsError
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
+from affinity_domain.xua import XuaSettings
 
 from . import rad69
 from affinity_domain.content import FileStore
@@ -34,7 +35,20 @@ def transcoded(path, transfer_syntax: str) -> bytes:
     return out.getvalue()
 
 
-def retrieve(index: Index, content: FileStore, repository_unique_id: str, request) -> Reply:
+def _withheld(consent_url: str, timeout: float, study_uids: list[str], principal) -> set[str]:
+    """The studies of opted-out patients not to serve (the registry knows whose manifests they are)."""
+    if not consent_url or not study_uids:
+        return set()
+    withheld = consent.ask_withheld(consent_url, studies=study_uids, timeout=timeout)["studies"]
+    if not withheld:
+        return set()
+    consent.record(sorted(set(withheld.values())), principal, node="xdsi-imaging-source", transaction="RAD-69")
+    return set() if consent.break_glass(principal) else set(withheld)
+
+
+def retrieve(index: Index, content: FileStore, repository_unique_id: str, request, principal=None,
+             consent_url: str = "", consent_timeout: float = 10.0) -> Reply:
+    """RAD-69; an opted-out patient's studies are answered as unknown unless ``principal`` breaks the glass."""
     requests, syntaxes = rad69.read_request(request)
     try:
         rows = index.instances(sop_uids=[r.document_unique_id for r in requests]) if requests else []
@@ -44,7 +58,15 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
     except NotIndexed as e:
         log.error("RAD-69 refused", extra={"reason": str(e)})
         return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "instances received are not all indexed yet")], []))
-    errors, served = rad69.plan(requests, syntaxes, repository_unique_id, {r["sop_uid"]: r for r in rows})
+    try:        # only about the studies held here
+        hidden = _withheld(consent_url, consent_timeout, sorted({r["study_uid"] for r in rows}), principal)
+    except consent.ConsentUnavailable as e:
+        log.error("RAD-69 refused: consent unknown", extra={"error": str(e)})
+        return Reply(rad69.response([XdsError(REPOSITORY_ERROR, "the registry cannot say whose studies these are "
+                                              "(patient consent): nothing is served")], []))
+    # A withheld study's instances are answered as unknown ones.
+    stored = {r["sop_uid"]: r for r in rows if r["study_uid"] not in hidden}
+    errors, served = rad69.plan(requests, syntaxes, repository_unique_id, stored)
     parts, kept = [], []
     for s in served:
         path = content.path(s.sha1)
@@ -61,12 +83,17 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
 
 
 def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes: int, max_parts: int,
-         max_part_header_bytes: int) -> SoapDoor:
+         max_part_header_bytes: int, xua: XuaSettings | None = None, registry_url: str = "",
+         registry_timeout: float = 10.0) -> SoapDoor:
+    """``registry_url``: whose consent API says which studies are withheld (empty: none is)."""
+    consent_url = consent.withheld_url(registry_url) if registry_url else ""
+
     def retrieve_imaging_document_set(envelope: Envelope, attachments):
-        return retrieve(index, content, repository_unique_id, envelope.body)
+        return retrieve(index, content, repository_unique_id, envelope.body, envelope.principal, consent_url,
+                        registry_timeout)
 
     return SoapDoor({
         ns.RETRIEVE_IMAGING: Route(f"{{{ns.IHERAD}}}RetrieveImagingDocumentSetRequest", ns.RETRIEVE_IMAGING_RESPONSE,
                                    retrieve_imaging_document_set, attachments=True),
     }, max_bytes=max_bytes, spool_dir=content.spool_dir, max_stream_bytes=max_bytes, max_parts=max_parts,
-        max_part_header_bytes=max_part_header_bytes)
+        max_part_header_bytes=max_part_header_bytes, xua=xua, node="xdsi-imaging-source")

@@ -5,7 +5,8 @@ import logging
 
 from lxml import etree
 
-from affinity_domain import ns
+from affinity_domain import audit, audit_codes, consent, ns
+from affinity_domain.audit import events
 from affinity_domain import ebrim as rim
 from affinity_domain.errors import REGISTRY_ERROR, REGISTRY_METADATA_ERROR, XdsError
 
@@ -27,6 +28,13 @@ class Registry:
             log.info("registered", extra={"submission_set": objects.of_kind("submission_set")[0].unique_id,
                                           "documents": len(objects.of_kind("document_entry"))})
         return errors
+
+    def set_consent(self, pid: str, opted_out: bool, by: str) -> None:
+        """Record a patient's choice (audited as a Patient Record update)."""
+        self.store.set_consent(pid, opted_out, by)
+        audit.record(events.patient_record(action=audit_codes.UPDATE, user=events.source(by), patients=[pid],
+                                           description="opted out" if opted_out else "opted in"))
+        log.info("consent recorded", extra={"opted_out": opted_out, "by": by})
 
     def update_document_set(self, request: etree._Element) -> list[XdsError]:
         """ITI-57 (availability status of DocumentEntries): the errors, or [] when applied."""
@@ -52,15 +60,22 @@ class Registry:
         submission.plan(objects, submitted_at)
         return apply(objects, submitted_at), objects
 
-    def stored_query(self, request: etree._Element, multi_patient: bool = False
-                     ) -> tuple[list[XdsError], list[etree._Element]]:
-        """ITI-18 / ITI-51: (errors, registry objects or ObjectRefs)."""
+    def stored_query(self, request: etree._Element, multi_patient: bool = False, principal=None,
+                     peer: str = "") -> tuple[list[XdsError], list[etree._Element]]:
+        """ITI-18 / ITI-51: (errors, registry objects or ObjectRefs). An opted-out patient's
+        objects are left out unless ``principal`` (the XUA principal) breaks the glass."""
         try:
             query = stored_queries.read_request(request)
             with self.store.reader() as reader:
                 result = stored_queries.run(query, reader, multi_patient_allowed=multi_patient)
+                opted_out = reader.opted_out(sorted(stored_queries.patients_of(result)))
         except XdsError as e:
             return [e], []
+        if opted_out:
+            consent.record(sorted(opted_out), principal, node="xdsi-registry", peer=peer,
+                           transaction="ITI-51" if multi_patient else "ITI-18")
+            if not consent.break_glass(principal):
+                result = stored_queries.without_patients(result, opted_out)
         if query.return_type == "ObjectRef":
             return [], [rim.object_ref(r.id) for r in result.all()]
         if query.return_type != "LeafClass":

@@ -26,4 +26,5 @@ class RegistrySettings(SoapSettings):
     max_query_results: Count
     codes_file: str
     validate_codes: bool
+    multi_patient_roles: tuple[str, ...]
     domain: DomainSettings

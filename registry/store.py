@@ -53,6 +53,14 @@ class Reader:
     def associations(self, where: Where) -> list:
         return self._select("association", ", source, target, type, NULL AS patient_id", where)
 
+    def opted_out(self, patient_ids: list[str]) -> set[str]:
+        """Those of ``patient_ids`` whose patient opted out."""
+        if not patient_ids:
+            return set()
+        rows = self.conn.execute("SELECT patient_id FROM consent WHERE opted_out AND patient_id = ANY(%s)",
+                                 (patient_ids,)).fetchall()
+        return {r.patient_id for r in rows}
+
 
 _PATIENT_SCHEMES = frozenset(rim.PATIENT_ID_SCHEME.values())
 
@@ -112,6 +120,34 @@ class Store:
     def patient(self, pid: str):
         with self.pool.connection() as conn:
             return conn.execute("SELECT id, merged_into FROM patient WHERE id = %s", (pid,)).fetchone()
+
+    # ------------------------------------------------------------ consent (patient opt-out)
+
+    def set_consent(self, pid: str, opted_out: bool, by: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO consent (patient_id, opted_out, by_whom) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (patient_id) DO UPDATE SET opted_out = EXCLUDED.opted_out, "
+                         "by_whom = EXCLUDED.by_whom, changed_at = now()", (pid, opted_out, by))
+
+    def consent(self, pid: str):
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT patient_id, opted_out, by_whom, changed_at FROM consent "
+                                "WHERE patient_id = %s", (pid,)).fetchone()
+
+    def withheld(self, document_uids: list[str], study_uids: list[str]) -> dict[str, dict[str, str]]:
+        """Of these DocumentEntry uniqueIds and study UIDs (a manifest's referenceIdList), those of
+        an opted-out patient: {"documents": {uid: patient}, "studies": {uid: patient}}."""
+        refs = [f"{uid}^^^^{rim.STUDY_UID_REF}" for uid in study_uids]
+        with self.read_pool.connection() as conn:
+            docs = conn.execute("SELECT d.unique_id, d.patient_id FROM document_entry d JOIN consent c "
+                                "ON c.patient_id = d.patient_id AND c.opted_out WHERE d.unique_id = ANY(%s)",
+                                (document_uids,)).fetchall() if document_uids else []
+            studies = conn.execute("SELECT r, d.patient_id FROM document_entry d JOIN consent c "
+                                   "ON c.patient_id = d.patient_id AND c.opted_out, unnest(d.reference_id) r "
+                                   "WHERE d.reference_id && %s AND r = ANY(%s)", (refs, refs)).fetchall() \
+                if refs else []
+            conn.rollback()
+        return {"documents": dict(docs), "studies": {r.split("^", 1)[0]: p for r, p in studies}}
 
     # ------------------------------------------------------------ registration (ITI-42)
 

@@ -448,6 +448,22 @@ PATIENT_SCOPED = {FIND_DOCUMENTS, FIND_SUBMISSION_SETS, FIND_FOLDERS, GET_ALL,
                   FIND_DOCUMENTS_BY_REFERENCE_ID} | set(MULTI_PATIENT)
 
 
+def patients_of(result: Result) -> set[str]:
+    return {r.patient_id for r in result.documents + result.submission_sets + result.folders if r.patient_id}
+
+
+def without_patients(result: Result, patients: set[str]) -> Result:
+    """``result`` with the objects of ``patients`` left out, and the associations that name them."""
+    def keep(rows):
+        return [r for r in rows if r.patient_id not in patients]
+    kept = Result(documents=keep(result.documents), submission_sets=keep(result.submission_sets),
+                  folders=keep(result.folders))
+    hidden = {r.id for r in result.all() if r.patient_id in patients}
+    kept.associations = [a for a in result.associations
+                         if a.source not in hidden and a.target not in hidden and a.id not in hidden]
+    return kept
+
+
 def run(request: QueryRequest, db: Fetch, multi_patient_allowed: bool = False) -> Result:
     query = QUERIES.get(request.query_id)
     if query is None or (request.query_id in MULTI_PATIENT and not multi_patient_allowed) or \

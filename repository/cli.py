@@ -10,6 +10,7 @@ from affinity_domain import db, logs, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.soap_client import SoapClient
 from affinity_domain.workers import Supervisor, WorkerSettings
+from affinity_domain.xua import xua_settings
 
 from . import service
 from affinity_domain.content import FileStore
@@ -41,7 +42,7 @@ class RepositoryActor:
         registry = SoapClient(s.registry_url, s.registry_timeout, content.spool_dir)
         repository = Repository(Index(pool), content, registry, s.repository_unique_id)
         door = service.door(repository, s.max_request_bytes, content.spool_dir, s.max_document_bytes,
-                            s.max_mtom_parts, s.max_mtom_header_bytes)
+                            s.max_mtom_parts, s.max_mtom_header_bytes, xua_settings(config, "repository"))
         app = serving.with_status(serving.path_app(s.path, door), health)
         # The SOAP path takes documents up to max_document_bytes; /health and /metrics take no more
         # than a SOAP envelope.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from affinity_domain import ebrim as rim
-from affinity_domain import mtom, ns, query_ids
+from affinity_domain import consent, mtom, ns, query_ids
 from affinity_domain.content import FileStore
 from affinity_domain.errors import (NON_IDENTICAL_HASH, REGISTRY_NOT_AVAILABLE, REPOSITORY_METADATA_ERROR,
                                     REPOSITORY_OUT_OF_RESOURCES, XdsError, registry_response)
@@ -43,6 +43,8 @@ class Repository:
     def __init__(self, index: Index, content: FileStore, registry: SoapClient, repository_unique_id: str):
         self.index, self.content, self.registry = index, content, registry
         self.unique_id = repository_unique_id
+        # The registry's consent API, asked before each ITI-43 (empty: nobody opts out here).
+        self.consent_url = consent.withheld_url(registry.url) if registry is not None else ""
         self._recovering = threading.Lock()
         self.quarantined = 0        # pending submissions the last recovery could not settle
 
@@ -136,10 +138,18 @@ class Repository:
 
     # ------------------------------------------------------------ ITI-43
 
-    def retrieve(self, request: etree._Element) -> Retrieved:
+    def retrieve(self, request: etree._Element, principal=None) -> Retrieved:
+        """ITI-43. An opted-out patient's documents are answered as unknown, unless ``principal``
+        (the XUA principal) breaks the glass; the registry says whose they are."""
         requests = retrieve.read_request(request)
         wanted = [r.document_unique_id for r in requests if r.repository_unique_id == self.unique_id]
         rows = self.index.registered(wanted) if wanted else {}
+        try:        # only about the documents held here: an unknown one is unknown, registry or not
+            hidden = self._withheld(sorted(rows), principal)
+        except consent.ConsentUnavailable as e:
+            log.error("retrieve refused: consent unknown", extra={"error": str(e)})
+            return Retrieved(retrieve.response([XdsError(REGISTRY_NOT_AVAILABLE, str(e))], []), [])
+        rows = {uid: row for uid, row in rows.items() if uid not in hidden}
         files = {}
         for uid, row in rows.items():
             try:
@@ -152,6 +162,16 @@ class Repository:
         for f in files.values():
             f.close()
         return Retrieved(retrieve.response(errors, served), parts)
+
+    def _withheld(self, unique_ids: list[str], principal) -> set[str]:
+        if not unique_ids or not self.consent_url:
+            return set()
+        withheld = consent.ask_withheld(self.consent_url, documents=unique_ids,
+                                        timeout=self.registry.timeout)["documents"]
+        if not withheld:
+            return set()
+        consent.record(sorted(set(withheld.values())), principal, node="xdsi-repository", transaction="ITI-43")
+        return set() if consent.break_glass(principal) else set(withheld)
 
     # ------------------------------------------------------------ recovery
 

@@ -10,6 +10,7 @@ import psycopg_pool
 from affinity_domain import errors, ns
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
+from affinity_domain.xua import XuaSettings
 
 from . import provide, retrieve
 from .core import Repository
@@ -29,7 +30,7 @@ def _provide_transaction(envelope: Envelope) -> str:
 
 
 def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: int,
-         max_parts: int, max_part_header_bytes: int) -> SoapDoor:
+         max_parts: int, max_part_header_bytes: int, xua: XuaSettings | None = None) -> SoapDoor:
     def provide_and_register(envelope: Envelope, attachments):
         try:
             return repository.provide_and_register(envelope.body, attachments)
@@ -38,7 +39,7 @@ def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: in
 
     def retrieve_document_set(envelope: Envelope, attachments):
         try:
-            found = repository.retrieve(envelope.body)
+            found = repository.retrieve(envelope.body, envelope.principal)
         except _UNAVAILABLE as e:
             return Reply(retrieve.response([_busy(e)], []), [])
         return Reply(found.response, found.parts)     # always MTOM, one part per document
@@ -50,4 +51,4 @@ def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: in
         ns.RETRIEVE: Route(f"{{{ns.XDSB}}}RetrieveDocumentSetRequest", ns.RETRIEVE_RESPONSE,
                            retrieve_document_set, attachments=True),
     }, max_bytes=max_bytes, spool_dir=spool_dir, max_stream_bytes=max_stream_bytes, max_parts=max_parts,
-        max_part_header_bytes=max_part_header_bytes)
+        max_part_header_bytes=max_part_header_bytes, xua=xua, node="xdsi-repository")

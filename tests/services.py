@@ -260,7 +260,8 @@ def start_chain(database: str, mktemp) -> Chain:
     source_tmp = mktemp("source")
     source, _ = launch("imaging-source", source_tmp, database, {
         "dicom_port": dicom_port, "port": rad69_port, "quiet_seconds": 1, "retry_seconds": 1, "poll_seconds": 0.2,
-        "repository_url": repository.url, "pix_port": pix.mllp[1], "store_dir": source_tmp / "images",
+        "repository_url": repository.url, "registry_url": registry.url, "pix_port": pix.mllp[1],
+        "store_dir": source_tmp / "images",
         "min_free_bytes": 0, "move_destinations": f'{{ XDSI_CONSUMER = "127.0.0.1:{consumer_dicom}" }}'},
         [dicom_port, rad69_port])
     source_url = f"http://127.0.0.1:{rad69_port}/imaging-source"

@@ -279,13 +279,15 @@ def user_authentication(*, login: bool, user: Participant, node: Participant | N
 
 def security_alert(*, kind: Code, reporter: Participant, subject: str, description: str,
                    performers: Iterable[Participant] = (), subject_type: Code = c.NODE_ID,
-                   outcome: int = c.MINOR_FAILURE, time: dt.datetime | None = None) -> AuditMessage:
+                   outcome: int = c.MINOR_FAILURE, time: dt.datetime | None = None,
+                   human: Human | None = None) -> AuditMessage:
     """A Security Alert of ``kind`` (CID 403: Node Authentication for a refused certificate, Use of
-    Restricted Function for a request without the right, ...) about ``subject`` (the peer or resource)."""
+    Restricted Function for a request without the right, ...) about ``subject`` (the peer or resource);
+    ``human``: the person behind the request (an XUA principal: its purposes of use go along)."""
     alert = ParticipantObject(subject, subject_type, c.SYSTEM_OBJECT, c.ROLE_RESOURCE,
                               details=((c.DETAIL_ALERT, description.encode()),))
     message = _message(c.SECURITY_ALERT, c.EXECUTE, None, (reporter, *performers), (alert,), outcome=outcome,
-                       description=description, human=None, time=time)
+                       description=description, human=human, time=time)
     return _with_type(message, kind)
 
 

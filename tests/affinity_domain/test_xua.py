@@ -1,5 +1,5 @@
 """XUA (ITI-40) checks of the X-Service Provider. A test IdP (key and certificate made here with
-``cryptography``) signs assertions with signxml, as an outside X-Assertion Provider would; each
+``cryptography``, tests/xua_idp.py) signs assertions with signxml, as an outside X-Assertion Provider would; each
 request is a raw SOAP 1.2 envelope (``wsse:Security`` with ``mustUnderstand="1"``) read by
 ``xmlsafe.parse`` and ``soap.read_envelope`` as a door reads it, then ``xua.check``."""
 from __future__ import annotations
@@ -7,44 +7,14 @@ from __future__ import annotations
 import copy
 import datetime
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml import XMLSigner, methods
 
 from affinity_domain import ns, soap, xmlsafe, xua
 from affinity_domain.config import ConfigError, load
-
-AUDIENCE = "urn:oid:1.3.6.1.4.1.21367.13.70.200"
-NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-PATIENT = "IHERED-1024^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"
-
-
-@dataclass
-class Idp:
-    key_pem: bytes
-    cert_pem: bytes
-    cert_path: Path
-
-
-def make_idp(directory: Path, name: str) -> Idp:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=1))
-            .not_valid_after(NOW + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    path = directory / f"{name}.pem"
-    path.write_bytes(cert_pem)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return Idp(key_pem, cert_pem, path)
+from tests.xua_idp import AUDIENCE, NOW, PATIENT, Idp, _attribute, assertion, make_idp
 
 
 @pytest.fixture(scope="module")
@@ -60,69 +30,6 @@ def evil(tmp_path_factory) -> Idp:
 def xua_settings(idp: Idp | None, mode: str = "optional", skew: int = 60) -> xua.XuaSettings:
     return xua.XuaSettings(mode=mode, trusted_issuers=(str(idp.cert_path),) if idp else (), audience=AUDIENCE,
                            clock_skew_seconds=skew)
-
-
-def _at(seconds: int) -> str:
-    return (NOW + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _sub(parent, name: str, text: str | None = None, **attributes) -> etree._Element:
-    el = etree.SubElement(parent, f"{{{ns.SAML2}}}{name}", **attributes)
-    el.text = text
-    return el
-
-
-def _attribute(statement, name: str, value: str | None = None, ce: tuple[str, str, str, str] | None = None):
-    attribute = _sub(statement, "Attribute", Name=name, NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:uri")
-    value_el = _sub(attribute, "AttributeValue", value)
-    if ce:
-        tag, code, system, display = ce
-        el = etree.SubElement(value_el, f"{{{ns.HL7V3}}}{tag}", code=code, codeSystem=system, displayName=display)
-        el.set(f"{{{ns.XSI}}}type", "CE")
-
-
-class Sha1Signer(XMLSigner):
-    """An IdP still on SHA-1 (signxml refuses to make such signatures unless told)."""
-
-    def check_deprecated_methods(self):
-        pass
-
-
-def assertion(signer: Idp | None, *, not_before: int = -300, not_on_or_after: int = 300, issued: int = -10,
-              audience: str = AUDIENCE, method: str = ns.SAML2_BEARER, name_id: str = "dr.house@hospital-a.example",
-              algorithm: str = "rsa-sha256", key_info: Idp | None = None) -> etree._Element:
-    """A XUA assertion as an X-Assertion Provider issues it; signed by ``signer`` unless None."""
-    a = etree.Element(f"{{{ns.SAML2}}}Assertion", nsmap={"saml": ns.SAML2, "xsi": ns.XSI, "hl7": ns.HL7V3},
-                      ID=f"_{uuid.uuid4()}", Version="2.0", IssueInstant=_at(issued))
-    _sub(a, "Issuer", "https://idp.hospital-a.example", Format="urn:oasis:names:tc:SAML:2.0:nameid-format:entity")
-    if signer:
-        etree.SubElement(a, f"{{{ns.DS}}}Signature", Id="placeholder", nsmap={"ds": ns.DS})
-    subject = _sub(a, "Subject")
-    _sub(subject, "NameID", name_id, Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress")
-    confirmation = _sub(subject, "SubjectConfirmation", Method=method)
-    _sub(confirmation, "SubjectConfirmationData", NotOnOrAfter=_at(not_on_or_after))
-    conditions = _sub(a, "Conditions", NotBefore=_at(not_before), NotOnOrAfter=_at(not_on_or_after))
-    _sub(_sub(conditions, "AudienceRestriction"), "Audience", audience)
-    authn = _sub(a, "AuthnStatement", AuthnInstant=_at(issued))
-    _sub(_sub(authn, "AuthnContext"), "AuthnContextClassRef",
-         "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport")
-    statement = _sub(a, "AttributeStatement")
-    _attribute(statement, ns.XUA_SUBJECT_ID, "Gregory House")
-    _attribute(statement, ns.XUA_ORGANIZATION, "Hospital A")
-    _attribute(statement, ns.XUA_ORGANIZATION_ID, "urn:oid:1.3.6.1.4.1.21367.2005.13.20.3000")
-    _attribute(statement, ns.XUA_HOME_COMMUNITY_ID, "urn:oid:1.3.6.1.4.1.21367.13.70.101")
-    _attribute(statement, ns.XUA_ROLE, ce=("Role", "309343006", "2.16.840.1.113883.6.96", "Physician"))
-    _attribute(statement, ns.XUA_PURPOSE_OF_USE, ce=("PurposeOfUse", "TREATMENT", "2.16.840.1.113883.3.18.7.1",
-                                                     "Treatment"))
-    _attribute(statement, ns.XUA_RESOURCE_ID, PATIENT)
-    if not signer:
-        return a
-    cert = (key_info or signer).cert_pem.decode()
-    sha1 = algorithm.endswith("sha1")
-    return (Sha1Signer if sha1 else XMLSigner)(method=methods.enveloped, signature_algorithm=algorithm,
-                                               digest_algorithm="sha1" if sha1 else "sha256",
-                                               c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#").sign(
-        a, key=signer.key_pem, cert=cert, reference_uri=a.get("ID"))
 
 
 def request(*in_security: etree._Element, elsewhere: etree._Element | None = None,
@@ -346,3 +253,22 @@ def test_a_wrong_xua_setting_is_refused(idp, tmp_path, text, message):
     with pytest.raises(ConfigError) as e:
         xua.xua_settings(load(path, environ={}), "registry")
     assert message in str(e.value)
+
+
+def test_an_assertion_sent_again_is_checked_again_but_for_its_signature(idp):
+    """The signature's verdict is kept for the very same bytes; time, audience and any change are not."""
+    signed = assertion(idp)
+    settings = xua_settings(idp)
+    assert isinstance(check(request(signed), settings), xua.Principal)
+    assert isinstance(check(request(copy.deepcopy(signed)), settings), xua.Principal)
+    later = NOW + datetime.timedelta(seconds=3600)
+    assert failed(xua.check(request(signed).headers, settings, now=later), ns.WSSE_FAILED_AUTHENTICATION, "expired")
+    other_audience = xua.XuaSettings(mode="optional", trusted_issuers=(str(idp.cert_path),), audience="urn:oid:1.2",
+                                     clock_skew_seconds=60)
+    assert failed(check(request(signed), other_audience), ns.WSSE_FAILED_AUTHENTICATION, "audience")
+    changed = copy.deepcopy(signed)
+    changed.find(f"{{{ns.SAML2}}}Subject/{{{ns.SAML2}}}NameID").text = "admin@hospital-a.example"
+    assert failed(check(request(changed), settings), ns.WSSE_FAILED_AUTHENTICATION, "does not verify")
+    assert isinstance(check(request(signed), xua_settings(idp)), xua.Principal)
+    evil_trust = xua_settings(make_idp(idp.cert_path.parent, "another"))
+    assert failed(check(request(signed), evil_trust), ns.WSSE_FAILED_AUTHENTICATION, "not a trusted")

@@ -487,7 +487,7 @@ def _translate(el, parent_id: str | None, counter):
 
 # ---------------------------------------------------------------- the wire format
 
-def envelope(request, action: str, to: str) -> bytes:
+def envelope(request, action: str, to: str, headers=()) -> bytes:
     env = etree.Element(f"{{{ns.SOAP12}}}Envelope", nsmap={"s": ns.SOAP12, "wsa": ns.WSA})
     header = etree.SubElement(env, f"{{{ns.SOAP12}}}Header")
     etree.SubElement(header, f"{{{ns.WSA}}}Action", {f"{{{ns.SOAP12}}}mustUnderstand": "1"}).text = action
@@ -495,6 +495,7 @@ def envelope(request, action: str, to: str) -> bytes:
     etree.SubElement(header, f"{{{ns.WSA}}}To").text = to
     reply = etree.SubElement(header, f"{{{ns.WSA}}}ReplyTo")
     etree.SubElement(reply, f"{{{ns.WSA}}}Address").text = ns.WSA_ANONYMOUS
+    header.extend(headers)
     etree.SubElement(env, f"{{{ns.SOAP12}}}Body").append(copy.deepcopy(request))
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
+from typing import Callable
 
 from lxml import etree
 
+from affinity_domain import soap
 from tests.conformance import nist_kit as kit
 
 MLLP_START, MLLP_END = b"\x0b", b"\x1c\x0d"
@@ -134,6 +136,7 @@ class Runner:
     patients: dict[str, str] = field(default_factory=dict)
     logs: dict[tuple[str, str, str], kit.StepLog] = field(default_factory=dict)
     results: dict[tuple[str, str], list[StepResult]] = field(default_factory=dict)
+    assertion: Callable[[], etree._Element] | None = None     # the XUA assertion each request carries
 
     def patient(self, key: str) -> str:
         if key not in self.patients:
@@ -194,7 +197,8 @@ class Runner:
             return StepResult(section.key, step, [f"could not prepare the request: {err}"])
         self.logs[key] = prepared.log
         action = kit.action_for(step)
-        envelope = kit.envelope(prepared.request, action, self.url)
+        envelope = kit.envelope(prepared.request, action, self.url,
+                                (soap.security_header(self.assertion()),) if self.assertion else ())
         request_file = self._dump(section, step, "request", envelope)
         try:
             http_status, raw = soap_post(self.url, action, envelope)

@@ -117,10 +117,12 @@ def _store_half_then_abort(port: int, path) -> str:
 
 def _own_source(new_database, tmp_path, domain, pix, preexec_fn=None, **settings):
     """An imaging source of the test's own, never publishing (quiet for an hour)."""
-    _, repository = domain
+    registry, repository = domain
     dicom_port, http_port = free_port(), free_port()
     database = new_database()
+    # RAD-69 asks the registry about consent: the domain's, not the default address
     settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
+                "registry_url": registry.url,
                 "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
                 **settings}
     proc, env = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=preexec_fn)
@@ -246,10 +248,12 @@ def test_a_dropped_database_connection_costs_no_store(source, patient, tmp_path)
 def test_instances_answered_before_a_kill_are_indexed_at_the_next_start(new_database, tmp_path, domain, pix):
     """A C-STORE is answered once its bytes and its intake journal line are written, before the
     index commit: killed (-9) in between, the source indexes the instances when it starts again."""
-    _, repository = domain
+    registry, repository = domain
     database = new_database()
     dicom_port, http_port = free_port(), free_port()
+    # RAD-69 asks the registry about consent: the domain's, not the default address
     settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
+                "registry_url": registry.url,
                 "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600}
     study = dd.make_study(tmp_path / "s", "KILLED1", series=1, per_series=3)
     source = SimpleNamespace(url=f"http://127.0.0.1:{http_port}/imaging-source", database_url=database)
