@@ -252,8 +252,7 @@ class DicomWeb:
         row = self._rows(study, series, sop)[0]
         if int(tag, 16) == instance.PIXEL_DATA:
             return self._frames(r, row, None)
-        if not any(m.type in ("*/*", "multipart/*") or (m.type == "multipart/related" and m.part_type in
-                   ("", wado.OCTETS)) for m in wado.accept(r.accept)):
+        if not any(wado.accepts(m, wado.OCTETS) for m in wado.accept(r.accept)):
             raise not_acceptable('bulk data is multipart/related; type="application/octet-stream"')
         data = instance.element_bytes(self.content.path(row["sha1"]), tag, self.limits.bulk_data_bytes)
         boundary = multipart.boundary()

@@ -74,10 +74,11 @@ def _split(header: str) -> list[str]:
     return [i.strip() for i in items if i.strip()]
 
 
-def _matches(r: MediaRange, part_type: str) -> bool:
+def accepts(r: MediaRange, part_type: str) -> bool:
     if r.type in ("*/*", "multipart/*"):
         return True
-    return r.type == "multipart/related" and r.part_type in ("", part_type)
+    return r.type == "multipart/related" and r.part_type in ("", "*", "*/*", part_type,
+                                                             part_type.split("/")[0] + "/*")
 
 
 def syntaxes(ranges: list[MediaRange], part_type: str = DICOM) -> list[str]:
@@ -85,7 +86,7 @@ def syntaxes(ranges: list[MediaRange], part_type: str = DICOM) -> list[str]:
     ("*": as stored); 406 when the Accept header allows no such response."""
     wanted = []
     for r in ranges:
-        if not _matches(r, part_type):
+        if not accepts(r, part_type):
             continue
         ts = r.transfer_syntax or (ExplicitVRLittleEndian if r.type == "multipart/related" else ANY)
         if ts != ANY and not is_uid(ts):
@@ -126,13 +127,13 @@ def frame_type(stored: str, ranges: list[MediaRange]) -> str | None:
     native = stored in UNCOMPRESSED or stored not in FRAME_TYPES
     for r in ranges:
         if native:
-            if _matches(r, OCTETS):
+            if accepts(r, OCTETS):
                 return OCTETS
             continue
         image = FRAME_TYPES[stored]
         if r.type in ("*/*", "multipart/*") or (r.type == "multipart/related" and r.part_type in
-                                                 ("", image, image.split("/")[0] + "/*")):
+                                                 ("", "*", "*/*", image, "image/*")):
             return image
-        if _matches(r, OCTETS) and r.transfer_syntax in (ANY, stored):
+        if accepts(r, OCTETS) and r.transfer_syntax in (ANY, stored):
             return OCTETS
     return None
