@@ -3,6 +3,7 @@ read from its source only when the part goes out, so a study is never in memory 
 from __future__ import annotations
 
 import uuid
+from itertools import chain
 from typing import Callable, Iterable, Iterator
 
 CHUNK = 256 * 1024
@@ -27,12 +28,19 @@ def file_chunks(path, chunk: int = CHUNK) -> Iterator[bytes]:
 Part = tuple[str, str, Callable[[], Iterable[bytes]]]
 
 
-def body(boundary_: str, parts: Iterable[Part]) -> Iterator[bytes]:
+def body(boundary_: str, parts: Iterable[Part], flush_at: int = 4 * CHUNK) -> Iterator[bytes]:
+    """The body, in blocks of about ``flush_at`` bytes (small instances are joined: one write each
+    would cost the server more than their bytes)."""
+    pending, size = [], 0
     for media_type, location, chunks in parts:
         head = f"--{boundary_}\r\nContent-Type: {media_type}\r\n"
         if location:
             head += f"Content-Location: {location}\r\n"
-        yield (head + "\r\n").encode()
-        yield from chunks()
-        yield b"\r\n"
-    yield f"--{boundary_}--\r\n".encode()
+        for piece in chain(((head + "\r\n").encode(),), chunks(), (b"\r\n",)):
+            pending.append(piece)
+            size += len(piece)
+            if size >= flush_at:
+                yield b"".join(pending)
+                pending, size = [], 0
+    pending.append(f"--{boundary_}--\r\n".encode())
+    yield b"".join(pending)
