@@ -19,7 +19,6 @@ from affinity_domain import metrics, web
 from affinity_domain.content import FileStore
 
 from ..indexer import NotIndexed
-from ..service import transcoded
 from ..store import Index
 from . import instance, multipart, qido, rendered, wado
 from .errors import DicomWebError, bad, checked_uid, not_acceptable, not_found
@@ -200,7 +199,7 @@ class DicomWeb:
         def part(row, ts):
             path = self.content.path(row["sha1"])
             chunks = (lambda: multipart.file_chunks(path)) if ts == row["transfer_syntax"] else \
-                (lambda: [transcoded(path, ts)])
+                (lambda: [instance.reencoded(path, row["transfer_syntax"], ts)])
             return f"{wado.DICOM}; transfer-syntax={ts}", self._url(r.environ, row), chunks
         body = multipart.body(boundary, (part(row, ts) for row, ts in sent))
         return Response("200 OK", [("Content-Type", content_type), *headers], body)
@@ -326,7 +325,7 @@ class DicomWeb:
                     return Response("200 OK", [("Content-Type", wado.DICOM),
                                                ("Content-Length", str(path.stat().st_size))],
                                     multipart.file_chunks(path))
-                data = transcoded(path, ts)
+                data = instance.reencoded(path, row["transfer_syntax"], ts)
                 return Response("200 OK", [("Content-Type", wado.DICOM), ("Content-Length", str(len(data)))],
                                 [data])
         raise not_acceptable("contentType must be application/dicom, image/jpeg or image/png")

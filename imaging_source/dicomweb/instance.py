@@ -4,15 +4,18 @@ deferred by pydicom (left on disk until asked for), and a native frame is read a
 so no more than one frame or one value of an instance is in memory for these."""
 from __future__ import annotations
 
+import io
 import logging
 from typing import Iterator
 
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
+from pydicom.uid import ImplicitVRLittleEndian
 
 from affinity_domain.transfer_syntax import UNCOMPRESSED
 
+from ..service import transcoded
 from .errors import not_found
 
 log = logging.getLogger("xdsi.imaging_source")
@@ -35,6 +38,20 @@ def metadata(path, instance_url: str, threshold: int) -> dict:
         except Exception as e:           # one value pydicom cannot read stays out, the rest goes
             log.warning("DICOMweb metadata: element left out", extra={"tag": key, "error": str(e)})
     return out
+
+
+def reencoded(path, stored: str, transfer_syntax: str) -> bytes:
+    """The instance in another uncompressed transfer syntax (decoded first when compressed without
+    loss: ``wado.DECODABLE``); one instance in memory."""
+    if stored in UNCOMPRESSED:
+        return transcoded(path, transfer_syntax)
+    ds = dcmread(path)
+    ds.decompress()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=transfer_syntax == ImplicitVRLittleEndian, little_endian=True,
+               enforce_file_format=True)
+    return out.getvalue()
 
 
 def element_bytes(path, tag_text: str, threshold: int) -> bytes:

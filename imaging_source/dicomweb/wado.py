@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from affinity_domain.transfer_syntax import UNCOMPRESSED
 from affinity_domain.uids import is_uid
@@ -99,13 +99,17 @@ def syntaxes(ranges: list[MediaRange], part_type: str = DICOM) -> list[str]:
     return wanted
 
 
+# compressed syntaxes pydicom decodes by itself, without loss: such instances may go out uncompressed
+DECODABLE = (RLELossless,)
+
+
 def outgoing(stored: str, wanted: list[str]) -> str | None:
     """The transfer syntax an instance stored in ``stored`` is sent in; None when none wanted can be
     made from it without loss."""
     for ts in wanted:
         if ts == ANY or ts == stored:
             return stored
-        if stored in UNCOMPRESSED and ts in UNCOMPRESSED:
+        if (stored in UNCOMPRESSED or stored in DECODABLE) and ts in UNCOMPRESSED:
             return ts
     return None
 

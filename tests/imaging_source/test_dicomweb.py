@@ -155,7 +155,7 @@ def test_wado_rs_returns_the_study_as_stored(source, client, study, web, tmp_pat
         dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in study.files[:3]}}
     sop = next(iter(sent))
     series = dcmread(io.BytesIO(sent[sop])).SeriesInstanceUID
-    one = client.retrieve_instance(study.uid, series, sop)          # default: Explicit VR Little Endian
+    one = client.retrieve_instance(study.uid, series, sop)
     assert one.SOPInstanceUID == sop and one.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
 
     # an uncompressed instance is re-encoded on request; a compressed syntax is not made
@@ -230,3 +230,48 @@ def test_rendered_thumbnail_and_wado_uri(source, client, study, web):
         url = query if query.startswith("http") else f"{web}/wado?{query}"
         status, _, _ = curl(url)
         assert status == code, query
+
+
+@pytest.fixture(scope="module")
+def rle(source, study, tmp_path_factory):
+    """An RLE Lossless MR instance (compressed) in a study of its own."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+    ds = dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    del ds[0xFFFCFFFC]         # storescu drops Data Set Trailing Padding (see source_dicom.make_study)
+    ds.PatientID, ds.IssuerOfPatientID = study.patient_id, dd.LOCAL_ISSUER
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    path = tmp_path_factory.mktemp("rle") / "mr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    out = dd.run("/usr/bin/storescu", "-xr", "-aec", "XDSI_SOURCE", "127.0.0.1", str(source.dicom_port), str(path))
+    assert out.returncode == 0, out.stderr
+    return ds, path
+
+
+def test_a_compressed_instance_goes_as_stored_or_decoded_without_loss(source, client, rle, web):
+    ds, path = rle
+    url = f"{web}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    status, headers, body = curl("-H", f"Accept: {AS_STORED}", url)
+    [(head, data)] = parts(headers, body)
+    assert head["Content-Type"] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.5"
+    assert data == stored(source, data) and dd.dataset_bytes(data) == dd.dataset_bytes(path.read_bytes())
+    # Explicit VR Little Endian: RLE is decoded (lossless), the pixels are the same
+    decoded = client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                       media_types=(("application/dicom", "1.2.840.10008.1.2.1"),))
+    assert decoded.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert (decoded.pixel_array == ds.pixel_array).all()
+    status, _, _ = curl("-H", 'Accept: multipart/related; type="application/dicom"; '
+                        "transfer-syntax=1.2.840.10008.1.2.4.50", url)
+    assert status == 406
+    # frames: the compressed frame as image/dicom-rle, or refused when only native bytes are accepted
+    status, headers, body = curl("-H", 'Accept: multipart/related; type="image/dicom-rle"', f"{url}/frames/1")
+    [(head, frame)] = parts(headers, body)
+    assert status == 200 and head["Content-Type"].startswith("image/dicom-rle")
+    from pydicom.encaps import generate_frames
+    assert frame == next(generate_frames(ds.PixelData, number_of_frames=1))
+    status, _, _ = curl("-H", 'Accept: multipart/related; type="application/octet-stream"', f"{url}/frames/1")
+    assert status == 406
+    png = client.retrieve_instance_rendered(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                                            media_types=("image/png",))
+    assert Image.open(io.BytesIO(png)).size == (ds.Columns, ds.Rows)
