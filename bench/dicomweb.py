@@ -32,13 +32,12 @@ from pydicom import dcmread
 
 from affinity_domain import ns, soap
 from bench.imaging_source import rad69_request
+from tests import orthanc as orthanc_peer
 from tests.imaging_source import source_dicom as dd
 from tests.services import free_port, fresh_database, wait_for_port
 
 ENV = dict(os.environ, TCP_NODELAY="1")
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-ORTHANC = Path("/usr/sbin/Orthanc")
-PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 def start(cmd, env, port, log) -> subprocess.Popen:
@@ -77,16 +76,6 @@ def p50(host: str, port: int, path: str, queries: int) -> float:
     return statistics.median(times)
 
 
-def orthanc_config(work: Path, http_port: int, dicom_port: int) -> Path:
-    config = {"Name": "bench", "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
-              "StorageDirectory": str(work / "orthanc-store"), "IndexDirectory": str(work / "orthanc-index"),
-              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [str(PLUGIN)],
-              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "StorageCompression": False}
-    path = work / "orthanc.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
 def fill_index(database: str, studies: int) -> None:
     """``studies`` more studies (one patient each) in the source's index, written by SQL."""
     with psycopg.connect(database, autocommit=True) as conn:
@@ -118,13 +107,14 @@ def main() -> int:
                        XDSI_IMAGING_SOURCE_DICOM_PORT=str(dicom), XDSI_IMAGING_SOURCE_PORT=str(http_port),
                        XDSI_IMAGING_SOURCE_QUIET_SECONDS="86400", XDSI_IMAGING_SOURCE_STORE_DIR=str(work / "images"),
                        XDSI_IMAGING_SOURCE_MIN_FREE_BYTES="0", XDSI_IMAGING_SOURCE_PIX_PORT=str(free_port()))
-            procs.append(start([sys.executable, "-m", "affinity_domain.cli", "serve", "imaging-source"], env, dicom, log))
+            procs.append(start([sys.executable, "-m", "affinity_domain.cli", "serve", "imaging-source"], env, dicom,
+                               log))
             wait_for_port(http_port, procs[-1])
-            orthanc = ORTHANC.exists() and PLUGIN.exists()
+            orthanc = orthanc_peer.available()
             if orthanc:
-                o_http, o_dicom = free_port(), free_port()
-                procs.append(start([ORTHANC, orthanc_config(work, o_http, o_dicom)], ENV, o_http, log))
-                wait_for_port(o_dicom, procs[-1])
+                peer = orthanc_peer.Orthanc.start(work / "orthanc", log=log)
+                procs.append(peer.process)
+                o_http, o_dicom = peer.http_port, peer.dicom_port
 
             study = dd.make_study(work / "study", f"B{uuid.uuid4().hex[:8]}", series=3,
                                   per_series=args.instances // 3)

@@ -302,8 +302,9 @@ class DicomWeb:
         for kind in wanted_types or ["image/jpeg", wado.DICOM]:
             if kind in rendered.TYPES:
                 size = None
-                if r.param("rows") or r.param("columns"):
-                    size = rendered.viewport(f"{r.param('columns') or r.param('rows')},{r.param('rows') or r.param('columns')}")
+                if r.param("rows") or r.param("columns"):        # one of them alone bounds both ways
+                    rows, columns = r.param("rows") or r.param("columns"), r.param("columns") or r.param("rows")
+                    size = rendered.viewport(f"{columns},{rows}")
                 voi = rendered.window(f"{r.param('windowCenter')},{r.param('windowWidth')}") \
                     if r.param("windowCenter") or r.param("windowWidth") else None
                 q = r.param("imageQuality")

@@ -97,7 +97,8 @@ def parse(resource: str, fixed: dict[str, str], params: list[tuple[str, str]], m
             continue
         key = keyword(name)
         if key not in KEYS:
-            warnings.append(f"{key} is not supported for matching and was ignored")   # PS3.18 10.6.1.3.1: unsupported keys are ignored, with a Warning
+            # PS3.18 10.6.1.3.1: a key not supported for matching is ignored, with a Warning
+            warnings.append(f"{key} is not supported for matching and was ignored")
             continue
         if LEVELS.index(KEYS[key][1]) > depth:
             raise bad(f"{key} is an attribute of a level below the {resource} searched")

@@ -17,7 +17,6 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom import dcmread
-from requests.exceptions import HTTPError
 
 from tests.imaging_source import source_dicom as dd
 from tests.imaging_source import source_pix as pix_standin
@@ -171,7 +170,8 @@ def test_wado_rs_returns_the_study_as_stored(source, client, study, web, tmp_pat
 
 
 def test_wado_rs_refuses_what_is_not_there(study, web):
-    for path, code in ((f"/studies/{uuid.uuid4().int}", 404), ("/studies/..%2F..%2Fetc", 404), ("/studies/1.2.3;ls", 400),
+    for path, code in ((f"/studies/{uuid.uuid4().int}", 404), ("/studies/..%2F..%2Fetc", 404),
+                       ("/studies/1.2.3;ls", 400),
                        (f"/studies/{study.uid}/series/1.2.3", 404), ("/studies/1.2.3/series/x/instances/1", 400),
                        ("/nothing", 404)):
         status, _, body = curl(f"{web}{path}")
@@ -225,7 +225,8 @@ def test_rendered_thumbnail_and_wado_uri(source, client, study, web):
     assert status == 200 and Image.open(io.BytesIO(body)).format == "JPEG"
     status, _, body = curl(base + "&contentType=image/png&rows=16&windowCenter=40&windowWidth=400")
     assert status == 200 and Image.open(io.BytesIO(body)).size[1] == 16
-    for query, code in (("requestType=WADO&studyUID=1.2", 400), (re.sub("requestType=WADO", "requestType=X", base), 400),
+    for query, code in (("requestType=WADO&studyUID=1.2", 400),
+                        (re.sub("requestType=WADO", "requestType=X", base), 400),
                         (base.replace(sop, "1.2.3.4"), 404), (base + "&contentType=text/html", 406)):
         url = query if query.startswith("http") else f"{web}/wado?{query}"
         status, _, _ = curl(url)
@@ -275,3 +276,25 @@ def test_a_compressed_instance_goes_as_stored_or_decoded_without_loss(source, cl
     png = client.retrieve_instance_rendered(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
                                             media_types=("image/png",))
     assert Image.open(io.BytesIO(png)).size == (ds.Columns, ds.Rows)
+
+
+def test_orthanc_pulls_the_study_from_us_by_dicomweb(source, study, web, tmp_path):
+    """Orthanc's DICOMweb plugin as a client: QIDO-RS then WADO-RS of the whole study from us."""
+    from tests import orthanc as orthanc_peer
+    if not orthanc_peer.available():
+        pytest.skip("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
+    peer = orthanc_peer.Orthanc.start(tmp_path / "orthanc", {"xdsi": web})
+    try:
+        found = peer.post("/dicom-web/servers/xdsi/get", {"Uri": "/studies",
+                                                          "Arguments": {"PatientID": study.patient_id}})
+        assert [f["0020000D"]["Value"][0] for f in found] == [study.uid]
+        peer.post("/dicom-web/servers/xdsi/retrieve", {"Resources": [{"Study": study.uid}]})
+        ids = peer.get("/instances")
+        got = {peer.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"]: peer.get(f"/instances/{i}/file")
+               for i in ids}
+        sent = originals(study)
+        assert set(got) == set(sent)
+        for uid, data in got.items():
+            assert data == stored(source, data)      # Orthanc kept what we sent, byte for byte
+    finally:
+        peer.stop()
