@@ -302,6 +302,8 @@ class Index:
             elif c.op == "contains":     # a multi-valued column holding one of the values
                 where.append(f"string_to_array({column}, '\\') && %s::text[]")
                 params.append(list(c.values))
+            else:
+                raise ValueError(f"unknown match {c.op}")
         sql = ("SELECT p.patient_id, p.issuer, p.name, p.birth_date, p.sex, st.study_uid, st.study_date, "
                "st.study_time, st.accession, st.study_id, st.description AS study_description, st.referring, "
                + ("se.series_uid, se.modality, se.series_number, se.description AS series_description, "

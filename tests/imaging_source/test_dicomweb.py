@@ -93,6 +93,7 @@ def test_qido_searches_studies_series_and_instances(client, study, web):
     name = {"PatientID": study.patient_id, "PatientName": "pat"}
     assert len(client.search_for_studies(search_filters=name, fuzzymatching=True)) == 1
     assert client.search_for_studies(search_filters=name) == []
+    assert client.search_for_studies(search_filters={**name, "PatientName": "atient"}, fuzzymatching=True) == []
     listed = client.search_for_studies(search_filters={"StudyInstanceUID": f"1.2.3,{study.uid}"},
                                        fields=["StudyDescription"])
     assert listed[0]["00081030"]["Value"] == ["CT chest"]
