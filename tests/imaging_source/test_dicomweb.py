@@ -288,7 +288,7 @@ def test_orthanc_pulls_the_study_from_us_by_dicomweb(source, study, web, tmp_pat
     try:
         found = peer.post("/dicom-web/servers/xdsi/get", {"Uri": "/studies",
                                                           "Arguments": {"PatientID": study.patient_id}})
-        assert [f["0020000D"]["Value"][0] for f in found] == [study.uid]
+        assert study.uid in [f["0020000D"]["Value"][0] for f in found]    # (the RLE study is the patient's too)
         peer.post("/dicom-web/servers/xdsi/retrieve", {"Resources": [{"Study": study.uid}]})
         ids = peer.get("/instances")
         got = {peer.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"]: peer.get(f"/instances/{i}/file")
