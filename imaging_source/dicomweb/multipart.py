@@ -28,9 +28,10 @@ def file_chunks(path, chunk: int = CHUNK) -> Iterator[bytes]:
 Part = tuple[str, str, Callable[[], Iterable[bytes]]]
 
 
-def body(boundary_: str, parts: Iterable[Part], flush_at: int = 4 * CHUNK) -> Iterator[bytes]:
+def body(boundary_: str, parts: Iterable[Part], flush_at: int = 2 * CHUNK) -> Iterator[bytes]:
     """The body, in blocks of about ``flush_at`` bytes (small instances are joined: one write each
-    would cost the server more than their bytes)."""
+    would cost the server more than their bytes; below waitress's 1 MB outbuf_overflow, past which
+    it spills a block to a temporary file)."""
     pending, size = [], 0
     for media_type, location, chunks in parts:
         head = f"--{boundary_}\r\nContent-Type: {media_type}\r\n"
