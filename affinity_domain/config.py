@@ -202,6 +202,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dicom_listen_backlog": 128,
         "dicom_max_associate_pdu_bytes": 256 * 1024,   # any PDU but P-DATA-TF (A-ASSOCIATE-RQ...): longer is aborted
         "max_query_results": 10000,
+        # DICOMweb (QIDO-RS, WADO-RS, WADO-URI) beside RAD-69 on the same port, under /dicomweb
+        "dicomweb_max_results": 1000,   # a QIDO-RS answer's largest page (limit is cut to it, with a Warning)
+        "dicomweb_base_url": "",        # RetrieveURL/BulkDataURI base; empty: http(s)://host:port/dicomweb
+        "dicomweb_bulk_data_bytes": 1024,   # metadata values longer than this are a BulkDataURI
+        "dicomweb_max_frames": 1000,    # frames one request may name
         # durable: a C-STORE is answered once the instance's file, its name and its intake journal
         # line are on disk (fsync) and the index commits are flushed; fast: answered from the page
         # cache (a power cut loses the last seconds of instances the modality was told are stored).

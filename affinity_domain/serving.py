@@ -30,6 +30,16 @@ def path_app(path: str, app):
     return routed
 
 
+def prefix_app(prefix: str, app, otherwise):
+    """``app`` for paths at or under ``prefix`` (a resource tree such as DICOMweb's), ``otherwise`` for the rest."""
+    def routed(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == prefix or path.startswith(prefix + "/"):
+            return app(environ, start_response)
+        return otherwise(environ, start_response)
+    return routed
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A bound, listening TCP socket that worker processes can share."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

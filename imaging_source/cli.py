@@ -14,6 +14,7 @@ from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.xua import xua_settings
 
 from . import service
+from .dicomweb import door as dicomweb
 from affinity_domain.content import FileStore
 from .indexer import Indexer, JournalBusy, NotIndexed, open_journal
 from .intake import Intake, remove as remove_from_store
@@ -83,7 +84,8 @@ class ImagingSourceActor:
             raise
         door = service.door(index, content, s.repository_unique_id, s.max_request_bytes, s.max_mtom_parts,
                             s.max_mtom_header_bytes, xua_settings(config, "imaging_source"), s.registry_url)
-        app = serving.with_status(serving.path_app(s.path, door), health)
+        app = serving.with_status(serving.prefix_app(dicomweb.PATH, dicomweb.app(index, content, s),
+                                                     serving.path_app(s.path, door)), health)
         http = serving.http_server(app, sock, s.threads, serving.http_limits(s, s.max_request_bytes))
         health.register(supervisor.state)
         for label, where in _endpoints(s):
@@ -119,7 +121,8 @@ class ImagingSourceActor:
 
 def _endpoints(s: ImagingSourceSettings) -> list[tuple[str, str]]:
     return [("DICOM C-STORE/FIND/MOVE/GET, Storage Commitment", f"{s.ae_title}@{s.dicom_host}:{s.dicom_port}"),
-            ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s.host}:{s.port}{s.path}")]
+            ("RAD-69 (SOAP 1.2, MTOM)", f"http://{s.host}:{s.port}{s.path}"),
+            ("DICOMweb (QIDO-RS, WADO-RS, WADO-URI)", f"http://{s.host}:{s.port}{dicomweb.PATH}")]
 
 
 def _publish(config: Config, args: argparse.Namespace) -> int:

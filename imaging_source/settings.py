@@ -54,6 +54,10 @@ class ImagingSourceSettings(SoapSettings):
     dicom_listen_backlog: Count
     dicom_max_associate_pdu_bytes: PduBytes
     max_query_results: Count
+    dicomweb_max_results: Count
+    dicomweb_base_url: str
+    dicomweb_bulk_data_bytes: Count
+    dicomweb_max_frames: Count
     durability: Literal["durable", "fast"]
     max_pending_commitments: Count
     commitment_attempts: Count

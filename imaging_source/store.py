@@ -3,6 +3,7 @@ publication state (schema ``imaging_source``, migrations/)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ _COUNTS = {
     "SERIES": "(SELECT count(*) FROM instance y WHERE y.series = se.id) AS n_instances",
     "IMAGE": "NULL AS n_instances",
 }
+_ORDER = {"STUDY": "st.id", "SERIES": "se.id", "IMAGE": "i.id"}
 _MODALITIES = "(SELECT string_agg(x.modality, '\\') FROM series x WHERE x.study = st.id)"
 _COLUMNS = {"p.patient_id", "p.issuer", "p.name", "p.birth_date", "p.sex", "st.study_uid", "st.study_date",
             "st.study_time", "st.accession", "st.study_id", "st.description", "st.referring",
@@ -271,7 +273,8 @@ class Index:
 
     # ------------------------------------------------------------ serving
 
-    def find(self, level: str, conditions: list[Condition], limit: int = 10000) -> list[dict]:
+    def find(self, level: str, conditions: list[Condition], limit: int = 10000, offset: int = 0) -> list[dict]:
+        """Matching rows in the order they were indexed (so that ``offset`` pages are stable)."""
         self.before_read()
         where, params = [], []
         for c in conditions:
@@ -292,16 +295,23 @@ class Index:
                 if high:
                     where.append(f"{column} <= %s")
                     params.append(high)
+            elif c.op == "fuzzy":        # each word begins a component of the name, in any case
+                for word in c.values:
+                    where.append(f"{column} ~* %s")
+                    params.append("(^|[\\^ =])" + re.escape(word))
             elif c.op == "contains":     # a multi-valued column holding one of the values
                 where.append(f"string_to_array({column}, '\\') && %s::text[]")
                 params.append(list(c.values))
+            else:
+                raise ValueError(f"unknown match {c.op}")
         sql = ("SELECT p.patient_id, p.issuer, p.name, p.birth_date, p.sex, st.study_uid, st.study_date, "
                "st.study_time, st.accession, st.study_id, st.description AS study_description, st.referring, "
                + ("se.series_uid, se.modality, se.series_number, se.description AS series_description, "
                   "se.body_part, " if level in ("SERIES", "IMAGE") else "")
                + ("i.sop_uid, i.sop_class, i.instance_number, i.transfer_syntax, i.sha1, " if level == "IMAGE" else "")
                + f"{_COUNTS[level]} FROM {_FROM[level]}"
-               + (" WHERE " + " AND ".join(where) if where else "") + f" LIMIT {int(limit)}")
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY {_ORDER[level]} LIMIT {int(limit)} OFFSET {int(offset)}")
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql, params)
             return cur.fetchall()
