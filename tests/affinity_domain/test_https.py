@@ -1,4 +1,4 @@
-"""HTTPS under waitress (affinity_domain/https.py), what the SOAP and JSON doors will serve with
+"""HTTPS under waitress (affinity_domain/http_server.py with a context), what the SOAP and JSON doors serve with
 ``[tls]`` set: curl and openssl s_client as clients, keep-alive and large bodies both ways,
 refusals reported with their reason, silent peers let go without holding the others."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from affinity_domain.https import PEER, https_server
+from affinity_domain.http_server import PEER, HttpLimits, create
 from affinity_domain.tls import client_context, server_context
 from tests.affinity_domain.test_tls import _as, s_client
 from tests.affinity_domain.tls_peers import make_pki, settings
@@ -42,8 +42,8 @@ def app(environ, start_response):
 def server(pki):
     listener = socket.create_server(("127.0.0.1", 0))
     refused = []
-    srv = https_server(app, listener, server_context(settings(pki)), handshake_timeout=1.0, threads=4,
-                       on_refused=lambda addr, why: refused.append(why))
+    srv = create(app, listener, HttpLimits(body_bytes=1 << 30), threads=4, context=server_context(settings(pki)),
+                 handshake_timeout=1.0, on_refused=lambda addr, why: refused.append(why))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     yield listener.getsockname()[1], refused
