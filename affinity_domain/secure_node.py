@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import urllib.request
 
 from . import audit, audit_codes, tls
 from .audit.message import Participant
@@ -38,6 +39,8 @@ def use(settings: TlsSettings, actor: str = "") -> TlsSettings:
     server = tls.server_context(settings) if settings.enabled else None
     client = tls.client_context(settings) if settings.enabled else None
     _settings, _actor, _server, _client = settings, actor, server, client
+    if client is not None:      # urllib's urlopen (the commands' JSON calls, health probes) shows our certificate
+        urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=client)))
     return settings
 
 

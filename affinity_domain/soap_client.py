@@ -63,7 +63,8 @@ class SoapClient:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an HTTP URL: {url}")
-        self.url, self._u = url, u
+        url = secure_node.url(url)
+        self.url, self._u = url, urllib.parse.urlsplit(url)
         self.timeout, self.max_response_bytes = timeout, max_response_bytes
         self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.gettempdir())
         self.memory_budget = memory_budget
