@@ -305,6 +305,8 @@ def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limit
     set_limits(ae, limits)
     # pynetdicom's own count (every acceptor, whether asked for or not) must never be the one that refuses.
     ae.maximum_associations = 1 << 20
+    if ssl_context is True:
+        secure_node.check_listener(address[0], address[1], "DICOM")
     context = secure_node.server_context() if ssl_context is True else ssl_context
     server = ae.make_server(address, ssl_context=context, evt_handlers=evt_handlers, server_class=Listener,
                             limits=limits)

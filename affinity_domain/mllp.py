@@ -128,6 +128,8 @@ class MllpServer:
         self._handshakes: ThreadPoolExecutor | None = None
         self._shaking = 0            # connections mid-handshake (counted against max_connections)
         self.limits = limits or Limits(max_bytes=max_bytes, idle_seconds=idle_timeout)
+        if context is True:
+            secure_node.check_listener(address[0], address[1], "MLLP")
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -39,8 +39,9 @@ def use(settings: TlsSettings, actor: str = "") -> TlsSettings:
     server = tls.server_context(settings) if settings.enabled else None
     client = tls.client_context(settings) if settings.enabled else None
     _settings, _actor, _server, _client = settings, actor, server, client
-    if client is not None:      # urllib's urlopen (the commands' JSON calls, health probes) shows our certificate
-        urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=client)))
+    # urllib's urlopen (the commands' JSON calls) shows our certificate
+    urllib.request.install_opener(None if client is None else
+                                  urllib.request.build_opener(urllib.request.HTTPSHandler(context=client)))
     return settings
 
 

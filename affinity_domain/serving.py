@@ -159,8 +159,10 @@ def stop_workers(pids: list[int], grace: float = 10.0) -> None:
 
 
 def bind(factory, host: str, port: int, tls: TlsSettings | None = None, listener: str = "listener"):
-    """``factory()`` (an MLLP or DICOM listener on ``host:port``), refused off loopback without TLS."""
-    secure_node.check_listener(host, port, listener, tls)
+    """``factory()`` (an MLLP or DICOM listener on ``host:port``). The listeners check the plaintext rule
+    themselves with the node's settings; ``tls``, when given, is checked here."""
+    if tls is not None:
+        secure_node.check_listener(host, port, listener, tls)
     try:
         return factory()
     except OSError as e:
