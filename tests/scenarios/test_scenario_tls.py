@@ -6,7 +6,6 @@ that the consumer fills by C-MOVE from the TLS imaging source into its TLS SCP, 
 from __future__ import annotations
 
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from affinity_domain import mllp, secure_node
-from tests.affinity_domain.tls_peers import make_pki, settings
+from tests.affinity_domain.tls_peers import make_pki, mllp_s_client, settings
 from tests.hospital import HOSP_A, HOSP_B, adt, order, published
 from tests.services import DCMTK_ENV, ROOT, free_port, start_chain, wait_until
 
@@ -137,29 +136,6 @@ def test_no_plaintext_port_answers(chain, pki):
         out = echoscu(port, ae)
         assert out.returncode != 0, ae
         assert echoscu(port, ae, *dcmtk_tls(pki)).returncode == 0, ae
-
-
-def mllp_s_client(port: int, pki: Path, leaf: str, message: bytes, timeout: float = 20) -> bytes:
-    """openssl s_client as an MLLP peer: the frame in, what comes back until the frame's end (s_client
-    -quiet waits for the server to close, which an MLLP server does not do after an ACK)."""
-    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(pki / "ca.pem"),
-                             "-verify_return_error", "-quiet", "-cert", str(pki / f"{leaf}.pem"),
-                             "-key", str(pki / f"{leaf}.key")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    proc.stdin.write(mllp.frame(message))
-    proc.stdin.flush()
-    got, deadline = b"", time.monotonic() + timeout
-    try:
-        while not got.endswith(mllp.END) and time.monotonic() < deadline:
-            if select.select([proc.stdout], [], [], 0.5)[0]:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                got += chunk
-    finally:
-        proc.kill()
-        proc.wait(10)
-    return got
 
 
 def test_mllp_over_tls_with_openssl_s_client(chain, pki):
