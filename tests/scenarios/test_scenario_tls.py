@@ -223,3 +223,39 @@ def _listening(port: int) -> bool:
     except OSError:
         time.sleep(0.2)
         return False
+
+
+def test_up_with_the_printed_tls_lines_runs_every_actor_on_tls_and_status_sees_it(new_database, tmp_path):
+    """The README's quick start: ``xdsi certs --out DIR`` prints the [tls] lines; ``xdsi up`` with them
+    in xdsi.toml; ``xdsi status`` asks each /health over https with the node's certificate."""
+    from tests.services import domain_on_free_ports
+    certs = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "certs", "--out", str(tmp_path / "pki")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert certs.returncode == 0 and "[tls]" in certs.stdout, certs.stderr
+    (tmp_path / "xdsi.toml").write_text(certs.stdout)
+    moved, ports = domain_on_free_ports()
+    env = dict(os.environ, XDSI_DATA_DIR=str(tmp_path / "data"), XDSI_DATABASE_URL=new_database(), **moved)
+    for key in ("XDSI_TLS_CERT", "XDSI_TLS_KEY", "XDSI_TLS_CA"):
+        env.pop(key, None)
+    log = open(tmp_path / "up.log", "wb")
+    up = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env, cwd=tmp_path,
+                          stdout=log, stderr=log, start_new_session=True)
+    try:
+        assert wait_until(lambda: all(_listening(p) for p in ports) or up.poll() is not None, 120) \
+            and up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+
+        def status(cwd: Path) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "affinity_domain.cli", "status"], env=env, cwd=cwd,
+                                  capture_output=True, text=True, timeout=60)
+        healthy = wait_until(lambda: status(tmp_path).returncode == 0, 60)
+        out = status(tmp_path)
+        assert healthy and out.stdout.count("https://") >= 5, out.stdout
+        # Without the certificate (no xdsi.toml there) the same endpoints do not answer it.
+        (tmp_path / "elsewhere").mkdir()
+        plain = status(tmp_path / "elsewhere")
+        assert plain.returncode == 1 and "unhealthy" in plain.stdout, plain.stdout
+        printed = (tmp_path / "up.log").read_text()
+        assert "http://" not in printed.split("endpoints:")[1].split("|")[0]
+    finally:
+        up.terminate()
+        up.wait(60)
