@@ -133,3 +133,28 @@ def test_silent_peers_do_not_hold_the_others_and_are_let_go(server, pki):
     finally:
         for s in silent:
             s.close()
+
+
+def test_the_http_limits_hold_under_tls_too(pki):
+    """One server, plain or TLS: a body over the limit is answered 413 before it is read, over TLS as in plain."""
+    def door(environ, start_response):
+        from affinity_domain.web import BODY_REFUSED
+        status = "413 Payload Too Large" if environ.get(BODY_REFUSED) else "200 OK"
+        start_response(status, [("Content-Length", "0")])
+        return [b""]
+    listener = socket.create_server(("127.0.0.1", 0))
+    srv = create(door, listener, HttpLimits(body_bytes=1000), threads=2, context=server_context(settings(pki)))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        small = curl(port, pki, *_curl_as(pki, "client"), "--data-binary", "x" * 999, "-o", "/dev/null",
+                     "-w", "%{http_code}")
+        big = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), *_curl_as(pki, "client"),
+                              "--data-binary", "x" * 5000, "-o", "/dev/null", "-w", "%{http_code}",
+                              f"https://localhost:{port}/soap"], capture_output=True, text=True, timeout=30)
+        assert small.stdout == "200" and big.stdout == "413", (small.stderr, big.stderr)
+    finally:
+        srv.trigger.pull_trigger(lambda: [d.close() for d in list(srv._map.values())])
+        thread.join(10)
+        srv.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
