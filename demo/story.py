@@ -186,7 +186,8 @@ def run(cfg: Config, instances: int = 300) -> int:
             secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}")))
         link = next(i for i in person["identities"] if i["pid"] == mrn_b)
         print(f"    linked by the scorecard: score {link['link_score']:.1f} ({link['link_explanation']})")
-        queue = json.load(urllib.request.urlopen(secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/review")))
+        review = secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/review")
+        queue = json.load(urllib.request.urlopen(review))
         held = [r for r in queue if mrn_c in (r["identity_pid"], r["candidate_pid"])]
         if not held:
             raise StepFailed("the near-miss patient did not reach the review queue")

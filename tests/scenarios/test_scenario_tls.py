@@ -170,14 +170,14 @@ def test_dcmtk_tls_against_the_imaging_source_and_c_move_into_a_tls_pacs(chain, 
                             *dcmtk_tls(pki), "127.0.0.1", str(chain.source_dicom_port), *map(str, files)],
                            env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
     assert store.returncode == 0, store.stderr
-    refused = subprocess.run([str(DCMTK / "storescu"), "-to", "20", "-aec", "XDSI_SOURCE", *dcmtk_tls(pki, "other-client"),
-                              "127.0.0.1", str(chain.source_dicom_port), str(files[0])],
+    refused = subprocess.run([str(DCMTK / "storescu"), "-to", "20", "-aec", "XDSI_SOURCE",
+                              *dcmtk_tls(pki, "other-client"), "127.0.0.1", str(chain.source_dicom_port), str(files[0])],
                              env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     published(chain, study)             # PIX query (ITI-9) and ITI-41 to the repository, over TLS
     find = subprocess.run([str(DCMTK / "findscu"), "-v", "-S", "-to", "20", "-aec", "XDSI_SOURCE", *dcmtk_tls(pki),
-                           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "-k", "NumberOfStudyRelatedInstances",
-                           "127.0.0.1", str(chain.source_dicom_port)],
+                           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                           "-k", "NumberOfStudyRelatedInstances", "127.0.0.1", str(chain.source_dicom_port)],
                           env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
     assert find.returncode == 0 and study in find.stdout + find.stderr, find.stderr
     # An order at hospital B (MLLP over TLS): the consumer queries the registry and C-MOVEs the study from
