@@ -14,6 +14,11 @@ def actors() -> dict:
     return {ep.name: ep for ep in entry_points(group="xdsi.actors")}
 
 
+def section_of(actor: str) -> str:
+    """An actor's configuration section (``imaging-source`` is ``[imaging_source]``)."""
+    return actor.replace("-", "_")
+
+
 def _certs(cfg, args) -> int:
     from .certs import run   # cryptography is only imported for this command
     return run(cfg, args)
@@ -52,15 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             if args.actor not in loaded:
                 return 2
+            from . import secure_node
             from .status import running
-            with running(cfg.data_dir, args.actor, loaded[args.actor].endpoints(cfg)):
+            # ITI-19: every door and client of this process follows the actor's [tls] (secure_node).
+            node = secure_node.setup(cfg, section_of(args.actor))
+            endpoints = [(label, secure_node.shown(where, node)) for label, where in loaded[args.actor].endpoints(cfg)]
+            with running(cfg.data_dir, args.actor, endpoints):
                 return loaded[args.actor].serve(cfg) or 0
         if args.command == "status":
             from .status import report
-            return report(cfg.data_dir, list(available))
+            return report(cfg.data_dir, list(available), cfg)
         if args.command == "up":
             from .up import run_all
             return run_all(cfg, loaded)
+        if args.command != "certs":      # a command that calls a door (xdsi pix review, xdsi demo) as this node
+            from . import secure_node
+            secure_node.setup(cfg, section_of(args.command))
         return args.run(cfg, args) or 0
     except KeyboardInterrupt:
         return 0

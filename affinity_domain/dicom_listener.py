@@ -18,6 +18,11 @@ socketserver's backlog of 5. Here:
 - At most ``max_associations`` associations: one more is rejected with A-ASSOCIATE-RJ (transient,
   service provider, local limit exceeded), as pynetdicom rejects it, counting associations only.
 - The listen backlog is ``listen_backlog``.
+- With an ``ssl_context`` (ITI-19, PS3.15 B.9) the listener is TLS only. pynetdicom does each
+  handshake in its accept loop with no timeout (one silent peer stops the listener for everyone);
+  here a connection is accepted plainly, waits in the room for its ClientHello, and its handshake
+  runs in a small pool within ``handshake_timeout``. A refused one is logged with its reason and
+  given to ``on_refused`` (the Security Alert).
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pynetdicom import evt
 from pynetdicom.transport import AssociationServer, RequestHandler
 
+from . import secure_node, tls
 from .dicom_limits import DEFAULT, Limits, peer, set_limits
 
 log = logging.getLogger("xdsi.dicom")
@@ -72,8 +79,12 @@ class _Handler(RequestHandler):
 class Listener(AssociationServer):
     """pynetdicom's association server with a waiting room, and the bounds of ``Limits``."""
 
+    handshake_timeout: float = 10.0
+    on_refused = None           # (peer address, why) -> None, for a refused TLS handshake
+
     def __init__(self, ae, address, ae_title, contexts, ssl_context=None, evt_handlers=None, limits=DEFAULT):
         self.limits = limits
+        self._handshakes = ThreadPoolExecutor(4, thread_name_prefix="dicom-tls") if ssl_context else None
         self.request_queue_size = limits.listen_backlog     # socketserver's listen() backlog
         self._lock = threading.Lock()
         self._held: list = []                               # associations handed over, oldest first
@@ -103,6 +114,9 @@ class Listener(AssociationServer):
             pass                        # already signalled, or closing
 
     # ---------------------------------------------------------------- on the accepting thread
+
+    def get_request(self):
+        return self.socket.accept()     # the handshake is the pool's (``_secure``), not the acceptor's
 
     def verify_request(self, request, client_address) -> bool:
         """Admit a new connection when there is room, or when one not associated can make room."""
@@ -164,6 +178,8 @@ class Listener(AssociationServer):
         return max(0.0, min(1.0, oldest[1] + self._patience() - time.monotonic()))
 
     def _patience(self) -> float:
+        if self.ssl_context is not None:        # a TLS peer starts with its ClientHello
+            return min(self.ae.acse_timeout or 30.0, self.handshake_timeout)
         return self.ae.acse_timeout or 30.0
 
     def _take_inbox(self) -> None:
@@ -205,9 +221,14 @@ class Listener(AssociationServer):
             pass
         if entry is None:
             return                                          # dropped to make room: the inbox closes it
+        handed = False
         try:
-            if not isinstance(sock, ssl.SSLSocket) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
                 _close(sock)                                # it only closed: no association for that
+                return
+            if self._handshakes is not None:
+                self._handshakes.submit(self._secure, sock, entry[0])
+                handed = True
                 return
             self.finish_request(sock, entry[0])
         except BlockingIOError:
@@ -216,6 +237,23 @@ class Listener(AssociationServer):
             self._selector.register(sock, selectors.EVENT_READ)
         except Exception:
             log.exception("DICOM connection could not be started")
+            _close(sock)
+        finally:
+            if not handed:
+                with self._lock:
+                    self._starting -= 1
+
+    def _secure(self, sock: socket.socket, address) -> None:
+        """In the handshake pool: TLS, then the association, as for a plain connection."""
+        try:
+            sock.setblocking(True)
+            secured = tls.accept(sock, self.ssl_context, self.handshake_timeout, address, "DICOM TLS",
+                                 self.on_refused)
+            if secured is not None:
+                secured.settimeout(None)    # as pynetdicom has its accepted sockets; the DUL keeps its own timeouts
+                self.finish_request(secured, address)
+        except Exception:
+            log.exception("DICOM TLS connection could not be started")
             _close(sock)
         finally:
             with self._lock:
@@ -255,14 +293,25 @@ class Listener(AssociationServer):
         self._selector.close()
         self._wake_read.close()
         self._wake_write.close()
+        if self._handshakes is not None:
+            self._handshakes.shutdown(wait=False, cancel_futures=True)
 
 
-def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limits) -> Listener:
-    """``ae.start_server(address, block=False, evt_handlers=...)`` with ``limits``."""
+def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limits = DEFAULT,
+                 ssl_context: ssl.SSLContext | None | bool = True, handshake_timeout: float | None = None,
+                 on_refused=None) -> Listener:
+    """``ae.start_server(address, block=False, evt_handlers=...)`` with ``limits``; TLS only with
+    ``ssl_context`` (True, the default: the node's, ``secure_node``; None: plain)."""
     set_limits(ae, limits)
     # pynetdicom's own count (every acceptor, whether asked for or not) must never be the one that refuses.
     ae.maximum_associations = 1 << 20
-    server = ae.make_server(address, evt_handlers=evt_handlers, server_class=Listener, limits=limits)
+    if ssl_context is True:
+        secure_node.check_listener(address[0], address[1], "DICOM")
+    context = secure_node.server_context() if ssl_context is True else ssl_context
+    server = ae.make_server(address, ssl_context=context, evt_handlers=evt_handlers, server_class=Listener,
+                            limits=limits)
+    server.handshake_timeout = handshake_timeout or secure_node.handshake_timeout()
+    server.on_refused = on_refused or secure_node.on_refused("DICOM TLS")
     thread = threading.Thread(target=server.serve_forever, name=f"DicomListener@{server.server_address[1]}",
                               daemon=True)
     thread.start()

@@ -12,12 +12,25 @@ reached until an idle connection times out. Here:
   served) is closed to make room: a flood of idle connections cannot keep a request out;
 - a request's line and headers must come within ``header_seconds`` and the whole request within
   ``request_seconds``; a connection with nothing to do is closed after ``idle_seconds``.
+
+With an ``ssl.SSLContext`` (ITI-19) the same server serves HTTPS only, on the same port (waitress
+itself has no TLS): each accepted connection's handshake runs in a small bounded pool within the
+handshake timeout, so that a slow or silent peer never holds waitress's event loop; one that
+completes becomes an ordinary channel over the ``SSLSocket``, whose reads and writes turn OpenSSL's
+"want read / want write" into waitress's "nothing now". A refused handshake is logged with its
+reason (``tls.refusal``) and given to ``on_refused`` (the Security Alert). The WSGI environ carries
+``wsgi.url_scheme = https`` and ``PEER``, the client's ``PeerIdentity`` (None without a certificate).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import ssl
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from waitress.adjustments import Adjustments
@@ -26,9 +39,12 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 
+from .tls import PeerIdentity, accept, peer_identity
 from .web import BODY_REFUSED
 
 log = logging.getLogger("xdsi.http")
+PEER = "xdsi.peer"          # the environ key of the client's PeerIdentity (TLS only)
+_DISCONNECTED = {errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE, errno.EBADF}
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class _Task(WSGITask):
         environ = super().get_environment()
         if self.request.refused:
             environ[BODY_REFUSED] = self.request.refused
+        if self.channel.tls:
+            environ[PEER] = self.channel.peer
         return environ
 
 
@@ -89,6 +107,8 @@ class _Channel(HTTPChannel):
     discarding = False           # a refused body is still coming: drop it
     linger_until = 0.0           # set when the answer is out and the connection half-closed
     request_started = 0.0
+    tls = False                  # the socket is an SSLSocket
+    peer: PeerIdentity | None = None
 
     def parser_class(self, adj):
         self.request_started = time.monotonic()
@@ -98,6 +118,39 @@ class _Channel(HTTPChannel):
         if self.discarding:
             return True
         return super().received(data)
+
+    def handle_read(self):
+        if not self.tls:
+            return super().handle_read()
+        try:
+            data = self.socket.recv(self.adj.recv_bytes)
+            # What OpenSSL has decrypted beyond that is not seen by select(): read it now.
+            while data and self.socket.pending():
+                data += self.socket.recv(self.socket.pending())
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:     # ssl.SSLError is one: a broken record or an alert ends the connection
+            self.close_now()
+            return
+        if data:
+            self.last_activity = time.time()
+            self.received(data)
+        else:
+            self.connected = False
+
+    def send(self, data, do_close=True):
+        if not self.tls:
+            return super().send(data, do_close)
+        try:
+            return self.socket.send(data)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return 0        # OpenSSL keeps what it took: the same bytes come again (a moving buffer is allowed)
+        except OSError as e:
+            if isinstance(e, ssl.SSLError) or e.errno in _DISCONNECTED:
+                if do_close:
+                    self.handle_close()
+                return 0
+            raise
 
     def handle_close(self):
         if self.discarding and self.connected and not self.linger_until:
@@ -126,9 +179,18 @@ class _Channel(HTTPChannel):
 class _Server(TcpWSGIServer):
     channel_class = _Channel
 
-    def __init__(self, app, sock: socket.socket, limits: HttpLimits, threads: int):
+    def __init__(self, app, sock: socket.socket, limits: HttpLimits, threads: int,
+                 context: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
+                 on_refused: Callable[[tuple, str], None] | None = None):
         self.limits = limits
+        self.context, self.handshake_timeout, self.on_refused = context, handshake_timeout, on_refused
+        if context is not None:
+            # Bounded: a flood of connections waits for a handshake thread, never more threads.
+            handshakes = max(4, threads)
+            self.handshakes = ThreadPoolExecutor(max_workers=handshakes, thread_name_prefix="tls-handshake")
+            self.waiting = threading.BoundedSemaphore(handshakes * 8)
         adj = Adjustments(sockets=[sock], threads=threads, clear_untrusted_proxy_headers=True, ident="xdsi",
+                          url_scheme="https" if context is not None else "http",
                           # The checks here replace waitress's own (which answer in plain text, after
                           # a 100 Continue): its limits are set where they never apply.
                           max_request_body_size=1 << 62, connection_limit=1 << 30, cleanup_interval=1)
@@ -167,7 +229,33 @@ class _Server(TcpWSGIServer):
         except OSError:
             conn.close()
             return
-        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        if self.context is None:
+            self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        elif not self.waiting.acquire(blocking=False):
+            conn.close()        # more peers mid-handshake than we hold: shed, as a full backlog would
+        else:
+            self.handshakes.submit(self._handshake, conn, self.fix_addr(addr))
+
+    def _handshake(self, conn: socket.socket, addr) -> None:
+        try:
+            conn.setblocking(True)
+            tls = accept(conn, self.context, self.handshake_timeout, addr, "HTTPS", self.on_refused)
+        finally:
+            self.waiting.release()
+        if tls is None:
+            return
+        tls.setblocking(False)
+        peer = peer_identity(tls.getpeercert())
+        self.trigger.pull_trigger(lambda: self._open(tls, addr, peer))
+
+    def _open(self, tls: ssl.SSLSocket, addr, peer: PeerIdentity | None) -> None:
+        channel = self.channel_class(self, tls, addr, self.adj, map=self._map)
+        channel.tls, channel.peer = True, peer
+
+    def close(self):
+        if self.context is not None:
+            self.handshakes.shutdown(wait=False, cancel_futures=True)
+        super().close()
 
     def _quietest(self) -> _Channel | None:
         idle = [c for c in self.active_channels.values() if not c.busy]
@@ -193,6 +281,8 @@ class _Server(TcpWSGIServer):
                 channel.will_close = True
 
 
-def create(app, sock: socket.socket, limits: HttpLimits, threads: int = 8) -> _Server:
-    """A waitress server on the bound, listening ``sock`` (``serving.listen``); ``run()`` serves."""
-    return _Server(app, sock, limits, threads)
+def create(app, sock: socket.socket, limits: HttpLimits, threads: int = 8, context: ssl.SSLContext | None = None,
+           handshake_timeout: float = 10.0, on_refused: Callable[[tuple, str], None] | None = None) -> _Server:
+    """A waitress server on the bound, listening ``sock`` (``serving.listen``); ``run()`` serves.
+    With ``context``, HTTPS only (``tls.server_context``)."""
+    return _Server(app, sock, limits, threads, context, handshake_timeout, on_refused)

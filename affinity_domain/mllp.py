@@ -3,18 +3,24 @@ connections, threads, idle time, the time a frame may take to arrive, its size.
 
 The framing reader is pure (bytes in, messages out) so that garbage between frames,
 oversized frames and frames cut short can be tested without sockets.
+
+Under TLS (the node's ``[tls]``, ``secure_node``) the server speaks MLLP over TLS only: each accepted
+connection's handshake runs in a small pool of its own within ``[tls] handshake_timeout``, never in the
+selector loop; ``send`` is the client side.
 """
 from __future__ import annotations
 
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+from . import secure_node, tls
 from .exceptions import XdsiError
 
 START, END = b"\x0b", b"\x1c\x0d"
@@ -111,9 +117,19 @@ class MllpServer:
 
     def __init__(self, address: tuple[str, int], handler: Handler | None,
                  on_oversize: Callable[[str], bytes], max_bytes: int = 1024 * 1024,
-                 idle_timeout: float = 300.0, limits: Limits | None = None):
+                 idle_timeout: float = 300.0, limits: Limits | None = None,
+                 context: ssl.SSLContext | None | bool = True):
+        """``context``: the TLS server context; True (the default) takes the node's (``secure_node``),
+        None serves plain MLLP."""
         self.handler, self.on_oversize = handler, on_oversize
+        self.context = secure_node.server_context() if context is True else context
+        self.handshake_timeout = secure_node.handshake_timeout()
+        self.on_refused = secure_node.on_refused("MLLP TLS")
+        self._handshakes: ThreadPoolExecutor | None = None
+        self._shaking = 0            # connections mid-handshake (counted against max_connections)
         self.limits = limits or Limits(max_bytes=max_bytes, idle_seconds=idle_timeout)
+        if context is True:
+            secure_node.check_listener(address[0], address[1], "MLLP")
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -152,6 +168,8 @@ class MllpServer:
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="mllp")
+        if self.context is not None:
+            self._handshakes = ThreadPoolExecutor(max(2, self.limits.threads // 2), thread_name_prefix="mllp-tls")
 
     def serve_forever(self) -> None:
         self._open()
@@ -171,6 +189,8 @@ class MllpServer:
                 conn.close()
             self._connections.clear()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._handshakes is not None:
+                self._handshakes.shutdown(wait=False, cancel_futures=True)
             self._selector.close()
 
     def _accept(self) -> None:
@@ -182,16 +202,38 @@ class MllpServer:
             except OSError:            # out of file descriptors, a reset before accept: try again later
                 log.warning("MLLP accept failed", exc_info=True)
                 return
-            if len(self._connections) >= self.limits.max_connections and not self._evict():
+            if len(self._connections) + self._shaking >= self.limits.max_connections and not self._evict():
                 log.warning("MLLP connection refused: at the cap", extra={"peer": peer[0],
                                                                            "cap": self.limits.max_connections})
                 sock.close()
                 continue
-            sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(sock, peer[0], self.limits.max_bytes, time.monotonic())
-            self._connections[conn.fd] = conn
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            if self.context is not None:
+                with self._lock:
+                    self._shaking += 1
+                self._handshakes.submit(self._handshake, sock, peer)
+                continue
+            sock.setblocking(False)
+            self._add(sock, peer[0])
+
+    def _add(self, sock: socket.socket, peer: str) -> None:
+        conn = _Connection(sock, peer, self.limits.max_bytes, time.monotonic())
+        self._connections[conn.fd] = conn
+        self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _handshake(self, sock: socket.socket, peer: tuple) -> None:
+        """In the handshake pool: the TLS socket goes to the selector as a connection taken back."""
+        try:
+            sock.setblocking(True)
+            secured = tls.accept(sock, self.context, self.handshake_timeout, peer, "MLLP TLS", self.on_refused)
+        finally:
+            with self._lock:
+                self._shaking -= 1
+        if secured is None:
+            return
+        conn = _Connection(secured, peer[0], self.limits.max_bytes, time.monotonic())
+        conn.busy = True            # the selector thread takes it in (``_take_back``)
+        self._give_back(conn)
 
     def _evict(self) -> bool:
         """Close the connection idle the longest (none that a thread is answering) to make room."""
@@ -206,7 +248,10 @@ class MllpServer:
     def _read(self, conn: _Connection) -> None:
         try:
             data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+            # What OpenSSL has decrypted beyond that is not seen by select(): read it now.
+            while data and isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
+                data += conn.sock.recv(conn.sock.pending())
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             data = b""
@@ -238,6 +283,7 @@ class MllpServer:
             returned, self._returned = self._returned, []
         for conn in returned:
             conn.busy = False
+            self._connections.setdefault(conn.fd, conn)     # a TLS connection fresh from its handshake
             if conn.closed or self._stop.is_set():
                 self._drop(conn)
             else:
@@ -328,8 +374,15 @@ class MllpServer:
 
 
 def send(host: str, port: int, message: bytes, timeout: float = 10.0) -> bytes:
-    """Send one message and return the reply (a small client for actors and tests)."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    """Send one message and return the reply (a small client for actors and tests); over TLS when the
+    node has ``[tls]`` (``secure_node``)."""
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock = secure_node.wrap_client(raw, host, timeout)
+    except BaseException:
+        raw.close()
+        raise
+    with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(frame(message))
         reader = FrameReader()

@@ -1,5 +1,6 @@
 """Running an actor's doors: a WSGI app under waitress (``http_server``), MLLP listeners, ``/health`` and
-``/metrics`` beside each HTTP door, clean stop on signals."""
+``/metrics`` beside each HTTP door, clean stop on signals. Every listener follows the node's ``[tls]``
+(``secure_node``): TLS only when it is set, and no plain listener off loopback unless allowed."""
 from __future__ import annotations
 
 import errno
@@ -12,10 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from . import http_server as _http, metrics, web
+from . import http_server as _http, metrics, secure_node, tls as _tls, web
 from .config import ConfigError
 from .health import Health
 from .http_server import HttpLimits
+from .tls import TlsSettings
 
 log = logging.getLogger("xdsi.serve")
 
@@ -40,8 +42,10 @@ def prefix_app(prefix: str, app, otherwise):
     return routed
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket that worker processes can share."""
+def listen(host: str, port: int, tls: TlsSettings | None = None) -> socket.socket:
+    """A bound, listening TCP socket that worker processes can share; refused off loopback without TLS
+    (``tls``: the node's settings unless given)."""
+    secure_node.check_listener(host, port, "HTTP", tls)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -55,9 +59,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_server(app, sock: socket.socket, threads: int = 8, limits: HttpLimits = HttpLimits()):
-    """A waitress server on ``sock`` held to ``limits`` (``http_server.HttpLimits``)."""
-    return _http.create(app, sock, limits, threads)
+def http_server(app, sock: socket.socket, threads: int = 8, limits: HttpLimits = HttpLimits(),
+                tls: TlsSettings | None = None):
+    """A waitress server on ``sock`` held to ``limits`` (``http_server.HttpLimits``); HTTPS only when
+    the TLS settings (``tls``, else the node's: ``secure_node.setup``) are set."""
+    if tls is None:
+        context, timeout = secure_node.server_context(), secure_node.handshake_timeout()
+    else:
+        context, timeout = (_tls.server_context(tls) if tls.enabled else None), float(tls.handshake_timeout)
+    return _http.create(app, sock, limits, threads, context, timeout, secure_node.on_refused("HTTPS"))
 
 
 def http_limits(s, body_bytes: int, path_body_bytes: dict[str, int] | None = None) -> HttpLimits:
@@ -158,7 +168,11 @@ def stop_workers(pids: list[int], grace: float = 10.0) -> None:
             pass
 
 
-def bind(factory, host: str, port: int):
+def bind(factory, host: str, port: int, tls: TlsSettings | None = None, listener: str = "listener"):
+    """``factory()`` (an MLLP or DICOM listener on ``host:port``). The listeners check the plaintext rule
+    themselves with the node's settings; ``tls``, when given, is checked here."""
+    if tls is not None:
+        secure_node.check_listener(host, port, listener, tls)
     try:
         return factory()
     except OSError as e:

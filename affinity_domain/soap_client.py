@@ -3,7 +3,8 @@
 zeep cannot send MTOM, and XDS needs it (ITI-41, RAD-68, ITI-43, RAD-69), so this is a small
 transport of our own on ``http.client``: attachments are streamed from files, MTOM answers are
 read part by part into a spool directory, and every call has a time-out. Connections are kept
-alive between calls (a repository registers every submission with the same registry).
+alive between calls (a repository registers every submission with the same registry). Under the
+node's ``[tls]`` (``secure_node``) every call is HTTPS with our certificate, whatever the URL's scheme.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Callable
 
 from lxml import etree
 
-from . import mtom, ns, soap, xmlsafe
+from . import mtom, ns, secure_node, soap, xmlsafe
 from .exceptions import XdsiError
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
@@ -80,10 +81,12 @@ class SoapClient:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an HTTP URL: {url}")
-        self.url, self._u = url, u
+        url = secure_node.url(url)
+        self.url, self._u = url, urllib.parse.urlsplit(url)
         self.timeout, self.max_response_bytes = timeout, max_response_bytes
         self.spool_dir = Path(spool_dir) if spool_dir else Path(tempfile.gettempdir())
         self.memory_budget = memory_budget
+        self._context = secure_node.client_context()
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
 
@@ -98,6 +101,9 @@ class SoapClient:
             if time.monotonic() - since < IDLE_SECONDS and not select.select([conn.sock], [], [], 0)[0]:
                 return conn, True
             conn.close()
+        if self._context is not None:
+            return http.client.HTTPSConnection(self._u.hostname, self._u.port, timeout=self.timeout,
+                                               context=self._context), False
         cls = http.client.HTTPSConnection if self._u.scheme == "https" else http.client.HTTPConnection
         return cls(self._u.hostname, self._u.port, timeout=self.timeout), False
 

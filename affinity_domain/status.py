@@ -11,12 +11,13 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import config
+from . import config, tls
 from .content import alive
 
 TIMEOUT = 3.0
@@ -68,11 +69,14 @@ def address(where: str) -> tuple[str, str, int]:
     return ("tcp", *config.address(where.rpartition("@")[2], where))
 
 
-def probe(where: str, timeout: float = TIMEOUT) -> str | None:
-    """None when the endpoint answers; else why not."""
+def probe(where: str, timeout: float = TIMEOUT, context: ssl.SSLContext | None = None) -> str | None:
+    """None when the endpoint answers; else why not. An ``https://`` one is asked with ``context``
+    (our client certificate: the actor may require one)."""
     kind, host, port = address(where)
     try:
-        if kind == "http":
+        if kind == "http" and where.startswith("https://"):
+            urllib.request.urlopen(f"https://{host}:{port}/health", timeout=timeout, context=context).close()
+        elif kind == "http":
             urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout).close()
         else:
             socket.create_connection((host, port), timeout).close()
@@ -89,12 +93,20 @@ def probe(where: str, timeout: float = TIMEOUT) -> str | None:
     return None
 
 
-def actor_status(data_dir: Path, actor: str) -> tuple[bool, str]:
+def _client(cfg: config.Config | None, actor: str) -> ssl.SSLContext | None:
+    if cfg is None:
+        return None
+    settings = tls.tls_settings(cfg, actor.replace("-", "_"))
+    return tls.client_context(settings) if settings.enabled else None
+
+
+def actor_status(data_dir: Path, actor: str, cfg: config.Config | None = None) -> tuple[bool, str]:
     record = _read(record_path(data_dir, actor))
     pid = record.get("pid")
     if not pid or not alive(pid):
         return False, "not running"
-    problems = [p for p in (probe(where) for where in record.get("endpoints", [])) if p]
+    context = _client(cfg, actor) if any(w.startswith("https://") for w in record.get("endpoints", [])) else None
+    problems = [p for p in (probe(where, context=context) for where in record.get("endpoints", [])) if p]
     workers = record.get("workers") or {}
     problems += [f"worker {name} is not running ({w.get('restarts', 0)} restarts; last error: {w.get('last_error')})"
                  for name, w in workers.items() if not w.get("alive")]
@@ -105,10 +117,11 @@ def actor_status(data_dir: Path, actor: str) -> tuple[bool, str]:
     return True, f"up (pid {pid}): " + ", ".join(record.get("endpoints", [])) + quarantined
 
 
-def report(data_dir: Path, actors: list[str]) -> int:
+def report(data_dir: Path, actors: list[str], cfg: config.Config | None = None) -> int:
+    """``cfg``: for the ``[tls]`` client certificate ``https://`` endpoints are asked with."""
     healthy = True
     for actor in sorted(actors):
-        ok, line = actor_status(data_dir, actor)
+        ok, line = actor_status(data_dir, actor, cfg)
         healthy &= ok
         print(f"{actor:<15} {line}")
     return 0 if healthy else 1

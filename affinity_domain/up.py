@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from . import db
+from . import db, secure_node, tls
 from .config import Config
 
 GRACE = 15.0        # seconds an actor has to stop after SIGTERM; then its process group is killed
@@ -51,8 +51,9 @@ def run_all(config: Config, actors: dict) -> int:
         for name, actor in sorted(actors.items()):
             if stop.is_set():
                 break
+            node = tls.tls_settings(config, name.replace("-", "_"))
             for label, where in actor.endpoints(config):
-                print(f"  {name:<15} {label:<38} {where}", flush=True)
+                print(f"  {name:<15} {label:<38} {secure_node.shown(where, node)}", flush=True)
             procs[name] = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", name],
                                            env=env, stderr=subprocess.PIPE, process_group=0)
             threading.Thread(target=_pump, args=(name, procs[name].stderr), daemon=True).start()

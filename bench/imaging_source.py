@@ -4,7 +4,10 @@ the same run (intake by a source with the default ``durability = "durable"``, by
 throughput (read by our SOAP client, which spools each part to a file, and by curl, which reads
 the reply into nothing), and a large study's manifest built and published.
 
-    python -m bench.imaging_source [--instances 500] [--manifest-instances 5000] [--repeat 3]
+    python -m bench.imaging_source [--instances 500] [--manifest-instances 5000] [--repeat 3] [--tls]
+
+With ``--tls`` (ITI-19) every actor runs with ``[tls]`` (a test PKI made for the run), and the intake
+figures are C-STORE over mutual TLS: DCMTK storescu ``+tls`` into our SCP and into storescp ``+tls``.
 
 Starts PostgreSQL (embedded, or $XDSI_DATABASE_URL's server), the registry, the repository and
 the imaging source as ``xdsi serve`` processes, a PIX stand-in (the tests' one), and DCMTK's
@@ -108,6 +111,20 @@ def rad69_request(study_uid: str, docs: list[tuple[str, str]], repository_id: st
     return etree.fromstring(xml)
 
 
+def tls_setup(work: Path) -> tuple[list[str], list[str], dict[str, str]]:
+    """A test PKI for the run: DCMTK's +tls options as client (storescu) and as server (storescp), the
+    actors' XDSI_TLS_* environment; this process (the PIX stand-in, the ITI-8 feed) becomes a TLS node."""
+    from affinity_domain import certs, secure_node
+    from affinity_domain.tls import TlsSettings
+    pki = work / "pki"
+    certs.make(pki, ["localhost"])
+    paths = {"cert": str(pki / "node.pem"), "key": str(pki / "node.key"), "ca": str(pki / "ca.pem")}
+    secure_node.use(TlsSettings(**paths, require_client_cert=True, allow_plaintext=False, handshake_timeout=10.0))
+    scu = ["+tls", str(pki / "client.key"), str(pki / "client.pem"), "+cf", paths["ca"]]
+    scp = ["+tls", paths["key"], paths["cert"], "+cf", paths["ca"]]
+    return scu, scp, {f"XDSI_TLS_{k.upper()}": v for k, v in paths.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=500, help="CT instances in the intake/retrieve study")
@@ -119,8 +136,11 @@ def main() -> int:
                          "parallel (several associations at once), move, rad69, manifest")
     ap.add_argument("--associations", type=int, default=4,
                     help="storescu processes sending at once for the parallel intake figure")
+    ap.add_argument("--tls", action="store_true",
+                    help="mutual TLS everywhere; measures the intake figures (intake, parallel) only")
     args = ap.parse_args()
-    only = set(args.only.split(","))
+    only = set(args.only.split(",")) & ({"intake", "parallel"} if args.tls else {"intake", "parallel", "move",
+                                                                                   "rad69", "manifest"})
 
     work = Path(tempfile.mkdtemp(prefix="xbis", dir="/tmp"))
     procs, pix, fast_database = [], None, None
@@ -128,6 +148,7 @@ def main() -> int:
     database_in_use = contextlib.ExitStack()
     try:
         database = database_in_use.enter_context(fresh_database(work))
+        scu, scp, tls_env = tls_setup(work) if args.tls else ([], [], {})
 
         pix = source_pix.StandIn.start()
         reg, feed, repo, dicom, http = (free_port() for _ in range(5))
@@ -140,7 +161,7 @@ def main() -> int:
                    XDSI_IMAGING_SOURCE_REPOSITORY_URL=f"http://127.0.0.1:{repo}/repository",
                    XDSI_IMAGING_SOURCE_PIX_PORT=str(pix.port), XDSI_IMAGING_SOURCE_QUIET_SECONDS="86400",
                    XDSI_IMAGING_SOURCE_STORE_DIR=str(work / "images"), XDSI_IMAGING_SOURCE_MIN_FREE_BYTES="0",
-                   XDSI_IMAGING_SOURCE_MOVE_DESTINATIONS=f'{{ MOVEDEST = "127.0.0.1:{dest}" }}')
+                   XDSI_IMAGING_SOURCE_MOVE_DESTINATIONS=f'{{ MOVEDEST = "127.0.0.1:{dest}" }}', **tls_env)
         cli = [sys.executable, "-m", "affinity_domain.cli", "serve"]
         procs.append(start(cli + ["registry"], env, reg, log))
         procs.append(start(cli + ["repository"], env, repo, log))
@@ -156,9 +177,9 @@ def main() -> int:
         procs.append(fast)
         (work / "dest").mkdir()
         (work / "dcmtk-in").mkdir()
-        procs.append(start(["/usr/bin/storescp", "-aet", "MOVEDEST", "+uf", "-od", str(work / "dest"), str(dest)],
+        procs.append(start(["/usr/bin/storescp", "-aet", "MOVEDEST", "+uf", *scp, "-od", str(work / "dest"), str(dest)],
                            ENV, dest, log))
-        procs.append(start(["/usr/bin/storescp", "-aet", "STORESCP", "+uf", "-od", str(work / "dcmtk-in"),
+        procs.append(start(["/usr/bin/storescp", "-aet", "STORESCP", "+uf", *scp, "-od", str(work / "dcmtk-in"),
                             str(dcmtk_scp)], ENV, dcmtk_scp, log))
         dcmqrscp_config(work / "dcmqrscp.cfg", dcmqr, work / "dcmqr", dest)
         procs.append(start(["/usr/bin/dcmqrscp", "-c", str(work / "dcmqrscp.cfg")], ENV, dcmqr, log))
@@ -187,11 +208,11 @@ def main() -> int:
                 study = sent if label == "durable" else study
                 timed("sync")                        # each configuration starts with nothing dirty
                 before = cpu_seconds(proc.pid)
-                t = timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", "127.0.0.1", port, *sent.files)
+                t = timed("/usr/bin/storescu", "-aec", "XDSI_SOURCE", *scu, "127.0.0.1", port, *sent.files)
                 cpu[label].append((cpu_seconds(proc.pid) - before) / len(sent.files) * 1e3)
                 rates[label].append(len(sent.files) / t)
             timed("sync")
-            t_dcmtk = timed("/usr/bin/storescu", "-aec", "STORESCP", "127.0.0.1", dcmtk_scp, *study.files)
+            t_dcmtk = timed("/usr/bin/storescu", "-aec", "STORESCP", *scu, "127.0.0.1", dcmtk_scp, *study.files)
             t_sync = timed("sync")
             rates["storescp"].append(len(study.files) / t_dcmtk)
             rates["storescp + sync"].append(len(study.files) / (t_dcmtk + t_sync))
@@ -205,8 +226,8 @@ def main() -> int:
         count = len(study.files)
         for ours in ("durable", "fast"):
             for theirs in ("storescp", "storescp + sync"):
-                line(f"C-STORE intake, {count} CT, {ours} vs {theirs} (/s)", best[ours], best[theirs], "/s",
-                     theirs.split()[0])
+                line(f"C-STORE intake{' TLS' if args.tls else ''}, {count} CT, {ours} vs {theirs} (/s)", best[ours],
+                     best[theirs], "/s", theirs.split()[0])
         for label in ("durable", "fast"):
             print(f"{f'  imaging source ({label}) CPU per instance received':<52} {min(cpu[label]):.2f} ms "
                   f"(wall {1e3 / best[label]:.2f} ms)", flush=True)
@@ -234,7 +255,7 @@ def main() -> int:
                     groups = [sent.files[i::k] for i in range(k)]
                     timed("sync")
                     t = time.perf_counter()
-                    running = [subprocess.Popen(["/usr/bin/storescu", "-aec", ae, "127.0.0.1", str(port),
+                    running = [subprocess.Popen(["/usr/bin/storescu", "-aec", ae, *scu, "127.0.0.1", str(port),
                                                  *map(str, g)], env=ENV, stdout=subprocess.DEVNULL,
                                                 stderr=subprocess.DEVNULL) for g in groups]
                     if any(p.wait() != 0 for p in running):

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import db, hl7, logs, metrics, serving, status
+from affinity_domain import db, hl7, logs, metrics, secure_node, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer, limits_of
@@ -116,7 +116,7 @@ def _endpoints(conf: ConsumerSettings) -> list[tuple[str, str]]:
 
 def _base(config: Config) -> str:
     conf = build_settings(ConsumerSettings, config)
-    return f"http://{conf.http_host}:{conf.http_port}"
+    return secure_node.url(f"http://{conf.http_host}:{conf.http_port}")
 
 
 def _get(url: str):

@@ -18,7 +18,7 @@ from pynetdicom.status import Status
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
-from affinity_domain import dicom_limits, dicom_listener, dicom_status, part10, uids
+from affinity_domain import dicom_limits, dicom_listener, dicom_status, part10, secure_node, uids
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
@@ -177,7 +177,7 @@ def move(calling_ae: str, peer: tuple[str, str, int], destination_ae: str, study
     ae = AE(calling_ae)
     ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-    assoc = ae.associate(host, port, ae_title=ae_title)
+    assoc = ae.associate(host, port, ae_title=ae_title, tls_args=secure_node.dicom_tls_args(host))
     if not assoc.is_established:
         raise DicomRefused(f"{ae_title}@{host}:{port} refused the C-MOVE association")
     nodelay(assoc)
@@ -207,7 +207,8 @@ def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dic
             return refused
         take(affected_sop_instance(event), received_part10(event))
         return Status.SUCCESS
-    assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(host, port, ae_title=ae_title, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+                         tls_args=secure_node.dicom_tls_args(host))
     if not assoc.is_established:
         raise DicomRefused(f"{ae_title}@{host}:{port} refused the C-GET association")
     nodelay(assoc)
@@ -233,7 +234,7 @@ class LocalPacs:
         ae.requested_contexts = [build_context(uid, sorted(ts | {UNCOMPRESSED[0]}))
                                  for uid, ts in sorted(pairs.items())][:128]
         ae_title, host, port = peer
-        self.assoc = ae.associate(host, port, ae_title=ae_title)
+        self.assoc = ae.associate(host, port, ae_title=ae_title, tls_args=secure_node.dicom_tls_args(host))
         if not self.assoc.is_established:
             raise DicomRefused(f"the local PACS {ae_title}@{host}:{port} refused the association")
         nodelay(self.assoc)

@@ -1,4 +1,5 @@
-"""Hospital B's local PACS for the demo: a storage SCP (pynetdicom) that keeps what it receives."""
+"""Hospital B's local PACS for the demo: a storage SCP (pynetdicom) that keeps what it receives; on
+TLS when the demo is (the node's context, ``dicom_listener``)."""
 from __future__ import annotations
 
 import socket
@@ -8,6 +9,8 @@ from pathlib import Path
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.status import Status
 
+from affinity_domain import dicom_listener
+
 
 class LocalPacs:
     def __init__(self, ae_title: str, port: int, directory: Path):
@@ -15,9 +18,8 @@ class LocalPacs:
         directory.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
-        self.server = ae.start_server(("127.0.0.1", port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store),
-                                                    (evt.EVT_CONN_OPEN, _nodelay)])
+        self.server = dicom_listener.start_server(ae, ("127.0.0.1", port), [(evt.EVT_C_STORE, self._store),
+                                                                           (evt.EVT_CONN_OPEN, _nodelay)])
 
     def _store(self, event) -> int:
         ds = event.dataset

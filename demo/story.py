@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -18,7 +19,8 @@ from lxml import etree
 from pynetdicom import AE
 
 from affinity_domain import ns
-from affinity_domain import ebrim, mllp
+from affinity_domain import certs, ebrim, mllp, secure_node
+from affinity_domain.tls import TlsSettings
 from affinity_domain.config import Config
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.hl7 import first_segment
@@ -51,6 +53,21 @@ def bar(label: str, done: int, total: int) -> None:
     sys.stdout.flush()
     if done >= total:
         sys.stdout.write("\n")
+
+
+def tls_on() -> None:
+    """The demo on mutual TLS: the node's [tls] when set; else a test PKI (``xdsi certs``) in a temporary
+    directory, given to the domain ``xdsi up`` starts as XDSI_TLS_* and used by the demo's own clients."""
+    if secure_node.enabled():
+        return
+    pki = Path(tempfile.mkdtemp(prefix="xdsi-demo-pki-"))
+    certs.make(pki, [socket.gethostname()])
+    paths = {"cert": str(pki / "node.pem"), "key": str(pki / "node.key"), "ca": str(pki / "ca.pem")}
+    for key, path in paths.items():
+        os.environ[f"XDSI_TLS_{key.upper()}"] = path
+    secure_node.use(TlsSettings(**paths, require_client_cert=True, allow_plaintext=False, handshake_timeout=10.0),
+                    "demo")
+    print(f"  mutual TLS with a test PKI in {pki}")
 
 
 def wait_until(what: str, predicate, timeout: float, interval: float = 0.3):
@@ -166,10 +183,11 @@ def run(cfg: Config, instances: int = 300) -> int:
             raise StepFailed(f"hospital B's identity was not linked to hospital A's: {ids}")
         affinity = next(i for i in ids if cfg.domain["assigning_authority"] in i)
         person = json.load(urllib.request.urlopen(
-            f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}"))
+            secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}")))
         link = next(i for i in person["identities"] if i["pid"] == mrn_b)
         print(f"    linked by the scorecard: score {link['link_score']:.1f} ({link['link_explanation']})")
-        queue = json.load(urllib.request.urlopen(f"http://{pix['http_host']}:{pix['http_port']}/review"))
+        review = secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/review")
+        queue = json.load(urllib.request.urlopen(review))
         held = [r for r in queue if mrn_c in (r["identity_pid"], r["candidate_pid"])]
         if not held:
             raise StepFailed("the near-miss patient did not reach the review queue")
@@ -231,7 +249,7 @@ def send_study(datasets, source: dict) -> None:
     ae = AE("HOSPITAL_A")
     ae.add_requested_context(datasets[0].SOPClassUID, [datasets[0].file_meta.TransferSyntaxUID])
     assoc = ae.associate(source["dicom_host"], int(source["dicom_port"]), ae_title=source["ae_title"],
-                         evt_handlers=[])
+                         evt_handlers=[], tls_args=secure_node.dicom_tls_args(source["dicom_host"]))
     if not assoc.is_established:
         raise StepFailed("the imaging source refused the association")
     assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

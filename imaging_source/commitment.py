@@ -26,7 +26,7 @@ from pynetdicom import AE, build_context, build_role
 from pynetdicom.dimse_primitives import N_ACTION, N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 
-from affinity_domain import dicom_net
+from affinity_domain import dicom_net, secure_node
 from affinity_domain.uids import is_uid
 from affinity_domain.content import FileStore
 from affinity_domain.dicom_status import (CLASS_INSTANCE_CONFLICT, INVALID_ARGUMENT_VALUE, NO_SUCH_ACTION,
@@ -218,7 +218,7 @@ class StorageCommitment:
         context = build_context(STORAGE_COMMITMENT, list(UNCOMPRESSED))
         assoc = ae.associate(where[0], where[1], [context], ae_title=calling,
                              ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)],
-                             evt_handlers=dicom_net.TUNED)
+                             evt_handlers=dicom_net.TUNED, tls_args=secure_node.dicom_tls_args(where[0]))
         if not assoc.is_established:
             log.warning("Storage Commitment report: association refused or failed",
                         extra={"calling_ae": calling, "at": f"{where[0]}:{where[1]}"})

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
 
 from . import query
 from .commitment import STORAGE_COMMITMENT, StorageCommitment
-from affinity_domain import dicom_listener, dicom_net
+from affinity_domain import dicom_listener, dicom_net, secure_node
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
@@ -165,12 +165,14 @@ class DicomDoor:
             rows = self._matches(event.identifier)
         except (query.QueryError, ValueError, AttributeError, NotIndexed) as e:
             yield destination[0], destination[1], {"contexts": [build_context(Verification)],
-                                                   "evt_handlers": dicom_net.TUNED}
+                                                   "evt_handlers": dicom_net.TUNED,
+                                                   "tls_args": secure_node.dicom_tls_args(destination[0])}
             yield 1                     # pynetdicom reports a failure yielded inside the sub-operations
             yield _failure(_refusal(e), str(e)), None
             return
         contexts = _contexts_for(rows)
-        yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": dicom_net.TUNED}
+        yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": dicom_net.TUNED,
+                                               "tls_args": secure_node.dicom_tls_args(destination[0])}
         yield len(rows)
         yield from self._datasets(rows, event)
 

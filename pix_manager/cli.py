@@ -6,7 +6,7 @@ import logging
 import os
 import urllib.request
 
-from affinity_domain import db, health as probes, hl7, logs, metrics, serving, status
+from affinity_domain import db, health as probes, hl7, logs, metrics, secure_node, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.hl7 import Hl7Error
@@ -122,7 +122,7 @@ def _reachable(command):
 
 def _admin(config: Config) -> str:
     s = build_settings(PixSettings, config)
-    return f"http://{s.http_host}:{s.http_port}"
+    return secure_node.url(f"http://{s.http_host}:{s.http_port}")
 
 
 def _review(config: Config, args) -> int:

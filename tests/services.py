@@ -249,13 +249,14 @@ class Chain:
         self.registry.stop()
 
 
-def start_chain(database: str, mktemp) -> Chain:
-    """The whole domain on free ports, every actor a process, DCMTK storescp as hospital B's PACS."""
+def start_chain(database: str, mktemp, pacs_options: tuple = (), consumer: dict | None = None) -> Chain:
+    """The whole domain on free ports, every actor a process, DCMTK storescp as hospital B's PACS
+    (with ``pacs_options``); ``consumer``: more consumer settings."""
     tmp = mktemp("chain")
     registry = start_registry(database, tmp)
     repository = start_repository(database, registry.url, mktemp("repository"))
     pix = start_pix(database, mktemp("pix"), registry_feed=f"127.0.0.1:{registry.feed[1]}")
-    pacs = StoreScp.start(mktemp("localpacs"), "LOCALPACS")
+    pacs = StoreScp.start(mktemp("localpacs"), "LOCALPACS", *pacs_options)
     dicom_port, rad69_port, consumer_dicom = free_port(), free_port(), free_port()
     source_tmp = mktemp("source")
     source, _ = launch("imaging-source", source_tmp, database, {
@@ -271,7 +272,8 @@ def start_chain(database: str, mktemp) -> Chain:
         "registry_url": registry.url, "repositories": f'{{ "1.3.6.1.4.1.21367.13.40.301" = "{repository.url}" }}',
         "sources": f'{{ "{SOURCE_RUID}" = "{source_url}" }}', "local_pacs": f"LOCALPACS@127.0.0.1:{pacs.port}",
         "accession_prefix": "A-", "max_attempts": 3, "dicom_port": consumer_dicom,
-        "dicom_sources": f'{{ XDSI_SOURCE = "127.0.0.1:{dicom_port}" }}'}, [mllp_port, http_port, consumer_dicom])
+        "dicom_sources": f'{{ XDSI_SOURCE = "127.0.0.1:{dicom_port}" }}', **(consumer or {})},
+        [mllp_port, http_port, consumer_dicom])
     return Chain(registry, repository, pix, dicom_port, source_url, mllp_port, f"http://127.0.0.1:{http_port}",
                  pacs, [consumer, source], consumer_dicom)
 

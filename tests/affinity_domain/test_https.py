@@ -1,4 +1,4 @@
-"""HTTPS under waitress (affinity_domain/https.py), what the SOAP and JSON doors will serve with
+"""HTTPS under waitress (affinity_domain/http_server.py with a context), what the SOAP and JSON doors serve with
 ``[tls]`` set: curl and openssl s_client as clients, keep-alive and large bodies both ways,
 refusals reported with their reason, silent peers let go without holding the others."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from affinity_domain.https import PEER, https_server
+from affinity_domain.http_server import PEER, HttpLimits, create
 from affinity_domain.tls import client_context, server_context
 from tests.affinity_domain.test_tls import _as, s_client
 from tests.affinity_domain.tls_peers import make_pki, settings
@@ -42,8 +42,8 @@ def app(environ, start_response):
 def server(pki):
     listener = socket.create_server(("127.0.0.1", 0))
     refused = []
-    srv = https_server(app, listener, server_context(settings(pki)), handshake_timeout=1.0, threads=4,
-                       on_refused=lambda addr, why: refused.append(why))
+    srv = create(app, listener, HttpLimits(body_bytes=1 << 30), threads=4, context=server_context(settings(pki)),
+                 handshake_timeout=1.0, on_refused=lambda addr, why: refused.append(why))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     yield listener.getsockname()[1], refused
@@ -133,3 +133,28 @@ def test_silent_peers_do_not_hold_the_others_and_are_let_go(server, pki):
     finally:
         for s in silent:
             s.close()
+
+
+def test_the_http_limits_hold_under_tls_too(pki):
+    """One server, plain or TLS: a body over the limit is answered 413 before it is read, over TLS as in plain."""
+    def door(environ, start_response):
+        from affinity_domain.web import BODY_REFUSED
+        status = "413 Payload Too Large" if environ.get(BODY_REFUSED) else "200 OK"
+        start_response(status, [("Content-Length", "0")])
+        return [b""]
+    listener = socket.create_server(("127.0.0.1", 0))
+    srv = create(door, listener, HttpLimits(body_bytes=1000), threads=2, context=server_context(settings(pki)))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        small = curl(port, pki, *_curl_as(pki, "client"), "--data-binary", "x" * 999, "-o", "/dev/null",
+                     "-w", "%{http_code}")
+        big = subprocess.run(["curl", "-sS", "--cacert", str(pki / "ca.pem"), *_curl_as(pki, "client"),
+                              "--data-binary", "x" * 5000, "-o", "/dev/null", "-w", "%{http_code}",
+                              f"https://localhost:{port}/soap"], capture_output=True, text=True, timeout=30)
+        assert small.stdout == "200" and big.stdout == "413", (small.stderr, big.stderr)
+    finally:
+        srv.trigger.pull_trigger(lambda: [d.close() for d in list(srv._map.values())])
+        thread.join(10)
+        srv.task_dispatcher.shutdown(cancel_pending=True, timeout=5)

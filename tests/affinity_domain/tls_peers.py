@@ -3,14 +3,18 @@ responder of the tests' own (not one of the project's doors) that wraps each acc
 ``server_context`` and records what each handshake gave."""
 from __future__ import annotations
 
+import os
+import select
 import socket
 import ssl
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affinity_domain.mllp import END, frame
 from affinity_domain.tls import TlsSettings, handshake, peer_identity, refusal, server_context
 from tests.services import ROOT, wait_until
 
@@ -91,3 +95,26 @@ class TlsResponder:
 
 def responder(pki: Path, **over) -> TlsResponder:
     return TlsResponder(server_context(settings(pki, **over)))
+
+
+def mllp_s_client(port: int, pki: Path, leaf: str, message: bytes, timeout: float = 20) -> bytes:
+    """openssl s_client as an MLLP peer: the frame in, what comes back until the frame's end (s_client
+    -quiet waits for the server to close, which an MLLP server does not do after an ACK)."""
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(pki / "ca.pem"),
+                             "-verify_return_error", "-quiet", "-cert", str(pki / f"{leaf}.pem"),
+                             "-key", str(pki / f"{leaf}.key")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdin.write(frame(message))
+    proc.stdin.flush()
+    got, deadline = b"", time.monotonic() + timeout
+    try:
+        while not got.endswith(END) and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                got += chunk
+    finally:
+        proc.kill()
+        proc.wait(10)
+    return got

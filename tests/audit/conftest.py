@@ -3,6 +3,7 @@ made here with ``cryptography``."""
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class Arr(Running):
     http: str = ""
     database_url: str = ""
     tmp: Path = Path()
+    context: ssl.SSLContext | None = None      # with [tls], ITI-81 is HTTPS too: the client certificate
 
 
 def start_arr(database_url: str, tmp: Path, tls: certs.Pki | None = None, **settings) -> Arr:
@@ -40,8 +42,13 @@ def start_arr(database_url: str, tmp: Path, tls: certs.Pki | None = None, **sett
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(cafile=str(tls.ca_cert))
+        context.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+    scheme = "https" if tls is not None else "http"
     return Arr(proc, env, "127.0.0.1", ports["tls_port"], ports["udp_port"],
-               f"http://127.0.0.1:{ports['http_port']}", database_url, tmp)
+               f"{scheme}://127.0.0.1:{ports['http_port']}", database_url, tmp, context)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def recorder(tmp_path, destinations: list[str], pki=None, **settings) -> Recorde
 
 
 def search(arr, query: str) -> dict:
-    with urllib.request.urlopen(f"{arr.http}/AuditEvent?{query}", timeout=10) as r:
+    with urllib.request.urlopen(f"{arr.http}/AuditEvent?{query}", timeout=10, context=arr.context) as r:
         assert r.headers["Content-Type"] == "application/fhir+json"
         return json.load(r)
 

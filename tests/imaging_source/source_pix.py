@@ -78,8 +78,9 @@ class StandIn:
     def register(self, local_id: str, local_issuer: str) -> str:
         """Link ``local_id`` to a new affinity-domain id; return that id as CX."""
         domain_id = f"D{uuid.uuid4().hex[:10]}"
-        ack = mllp_send(("127.0.0.1", self.port), adt("A01", f"{local_id}^^^&{local_issuer}&ISO~"
-                                                             f"{domain_id}^^^&{DOMAIN}&ISO"))
+        # mllp.send: over TLS when this process is a TLS node (the stand-in then serves TLS too)
+        ack = mllp.send("127.0.0.1", self.port, adt("A01", f"{local_id}^^^&{local_issuer}&ISO~"
+                                                           f"{domain_id}^^^&{DOMAIN}&ISO")).decode()
         assert ack_code(ack) == "AA", ack
         return f"{domain_id}^^^&{DOMAIN}&ISO"
 
@@ -116,5 +117,5 @@ class RealPix:
 
 
 def feed_registry(registry, patient_id: str) -> None:
-    ack = mllp_send(registry.feed, adt("A01", patient_id))
+    ack = mllp.send(*registry.feed, adt("A01", patient_id)).decode()
     assert ack_code(ack) == "AA", ack
