@@ -12,7 +12,7 @@ import ssl
 import urllib.parse
 from typing import Iterable
 
-from . import audit, audit_codes
+from . import audit, audit_codes, secure_node
 from .audit import events
 from .audit.message import Human
 from .exceptions import XdsiError
@@ -71,7 +71,9 @@ def withheld_url(registry_url: str) -> str:
 def ask_withheld(url: str, documents: list[str] = (), studies: list[str] = (), timeout: float = 10.0,
                  context: ssl.SSLContext | None = None) -> dict[str, dict[str, str]]:
     """{"documents": {uid: patient}, "studies": {uid: patient}} of opted-out patients, from the
-    registry's ``POST /consent/withheld``."""
+    registry's ``POST /consent/withheld`` (over the node's TLS when it has one)."""
+    url = secure_node.url(url)
+    context = context or secure_node.client_context()
     u = urllib.parse.urlsplit(url)
     conn = (http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout, context=context)
             if u.scheme == "https" else http.client.HTTPConnection(u.hostname, u.port, timeout=timeout))
