@@ -1,13 +1,16 @@
 """The patient index: applies feed messages and review decisions to the store, using the pure
-scorecard and matching; queues what the registry and subscribers must hear."""
+linker and matching; queues what the registry and subscribers must hear."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from affinity_domain.hl7 import Cx, Hl7Error
 
 from . import blocking, messages
 from .demographics import Demographics
+from .linkage import Model
 from .matching import decide
 from .settings import PixSettings
 from .store import Store, Tx
@@ -18,6 +21,26 @@ log = logging.getLogger("xdsi.pix")
 class PatientIndex:
     def __init__(self, store: Store, settings: PixSettings):
         self.store, self.s = store, settings
+        self._model, self._version, self._checked = Model(), None, float("-inf")
+        self._model_lock = threading.Lock()
+
+    def model(self) -> Model:
+        """The parameters ``xdsi pix train`` stored (the built-in priors before any training), looked
+        for again every ``model_reload_seconds``."""
+        if time.monotonic() - self._checked < self.s.model_reload_seconds:
+            return self._model
+        with self._model_lock:
+            if time.monotonic() - self._checked >= self.s.model_reload_seconds:
+                version = self.store.model_version()
+                if version != self._version:
+                    stored = self.store.model()
+                    if stored is not None:
+                        version, parameters = stored
+                        self._model = Model.from_dict(parameters)
+                        log.info("linkage parameters loaded", extra={"trained": self._model.trained})
+                    self._version = version
+                self._checked = time.monotonic()
+        return self._model
 
     # ------------------------------------------------------------ helpers
 
@@ -73,7 +96,7 @@ class PatientIndex:
         decisions = tx.decisions(existing.id) if existing else {}
         occupied = tx.occupied(cx.authority, {c.enterprise for c in candidates},
                                exclude=existing.id if existing else None)
-        verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.s.rules, occupied)
+        verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.model(), occupied)
         explanation = verdict.score.explain() if verdict.score else ""
         total = verdict.score.total if verdict.score else None
         if verdict.action == "link":

@@ -194,6 +194,36 @@ class Store:
                 "WHERE enterprise = %s AND merged_into IS NULL ORDER BY id", (me["enterprise"],)).fetchall()
             return e
 
+    def demographics(self, batch: int = 20000) -> Iterator[Demographics]:
+        """Every current identity's demographics, read in batches (training reads the whole index)."""
+        last = 0
+        while True:
+            with self.transaction() as tx:
+                rows = tx.conn.execute("SELECT id, demographics FROM identity WHERE id > %s AND merged_into IS NULL "
+                                       "ORDER BY id LIMIT %s", (last, batch)).fetchall()
+            if not rows:
+                return
+            yield from (Demographics(**r.demographics) for r in rows)
+            last = rows[-1].id
+
+    def save_model(self, parameters: dict, identities: int) -> None:
+        with self.transaction() as tx:
+            tx.conn.execute("INSERT INTO linkage_model (id, parameters, identities) VALUES (1, %s, %s) "
+                            "ON CONFLICT (id) DO UPDATE SET parameters = EXCLUDED.parameters, "
+                            "identities = EXCLUDED.identities, trained_at = now()",
+                            (json.dumps(parameters), identities))
+
+    def model_version(self) -> str | None:
+        """When the stored parameters were trained (None: never), to know when to load them again."""
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT trained_at FROM linkage_model WHERE id = 1").fetchone()
+            return row.trained_at.isoformat() if row else None
+
+    def model(self) -> tuple[str, dict] | None:
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT trained_at, parameters FROM linkage_model WHERE id = 1").fetchone()
+            return (row.trained_at.isoformat(), row.parameters) if row else None
+
     def rekey(self, keys_of, batch: int = 5000) -> int:
         """Recompute every identity's blocking keys (after ``[pix] blocking_keys`` changed), in batches
         so that the feed goes on meanwhile; ``keys_of(Demographics) -> list[str]``."""
