@@ -16,6 +16,7 @@ from .demographics import Demographics
 from .linkage import FIELDS, LEVELS, PRIOR_M, PRIOR_U, TF_FIELDS, Model, levels, precision_of
 
 MIN_IDENTITIES = 50          # fewer: the built-in priors (too few pairs to learn from)
+MIN_PAIRS = 20             # fewer pairs in a session: it is skipped
 PAIRS = 100_000              # pairs per estimate: enough for 4 significant levels, seconds of work
 ITERATIONS = 40
 PSEUDO = 1.0                 # pseudo-counts of the prior, so that an empty level never weighs infinity
@@ -105,7 +106,7 @@ def train(records: list[Demographics], label: str = "", seed: int = 1) -> Model:
     found = []
     for skip, keys in sessions:
         pairs, total = _block_pairs(keys, PAIRS, rng)
-        if len(pairs) < MIN_IDENTITIES:
+        if len(pairs) < MIN_PAIRS:
             continue
         m, lam = _em(_matrix(records, pairs), u, skip)
         for name in FIELDS:
