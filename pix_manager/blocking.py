@@ -12,9 +12,10 @@ from .linkage import precision_of
 DEFAULT_KEYS = ["name_pair+birth_year", "family_phonetic+birth_date_sorted", "given_phonetic+birth_date_sorted",
                 "birth_date+postal", "phone", "national_id", "family_phonetic+given_initial+postal",
                 # Several typos at once: the date alone (a few dozen people share one even in a large
-                # index), the surname's sound at an address, the names' first letters in a birth year.
-                "birth_date", "family_phonetic+postal", "given_phonetic+postal", "given_phonetic+street_name",
-                "name_pair+postal", "name_pair+city", "family_prefix+given_prefix+birth_year"]
+                # index), a name's sound at an address, names (either order) in a town, and the names'
+                # first letters (a typo in the middle of a surname, a transposition) in a year or street.
+                "birth_date", "family_phonetic+postal", "given_phonetic+postal", "name_pair+postal",
+                "name_pair+city", "family_prefix+given_prefix+birth_year", "family_prefix+given_prefix+street_name"]
 
 
 PARTS = ("family_phonetic", "given_phonetic", "name_pair", "given_initial", "family_prefix", "given_prefix",

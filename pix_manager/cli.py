@@ -120,7 +120,8 @@ def _train(config: Config, args) -> int:
         store.save_model(model.as_dict(), len(records))
     print(f"trained on {len(records)} identities: prior match probability {model.prior:.3g}")
     for name in model.m:
-        print(f"  {name:12} " + "  ".join(f"{lv} {w:+.1f}" for lv, w in zip(linkage.LEVELS[name], model.level_weights(name))))
+        weights = zip(linkage.LEVELS[name], model.level_weights(name))
+        print(f"  {name:12} " + "  ".join(f"{lv} {w:+.1f}" for lv, w in weights))
     return 0
 
 

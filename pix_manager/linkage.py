@@ -139,7 +139,7 @@ def levels(a: Demographics, b: Demographics) -> dict[str, int | str]:
 
 # Sane priors for an index never trained: m (true pairs) and u (random pairs) per level.
 PRIOR_M = {
-    "family": [0.88, 0.06, 0.03, 0.03], "given": [0.88, 0.08, 0.02, 0.02], "birth_date": [0.93, 0.05, 0.02],
+    "family": [0.88, 0.06, 0.03, 0.03], "given": [0.895, 0.08, 0.015, 0.01], "birth_date": [0.93, 0.05, 0.02],
     "sex": [0.98, 0.02], "postal_code": [0.75, 0.03, 0.22], "city": [0.8, 0.05, 0.15],
     "street": [0.65, 0.15, 0.2], "phone": [0.75, 0.03, 0.22], "national_id": [0.95, 0.03, 0.02],
 }
@@ -202,8 +202,8 @@ class Score:
 
 
 def _relative(model: Model, name: str, lv) -> bool:
-    """A level below "close" (or "typo") that true pairs land on less often than relatives exist."""
-    return isinstance(lv, int) and lv >= 2 and model.m[name][lv] < RELATIVE_RATE
+    """A level below "close" (or "typo") that true pairs land on, or below, less often than relatives exist."""
+    return isinstance(lv, int) and lv >= 2 and sum(model.m[name][lv:]) < RELATIVE_RATE
 
 
 def compare(a: Demographics, b: Demographics, model: Model | None = None) -> Score:

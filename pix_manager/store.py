@@ -35,9 +35,11 @@ class Tx:
         self.conn = conn
 
     def lock(self, keys: list[str]) -> None:
-        """Serialize matching among identities that could match each other."""
-        for key in sorted(set(keys)):
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+        """Serialize matching among identities that could match each other: every key in one round
+        trip, taken in sorted order (unnest yields them in array order) so that two feeds never deadlock."""
+        if keys:
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(%s::text[]) AS k",
+                              (sorted(set(keys)),)).fetchall()
 
     def add_domain(self, oid: str) -> None:
         self.conn.execute("INSERT INTO domain (oid) VALUES (%s) ON CONFLICT DO NOTHING", (oid,))
