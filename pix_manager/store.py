@@ -58,10 +58,16 @@ class Tx:
     def candidates(self, keys: list[str], exclude: int | None = None, limit: int = 500) -> list[Candidate]:
         if not keys:
             return []
+        # One index probe per key: with the whole array, the planner expects many rows and scans the table.
         rows = self.conn.execute(
-            "SELECT id, enterprise, domain, demographics FROM identity WHERE blocking && %s "
-            "AND merged_into IS NULL AND id IS DISTINCT FROM %s LIMIT %s", (keys, exclude, limit)).fetchall()
-        return [Candidate(r.id, r.enterprise, r.domain, Demographics(**r.demographics)) for r in rows]
+            "SELECT i.* FROM unnest(%s::text[]) AS k, LATERAL (SELECT id, enterprise, domain, demographics "
+            "FROM identity WHERE blocking && ARRAY[k] AND merged_into IS NULL AND id IS DISTINCT FROM %s "
+            "LIMIT %s) AS i", (keys, exclude, limit)).fetchall()
+        seen: dict[int, Candidate] = {}
+        for r in rows:
+            if r.id not in seen and len(seen) < limit:
+                seen[r.id] = Candidate(r.id, r.enterprise, r.domain, Demographics(**r.demographics))
+        return list(seen.values())
 
     def occupied(self, domain: str, enterprises: set[int], exclude: int | None = None) -> set[int]:
         """Which of ``enterprises`` already hold an identity of ``domain``."""
