@@ -69,7 +69,8 @@ def _name(a: str, b: str) -> int:
     if frozenset((a, b)) in _NICK or a.replace(" ", "") == b.replace(" ", ""):
         return 1
     jw = jellyfish.jaro_winkler_similarity(a, b)
-    if jw >= 0.92:
+    # One keystroke off in a name long enough that another real name is rarely one keystroke away.
+    if jw >= 0.92 or min(len(a), len(b)) >= 5 and jellyfish.damerau_levenshtein_distance(a, b) == 1:
         return 1
     if jw >= 0.8 or jellyfish.metaphone(a) == jellyfish.metaphone(b) or set(a.split()) & set(b.split()):
         return 2
