@@ -74,8 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "facility_authorities": {},     # sending facility -> OID for PID-3 ids without an assigning authority
         "lower_threshold": 63.0,        # below: different patients
         "upper_threshold": 70.0,        # above: the same patient; between: review
-        "weights": {},                  # attribute = [weight, penalty(, floor)] overrides the scorecard
         "blocking_keys": [],            # empty: the built-in keys
+        "model_reload_seconds": 30.0,   # how often the manager looks for parameters `xdsi pix train` stored
         "affinity_prefix": "XDSI",      # affinity-domain ids are <prefix><n>
         "registry_feed": "127.0.0.1:2577",   # ITI-8 of affinity-domain ids; empty: not forwarded
         "subscribers": [],              # ITI-10 receivers, "host:port"

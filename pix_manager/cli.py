@@ -1,4 +1,4 @@
-"""``xdsi serve pix`` and ``xdsi pix review …``."""
+"""``xdsi serve pix`` and ``xdsi pix review|unlink|rekey|train …``."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer, limits_of
 
-from . import blocking, http_door, mllp_door
+from . import blocking, http_door, linkage, mllp_door, training
 from .delivery import Deliverer
 from .index import PatientIndex
 from .settings import PixSettings
@@ -92,6 +92,9 @@ class PixActor:
         match.set_defaults(run=_reachable(_match))
         rekey = psub.add_parser("rekey", help="recompute the index's blocking keys after [pix] blocking_keys changed")
         rekey.set_defaults(run=_rekey)
+        train = psub.add_parser("train", help="estimate the linker's parameters (m, u, prior, name frequencies) "
+                                              "from the index; running managers load them")
+        train.set_defaults(run=_train)
 
 
 def _endpoints(s: PixSettings) -> list[tuple[str, str]]:
@@ -106,6 +109,25 @@ def _rekey(config: Config, args) -> int:
     with db.open_pool(url, "pix", max_size=2) as pool:
         done = Store(pool).rekey(lambda d: blocking.keys(d, keys))
     print(f"blocking keys recomputed for {done} identities ({', '.join(keys)})")
+    return 0
+
+
+def _train(config: Config, args) -> int:
+    build_settings(PixSettings, config)
+    url = db.database_url(config)
+    db.migrate(url, "pix", "pix_manager")
+    with db.open_pool(url, "pix", max_size=2) as pool:
+        store = Store(pool)
+        records = list(store.demographics())
+        if len(records) < training.MIN_IDENTITIES:
+            print(f"{len(records)} identities: too few to learn from; the parameters in use stay")
+            return 0
+        model = training.train(records, f"{len(records)} identities")
+        store.save_model(model.as_dict(), len(records))
+    print(f"trained on {len(records)} identities: prior match probability {model.prior:.3g}")
+    for name in model.m:
+        weights = zip(linkage.LEVELS[name], model.level_weights(name))
+        print(f"  {name:12} " + "  ".join(f"{lv} {w:+.1f}" for lv, w in weights))
     return 0
 
 

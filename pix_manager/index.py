@@ -1,15 +1,17 @@
 """The patient index: applies feed messages and review decisions to the store, using the pure
-scorecard and matching; queues what the registry and subscribers must hear."""
+linker and matching; queues what the registry and subscribers must hear."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from affinity_domain.hl7 import Cx, Hl7Error
 
 from . import blocking, messages
 from .demographics import Demographics
+from .linkage import Model, compare
 from .matching import decide
-from .scorecard import compare
 from .settings import PixSettings
 from .store import Store, Tx
 
@@ -19,6 +21,26 @@ log = logging.getLogger("xdsi.pix")
 class PatientIndex:
     def __init__(self, store: Store, settings: PixSettings):
         self.store, self.s = store, settings
+        self._model, self._version, self._checked = Model(), None, float("-inf")
+        self._model_lock = threading.Lock()
+
+    def model(self) -> Model:
+        """The parameters ``xdsi pix train`` stored (the built-in priors before any training), looked
+        for again every ``model_reload_seconds``."""
+        if time.monotonic() - self._checked < self.s.model_reload_seconds:
+            return self._model
+        with self._model_lock:
+            if time.monotonic() - self._checked >= self.s.model_reload_seconds:
+                version = self.store.model_version()
+                if version != self._version:
+                    stored = self.store.model()
+                    if stored is not None:
+                        version, parameters = stored
+                        self._model = Model.from_dict(parameters)
+                        log.info("linkage parameters loaded", extra={"trained": self._model.trained})
+                    self._version = version
+                self._checked = time.monotonic()
+        return self._model
 
     # ------------------------------------------------------------ helpers
 
@@ -116,7 +138,7 @@ class PatientIndex:
             candidates = [c for c in candidates if c.enterprise not in apart]
         occupied = tx.occupied(cx.authority, {c.enterprise for c in candidates},
                                exclude=existing.id if existing else None)
-        verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.s.rules, occupied)
+        verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.model(), occupied)
         explanation = verdict.score.explain() if verdict.score else ""
         total = verdict.score.total if verdict.score else None
         if verdict.action == "link":
@@ -194,8 +216,9 @@ class PatientIndex:
         with self.store.transaction() as tx:
             tx.conn.execute("SET TRANSACTION READ ONLY")
             candidates = tx.candidates(keys)
-            verdict = decide(domain, d, candidates, {}, self.s.thresholds, self.s.rules)
-            scored = sorted(((compare(d, c.demographics, self.s.rules), c) for c in candidates),
+            model = self.model()
+            verdict = decide(domain, d, candidates, {}, self.s.thresholds, model)
+            scored = sorted(((compare(d, c.demographics, model), c) for c in candidates),
                             key=lambda sc: -sc[0].total)[:limit]
             found = []
             for score, c in scored:

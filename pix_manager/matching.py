@@ -1,11 +1,11 @@
 """The linking decision for one source identity, pure: remembered human decisions first, then the
-scorecard against each candidate enterprise, then the thresholds."""
+Fellegi–Sunter score against each candidate enterprise, then the thresholds."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .demographics import Demographics
-from .scorecard import DEFAULT_RULES, Rule, Score, compare
+from .linkage import Model, Score, compare
 
 
 @dataclass(frozen=True)
@@ -33,24 +33,22 @@ class Thresholds:
 
 def decide(domain: str, demographics: Demographics, candidates: list[Candidate],
            decisions: dict[int, tuple[str, str]], thresholds: Thresholds = Thresholds(),
-           rules: dict[str, Rule] = DEFAULT_RULES, occupied: set[int] = frozenset()) -> Verdict:
+           model: Model | None = None, occupied: set[int] = frozenset()) -> Verdict:
     """``decisions``: candidate identity -> (verdict "link"/"break", who); ``occupied``: enterprises
     that already hold another identity of this domain (one id per domain per person)."""
     for c in candidates:
         verdict, who = decisions.get(c.identity, ("", ""))
         if verdict == "link":
-            return Verdict("link", c.enterprise, c.identity, compare(demographics, c.demographics, rules), by=who)
+            return Verdict("link", c.enterprise, c.identity, compare(demographics, c.demographics, model), by=who)
     broken = {c.enterprise for c in candidates if decisions.get(c.identity, ("",))[0] == "break"}
-    best: tuple[Score, Candidate] | None = None
-    for c in candidates:
-        if c.domain == domain or c.enterprise in broken:
-            continue
-        score = compare(demographics, c.demographics, rules)
-        if best is None or score.total > best[0].total:
-            best = (score, c)
+    scored = [(compare(demographics, c.demographics, model), c) for c in candidates
+              if c.domain != domain and c.enterprise not in broken]
+    # Two people: given name and birth date both disagree, whatever the household shares.
+    scored = [(s, c) for s, c in scored if not s.hold.startswith("given name and")]
+    free = max(((s, c) for s, c in scored if not s.hold), key=lambda p: p[0].total, default=None)
+    if free and free[0].total > thresholds.upper and free[1].enterprise not in occupied:
+        return Verdict("link", free[1].enterprise, free[1].identity, free[0])
+    best = max(scored, key=lambda p: p[0].total, default=None)
     if best is None or best[0].total < thresholds.lower:
         return Verdict("new", score=best[0] if best else None, candidate=best[1].identity if best else None)
-    score, c = best
-    if score.total > thresholds.upper and c.enterprise not in occupied:
-        return Verdict("link", c.enterprise, c.identity, score)
-    return Verdict("review", c.enterprise, c.identity, score)
+    return Verdict("review", best[1].enterprise, best[1].identity, best[0])

@@ -1,16 +1,15 @@
 """The PIX manager's settings: ``[pix]`` and ``[domain]``, typed and checked at start, with what the
-index matches by (thresholds, scorecard rules, blocking keys) made from them once."""
+index matches by (thresholds, blocking keys) made from them once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port, Seconds
 
 from . import blocking
 from .domains import Domains
 from .matching import Thresholds
-from .scorecard import Rule, rules_from_config
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,8 @@ class PixSettings(HttpSettings):
     facility_authorities: dict[str, str]
     lower_threshold: float
     upper_threshold: float
-    weights: dict[str, Any]
     blocking_keys: tuple[str, ...]              # empty in the configuration: the built-in keys
+    model_reload_seconds: Seconds               # how often a running manager looks for newly trained parameters
     affinity_prefix: str
     registry_feed: str                          # host:port; empty: not forwarded
     subscribers: tuple[str, ...]                # ITI-10 host:port
@@ -39,21 +38,18 @@ class PixSettings(HttpSettings):
     mllp_backlog: Count
     domain: DomainSettings
     thresholds: Thresholds = field(init=False)
-    rules: dict[str, Rule] = field(init=False)
     authorities: Domains = field(init=False)    # the domains with their namespaces
 
     def __post_init__(self):
         keys = self.blocking_keys or tuple(blocking.DEFAULT_KEYS)
         try:
             blocking.check(keys)
-            rules = rules_from_config(self.weights)
             authorities = Domains.parse(self.domains)
         except (ValueError, TypeError) as e:
             raise ConfigError(str(e)) from None
         if self.lower_threshold > self.upper_threshold:
             raise ConfigError("[pix] lower_threshold must not be above upper_threshold")
         object.__setattr__(self, "blocking_keys", keys)
-        object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "authorities", authorities)
         object.__setattr__(self, "domains", authorities.oids)
         object.__setattr__(self, "thresholds", Thresholds(self.lower_threshold, self.upper_threshold))

@@ -35,9 +35,11 @@ class Tx:
         self.conn = conn
 
     def lock(self, keys: list[str]) -> None:
-        """Serialize matching among identities that could match each other."""
-        for key in sorted(set(keys)):
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+        """Serialize matching among identities that could match each other: every key in one round
+        trip, taken in sorted order (unnest yields them in array order) so that two feeds never deadlock."""
+        if keys:
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(%s::text[]) AS k",
+                              (sorted(set(keys)),)).fetchall()
 
     def add_domain(self, oid: str) -> None:
         self.conn.execute("INSERT INTO domain (oid) VALUES (%s) ON CONFLICT DO NOTHING", (oid,))
@@ -56,10 +58,16 @@ class Tx:
     def candidates(self, keys: list[str], exclude: int | None = None, limit: int = 500) -> list[Candidate]:
         if not keys:
             return []
+        # One index probe per key: with the whole array, the planner expects many rows and scans the table.
         rows = self.conn.execute(
-            "SELECT id, enterprise, domain, demographics FROM identity WHERE blocking && %s "
-            "AND merged_into IS NULL AND id IS DISTINCT FROM %s LIMIT %s", (keys, exclude, limit)).fetchall()
-        return [Candidate(r.id, r.enterprise, r.domain, Demographics(**r.demographics)) for r in rows]
+            "SELECT i.* FROM unnest(%s::text[]) AS k, LATERAL (SELECT id, enterprise, domain, demographics "
+            "FROM identity WHERE blocking && ARRAY[k] AND merged_into IS NULL AND id IS DISTINCT FROM %s "
+            "LIMIT %s) AS i", (keys, exclude, limit)).fetchall()
+        seen: dict[int, Candidate] = {}
+        for r in rows:
+            if r.id not in seen and len(seen) < limit:
+                seen[r.id] = Candidate(r.id, r.enterprise, r.domain, Demographics(**r.demographics))
+        return list(seen.values())
 
     def occupied(self, domain: str, enterprises: set[int], exclude: int | None = None) -> set[int]:
         """Which of ``enterprises`` already hold an identity of ``domain``."""
@@ -201,6 +209,36 @@ class Store:
                 "SELECT domain, pid, demographics, link_score, link_explanation, linked_by FROM identity "
                 "WHERE enterprise = %s AND merged_into IS NULL ORDER BY id", (me["enterprise"],)).fetchall()
             return e
+
+    def demographics(self, batch: int = 20000) -> Iterator[Demographics]:
+        """Every current identity's demographics, read in batches (training reads the whole index)."""
+        last = 0
+        while True:
+            with self.transaction() as tx:
+                rows = tx.conn.execute("SELECT id, demographics FROM identity WHERE id > %s AND merged_into IS NULL "
+                                       "ORDER BY id LIMIT %s", (last, batch)).fetchall()
+            if not rows:
+                return
+            yield from (Demographics(**r.demographics) for r in rows)
+            last = rows[-1].id
+
+    def save_model(self, parameters: dict, identities: int) -> None:
+        with self.transaction() as tx:
+            tx.conn.execute("INSERT INTO linkage_model (id, parameters, identities) VALUES (1, %s, %s) "
+                            "ON CONFLICT (id) DO UPDATE SET parameters = EXCLUDED.parameters, "
+                            "identities = EXCLUDED.identities, trained_at = now()",
+                            (json.dumps(parameters), identities))
+
+    def model_version(self) -> str | None:
+        """When the stored parameters were trained (None: never), to know when to load them again."""
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT trained_at FROM linkage_model WHERE id = 1").fetchone()
+            return row.trained_at.isoformat() if row else None
+
+    def model(self) -> tuple[str, dict] | None:
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT trained_at, parameters FROM linkage_model WHERE id = 1").fetchone()
+            return (row.trained_at.isoformat(), row.parameters) if row else None
 
     def rekey(self, keys_of, batch: int = 5000) -> int:
         """Recompute every identity's blocking keys (after ``[pix] blocking_keys`` changed), in batches
