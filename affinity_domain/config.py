@@ -127,6 +127,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dicom_max_pdu_bytes": 16382,   # the P-DATA-TF size we announce; a longer PDU is aborted
         "dicom_max_associate_pdu_bytes": 256 * 1024,   # any other PDU (A-ASSOCIATE-RQ...): longer is aborted
         "dicom_network_timeout": 60.0,  # idle association, A-ASSOCIATE-RQ awaited (ARTIM), one PDU arriving
+        "peers": {},                    # [consumer.peers.NAME], as [imaging_source.peers.NAME] (access.py)
+        "loopback_roles": ["store"],    # a calling AE that is no peer, from loopback (the sources on this host)
         "retrieve_order": ["rad69", "c-move"],   # tried in order; the next one covers what the last could not
         # auto: a configured prefix when the source has one, else Issuer of Accession Number Sequence;
         # prefix: the prefix only (none configured: the accession as it came); issuer: the issuer only
@@ -222,6 +224,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # How long intake waits for the index to say whose a new study is; past it the instance is
         # taken and the indexer checks (as it does with the database down).
         "study_patient_lookup_seconds": 1.0,
+        # DICOM peers (affinity_domain.access): [imaging_source.peers.NAME] ae_title, hosts (default
+        # loopback), subject (TLS), roles (store, query, retrieve, reject, replace). A calling AE that
+        # is none of them is refused at association, unless it comes from loopback: then it has these.
+        "peers": {},
+        "loopback_roles": ["store"],
         **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
     # ITI-19 node authentication. An actor's own [ACTOR.tls] table overrides any of these keys.

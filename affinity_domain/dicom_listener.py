@@ -72,8 +72,10 @@ class _Handler(RequestHandler):
 class Listener(AssociationServer):
     """pynetdicom's association server with a waiting room, and the bounds of ``Limits``."""
 
-    def __init__(self, ae, address, ae_title, contexts, ssl_context=None, evt_handlers=None, limits=DEFAULT):
+    def __init__(self, ae, address, ae_title, contexts, ssl_context=None, evt_handlers=None, limits=DEFAULT,
+                 admit=None):
         self.limits = limits
+        self.admit = admit                                  # admit(assoc) -> bool: access control
         self.request_queue_size = limits.listen_backlog     # socketserver's listen() backlog
         self._lock = threading.Lock()
         self._held: list = []                               # associations handed over, oldest first
@@ -234,6 +236,11 @@ class Listener(AssociationServer):
         if evicted:                     # it gave way to a newer connection just as it asked
             assoc.abort()
             return
+        if self.admit is not None and not self.admit(assoc):
+            assoc.acse.send_reject(0x01, 0x01, 0x03)   # permanent, service user, calling AE title not recognized
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+            return
         if associations > self.limits.max_associations:
             log.warning("DICOM association rejected: local limit exceeded",
                         extra={"peer": peer(assoc), "max_associations": self.limits.max_associations})
@@ -257,12 +264,14 @@ class Listener(AssociationServer):
         self._wake_write.close()
 
 
-def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limits) -> Listener:
-    """``ae.start_server(address, block=False, evt_handlers=...)`` with ``limits``."""
+def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limits, admit=None) -> Listener:
+    """``ae.start_server(address, block=False, evt_handlers=...)`` with ``limits``; ``admit(assoc)``
+    False rejects an A-ASSOCIATE-RQ (calling AE title not recognized)."""
     set_limits(ae, limits)
     # pynetdicom's own count (every acceptor, whether asked for or not) must never be the one that refuses.
     ae.maximum_associations = 1 << 20
-    server = ae.make_server(address, evt_handlers=evt_handlers, server_class=Listener, limits=limits)
+    server = ae.make_server(address, evt_handlers=evt_handlers, server_class=Listener, limits=limits,
+                            admit=admit)
     thread = threading.Thread(target=server.serve_forever, name=f"DicomListener@{server.server_address[1]}",
                               daemon=True)
     thread.start()

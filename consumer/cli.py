@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import db, hl7, logs, metrics, serving, status
+from affinity_domain import access, db, dicom_status, hl7, logs, metrics, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer, limits_of
@@ -83,7 +83,10 @@ class ConsumerActor:
         health.register(lambda: {"orders": {"alive": listener.is_alive()}})
         scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port, conf.incoming,
                                                    conf.dicom_limits, conf.dicom_max_pdu_bytes,
-                                                   conf.dicom_network_timeout), conf.dicom_host, conf.dicom_port)
+                                                   conf.dicom_network_timeout,
+                                                   access.dicom_gate("consumer", conf.ae_title, conf.dicom_peers,
+                                                                     conf.loopback_grant, dicom_status.NOT_AUTHORIZED,
+                                                                     log)), conf.dicom_host, conf.dicom_port)
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})

@@ -105,6 +105,10 @@ class Domain:
             print("  using the affinity domain already running")
             return
         env = dict(os.environ, XDSI_DATA_DIR=str(data_dir), XDSI_IMAGING_SOURCE_QUIET_SECONDS="2")
+        if not cfg.section("imaging_source").get("peers"):
+            # The demo's consumer may query and C-MOVE from the source (the fallback after RAD-69).
+            consumer = cfg.section("consumer").get("ae_title", "XDSI_CONSUMER")
+            env["XDSI_IMAGING_SOURCE_PEERS"] = f'{{ consumer = {{ ae_title = "{consumer}", roles = ["query", "retrieve"] }} }}'
         log = open(data_dir / "demo-domain.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env,
                                         stdout=log, stderr=log)

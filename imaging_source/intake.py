@@ -30,8 +30,8 @@ from affinity_domain.uids import uid_problem
 
 from affinity_domain.content import FileStore, StoreFull
 from affinity_domain.dicom_status import (CANNOT_UNDERSTAND, DATA_SET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE,
-                                          INVALID_SOP_INSTANCE, OUT_OF_RESOURCES, PROCESSING_FAILURE,
-                                          STUDY_OF_ANOTHER_PATIENT)
+                                          INVALID_SOP_INSTANCE, NOT_AUTHORIZED, OUT_OF_RESOURCES,
+                                          PROCESSING_FAILURE, STUDY_OF_ANOTHER_PATIENT)
 from .identity import LocalIdentity, PatientConflict, local_identity, marked_outside, text
 from .settings import ImagingSourceSettings
 
@@ -259,10 +259,11 @@ class Intake:
         self.outside_aes = frozenset(settings.outside_calling_aes)
         self.policy = settings.duplicate_policy
 
-    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
+    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "",
+               may_reject: bool = True) -> tuple[int, str]:
         """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled
         file is consumed or left for its owner to delete; nothing is indexed unless its bytes are
-        stored."""
+        stored. An IOCM rejection note from a peer that may not reject is refused, Not Authorized."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         if self.indexer is not None and not self.indexer.alive():
@@ -277,6 +278,8 @@ class Intake:
         ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
         rejected = rejected_instances(ds)
         if rejected is not None:
+            if not may_reject:
+                return NOT_AUTHORIZED, "rejection notes need the role reject"
             return self.reject(rejected, calling_ae)
         got = describe(ds, ts, calling_ae, self.by_ae, self.default_issuer, self.outside_aes, affected_sop_uid)
         if isinstance(got, Rejected):

@@ -224,6 +224,14 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
 
 
 SOURCE_RUID = "1.3.6.1.4.1.21367.13.40.302"
+# The imaging source's configured DICOM peers for tests that query, retrieve or reject (access.py):
+# DCMTK's findscu, movescu and getscu under their default AE titles, the tests' modality, and the
+# consumer, each from loopback.
+SOURCE_PEERS = ('{ QR = { ae_title = "FINDSCU", roles = ["query"] }, '
+                'MOVER = { ae_title = "MOVESCU", roles = ["retrieve"] }, '
+                'GETTER = { ae_title = "GETSCU", roles = ["retrieve"] }, '
+                'MODALITY = { ae_title = "MODALITY", roles = ["store", "reject"] }, '
+                'CONSUMER = { ae_title = "XDSI_CONSUMER", roles = ["query", "retrieve"] } }')
 
 
 @dataclass
@@ -261,7 +269,8 @@ def start_chain(database: str, mktemp) -> Chain:
     source, _ = launch("imaging-source", source_tmp, database, {
         "dicom_port": dicom_port, "port": rad69_port, "quiet_seconds": 1, "retry_seconds": 1, "poll_seconds": 0.2,
         "repository_url": repository.url, "pix_port": pix.mllp[1], "store_dir": source_tmp / "images",
-        "min_free_bytes": 0, "move_destinations": f'{{ XDSI_CONSUMER = "127.0.0.1:{consumer_dicom}" }}'},
+        "min_free_bytes": 0, "move_destinations": f'{{ XDSI_CONSUMER = "127.0.0.1:{consumer_dicom}" }}',
+        "peers": SOURCE_PEERS},
         [dicom_port, rad69_port])
     source_url = f"http://127.0.0.1:{rad69_port}/imaging-source"
     mllp_port, http_port = free_port(), free_port()
@@ -290,7 +299,7 @@ def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
         "XDSI_PIX_PORT": p["pix"], "XDSI_PIX_HTTP_PORT": p["pix_http"], "XDSI_PIX_REGISTRY_FEED": f"{at}:{p['feed']}",
         "XDSI_IMAGING_SOURCE_DICOM_PORT": p["source_dicom"], "XDSI_IMAGING_SOURCE_PORT": p["source"],
         "XDSI_IMAGING_SOURCE_REPOSITORY_URL": repository, "XDSI_IMAGING_SOURCE_REGISTRY_URL": registry,
-        "XDSI_IMAGING_SOURCE_PIX_PORT": p["pix"],
+        "XDSI_IMAGING_SOURCE_PIX_PORT": p["pix"], "XDSI_IMAGING_SOURCE_PEERS": SOURCE_PEERS,
         "XDSI_CONSUMER_MLLP_PORT": p["consumer_mllp"], "XDSI_CONSUMER_HTTP_PORT": p["consumer_http"],
         "XDSI_CONSUMER_DICOM_PORT": p["consumer_dicom"], "XDSI_CONSUMER_PIX": f"{at}:{p['pix']}",
         "XDSI_CONSUMER_REGISTRY_URL": registry,
