@@ -240,6 +240,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_plaintext": False,       # true: a listener off loopback may still be plain (it is logged)
         "handshake_timeout": 10.0,      # seconds a peer has to finish the TLS handshake
     },
+    # The JSON APIs' callers (affinity_domain.http_auth): bearer tokens (xdsi token add), or under TLS a
+    # client certificate whose subject is mapped here to a role (reader, reviewer or operator).
+    "access": {
+        "subjects": {},
+    },
     # ITI-40 X-Service Provider checks. An actor's own [ACTOR.xua] table overrides any of these keys.
     "xua": {
         "mode": "optional",             # off | optional (no assertion: anonymous) | required

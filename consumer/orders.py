@@ -12,6 +12,9 @@ from .flow import Prefetcher
 
 log = logging.getLogger("xdsi.consumer")
 ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+# The roles of the HTTP API (affinity_domain.http_auth): starting a fetch is an operator's; reading, a reader's.
+RULES = [("GET", r"/fetches(/[^/]+)?", "reader"), ("GET", r"/jobs(/[^/]+)?", "reader"),
+         ("POST", "/fetches", "operator")]
 
 
 def local_patient(raw: bytes, local_authority: str) -> Cx:

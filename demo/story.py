@@ -127,6 +127,21 @@ class Domain:
             self.process.wait(timeout=30)
 
 
+def demo_token(cfg: Config, run_id: str) -> str:
+    """A reader's token for this run (``demo-<run>``), made in the domain's token store."""
+    from affinity_domain import db
+    from affinity_domain.tokens import TokenStore
+    store = TokenStore(db.database_url(cfg))
+    try:
+        return store.add(f"demo-{run_id.lower()}", "reader")
+    finally:
+        store.close()
+
+
+def authorized(url: str, token: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+
+
 def run(cfg: Config, instances: int = 300) -> int:
     data_dir = cfg.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -169,11 +184,13 @@ def run(cfg: Config, instances: int = 300) -> int:
         if f"{mrn_b}^^^&{HOSP_B}&ISO" not in ids:
             raise StepFailed(f"hospital B's identity was not linked to hospital A's: {ids}")
         affinity = next(i for i in ids if cfg.domain["assigning_authority"] in i)
-        person = json.load(urllib.request.urlopen(
-            f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}"))
+        reader = demo_token(cfg, run_id)       # the PIX admin API is authenticated: a reader's token of its own
+        person = json.load(urllib.request.urlopen(authorized(
+            f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}", reader)))
         link = next(i for i in person["identities"] if i["pid"] == mrn_b)
         print(f"    linked by the scorecard: score {link['link_score']:.1f} ({link['link_explanation']})")
-        queue = json.load(urllib.request.urlopen(f"http://{pix['http_host']}:{pix['http_port']}/review"))
+        queue = json.load(urllib.request.urlopen(authorized(f"http://{pix['http_host']}:{pix['http_port']}/review",
+                                                            reader)))
         held = [r for r in queue if mrn_c in (r["identity_pid"], r["candidate_pid"])]
         if not held:
             raise StepFailed("the near-miss patient did not reach the review queue")

@@ -102,10 +102,15 @@ def close_all(sockets: list[socket.socket]) -> None:
         s.close()
 
 
-def curl(url: str, *args: str, max_time: float = 10.0, stdin: bytes | None = None) -> tuple[int, bytes]:
+def curl(url: str, *args: str, max_time: float = 10.0, stdin: bytes | None = None,
+         token: str | None = None) -> tuple[int, bytes]:
     """(HTTP status, body) as curl gets them; status 0 when curl got no answer within ``max_time``.
-    ``stdin`` is what ``--data-binary @-`` sends."""
-    done = subprocess.run(["curl", "-s", "-m", str(max_time), "-o", "-", "-w", "\n%{http_code}", *args, url],
+    ``stdin`` is what ``--data-binary @-`` sends. It sends the test operator's bearer token, or ``token``
+    ("" for none)."""
+    from tests.services import TEST_TOKEN
+    token = TEST_TOKEN if token is None else token
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+    done = subprocess.run(["curl", "-s", "-m", str(max_time), "-o", "-", "-w", "\n%{http_code}", *auth, *args, url],
                           input=stdin, capture_output=True, timeout=max_time + 10)
     body, _, status = done.stdout.rpartition(b"\n")
     return int(status or 0), body

@@ -115,11 +115,38 @@ class Running:
             self.process.wait(timeout=30)
 
 
+# The JSON APIs need a bearer token (affinity_domain.http_auth): every database an actor is launched
+# on knows this operator's, which tests/conftest.py sends with every urllib request and
+# hostile.curl with every curl; XDSI_TOKEN gives it to the xdsi commands.
+TEST_TOKEN = "xdsi_tests-operator-token-not-secret"
+TEST_TOKEN_NAME = "tester"
+
+
+def grant_test_token(database_url: str) -> None:
+    from affinity_domain import db
+    from affinity_domain.tokens import SCHEMA, digest
+    db.migrate(database_url, SCHEMA, "affinity_domain")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {SCHEMA}.token (name, role, sha256) VALUES (%s, 'operator', %s) "
+                     "ON CONFLICT DO NOTHING", (TEST_TOKEN_NAME, digest(TEST_TOKEN)))
+
+
+def new_token(database_url: str, name: str, role: str) -> str:
+    """A token of ``name`` with ``role``, made as ``xdsi token add`` makes one."""
+    from affinity_domain.tokens import TokenStore
+    store = TokenStore(database_url)
+    try:
+        return store.add(name, role)
+    finally:
+        store.close()
+
+
 def launch(actor: str, tmp: Path, database_url: str, settings: dict, ports: list[int],
            preexec_fn=None) -> tuple[subprocess.Popen, dict]:
     """Start ``xdsi serve ACTOR`` with ``settings`` as ``XDSI_<SECTION>_<KEY>`` and wait for its ports."""
     prefix = "XDSI_" + actor.replace("-", "_").upper() + "_"
-    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
+    grant_test_token(database_url)
+    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp), XDSI_TOKEN=TEST_TOKEN,
                **{prefix + k.upper(): str(v) for k, v in settings.items()})
     log = open(tmp / f"{actor}-{ports[0]}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
