@@ -189,3 +189,80 @@ def may(assoc, role: str) -> bool:
     grant = getattr(assoc, "xdsi_grant", None)
     return grant is None or grant.may(role)
 
+
+
+# ------------------------------------------------------------ HL7 senders
+
+@dataclass(frozen=True)
+class Hl7Sender:
+    name: str
+    application: str            # MSH-3 (its namespace id or universal id, or the whole field)
+    facility: str               # MSH-4, likewise
+    authorities: frozenset      # the assigning authorities (OIDs) it may send identities of
+    hosts: tuple
+
+    def matches(self, application: str, facility: str, host: str) -> bool:
+        return _hd_is(application, self.application) and _hd_is(facility, self.facility) and _in(host, self.hosts)
+
+
+def _hd_is(field: str, wanted: str) -> bool:
+    parts = field.split("^")
+    return wanted in (field, parts[0], parts[1] if len(parts) > 1 else None)
+
+
+def hl7_senders(raw: dict, section: str, key: str = "senders") -> tuple[Hl7Sender, ...]:
+    """The ``[<section>.<key>.NAME]`` tables (application, facility, authorities, hosts), checked."""
+    senders = []
+    for name, table in raw.items():
+        where = f"[{section}.{key}.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table (application, facility, authorities, hosts)")
+        unknown = sorted(set(table) - {"application", "facility", "authorities", "hosts"})
+        if unknown:
+            raise ConfigError(f"{where} {unknown[0]}: no such key (the keys are application, facility, "
+                              "authorities, hosts)")
+        values = {}
+        for field_name in ("application", "facility"):
+            value = table.get(field_name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where} {field_name}: expected MSH-{3 if field_name == 'application' else 4}, "
+                                  "a non-empty string")
+            values[field_name] = value
+        authorities = table.get("authorities", [])
+        if not isinstance(authorities, list) or not all(isinstance(a, str) and a for a in authorities):
+            raise ConfigError(f"{where} authorities: expected a list of assigning authority OIDs")
+        senders.append(Hl7Sender(name, values["application"], values["facility"], frozenset(authorities),
+                                 _networks(table.get("hosts", list(LOOPBACK)), f"{where} hosts")))
+    return tuple(senders)
+
+
+def hl7_refusal(senders, loopback_any: bool, application: str, facility: str, host: str,
+                authorities: Iterable[str]) -> str | None:
+    """Why a message from MSH-3 ``application`` / MSH-4 ``facility`` at ``host`` naming identities of
+    ``authorities`` is refused, or None. A sender no table names is taken from loopback, for any
+    authority, while ``loopback_any``."""
+    sender = next((s for s in senders if s.matches(application, facility, host)), None)
+    if sender is None:
+        if loopback_any and is_loopback(host):
+            return None
+        return f"sender {application}/{facility} at {host} is not a configured sender"
+    other = sorted(set(authorities) - sender.authorities)
+    if other:
+        return f"sender {sender.name} may not send identities of assigning authority {other[0]}"
+    return None
+
+
+def hl7_refused(actor: str, application: str, facility: str, host: str, reason: str, log):
+    """Log and audit a refused HL7 message; the ``Hl7Error`` (AR) to answer it with."""
+    from . import audit
+    from .audit.events import hl7_application
+    from .hl7 import Hl7Error
+    log.warning("HL7 message refused: sender not authorized",
+                extra={"sending_app": application, "sending_facility": facility, "host": host, "reason": reason})
+    audit.record(refusal_alert(reporter=actor, who=hl7_application(application, facility), host=host,
+                               description=f"{actor}: {reason}"))
+    return Hl7Error(f"not authorized: {reason}", code=NOT_AUTHORIZED_HL7, location="MSH^1^4", ack="AR")
+
+
+# HL7 table 0357 has no "not authorized"; 207 (application internal error) with AR is what is left.
+NOT_AUTHORIZED_HL7 = "207"

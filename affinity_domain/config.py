@@ -56,6 +56,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "feed_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this
         "feed_message_seconds": 30.0,  # an MLLP frame must be whole this long after its first byte
         "feed_backlog": 128,           # the MLLP listen queue
+        "feed_senders": {},            # [registry.feed_senders.NAME], as [pix.senders.NAME] (the PIX manager)
+        "feed_loopback_senders": True,  # a sender no table names is taken from loopback
         "threads": 8,
         "workers": 2,          # HTTP worker processes (one per core)
         "max_request_bytes": 20 * 1024 * 1024,
@@ -71,6 +73,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "http_port": 8050,              # review queue and admin (JSON)
         "domains": [],                  # known patient-id domains; empty: a domain joins with its first id
         "facility_authorities": {},     # sending facility -> OID for PID-3 ids without an assigning authority
+        # ITI-8/ITI-9 senders (access.py): [pix.senders.NAME] application (MSH-3), facility (MSH-4),
+        # authorities (the OIDs it may send identities of), hosts (default loopback). A sender none
+        # names is refused, unless it is on loopback while loopback_senders (the quick start).
+        "senders": {},
+        "loopback_senders": True,
         "lower_threshold": 63.0,        # below: different patients
         "upper_threshold": 70.0,        # above: the same patient; between: review
         "weights": {},                  # attribute = [weight, penalty(, floor)] overrides the scorecard
@@ -91,6 +98,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "consumer": {
         "host": "127.0.0.1",
         "mllp_port": 2576,              # orders: ORM^O01, OMI^O23
+        "order_senders": {},            # [consumer.order_senders.NAME], as [pix.senders.NAME] (the RIS)
+        "order_loopback_senders": True,  # a sender no table names is taken from loopback
         "mllp_max_connections": 256,   # MLLP connections open at once; past it the longest idle is closed
         "mllp_threads": 8,             # MLLP messages handled at once (idle connections hold none)
         "mllp_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this

@@ -62,6 +62,8 @@ class ConsumerSettings(HttpSettings):
     dicom_max_associate_pdu_bytes: PduBytes
     dicom_network_timeout: Seconds
     peers: dict[str, Any]
+    order_senders: dict[str, Any]
+    order_loopback_senders: bool
     loopback_roles: tuple[str, ...]
     retrieve_order: tuple[str, ...]
     accession_mode: Literal["auto", "prefix", "issuer"]
@@ -73,6 +75,7 @@ class ConsumerSettings(HttpSettings):
     processes: Count
     max_json_bytes: Count
     domain: DomainSettings
+    hl7_senders: tuple = field(init=False)                             # order_senders, checked
     dicom_peers: tuple = field(init=False)                             # peers, checked (access.DicomPeer)
     loopback_grant: frozenset = field(init=False)
     pix_address: tuple[str, int] = field(init=False)
@@ -96,6 +99,7 @@ class ConsumerSettings(HttpSettings):
             raise ConfigError(f"[consumer] local_pacs = {self.local_pacs!r}: expected AE@host:port")
         derived = {
             "dicom_peers": access.dicom_peers(self.peers, self.SECTION),
+            "hl7_senders": access.hl7_senders(self.order_senders, self.SECTION, "order_senders"),
             "loopback_grant": access.loopback_roles(self.loopback_roles, self.SECTION),
             "retrieve_order": order,
             "pix_address": address(self.pix, "[consumer] pix"),

@@ -45,7 +45,8 @@ class PixActor:
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)
         index = PatientIndex(store, s)
-        mllp.handler = metrics.counted_mllp(mllp_door.handler(index, s.facility_authorities),
+        mllp.handler = metrics.counted_mllp(mllp_door.handler(index, s.facility_authorities, s.hl7_senders,
+                                                                     s.loopback_senders),
                                             metrics.hl7_transaction({"ADT": "ITI-8", "QBP": "ITI-9"}))
         if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
             health.register(probes.threads(mllp=mllp.start()))

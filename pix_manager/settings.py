@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from affinity_domain import access
 from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port, Seconds
 
 from . import blocking
@@ -21,6 +22,8 @@ class PixSettings(HttpSettings):
     http_port: Port
     domains: tuple[str, ...]                    # empty: open, a domain joins with its first id
     facility_authorities: dict[str, str]
+    senders: dict[str, Any]
+    loopback_senders: bool
     lower_threshold: float
     upper_threshold: float
     weights: dict[str, Any]
@@ -39,6 +42,7 @@ class PixSettings(HttpSettings):
     domain: DomainSettings
     thresholds: Thresholds = field(init=False)
     rules: dict[str, Rule] = field(init=False)
+    hl7_senders: tuple = field(init=False)      # senders, checked (access.Hl7Sender)
 
     def __post_init__(self):
         keys = self.blocking_keys or tuple(blocking.DEFAULT_KEYS)
@@ -49,6 +53,7 @@ class PixSettings(HttpSettings):
             raise ConfigError(str(e)) from None
         if self.lower_threshold > self.upper_threshold:
             raise ConfigError("[pix] lower_threshold must not be above upper_threshold")
+        object.__setattr__(self, "hl7_senders", access.hl7_senders(self.senders, self.SECTION))
         object.__setattr__(self, "blocking_keys", keys)
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "thresholds", Thresholds(self.lower_threshold, self.upper_threshold))

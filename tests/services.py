@@ -142,12 +142,12 @@ def new_token(database_url: str, name: str, role: str) -> str:
 
 
 def launch(actor: str, tmp: Path, database_url: str, settings: dict, ports: list[int],
-           preexec_fn=None) -> tuple[subprocess.Popen, dict]:
+           preexec_fn=None, env: dict | None = None) -> tuple[subprocess.Popen, dict]:
     """Start ``xdsi serve ACTOR`` with ``settings`` as ``XDSI_<SECTION>_<KEY>`` and wait for its ports."""
     prefix = "XDSI_" + actor.replace("-", "_").upper() + "_"
     grant_test_token(database_url)
-    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp), XDSI_TOKEN=TEST_TOKEN,
-               **{prefix + k.upper(): str(v) for k, v in settings.items()})
+    env = dict(os.environ, **(env or {}), XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
+               XDSI_TOKEN=TEST_TOKEN, **{prefix + k.upper(): str(v) for k, v in settings.items()})
     log = open(tmp / f"{actor}-{ports[0]}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
                             env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)

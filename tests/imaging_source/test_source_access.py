@@ -39,7 +39,8 @@ def guarded(new_database, tmp_path_factory, domain, pix):
     proc, env = launch("imaging-source", tmp, new_database(), {
         "dicom_host": "0.0.0.0", "dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
         "pix_port": pix.port, "store_dir": tmp / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
-        "peers": PEERS % remote}, [dicom_port, http_port], )
+        "peers": PEERS % remote}, [dicom_port, http_port],
+        env={"XDSI_TLS_ALLOW_PLAINTEXT": "true"})      # a plain listener off loopback, for this test
     proc.dicom_port, proc.remote, proc.tmp = dicom_port, _own_address(), tmp
     yield proc
     proc.terminate()
