@@ -9,7 +9,7 @@ import pytest
 
 from tests import hostile
 from tests.pix.pixmsg import HOSP_A, ack, adt, cx, new_id, query
-from tests.services import start_pix
+from tests.services import TEST_TOKEN, start_pix
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,8 @@ def test_a_client_that_sends_the_refused_body_anyway_gets_the_413(pix):
 def test_a_client_done_sending_a_refused_body_before_the_answer_still_gets_it(pix):
     host, port, _ = hostile.where(pix.http)
     with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(f"POST /persons/unlink HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n".encode()
+        s.sendall(f"POST /persons/unlink HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+                  f"Authorization: Bearer {TEST_TOKEN}\r\n\r\n".encode()
                   + b"{" * 100000)
         s.shutdown(socket.SHUT_WR)
         assert hostile.read_answer(s).status == 413
