@@ -92,11 +92,13 @@ class DicomDoor:
         calling = event.assoc.requestor.ae_title
         received = event.dataset_path if self.spooled else dicom_net.received_part10(event)
         may_reject = access.may(event.assoc, "reject")
-        status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "", may_reject)
+        may_replace = may_reject or access.may(event.assoc, "replace")
+        status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "",
+                                             may_reject, may_replace)
         if status == NOT_AUTHORIZED:
-            log.warning("IOCM rejection note refused: not authorized", extra={"calling_ae": calling})
+            log.warning("C-STORE refused: not authorized", extra={"calling_ae": calling, "reason": comment})
             audit.record(access.refusal_alert(reporter=self.ae_title, who=calling, host=event.assoc.requestor.address,
-                                              description="imaging-source: an IOCM rejection note needs the role 'reject'"))
+                                              description=f"imaging-source: {comment}"))
         if status == Status.SUCCESS:
             return Status.SUCCESS
         ds = Dataset()

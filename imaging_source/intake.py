@@ -24,6 +24,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 from pynetdicom.status import Status
 
+from affinity_domain import access, audit
 from affinity_domain import part10
 from affinity_domain.outside import OUTSIDE_GROUP
 from affinity_domain.uids import uid_problem
@@ -79,6 +80,7 @@ class Received:
     patient: dict = field(default_factory=dict)
     study: dict = field(default_factory=dict)
     series: dict = field(default_factory=dict)
+    may_replace: bool = True        # its sender may replace an instance already held (role reject or replace)
 
 
 @dataclass
@@ -127,6 +129,12 @@ def log_outcome(outcome, sha1: str, facts: dict) -> None:
     """A line for an instance that came again with other bytes: replaced, or kept as it was."""
     if outcome.status == "replaced":
         log.info("instance replaced", extra={**facts, "sha1": sha1, "replaced_sha1": outcome.previous_sha1})
+    elif outcome.status == "unauthorized":
+        log.warning("instance sent again with other bytes by a peer that may not replace it; the stored one is kept",
+                    extra={**facts, "sha1": sha1, "stored_sha1": outcome.previous_sha1})
+        audit.record(access.refusal_alert(reporter="imaging-source", who=facts.get("calling_ae", ""), host="",
+                                          description=f"imaging-source: replacing {facts.get('sop_uid')} needs "
+                                                      "the role 'replace' or 'reject'"))
     elif outcome.status in ("ignored", "rejected") and outcome.previous_sha1 and outcome.previous_sha1 != sha1:
         log.warning("instance sent again with other bytes; the stored one is kept",
                     extra={**facts, "sha1": sha1, "stored_sha1": outcome.previous_sha1, "policy": outcome.status})
@@ -260,10 +268,12 @@ class Intake:
         self.policy = settings.duplicate_policy
 
     def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "",
-               may_reject: bool = True) -> tuple[int, str]:
+               may_reject: bool = True, may_replace: bool = True) -> tuple[int, str]:
         """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled
         file is consumed or left for its owner to delete; nothing is indexed unless its bytes are
-        stored. An IOCM rejection note from a peer that may not reject is refused, Not Authorized."""
+        stored. An IOCM rejection note from a peer that may not reject is refused, Not Authorized; an
+        instance it may not replace is kept as it was (``unauthorized``: answered Not Authorized when the
+        index is written before the answer, logged and audited when behind it)."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         if self.indexer is not None and not self.indexer.alive():
@@ -285,6 +295,7 @@ class Intake:
         if isinstance(got, Rejected):
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
             return got.status, got.reason[:64]
+        got.may_replace = may_replace
         owner = self.patients.claim(got.study_uid, got.identity)
         if owner is not None:
             return self._conflict(PatientConflict(got.identity, owner, got.study_uid), got, calling_ae)
@@ -314,6 +325,8 @@ class Intake:
         log_outcome(outcome, sha1, {"sop_uid": got.sop_uid, "study": got.study_uid, "calling_ae": calling_ae})
         if outcome.status == "rejected":
             return DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID"
+        if outcome.status == "unauthorized":
+            return NOT_AUTHORIZED, "replacing an instance needs the role replace"
         return Status.SUCCESS, ""
 
     @staticmethod

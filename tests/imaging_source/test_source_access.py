@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.imaging_source import source_dicom as dd
+from tests.imaging_source.test_source_faults import _index_rows
 from tests.imaging_source.test_source_flow import _rejection_note
+from tests.imaging_source.test_source_hardening import _log_entries
 from tests.services import free_port, launch, wait_until
 
 PEERS = ('{ FINDER = { ae_title = "FINDER", roles = ["query"] }, '
+         'STORER = { ae_title = "STORER", roles = ["store"] }, '
+         'EDITOR = { ae_title = "EDITOR", roles = ["store", "replace"] }, '
          'REMOTE = { ae_title = "REMOTE_QR", hosts = ["%s"], roles = ["query"] }, '
          'KEEPER = { ae_title = "KEEPER", roles = ["store", "reject"] } }')
 
@@ -36,12 +40,13 @@ def guarded(new_database, tmp_path_factory, domain, pix):
     tmp = tmp_path_factory.mktemp("guarded-source")
     dicom_port, http_port = free_port(), free_port()
     remote = _own_address() or "192.0.2.254"
-    proc, env = launch("imaging-source", tmp, new_database(), {
+    database = new_database()
+    proc, env = launch("imaging-source", tmp, database, {
         "dicom_host": "0.0.0.0", "dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
         "pix_port": pix.port, "store_dir": tmp / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
         "peers": PEERS % remote}, [dicom_port, http_port],
         env={"XDSI_TLS_ALLOW_PLAINTEXT": "true"})      # a plain listener off loopback, for this test
-    proc.dicom_port, proc.remote, proc.tmp = dicom_port, _own_address(), tmp
+    proc.dicom_port, proc.remote, proc.tmp, proc.database_url = dicom_port, _own_address(), tmp, database
     yield proc
     proc.terminate()
     proc.wait(timeout=30)
@@ -150,6 +155,26 @@ def test_an_iocm_rejection_note_needs_the_role_reject(guarded, patient, tmp_path
     applied = _out(_store(guarded.dicom_port, [note], "KEEPER"))
     assert "Received Store Response (Success)" in applied, applied
     wait_until(lambda: sop not in image_level("FINDER"))
+
+
+def test_replacing_an_instance_needs_the_role_replace_or_reject(guarded, patient, tmp_path):
+    from pydicom import dcmread
+    local, _ = patient
+    study = dd.make_study(tmp_path, local, series=1, per_series=1)
+    assert "Received Store Response (Success)" in _out(_store(guarded.dicom_port, study.files, "STORER"))
+    sop = study.sop_uids()[0]
+    first = wait_until(lambda: _index_rows(guarded, study.uid).get(sop))
+    ds = dcmread(study.files[0])
+    ds.SeriesDescription = "changed by a peer that may only store"
+    ds.save_as(study.files[0], enforce_file_format=True)
+    _store(guarded.dicom_port, study.files, "STORER")
+    wait_until(lambda: [e for e in _log_entries(guarded.tmp) if e.get("sop_uid") == sop and
+                        "may not replace" in e.get("msg", "")])
+    assert _index_rows(guarded, study.uid)[sop] == first                  # the stored instance stays
+    ds.SeriesDescription = "corrected by a peer that may replace"
+    ds.save_as(study.files[0], enforce_file_format=True)
+    assert "Received Store Response (Success)" in _out(_store(guarded.dicom_port, study.files, "EDITOR"))
+    wait_until(lambda: _index_rows(guarded, study.uid)[sop] != first)
 
 
 def test_peer_configuration_mistakes_are_refused_with_their_key():
