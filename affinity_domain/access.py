@@ -93,7 +93,7 @@ def dicom_peers(raw: dict, section: str) -> tuple[DicomPeer, ...]:
             raise ConfigError(f"{key} ae_title: expected an AE title of 1 to 16 characters")
         subject = table.get("subject", "")
         if not isinstance(subject, str):
-            raise ConfigError(f"{key} subject: expected a string (the certificate's subject, as peer_identity reads it)")
+            raise ConfigError(f"{key} subject: expected a string (the certificate subject, CN=…,O=…)")
         peers.append(DicomPeer(name, ae.strip(), _networks(table.get("hosts", list(LOOPBACK)), f"{key} hosts"),
                                subject, _roles(table.get("roles", []), f"{key} roles", DICOM_ROLES)))
     return tuple(peers)
@@ -164,8 +164,9 @@ def dicom_gate(actor: str, ae_title: str, peers, unknown_loopback: frozenset, re
         if grant is None:
             log.warning("DICOM association rejected: calling AE title not recognized",
                         extra={"calling_ae": calling, "host": host})
-            audit.record(refusal_alert(reporter=ae_title, who=calling, host=host, node=True,
-                                       description=f"{actor}: calling AE {calling!r} from {host} is not a configured peer"))
+            audit.record(refusal_alert(
+                reporter=ae_title, who=calling, host=host, node=True,
+                description=f"{actor}: calling AE {calling!r} from {host} is not a configured peer"))
             return False
         assoc.xdsi_grant = grant
 
@@ -176,8 +177,9 @@ def dicom_gate(actor: str, ae_title: str, peers, unknown_loopback: frozenset, re
             what = type(request).__name__.replace("_", "-")
             log.warning("DICOM request refused: not authorized",
                         extra={"calling_ae": calling, "host": host, "peer": grant.name, "request": what})
-            audit.record(refusal_alert(reporter=ae_title, who=calling, host=host,
-                                       description=f"{actor}: {what} needs the role {role!r}; peer {grant.name} lacks it"))
+            audit.record(refusal_alert(
+                reporter=ae_title, who=calling, host=host,
+                description=f"{actor}: {what} needs the role {role!r}; peer {grant.name} lacks it"))
             return refused_status
         assoc.xdsi_refuse = refuse
         return True

@@ -45,7 +45,8 @@ def protect(app, rules, config: Config, url: str, actor: str):
     return guard(app, rules, store.lookup, settings.subjects, actor), store
 
 
-def identity(environ, lookup: Callable[[str], Identity | None], subjects: dict[str, str]) -> tuple[Identity | None, str]:
+def identity(environ, lookup: Callable[[str], Identity | None],
+             subjects: dict[str, str]) -> tuple[Identity | None, str]:
     """(the caller, "") or (None, why not)."""
     header = environ.get("HTTP_AUTHORIZATION", "")
     if header:
@@ -81,7 +82,8 @@ def guard(app, rules: Iterable[tuple[str, str, str]], lookup, subjects: dict[str
             who, why = identity(environ, lookup, subjects)
         except Exception:
             log.exception("credentials could not be checked")
-            return web.respond(start_response, "503 Service Unavailable", {"error": "credentials cannot be checked now"})
+            return web.respond(start_response, "503 Service Unavailable",
+                               {"error": "credentials cannot be checked now"})
         if who is None:
             log.warning("HTTP request refused: not authenticated", extra={"path": path, "method": method,
                                                                           "host": host, "reason": why})

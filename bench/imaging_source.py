@@ -33,7 +33,8 @@ from tests.imaging_source import source_pix  # noqa: E402
 from affinity_domain import config as config_mod  # noqa: E402
 from affinity_domain import db  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
-from tests.services import SOURCE_PEERS, create_database, drop_database, free_port, fresh_database, wait_for_port  # noqa: E402
+from tests.services import (SOURCE_PEERS, create_database, drop_database, free_port, fresh_database,  # noqa: E402
+                            wait_for_port)
 
 ENV = dict(os.environ, TCP_NODELAY="1")
 

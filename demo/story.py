@@ -108,7 +108,8 @@ class Domain:
         if not cfg.section("imaging_source").get("peers"):
             # The demo's consumer may query and C-MOVE from the source (the fallback after RAD-69).
             consumer = cfg.section("consumer").get("ae_title", "XDSI_CONSUMER")
-            env["XDSI_IMAGING_SOURCE_PEERS"] = f'{{ consumer = {{ ae_title = "{consumer}", roles = ["query", "retrieve"] }} }}'
+            env["XDSI_IMAGING_SOURCE_PEERS"] = (f'{{ consumer = {{ ae_title = "{consumer}", '
+                                                'roles = ["query", "retrieve"] } }')
         log = open(data_dir / "demo-domain.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env,
                                         stdout=log, stderr=log)

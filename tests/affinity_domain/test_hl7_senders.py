@@ -103,7 +103,8 @@ def test_pix_without_loopback_senders_refuses_unknown_senders_on_loopback(new_da
 @needs_remote
 def test_the_registry_feed_takes_only_its_configured_sender(new_database, tmp_path):
     port, feed = free_port(), free_port()
-    senders = f'{{ PIX = {{ application = "ADT", facility = "HOSP", authorities = ["{DOMAIN}"], hosts = ["{REMOTE}"] }} }}'
+    senders = (f'{{ PIX = {{ application = "ADT", facility = "HOSP", authorities = ["{DOMAIN}"], '
+               f'hosts = ["{REMOTE}"] }} }}')
     proc, _ = launch("registry", tmp_path, new_database(), {"port": port, "feed_host": "0.0.0.0", "feed_port": feed,
                                                             "feed_senders": senders}, [port, feed],
                      env=PLAIN_OFF_LOOPBACK)

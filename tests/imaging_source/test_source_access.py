@@ -6,7 +6,6 @@ the machine's own non-loopback address (which the source sees as a remote host).
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -69,7 +68,8 @@ def _store(port: int, files, calling: str):
 
 def _find(port: int, calling: str, host: str = "127.0.0.1", *keys: str):
     return dd.run("/usr/bin/findscu", "-v", "-S", "-aet", calling, "-aec", "XDSI_SOURCE", "-k",
-                  "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientID=*", *(a for k in keys for a in ("-k", k)), host, str(port))
+                  "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientID=*",
+                  *(a for k in keys for a in ("-k", k)), host, str(port))
 
 
 def test_an_unknown_calling_ae_from_another_host_is_rejected_at_association(guarded):
