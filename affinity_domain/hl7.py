@@ -17,9 +17,18 @@ class Hl7Error(ValueError, XdsiError):
 
     permanent = True
 
-    def __init__(self, text: str, code: str = "207", location: str = "", ack: str = "AE"):
+    def __init__(self, text: str, code: str = "207", location: str = "", ack: str = "AE", severity: str = "E"):
         super().__init__(text)
         self.text, self.code, self.location, self.ack = text, code, location, ack
+        self.severity = severity    # ERR-4 (table 0516): E refuses; W is a warning on an accepted message
+
+
+NULL = '""'     # HL7's explicit null: "delete the value", never a value itself
+
+
+def content(text: str) -> str:
+    """A component as data: the explicit null ``""`` is no value."""
+    return "" if text == NULL else text
 
 
 @dataclass(frozen=True)
@@ -33,11 +42,34 @@ class Cx:
     def __str__(self) -> str:
         return f"{self.id}^^^{self.namespace}&{self.authority}&ISO"
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What names the identifier: the id within its domain's universal id (the namespace only
+        labels the domain, and may be left out or spelt differently by each peer)."""
+        return self.authority, self.id
+
     @classmethod
-    def parse(cls, value: str) -> "Cx":
-        parts = value.split("^")
+    def parse(cls, text: str) -> "Cx":
+        parts = text.split("^")
         authority = parts[3].split("&") if len(parts) > 3 else [""]
-        return cls(parts[0], authority[1] if len(authority) > 1 else "", authority[0])
+        return cls(content(parts[0]), content(authority[1]) if len(authority) > 1 else "", content(authority[0]))
+
+
+def authority_error(text: str, location: str) -> Hl7Error | None:
+    """What is wrong with a CX's assigning authority (CX-4, an HD), if anything: HL7's HD has its
+    universal id and universal id type both valued or both empty, and ITI TF-2x Appendix E wants
+    the type ISO (the domains are OIDs). ``location`` is the CX's ERL (``PID^1^3^2``)."""
+    parts = text.split("^")
+    hd = [content(p) for p in (parts[3].split("&") if len(parts) > 3 else [])] + ["", "", ""]
+    universal, kind = hd[1], hd[2]
+    if bool(universal) != bool(kind):
+        missing = "universal ID type" if universal else "universal ID"
+        return Hl7Error(f"assigning authority {parts[3]!r} has no {missing}", code="102",
+                        location=f"{location}^4")
+    if kind and kind != "ISO":
+        return Hl7Error(f"assigning authority universal ID type {kind!r} is not ISO", code="102",
+                        location=f"{location}^4")
+    return None
 
 
 def decode(raw: bytes) -> str:
@@ -111,6 +143,18 @@ def identifiers(value: str) -> list[Cx]:
     return [Cx.parse(rep) for rep in value.split("~") if rep]
 
 
+def check_version(raw: bytes, accepted: tuple[str, ...]) -> str:
+    """MSH-12's version id, when it is one of ``accepted``; else an AR (HL7 v2.5 2.9.2: MSH-12 not
+    acceptable to the receiver is a reject)."""
+    given = _msh_of_text(decode(raw))["version_id"]
+    if not given:
+        raise Hl7Error("MSH-12 (version id) is required", code="101", location="MSH^1^12", ack="AR")
+    if given not in accepted:
+        raise Hl7Error(f"version {given} is not supported here (supported: {', '.join(accepted)})",
+                       code="203", location="MSH^1^12", ack="AR")
+    return given
+
+
 def msh_fields(raw: bytes) -> dict[str, str]:
     """MSH fields, read so that even a message that breaks the framing rules gets an ACK."""
     return _msh_of_text(decode(raw))
@@ -121,12 +165,14 @@ def _msh_of_text(text: str) -> dict[str, str]:
     get = lambda i: msh[i - 1] if len(msh) >= i else ""  # noqa: E731 -- MSH-n is list index n-1
     return {"sending_app": get(3), "sending_facility": get(4), "receiving_app": get(5),
             "receiving_facility": get(6), "type": get(9), "control_id": get(10),
-            "processing": get(11) or "P", "version": get(12).split("^")[0] or "2.3.1"}
+            "processing": get(11) or "P", "version": get(12).split("^")[0] or "2.3.1",
+            "version_id": content(get(12).split("^")[0])}
 
 
 def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
-        application: str = "XDSI", facility: str = "XDSI") -> bytes:
-    """An original-mode ACK answering ``raw`` (written directly: it is on every message's path)."""
+        application: str = "XDSI", facility: str = "XDSI", warnings: list[Hl7Error] = ()) -> bytes:
+    """An original-mode ACK answering ``raw`` (written directly: it is on every message's path);
+    one ERR for ``error`` and one for each of ``warnings``."""
     msh = msh_fields(raw)
     version = msh["version"] if msh["version"] in ("2.3.1", "2.4", "2.5", "2.5.1") else "2.5"
     trigger = msh["type"].split("^")[1] if "^" in msh["type"] else ""
@@ -135,8 +181,8 @@ def ack(raw: bytes, code: str = "AA", error: Hl7Error | None = None,
                      time.strftime("%Y%m%d%H%M%S"), "", f"ACK^{trigger}^ACK" if trigger else "ACK",
                      f"XDSI{time.time_ns()}{next(_counter)}", msh["processing"], version])
     text += f"\rMSA|{code}|{msh['control_id']}"
-    if error is not None:
-        text += "\r" + err_segment(error, version)
+    for e in ([error] if error is not None else []) + list(warnings):
+        text += "\r" + err_segment(e, version)
     return framable(text + "\r").encode("utf-8")
 
 
@@ -156,9 +202,10 @@ def err_segment(error: Hl7Error, version: str) -> str:
     """``error.location`` is an ERL: segment^sequence^field^repetition^component^subcomponent."""
     loc = error.location.split("^")
     text = escape(error.text)[:200]
-    if version == "2.3.1":  # ERR-1 ELD: segment^sequence^field^code&text
-        loc = (loc + ["", "", ""])[:3]
-        return f"ERR|{loc[0]}^{loc[1] or 1}^{loc[2]}^{error.code}&{text}"
     if len(loc) > 1 and not loc[1]:
         loc[1] = "1"
-    return f"ERR||{'^'.join(loc)}|{error.code}^{text}^HL70357|E"
+    erl = f"{'^'.join(loc)}|{error.code}^{text}^HL70357|{error.severity}"
+    if version == "2.3.1":  # ERR-1 ELD (segment^sequence^field^code&text) for 2.3.1 readers, then
+        eld = (loc + ["", "", ""])[:3]   # ERR-2..4, which they ignore: 2.3.1 has no severity
+        return f"ERR|{eld[0]}^{eld[1] or 1}^{eld[2]}^{error.code}&{text}|{erl}"
+    return f"ERR||{erl}"

@@ -87,6 +87,12 @@ class PixActor:
         unlink.add_argument("pid", help="the identity's id in that domain")
         unlink.add_argument("--by", help=argparse.SUPPRESS)
         unlink.set_defaults(run=_reachable(_unlink))
+        match = psub.add_parser("match", help="a dry run: who these demographics would match, registering nothing")
+        for name in ("family", "given", "dob", "sex", "postal-code", "city", "street", "phone", "national-id"):
+            match.add_argument(f"--{name}", default="")
+        match.add_argument("--domain", default="", help="as an identity of this domain (OID)")
+        match.add_argument("--limit", type=int, default=10)
+        match.set_defaults(run=_reachable(_match))
         rekey = psub.add_parser("rekey", help="recompute the index's blocking keys after [pix] blocking_keys changed")
         rekey.set_defaults(run=_rekey)
 
@@ -159,6 +165,25 @@ def _show(item: dict) -> None:
     for name in left:
         print(f"  {name:12} {left[name] or '-':40} {right.get(name) or '-'}")
     print(f"  {'person':12} {item['identity_person'].split('^')[0]:40} {item['candidate_person'].split('^')[0]}")
+
+
+def _match(config: Config, args) -> int:
+    body = {"family": args.family, "given": args.given, "birth_date": args.dob, "sex": args.sex,
+            "postal_code": args.postal_code, "city": args.city, "street": args.street, "phone": args.phone,
+            "national_id": args.national_id, "domain": args.domain, "limit": args.limit}
+    request = http_auth.authorized(f"{_admin(config)}/match", method="POST", data=json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as r:
+            found = json.load(r)
+    except urllib.error.HTTPError as e:
+        print(f"xdsi: {json.load(e).get('error')}")
+        return 1
+    print(f"would be: {found['action']} ({len(found['candidates'])} candidates; nothing registered)")
+    for c in found["candidates"]:
+        print(f"  {c['score']:6.1f} {c['band']:9} {c['pid']}@{c['domain']}  person {c['person'].split('^')[0]}\n"
+              f"         {c['explanation']}")
+    return 0
 
 
 def _unlink(config: Config, args) -> int:

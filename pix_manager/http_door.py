@@ -6,20 +6,26 @@ POST /review/<id>/link                       same patient
 POST /review/<id>/break                      different patients
 GET  /persons?domain=OID&pid=ID              a person and every linked identity, with explanations
 POST /persons/unlink {"domain": OID, "pid": ID}   a wrong link undone, remembered
+POST /match {"family", "given", "birth_date", "sex", "postal_code", "city", "street", "phone",
+             "national_id", "domain", "limit"}   a dry run: the candidates, scored and explained;
+                                                 nothing is registered
 GET  /health, /metrics                       (beside it, from serving.with_status; open)
 
 Every other request is authenticated (``affinity_domain.http_auth``, ``RULES``): reading needs the role
-reader, a decision reviewer. A decision is attributed to the caller; a "by" in the body is ignored.
+reader; a decision, and the dry-run match (it probes every patient's demographics), reviewer. A decision
+is attributed to the caller; a "by" in the body is ignored.
 """
 from __future__ import annotations
 
 from affinity_domain import http_auth, web
 
+from .demographics import Demographics, normalise
 from .index import PatientIndex
 
 REVIEW_STATUSES = ("open", "linked", "broken", "")
 RULES = [("GET", r"/review(/[^/]+)?", "reader"), ("GET", "/persons", "reader"),
-         ("POST", r"/review/[^/]+/(link|break)", "reviewer"), ("POST", "/persons/unlink", "reviewer")]
+         ("POST", r"/review/[^/]+/(link|break)", "reviewer"), ("POST", "/persons/unlink", "reviewer"),
+         ("POST", "/match", "reviewer")]
 
 
 def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
@@ -69,10 +75,21 @@ def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
         except KeyError:
             raise web.HttpError("404 Not Found", f"no identity {pid} in {domain}") from None
 
+    def match(environ):
+        body = web.json_object(environ, max_json_bytes)
+        d = normalise(**{name: web.text(body, name) for name in Demographics.__dataclass_fields__})
+        if not any(d.as_dict().values()):
+            raise web.bad("say who to match: family, given, birth_date, ...")
+        limit = body.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+            raise web.bad("limit must be an integer from 1 to 100")
+        return "200 OK", index.dry_run(d, web.text(body, "domain"), limit)
+
     router.add("/review", "GET", queue)
     router.add(r"/review/([^/]+)", "GET", item)
     router.add(r"/review/([^/]+)/link", "POST", decide("link"))
     router.add(r"/review/([^/]+)/break", "POST", decide("break"))
     router.add("/persons", "GET", person)
     router.add("/persons/unlink", "POST", unlink)
+    router.add("/match", "POST", match)
     return router

@@ -9,6 +9,7 @@ from affinity_domain.hl7 import Cx, Hl7Error
 from . import blocking, messages
 from .demographics import Demographics
 from .matching import decide
+from .scorecard import compare
 from .settings import PixSettings
 from .store import Store, Tx
 
@@ -38,11 +39,23 @@ class PatientIndex:
     def _notify(self, tx: Tx, enterprise: int) -> None:
         if not self.s.subscribers:
             return
-        ids = [str(Cx(i.pid, i.domain)) for i in tx.members(enterprise)]
-        ids.append(tx.affinity_id(enterprise))
-        message = messages.update_notification(sorted(set(ids)))
+        message = messages.update_notification(sorted({str(c) for c in self._ids_of(tx, enterprise)}))
         for destination in self.s.subscribers:
             tx.enqueue(destination, message)
+
+    def _ids_of(self, tx: Tx, enterprise: int) -> list[Cx]:
+        """A person's ids, the affinity-domain id last, each with its domain's authority as configured."""
+        ids = [self.s.authorities.cx(i.pid, i.domain) for i in tx.members(enterprise)]
+        affinity = Cx.parse(tx.affinity_id(enterprise))
+        affinity = self.s.authorities.cx(affinity.id, affinity.authority)
+        return ids + ([affinity] if affinity.key not in {c.key for c in ids} else [])
+
+    def _forward_merge(self, tx: Tx, subsumed: int, surviving: int, d: Demographics) -> None:
+        """The subsumed person's ids all go to the surviving one; the registry hears of it."""
+        gone, kept = tx.affinity_id(subsumed), tx.affinity_id(surviving)
+        tx.merge_enterprise(subsumed, surviving)
+        if self.s.registry_feed:
+            tx.enqueue(self.s.registry_feed, messages.merge_feed(kept, gone, d))
 
     def _new_person(self, tx: Tx, cx: Cx, d: Demographics) -> int:
         own = str(Cx(cx.id, cx.authority)) if cx.authority == self.s.affinity_authority else None
@@ -58,7 +71,34 @@ class PatientIndex:
                 self._check_domain(tx, cx, f"PID^1^3^{i}")
             if message.event in messages.MERGE:
                 return self._merge(tx, message)
-            return "; ".join(self._register(tx, cx, message.demographics) for cx in message.ids)
+            # Several ids in one PID-3: the source says they are one patient. The one already known
+            # (else the first) is matched as usual; the others join its person.
+            tx.lock([f"id:{cx.authority}:{cx.id}" for cx in message.ids])
+            first = next((cx for cx in message.ids if tx.identity(cx.authority, cx.id)), message.ids[0])
+            done = [self._register(tx, first, message.demographics)]
+            others = [cx for cx in message.ids if cx.key != first.key]
+            if others:
+                enterprise = tx.identity(first.authority, first.id).enterprise
+                done += [self._attach(tx, cx, enterprise, message.demographics, first) for cx in others]
+                self._notify(tx, enterprise)
+            return "; ".join(done)
+
+    def _attach(self, tx: Tx, cx: Cx, enterprise: int, d: Demographics, first: Cx) -> str:
+        keys = blocking.keys(d, self.s.blocking_keys)
+        why = f"in one PID-3 with {first.id}"
+        existing = tx.identity(cx.authority, cx.id)
+        if existing is None:
+            tx.add_identity(cx.authority, cx.id, enterprise, d, keys, None, why, "source")
+            return f"added {cx} ({why})"
+        tx.update_identity(existing.id, d, keys)
+        if existing.enterprise == enterprise:
+            return f"updated {cx}"
+        tx.move_identity(existing.id, enterprise, None, why, "source")
+        if tx.members(existing.enterprise):
+            self._notify(tx, existing.enterprise)
+        else:
+            self._forward_merge(tx, existing.enterprise, enterprise, d)
+        return f"moved {cx} ({why})"
 
     def _register(self, tx: Tx, cx: Cx, d: Demographics) -> str:
         keys = blocking.keys(d, self.s.blocking_keys)
@@ -71,6 +111,9 @@ class PatientIndex:
                 return f"updated {cx}"        # a person's link, or a standing link, is kept
         candidates = tx.candidates(keys, exclude=existing.id if existing else None)
         decisions = tx.decisions(existing.id) if existing else {}
+        if existing is not None:     # a break keeps the pair's persons apart, not just the pair
+            apart = tx.kept_apart(existing.id)
+            candidates = [c for c in candidates if c.enterprise not in apart]
         occupied = tx.occupied(cx.authority, {c.enterprise for c in candidates},
                                exclude=existing.id if existing else None)
         verdict = decide(cx.authority, d, candidates, decisions, self.s.thresholds, self.s.rules, occupied)
@@ -82,10 +125,7 @@ class PatientIndex:
             else:
                 tx.move_identity(existing.id, verdict.enterprise, total, explanation, verdict.by)
                 if not tx.members(existing.enterprise):   # its old person is empty: merge the ids
-                    gone, kept = tx.affinity_id(existing.enterprise), tx.affinity_id(verdict.enterprise)
-                    tx.merge_enterprise(existing.enterprise, verdict.enterprise)
-                    if self.s.registry_feed:
-                        tx.enqueue(self.s.registry_feed, messages.merge_feed(kept, gone, d))
+                    self._forward_merge(tx, existing.enterprise, verdict.enterprise, d)
             self._notify(tx, verdict.enterprise)
             log.info("linked", extra={"identity": str(cx), "score": total, "explanation": explanation})
             return f"linked {cx} ({explanation})"
@@ -122,12 +162,9 @@ class PatientIndex:
                 continue
             tx.merge_identity(subsumed.id, surviving.id)
             if subsumed.enterprise != surviving.enterprise:
-                remaining = [i for i in tx.members(subsumed.enterprise)]
-                if not remaining:       # the subsumed person had nothing else: its affinity id merges too
-                    gone, kept = tx.affinity_id(subsumed.enterprise), tx.affinity_id(surviving.enterprise)
-                    tx.merge_enterprise(subsumed.enterprise, surviving.enterprise)
-                    if self.s.registry_feed:
-                        tx.enqueue(self.s.registry_feed, messages.merge_feed(kept, gone, message.demographics))
+                # Every id cross-referenced with the subsumed one now references the surviving one
+                # (other domains' ids move to the surviving person, whose affinity id is kept).
+                self._forward_merge(tx, subsumed.enterprise, surviving.enterprise, message.demographics)
             self._notify(tx, surviving.enterprise)
             done.append(f"merged {old} into {surviving_cx}")
         return "; ".join(done)
@@ -146,9 +183,30 @@ class PatientIndex:
                 enterprise = identity.enterprise if identity else None
             if enterprise is None:
                 return known, None
-            ids = [Cx(i.pid, i.domain) for i in tx.members(enterprise)]
-            affinity = Cx.parse(tx.affinity_id(enterprise))
-            return known, ids + ([affinity] if affinity not in ids else [])
+            return known, self._ids_of(tx, enterprise)
+
+    # ------------------------------------------------------------ dry run
+
+    def dry_run(self, d: Demographics, domain: str = "", limit: int = 10) -> dict:
+        """What the feed would decide for ``d`` (as an identity of ``domain``), and its best
+        candidates with their scores and explanations; in a read-only transaction: registers nothing."""
+        keys = blocking.keys(d, self.s.blocking_keys)
+        with self.store.transaction() as tx:
+            tx.conn.execute("SET TRANSACTION READ ONLY")
+            candidates = tx.candidates(keys)
+            verdict = decide(domain, d, candidates, {}, self.s.thresholds, self.s.rules)
+            scored = sorted(((compare(d, c.demographics, self.s.rules), c) for c in candidates),
+                            key=lambda sc: -sc[0].total)[:limit]
+            found = []
+            for score, c in scored:
+                who = tx.identity_by_id(c.identity)
+                band = "link" if score.total > self.s.thresholds.upper else \
+                    "review" if score.total >= self.s.thresholds.lower else "different"
+                found.append({"domain": who.domain, "pid": who.pid, "person": tx.affinity_id(c.enterprise),
+                              "score": score.total, "band": band, "explanation": score.explain(),
+                              "parts": score.parts, "demographics": who.demographics.as_dict()})
+            return {"action": verdict.action, "demographics": d.as_dict(), "blocking_keys": keys,
+                    "candidates": found}
 
     # ------------------------------------------------------------ review
 

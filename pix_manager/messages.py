@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from affinity_domain import hl7
 from affinity_domain.hl7 import Cx, Hl7Error
 
-from .demographics import Demographics, from_pid_fields
+from .demographics import Demographics, from_pid_fields, parse_birth_date
+from .domains import Domains
 
+# ITI-8 is HL7 v2.3.1 (ITI TF-2a 3.8); identity feeds of the v2.5 family (PAM's ITI-30 sources,
+# US v2.5.1 feeds) send the same ADT events, so those are read too. Anything else is refused.
+VERSIONS = ("2.3.1", "2.5", "2.5.1")
 CREATE = {"A01", "A04", "A05"}
 UPDATE = {"A08"}
 MERGE = {"A40"}
@@ -22,23 +26,36 @@ class FeedMessage:
     ids: list[Cx]                  # PID-3, each with its assigning authority
     demographics: Demographics
     subsumed: list[Cx]             # MRG-1 (A40)
+    warnings: list[Hl7Error] = field(default_factory=list)   # accepted, but said in the ACK (severity W)
 
 
-def _ids(field: str, default_authority: str, location: str) -> list[Cx]:
+def _ids(value: str, default_authority: str, location: str, domains: Domains) -> list[Cx]:
+    """Each repetition of a CX field with its domain's OID; HL7's null ``""`` is no id."""
     ids = []
-    for rep in (r for r in field.split("~") if r):
-        cx = Cx.parse(rep)
+    for n, rep in enumerate(value.split("~"), start=1):
+        if not rep or rep == hl7.NULL:
+            continue
+        where = f"{location}^{n}"
+        error = hl7.authority_error(rep, where)
+        if error is not None:
+            raise error
+        cx = domains.resolve(Cx.parse(rep))
+        if not cx.id:
+            raise Hl7Error("identifier has no id value", code="101", location=f"{where}^1")
         if not cx.authority:
             if not default_authority:
-                raise Hl7Error("identifier has no assigning authority and the sending facility has none "
-                               "configured", code="204", location=location)
-            cx = Cx(cx.id, default_authority, cx.namespace)
+                known = f"namespace {cx.namespace!r} is no configured domain" if cx.namespace else \
+                    "it has no assigning authority"
+                raise Hl7Error(f"identifier {cx.id!r}: {known}, and the sending facility has no domain "
+                               "configured", code="204", location=f"{where}^4")
+            cx = Cx(cx.id, default_authority, domains.namespace_of.get(default_authority, ""))
         ids.append(cx)
     return ids
 
 
-def read_feed(raw: bytes, facility_authorities: dict[str, str]) -> FeedMessage:
+def read_feed(raw: bytes, facility_authorities: dict[str, str], domains: Domains = Domains()) -> FeedMessage:
     hl7.check_structure(raw)
+    hl7.check_version(raw, VERSIONS)
     msh = hl7.msh_fields(raw)
     kind = msh["type"].split("^")
     if kind[0] != "ADT":
@@ -52,29 +69,22 @@ def read_feed(raw: bytes, facility_authorities: dict[str, str]) -> FeedMessage:
         raise Hl7Error("PID segment is required", code="100", location="PID", ack="AE")
     pid = segments["PID"][0]
     default = facility_authorities.get(msh["sending_facility"].split("^")[0], "")
-    ids = _ids(pid[3] if len(pid) > 3 else "", default, "PID^1^3")
+    ids = _ids(pid[3] if len(pid) > 3 else "", default, "PID^1^3", domains)
     if not ids:
         raise Hl7Error("PID-3 holds no identifier", code="101", location="PID^1^3")
     demographics = from_pid_fields(pid)
-    birth = demographics.birth_date
-    if birth and (len(birth) != 8 or not _valid_date(birth)):
-        raise Hl7Error(f"PID-7 {birth!r} is not a date", code="102", location="PID^1^7")
+    warnings = []
+    birth = pid[7].split("~")[0].split("^")[0] if len(pid) > 7 else ""
+    if parse_birth_date(birth) is None:   # a typo loses no identity: accepted, the date unknown
+        warnings.append(Hl7Error(f"PID-7 {birth!r} is not a date; taken as unknown", code="102",
+                                 location="PID^1^7", ack="AA", severity="W"))
     subsumed = []
     if event in MERGE:
         mrg = segments.get("MRG", [[]])[0]
-        subsumed = _ids(mrg[1] if len(mrg) > 1 else "", default, "MRG^1^1")
+        subsumed = _ids(mrg[1] if len(mrg) > 1 else "", default, "MRG^1^1", domains)
         if not subsumed:
             raise Hl7Error("MRG-1 is required for A40", code="101", location="MRG^1^1")
-    return FeedMessage(event, ids, demographics, subsumed)
-
-
-def _valid_date(d: str) -> bool:
-    import datetime as dt
-    try:
-        dt.date(int(d[:4]), int(d[4:6]), int(d[6:8]))
-        return True
-    except ValueError:
-        return False
+    return FeedMessage(event, ids, demographics, subsumed, warnings)
 
 
 def _msh(event: str, structure: str) -> str:

@@ -27,14 +27,14 @@ def handler(index: PatientIndex, facility_authorities: dict[str, str], senders=(
         try:
             if kind == "QBP":
                 refused(msh, ())
-                q = query.read(raw)
+                q = query.read(raw, index.s.authorities)
                 known, ids = index.cross_references(q.person)
                 return query.answer(q, known, ids)
-            feed = messages.read_feed(raw, facility_authorities)
-            refused(msh, {cx.authority for cx in (*feed.ids, *feed.subsumed)})
-            done = index.feed(feed)
+            message = messages.read_feed(raw, facility_authorities, index.s.authorities)
+            refused(msh, {cx.authority for cx in (*message.ids, *message.subsumed)})
+            done = index.feed(message)
             log.info("feed", extra={"applied": done})
-            return hl7.ack(raw, "AA", application="XDSI_PIX")
+            return hl7.ack(raw, "AA", application="XDSI_PIX", warnings=message.warnings)
         except Hl7Error as e:
             log.warning("rejected", extra={"reason": e.text, "code": e.code})
             return hl7.ack(raw, e.ack, e, application="XDSI_PIX")

@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from affinity_domain import hl7
 from affinity_domain.hl7 import Cx, Hl7Error
 
+from .domains import Domains
+
+# ITI-9 is HL7 v2.5 (ITI TF-2a 3.9.3); consumers of the v2.5 family send 2.5.1 too. QBP has no
+# v2.3.1 form, so that and any other version are refused.
+VERSIONS = ("2.5", "2.5.1")
+
 
 @dataclass
 class PixQuery:
@@ -16,8 +22,10 @@ class PixQuery:
     domains: list[str] = field(default_factory=list)   # QPD-4 universal ids wanted (empty: all)
 
 
-def read(raw: bytes) -> PixQuery:
+def read(raw: bytes, domains: Domains = Domains()) -> PixQuery:
+    """QPD-3 and QPD-4 with their domains' OIDs (by namespace where only that is given)."""
     text = hl7.check_structure(raw)
+    hl7.check_version(raw, VERSIONS)
     event = (hl7.msh_fields(raw)["type"].split("^") + [""])[1]
     if event != "Q23":   # QBP also carries PDQ (Q22) and others this listener does not answer
         raise Hl7Error(f"query event {event} is not supported; PIX Query is QBP^Q23", code="201",
@@ -25,14 +33,19 @@ def read(raw: bytes) -> PixQuery:
     qpd = hl7.first_segment(text, "QPD")
     if qpd is None:
         raise Hl7Error("QPD segment is required", code="100", location="QPD", ack="AE")
-    person = Cx.parse(qpd[3]) if len(qpd) > 3 and qpd[3] else None
+    person = domains.resolve(Cx.parse(qpd[3])) if len(qpd) > 3 and qpd[3] else None
     if person is None or not person.id:
         raise Hl7Error("QPD-3 must hold the patient identifier", code="101", location="QPD^1^3^1^1")
-    domains = []
-    for rep in (qpd[4].split("~") if len(qpd) > 4 and qpd[4] else []):
-        authority = rep.split("^")[3].split("&") if len(rep.split("^")) > 3 else []
-        domains.append(authority[1] if len(authority) > 1 else "")
-    return PixQuery(raw, qpd, person, domains)
+    error = hl7.authority_error(qpd[3], "QPD^1^3^1")
+    if error is not None:
+        raise error
+    wanted = []
+    for i, rep in enumerate(qpd[4].split("~") if len(qpd) > 4 and hl7.content(qpd[4]) else [], start=1):
+        error = hl7.authority_error(rep, f"QPD^1^4^{i}")
+        if error is not None:
+            raise error
+        wanted.append(domains.resolve(Cx.parse(rep)).authority)
+    return PixQuery(raw, qpd, person, wanted)
 
 
 def answer(q: PixQuery, known_domains: set[str], cross_references: list[Cx] | None) -> bytes:
@@ -47,7 +60,9 @@ def answer(q: PixQuery, known_domains: set[str], cross_references: list[Cx] | No
     if cross_references is None:
         return _response(q, "AE", "AE", [], Hl7Error("unknown patient identifier in QPD-3", code="204",
                                                      location="QPD^1^3^1^1"))
-    others = [c for c in cross_references if c != q.person and (not q.domains or c.authority in q.domains)]
+    # The queried id is never among those returned (ITI TF-2a 3.9.4.2.2), however its authority was spelt.
+    others = [c for c in cross_references
+              if c.key != q.person.key and (not q.domains or c.authority in q.domains)]
     return _response(q, "AA", "OK" if others else "NF", others)
 
 

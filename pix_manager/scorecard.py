@@ -91,8 +91,8 @@ def _similar_date(a: str, b: str) -> float:
     """Typo- and transposition-aware: swapped day/month, one wrong digit, two adjacent digits swapped."""
     if a == b:
         return 1.0
-    if len(a) != 8 or len(b) != 8:
-        return 0.0
+    if len(a) != 8 or len(b) != 8:   # a reduced-precision date agrees in part on what both give
+        return 0.5 if a[:min(len(a), len(b))] == b[:min(len(a), len(b))] else 0.0
     if a[:4] == b[:4] and a[4:6] == b[6:8] and a[6:8] == b[4:6]:
         return 0.8
     diffs = [i for i in range(8) if a[i] != b[i]]

@@ -9,6 +9,7 @@ from affinity_domain import access
 from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port, Seconds
 
 from . import blocking
+from .domains import Domains
 from .matching import Thresholds
 from .scorecard import Rule, rules_from_config
 
@@ -20,7 +21,7 @@ class PixSettings(HttpSettings):
     port: Port
     http_host: str
     http_port: Port
-    domains: tuple[str, ...]                    # empty: open, a domain joins with its first id
+    domains: tuple[str, ...]                    # OIDs (from OID or NS&OID&ISO entries); empty: open
     facility_authorities: dict[str, str]
     senders: dict[str, Any]
     loopback_senders: bool
@@ -43,12 +44,14 @@ class PixSettings(HttpSettings):
     thresholds: Thresholds = field(init=False)
     rules: dict[str, Rule] = field(init=False)
     hl7_senders: tuple = field(init=False)      # senders, checked (access.Hl7Sender)
+    authorities: Domains = field(init=False)    # the domains with their namespaces
 
     def __post_init__(self):
         keys = self.blocking_keys or tuple(blocking.DEFAULT_KEYS)
         try:
             blocking.check(keys)
             rules = rules_from_config(self.weights)
+            authorities = Domains.parse(self.domains)
         except (ValueError, TypeError) as e:
             raise ConfigError(str(e)) from None
         if self.lower_threshold > self.upper_threshold:
@@ -56,6 +59,8 @@ class PixSettings(HttpSettings):
         object.__setattr__(self, "hl7_senders", access.hl7_senders(self.senders, self.SECTION))
         object.__setattr__(self, "blocking_keys", keys)
         object.__setattr__(self, "rules", rules)
+        object.__setattr__(self, "authorities", authorities)
+        object.__setattr__(self, "domains", authorities.oids)
         object.__setattr__(self, "thresholds", Thresholds(self.lower_threshold, self.upper_threshold))
 
     @property

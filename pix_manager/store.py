@@ -74,6 +74,14 @@ class Tx:
             "SELECT b, verdict, decided_by FROM decision WHERE a = %s "
             "UNION ALL SELECT a, verdict, decided_by FROM decision WHERE b = %s", (identity, identity))}
 
+    def kept_apart(self, identity: int) -> set[int]:
+        """The persons now holding an identity a person said is not this one (a remembered break):
+        whoever else joins them later, this identity is never linked into them."""
+        return {r.enterprise for r in self.conn.execute(
+            "SELECT i.enterprise FROM decision d JOIN identity i ON i.id = CASE WHEN d.a = %s THEN d.b ELSE d.a END "
+            "WHERE (d.a = %s OR d.b = %s) AND d.verdict = 'break' AND i.merged_into IS NULL",
+            (identity, identity, identity))}
+
     def new_enterprise(self, affinity_id: str | None, affinity_prefix: str, authority: str) -> tuple[int, str]:
         new = self.conn.execute("SELECT nextval(pg_get_serial_sequence('enterprise', 'id'))").fetchone()[0]
         affinity_id = affinity_id or f"{affinity_prefix}{new}^^^&{authority}&ISO"

@@ -108,9 +108,10 @@ def test_many_concurrent_senders(pix):
     (lambda m: m.replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12"), "AR"),     # not ADT at all
     (lambda m: m.replace(b"MSH|", b"XYZ|", 1), "AR"),                        # not starting with MSH
     (lambda m: m.replace(b"\rPID|", b"\rNOT A SEGMENT\rPID|"), "AR"),
-    (lambda m: m.replace(b"|19700707|", b"|1970-07-32|"), "AE"),             # invalid date
+    (lambda m: m.replace(b"&ISO|", b"|"), "AE"),                             # HD without universal ID type
+    (lambda m: m.replace(b"|P|2.3.1\r", b"|P|2.9\r"), "AR"),                 # unsupported version
     (lambda m: m.split(b"\rPID|")[0] + b"\r", "AE"),                          # no PID
-], ids=["A03", "SIU", "no-MSH", "bad-segment", "bad-date", "no-PID"])
+], ids=["A03", "SIU", "no-MSH", "bad-segment", "bad-authority", "bad-version", "no-PID"])
 def test_bad_messages_get_an_error_ack_with_err(pix, mutate, code):
     pid = cx(new_id(), HOSP_A)
     reply = mllp_send(pix.mllp, mutate(adt("A01", pid, family="Bad", given="Input", dob="19700707")))
@@ -126,7 +127,7 @@ def test_pdq_and_other_queries_are_not_answered_as_pix_queries(pix):
 def test_a_rejected_update_changes_nothing(pix):
     pid = cx(new_id(), HOSP_A)
     assert ack(pix, adt("A01", pid, family="Stable", given="Record", dob="19800808")) == "AA"
-    assert ack(pix, adt("A08", pid, family="Changed", given="Record", dob="19801399")) == "AE"
+    assert ack(pix, adt("A08", f"{pid}~OTHER^^^&1.2.3", family="Changed", given="Record", dob="19800808")) == "AE"
     person = query(pix, pid)
     assert person[1] == "OK"
     got = json.load(urllib.request.urlopen(f"{pix.http}/persons?domain={HOSP_A}&pid={pid.split('^')[0]}"))

@@ -17,10 +17,20 @@ def test_identical_records_score_every_attribute():
 
 
 def test_typos_nicknames_and_swapped_dates_earn_part_of_the_weight():
-    other = normalise("Abernethy", "Kate", "19721403", "F", "M5V2T6", "Toronto", "12 Oak Street", "4165550101")
+    other = normalise("Abernethy", "Kate", "19720315", "F", "M5V2T6", "Toronto", "12 Oak Street", "4165550101")
     s = compare(KATE, other)
     assert 0 < s.parts["family"] < 28 and 0 < s.parts["given"] < 16 and 0 < s.parts["birth_date"] < 24
     assert s.total > 70, s.explain()
+    swapped = compare(normalise("Abernathy", "Katherine", "19720503"), normalise("Abernathy", "Katherine", "19720305"))
+    assert 0 < swapped.parts["birth_date"] < 24
+
+
+def test_an_impossible_date_is_missing_and_a_reduced_one_agrees_in_part():
+    assert normalise("A", "B", "19721403").birth_date == ""          # month 14: a typo, taken as unknown
+    assert "birth_date" not in compare(KATE, normalise("Abernathy", "Katherine", "19721403")).parts
+    year = compare(KATE, normalise("Abernathy", "Katherine", "1972"))
+    assert 0 < year.parts["birth_date"] < 24
+    assert compare(KATE, normalise("Abernathy", "Katherine", "197104")).parts["birth_date"] < 0
 
 
 def test_missing_values_are_neither_rewarded_nor_punished():
@@ -71,12 +81,12 @@ def test_pix_query_answers():
     assert "MSA|AE" in unknown and "ERR||QPD^1^3^1^1|204" in unknown
 
 
-def test_feed_reading_fills_authority_from_facility_and_rejects_bad_dates():
+def test_feed_reading_fills_authority_from_facility_and_warns_of_bad_dates():
     m = messages.read_feed(adt("A01", "X1", facility="WARD"), {"WARD": "1.2.3"})
-    assert m.ids == [Cx("X1", "1.2.3")] and m.demographics.family == "MOORE"
-    with pytest.raises(Hl7Error) as e:
-        messages.read_feed(adt("A01", cx("X1", HOSP_A), dob="19991399"), {})
-    assert e.value.code == "102"
+    assert m.ids == [Cx("X1", "1.2.3")] and m.demographics.family == "MOORE" and not m.warnings
+    bad = messages.read_feed(adt("A01", cx("X1", HOSP_A), dob="19991399"), {})
+    assert bad.demographics.birth_date == "" and [(w.code, w.location, w.severity) for w in bad.warnings] == \
+        [("102", "PID^1^7", "W")]
     merge = messages.read_feed(adt("A40", cx("K", HOSP_A), mrg=cx("O", HOSP_A)), {})
     assert merge.subsumed == [Cx("O", HOSP_A)]
 
@@ -116,3 +126,15 @@ def test_names_too_far_apart_to_agree_and_too_close_to_differ_earn_nothing():
     assert far.parts["family"] == 0.0
     other = compare(KATE, normalise("Zhou", "Katherine", "19720314", "F"))
     assert other.parts["family"] == -10
+
+
+def test_domains_are_configured_as_oids_or_whole_assigning_authorities():
+    from affinity_domain.config import ConfigError, build_settings, load
+    from pix_manager.settings import PixSettings
+    s = build_settings(PixSettings, load(environ={"XDSI_PIX_DOMAINS": f'["HIMSS2005&{HOSP_A}&ISO", "{HOSP_B}"]'}))
+    assert s.domains == (HOSP_A, HOSP_B)
+    assert s.authorities.resolve(Cx("X", "", "HIMSS2005")) == Cx("X", HOSP_A, "HIMSS2005")
+    assert str(s.authorities.cx("X", HOSP_B)) == f"X^^^&{HOSP_B}&ISO"
+    for bad in ('["NS&1.2.3"]', '["NS&1.2.3&DNS"]', '["not an oid"]', '["A&1.2.3&ISO", "A&1.2.4&ISO"]'):
+        with pytest.raises(ConfigError):
+            build_settings(PixSettings, load(environ={"XDSI_PIX_DOMAINS": bad}))
