@@ -24,6 +24,11 @@ def _certs(cfg, args) -> int:
     return run(cfg, args)
 
 
+def _tokens(cfg, args) -> int:
+    from .tokens import run
+    return run(cfg, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xdsi", description="An IHE XDS-I.b affinity domain.")
     parser.add_argument("--config", help="TOML configuration file (default: $XDSI_CONFIG or ./xdsi.toml)")
@@ -40,6 +45,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="another name or address for the node certificate (repeatable)")
     certs.add_argument("--force", action="store_true", help="replace the files already there")
     certs.set_defaults(run=_certs)
+    token = sub.add_parser("token", help="bearer tokens of the JSON APIs (PIX review and admin, consumer)")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    add = tsub.add_parser("add", help="make a token; it is printed once, only its hash is kept")
+    add.add_argument("name", help="who holds it (a decision made with it is theirs)")
+    add.add_argument("--role", required=True, choices=["reader", "reviewer", "operator"])
+    tsub.add_parser("list", help="the tokens' names and roles")
+    remove = tsub.add_parser("remove", help="revoke a token (the doors stop taking it within seconds)")
+    remove.add_argument("name")
+    token.set_defaults(run=_tokens)
     loaded = {}
     for name, ep in available.items():
         try:

@@ -56,6 +56,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "feed_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this
         "feed_message_seconds": 30.0,  # an MLLP frame must be whole this long after its first byte
         "feed_backlog": 128,           # the MLLP listen queue
+        "feed_senders": {},            # [registry.feed_senders.NAME], as [pix.senders.NAME] (the PIX manager)
+        "feed_loopback_senders": True,  # a sender no table names is taken from loopback
         "threads": 8,
         "workers": 2,          # HTTP worker processes (one per core)
         "max_request_bytes": 20 * 1024 * 1024,
@@ -72,6 +74,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "http_port": 8050,              # review queue and admin (JSON)
         "domains": [],                  # known patient-id domains; empty: a domain joins with its first id
         "facility_authorities": {},     # sending facility -> OID for PID-3 ids without an assigning authority
+        # ITI-8/ITI-9 senders (access.py): [pix.senders.NAME] application (MSH-3), facility (MSH-4),
+        # authorities (the OIDs it may send identities of), hosts (default loopback). A sender none
+        # names is refused, unless it is on loopback while loopback_senders (the quick start).
+        "senders": {},
+        "loopback_senders": True,
         "lower_threshold": 63.0,        # below: different patients
         "upper_threshold": 70.0,        # above: the same patient; between: review
         "blocking_keys": [],            # empty: the built-in keys
@@ -92,6 +99,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "consumer": {
         "host": "127.0.0.1",
         "mllp_port": 2576,              # orders: ORM^O01, OMI^O23
+        "order_senders": {},            # [consumer.order_senders.NAME], as [pix.senders.NAME] (the RIS)
+        "order_loopback_senders": True,  # a sender no table names is taken from loopback
         "mllp_max_connections": 256,   # MLLP connections open at once; past it the longest idle is closed
         "mllp_threads": 8,             # MLLP messages handled at once (idle connections hold none)
         "mllp_idle_seconds": 300.0,    # an MLLP connection with no message under way is closed after this
@@ -128,6 +137,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dicom_max_pdu_bytes": 16382,   # the P-DATA-TF size we announce; a longer PDU is aborted
         "dicom_max_associate_pdu_bytes": 256 * 1024,   # any other PDU (A-ASSOCIATE-RQ...): longer is aborted
         "dicom_network_timeout": 60.0,  # idle association, A-ASSOCIATE-RQ awaited (ARTIM), one PDU arriving
+        "peers": {},                    # [consumer.peers.NAME], as [imaging_source.peers.NAME] (access.py)
+        "loopback_roles": ["store"],    # a calling AE that is no peer, from loopback (the sources on this host)
         "retrieve_order": ["rad69", "c-move"],   # tried in order; the next one covers what the last could not
         # auto: a configured prefix when the source has one, else Issuer of Accession Number Sequence;
         # prefix: the prefix only (none configured: the accession as it came); issuer: the issuer only
@@ -228,6 +239,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # How long intake waits for the index to say whose a new study is; past it the instance is
         # taken and the indexer checks (as it does with the database down).
         "study_patient_lookup_seconds": 1.0,
+        # DICOM peers (affinity_domain.access): [imaging_source.peers.NAME] ae_title, hosts (default
+        # loopback), subject (TLS), roles (store, query, retrieve, reject, replace). A calling AE that
+        # is none of them is refused at association, unless it comes from loopback: then it has these.
+        "peers": {},
+        "loopback_roles": ["store"],
         **HTTP_DEFAULTS, **MTOM_DEFAULTS,
     },
     # ITI-19 node authentication. An actor's own [ACTOR.tls] table overrides any of these keys.
@@ -238,6 +254,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "require_client_cert": True,    # false: a client certificate is asked for, checked if sent
         "allow_plaintext": False,       # true: a listener off loopback may still be plain (it is logged)
         "handshake_timeout": 10.0,      # seconds a peer has to finish the TLS handshake
+    },
+    # The JSON APIs' callers (affinity_domain.http_auth): bearer tokens (xdsi token add), or under TLS a
+    # client certificate whose subject is mapped here to a role (reader, reviewer or operator).
+    "access": {
+        "subjects": {},
     },
     # ITI-40 X-Service Provider checks. An actor's own [ACTOR.xua] table overrides any of these keys.
     "xua": {

@@ -82,8 +82,10 @@ class Listener(AssociationServer):
     handshake_timeout: float = 10.0
     on_refused = None           # (peer address, why) -> None, for a refused TLS handshake
 
-    def __init__(self, ae, address, ae_title, contexts, ssl_context=None, evt_handlers=None, limits=DEFAULT):
+    def __init__(self, ae, address, ae_title, contexts, ssl_context=None, evt_handlers=None, limits=DEFAULT,
+                 admit=None):
         self.limits = limits
+        self.admit = admit                                  # admit(assoc) -> bool: access control
         self._handshakes = ThreadPoolExecutor(4, thread_name_prefix="dicom-tls") if ssl_context else None
         self.request_queue_size = limits.listen_backlog     # socketserver's listen() backlog
         self._lock = threading.Lock()
@@ -272,6 +274,11 @@ class Listener(AssociationServer):
         if evicted:                     # it gave way to a newer connection just as it asked
             assoc.abort()
             return
+        if self.admit is not None and not self.admit(assoc):
+            assoc.acse.send_reject(0x01, 0x01, 0x03)   # permanent, service user, calling AE title not recognized
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+            return
         if associations > self.limits.max_associations:
             log.warning("DICOM association rejected: local limit exceeded",
                         extra={"peer": peer(assoc), "max_associations": self.limits.max_associations})
@@ -299,9 +306,10 @@ class Listener(AssociationServer):
 
 def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limits = DEFAULT,
                  ssl_context: ssl.SSLContext | None | bool = True, handshake_timeout: float | None = None,
-                 on_refused=None) -> Listener:
+                 on_refused=None, admit=None) -> Listener:
     """``ae.start_server(address, block=False, evt_handlers=...)`` with ``limits``; TLS only with
-    ``ssl_context`` (True, the default: the node's, ``secure_node``; None: plain)."""
+    ``ssl_context`` (True, the default: the node's, ``secure_node``; None: plain); ``admit(assoc)``
+    False rejects an A-ASSOCIATE-RQ (calling AE title not recognized)."""
     set_limits(ae, limits)
     # pynetdicom's own count (every acceptor, whether asked for or not) must never be the one that refuses.
     ae.maximum_associations = 1 << 20
@@ -309,7 +317,7 @@ def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limit
         secure_node.check_listener(address[0], address[1], "DICOM")
     context = secure_node.server_context() if ssl_context is True else ssl_context
     server = ae.make_server(address, ssl_context=context, evt_handlers=evt_handlers, server_class=Listener,
-                            limits=limits)
+                            limits=limits, admit=admit)
     server.handshake_timeout = handshake_timeout or secure_node.handshake_timeout()
     server.on_refused = on_refused or secure_node.on_refused("DICOM TLS")
     thread = threading.Thread(target=server.serve_forever, name=f"DicomListener@{server.server_address[1]}",

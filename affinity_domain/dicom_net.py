@@ -48,7 +48,7 @@ from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
 from pynetdicom.dimse_messages import encode as encode_dataset
-from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE, N_ACTION
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -111,7 +111,12 @@ def _reactor(self) -> None:
             continue                             # a send_* call wants the next message: leave it
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:
-            self._serve_request(msg, context_id)
+            refused = getattr(self, "xdsi_refuse", None)          # access control (DicomDoor.admit)
+            status = refused(msg) if refused is not None else None
+            if status is None:
+                self._serve_request(msg, context_id)
+            else:
+                self.dimse.send_msg(refused_response(msg, status), context_id)
 
         if self.is_established and self.acse.is_release_requested():
             self.acse.send_release(is_response=True)
@@ -139,6 +144,23 @@ def _reactor(self) -> None:
                 self.abort()
             self.kill()
             return
+
+
+def refused_response(request, status: int):
+    """The response to a DIMSE request refused before any handler ran (a peer without the role):
+    the request's own kind, with ``status`` and nothing else."""
+    rsp = type(request)()
+    rsp.MessageIDBeingRespondedTo = request.MessageID
+    if isinstance(request, N_ACTION):
+        rsp.AffectedSOPClassUID, rsp.AffectedSOPInstanceUID = request.RequestedSOPClassUID, \
+            request.RequestedSOPInstanceUID
+        rsp.ActionTypeID = request.ActionTypeID
+    else:
+        rsp.AffectedSOPClassUID = request.AffectedSOPClassUID
+        if isinstance(request, C_STORE):
+            rsp.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    rsp.Status = status
+    return rsp
 
 
 # ------------------------------------------------------------ sending P-DATA in runs

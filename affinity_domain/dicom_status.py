@@ -29,3 +29,5 @@ RESOURCE_LIMITATION = 0x0213
 # Storage Commitment Failure Reasons (PS3.3 C.14.1.1), per instance in the N-EVENT-REPORT;
 # PROCESSING_FAILURE and NO_SUCH_OBJECT_INSTANCE are two of them.
 CLASS_INSTANCE_CONFLICT = 0x0119
+# A general status (PS3.7 C.5.x "Refused: Not Authorized"): the peer may not invoke this operation.
+NOT_AUTHORIZED = 0x0124

@@ -331,6 +331,7 @@ class MllpServer:
             return False
 
     def _answer(self, conn: _Connection, messages: list[bytes]) -> None:
+        _current.peer = conn.peer           # what ``peer()`` tells the handler (access control)
         try:
             for message in messages:
                 try:
@@ -371,6 +372,14 @@ class MllpServer:
                 self._wake_w.send(b"\0")
         except OSError:             # full (the selector is waking anyway) or closed (it has stopped)
             pass
+
+
+_current = threading.local()
+
+
+def peer() -> str:
+    """The address of the peer whose message the calling handler is answering ("" outside one)."""
+    return getattr(_current, "peer", "")
 
 
 def send(host: str, port: int, message: bytes, timeout: float = 10.0) -> bytes:

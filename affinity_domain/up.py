@@ -47,6 +47,11 @@ def run_all(config: Config, actors: dict) -> int:
         if embedded:
             env["XDSI_DATABASE_URL"] = db.embedded_url(config.data_dir)
         procs = {}
+        from .tokens import first_token
+        token = first_token(env.get("XDSI_DATABASE_URL") or config.database_url)
+        if token:
+            print(f"first operator token for the JSON APIs (shown once; more with xdsi token add): {token}",
+                  flush=True)
         print("xdsi affinity domain — endpoints:", flush=True)
         for name, actor in sorted(actors.items()):
             if stop.is_set():

@@ -36,7 +36,8 @@ from tests.imaging_source import source_pix  # noqa: E402
 from affinity_domain import config as config_mod  # noqa: E402
 from affinity_domain import db  # noqa: E402
 from affinity_domain.soap_client import SoapClient  # noqa: E402
-from tests.services import create_database, drop_database, free_port, fresh_database, wait_for_port  # noqa: E402
+from tests.services import (SOURCE_PEERS, create_database, drop_database, free_port, fresh_database,  # noqa: E402
+                            wait_for_port)
 
 ENV = dict(os.environ, TCP_NODELAY="1")
 
@@ -161,7 +162,8 @@ def main() -> int:
                    XDSI_IMAGING_SOURCE_REPOSITORY_URL=f"http://127.0.0.1:{repo}/repository",
                    XDSI_IMAGING_SOURCE_PIX_PORT=str(pix.port), XDSI_IMAGING_SOURCE_QUIET_SECONDS="86400",
                    XDSI_IMAGING_SOURCE_STORE_DIR=str(work / "images"), XDSI_IMAGING_SOURCE_MIN_FREE_BYTES="0",
-                   XDSI_IMAGING_SOURCE_MOVE_DESTINATIONS=f'{{ MOVEDEST = "127.0.0.1:{dest}" }}', **tls_env)
+                   XDSI_IMAGING_SOURCE_MOVE_DESTINATIONS=f'{{ MOVEDEST = "127.0.0.1:{dest}" }}',
+                   XDSI_IMAGING_SOURCE_PEERS=SOURCE_PEERS, **tls_env)
         cli = [sys.executable, "-m", "affinity_domain.cli", "serve"]
         procs.append(start(cli + ["registry"], env, reg, log))
         procs.append(start(cli + ["repository"], env, repo, log))

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import db, hl7, logs, metrics, secure_node, serving, status
+from affinity_domain import access, db, dicom_status, hl7, http_auth, logs, metrics, secure_node, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer, limits_of
@@ -69,7 +69,9 @@ class ConsumerActor:
                                              lambda state: status.record_workers(config.data_dir, self.name, state))
         health.register(prefetcher.store.queue_depths)
         resumed = prefetcher.store.resume()     # one consumer per site: the leases in its schema are its own
-        app = serving.with_status(orders.http_app(prefetcher, conf.max_json_bytes), health)
+        door, tokens = http_auth.protect(orders.http_app(prefetcher, conf.max_json_bytes), orders.RULES, config,
+                                         db.database_url(config), "consumer")
+        app = serving.with_status(door, health)
         http = serving.http_server(app, serving.listen(conf.http_host, conf.http_port), 4,
                                    serving.http_limits(conf, conf.max_json_bytes))
 
@@ -83,12 +85,16 @@ class ConsumerActor:
         health.register(lambda: {"orders": {"alive": listener.is_alive()}})
         scp = serving.bind(lambda: dicom.start_scp(conf.ae_title, conf.dicom_host, conf.dicom_port, conf.incoming,
                                                    conf.dicom_limits, conf.dicom_max_pdu_bytes,
-                                                   conf.dicom_network_timeout), conf.dicom_host, conf.dicom_port)
+                                                   conf.dicom_network_timeout,
+                                                   access.dicom_gate("consumer", conf.ae_title, conf.dicom_peers,
+                                                                     conf.loopback_grant, dicom_status.NOT_AUTHORIZED,
+                                                                     log)), conf.dicom_host, conf.dicom_port)
         for label, where in _endpoints(conf):
             log.info("listening", extra={"endpoint": label, "at": where, "resumed_jobs": resumed,
                                          "processes": len(children) + 1, "workers": conf.workers})
         serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, prefetcher.wake.set, supervisor.stop,
-                                           lambda: serving.stop_workers(children), pool.close, health.retire])
+                                           lambda: serving.stop_workers(children), pool.close, tokens.close,
+                                           health.retire])
         return 0
 
     def add_commands(self, sub) -> None:
@@ -120,12 +126,12 @@ def _base(config: Config) -> str:
 
 
 def _get(url: str):
-    return json.load(urllib.request.urlopen(url, timeout=30))
+    return json.load(urllib.request.urlopen(http_auth.authorized(url), timeout=30))
 
 
 def _fetch(config: Config, args) -> int:
     base = _base(config)
-    request = urllib.request.Request(f"{base}/fetches", method="POST", data=json.dumps(
+    request = http_auth.authorized(f"{base}/fetches", method="POST", data=json.dumps(
         {"patient": args.patient, "since": args.since, "modalities": args.modality}).encode())
     try:
         fetch = json.load(urllib.request.urlopen(request, timeout=30))["fetch"]

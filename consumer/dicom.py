@@ -126,7 +126,7 @@ def refusal(event) -> Dataset | None:
 
 
 def start_scp(ae_title: str, host: str, port: int, incoming: Path, limits: dicom_limits.Limits, max_pdu: int,
-              timeout: float):
+              timeout: float, admit=None):
     """The C-MOVE destination: every instance lands in ``incoming``, where the job that asked waits."""
     incoming.mkdir(parents=True, exist_ok=True)
     ae = AE(ae_title=ae_title)
@@ -149,7 +149,7 @@ def start_scp(ae_title: str, host: str, port: int, incoming: Path, limits: dicom
 
     handlers = TUNED + [(evt.EVT_C_STORE, on_store),
                 (evt.EVT_C_ECHO, lambda e: Status.SUCCESS)]
-    return dicom_listener.start_server(ae, (host, port), handlers, limits)
+    return dicom_listener.start_server(ae, (host, port), handlers, limits, admit)
 
 
 def _identifier(study_uid: str, series_uid: str, sops: list[str]) -> Dataset:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 
-from affinity_domain import hl7, web
+from affinity_domain import access, hl7, mllp, web
 from affinity_domain.hl7 import Cx, Hl7Error
 
 from . import jobs
@@ -12,6 +12,9 @@ from .flow import Prefetcher
 
 log = logging.getLogger("xdsi.consumer")
 ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+# The roles of the HTTP API (affinity_domain.http_auth): starting a fetch is an operator's; reading, a reader's.
+RULES = [("GET", r"/fetches(/[^/]+)?", "reader"), ("GET", r"/jobs(/[^/]+)?", "reader"),
+         ("POST", "/fetches", "operator")]
 
 
 def local_patient(raw: bytes, local_authority: str) -> Cx:
@@ -36,10 +39,18 @@ def start_fetch(prefetcher: Prefetcher, trigger: str, patient: Cx, since: str = 
 
 
 def order_handler(prefetcher: Prefetcher):
+    """Orders from the senders of ``[consumer.order_senders]`` (access.py), for the site's own authority."""
+    s = prefetcher.s
+
     def handle(raw: bytes) -> bytes:
         msh = hl7.msh_fields(raw)
         kind = tuple(msh["type"].split("^")[:2])
         try:
+            host = mllp.peer()
+            reason = access.hl7_refusal(s.hl7_senders, s.order_loopback_senders, msh["sending_app"],
+                                        msh["sending_facility"], host, {s.local_assigning_authority})
+            if reason:
+                raise access.hl7_refused("consumer", msh["sending_app"], msh["sending_facility"], host, reason, log)
             hl7.check_structure(raw)
             if kind not in ORDER_TYPES:
                 raise Hl7Error(f"{'^'.join(kind)} is not an order this consumer takes", code="200",

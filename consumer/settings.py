@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from affinity_domain import access
 
 from affinity_domain.config import (ConfigError, Count, DomainSettings, HttpSettings, Natural, PduBytes, Port, Range,
                                     Seconds, address)
@@ -59,6 +61,10 @@ class ConsumerSettings(HttpSettings):
     dicom_max_pdu_bytes: PduBytes
     dicom_max_associate_pdu_bytes: PduBytes
     dicom_network_timeout: Seconds
+    peers: dict[str, Any]
+    order_senders: dict[str, Any]
+    order_loopback_senders: bool
+    loopback_roles: tuple[str, ...]
     retrieve_order: tuple[str, ...]
     accession_mode: Literal["auto", "prefix", "issuer"]
     accession_issuers: dict[str, str]           # source (Retrieve Location UID or AE title) -> issuer OID
@@ -69,6 +75,9 @@ class ConsumerSettings(HttpSettings):
     processes: Count
     max_json_bytes: Count
     domain: DomainSettings
+    hl7_senders: tuple = field(init=False)                             # order_senders, checked
+    dicom_peers: tuple = field(init=False)                             # peers, checked (access.DicomPeer)
+    loopback_grant: frozenset = field(init=False)
     pix_address: tuple[str, int] = field(init=False)
     pacs: tuple[str, str, int] = field(init=False)                     # local_pacs: AE, host, port
     dicom_addresses: dict[str, tuple[str, int]] = field(init=False)    # dicom_sources, parsed
@@ -89,6 +98,9 @@ class ConsumerSettings(HttpSettings):
         if not at:
             raise ConfigError(f"[consumer] local_pacs = {self.local_pacs!r}: expected AE@host:port")
         derived = {
+            "dicom_peers": access.dicom_peers(self.peers, self.SECTION),
+            "hl7_senders": access.hl7_senders(self.order_senders, self.SECTION, "order_senders"),
+            "loopback_grant": access.loopback_roles(self.loopback_roles, self.SECTION),
             "retrieve_order": order,
             "pix_address": address(self.pix, "[consumer] pix"),
             "pacs": (pacs_ae, *address(pacs_where, "[consumer] local_pacs")),

@@ -122,6 +122,11 @@ class Domain:
             print("  using the affinity domain already running")
             return
         env = dict(os.environ, XDSI_DATA_DIR=str(data_dir), XDSI_IMAGING_SOURCE_QUIET_SECONDS="2")
+        if not cfg.section("imaging_source").get("peers"):
+            # The demo's consumer may query and C-MOVE from the source (the fallback after RAD-69).
+            consumer = cfg.section("consumer").get("ae_title", "XDSI_CONSUMER")
+            env["XDSI_IMAGING_SOURCE_PEERS"] = (f'{{ consumer = {{ ae_title = "{consumer}", '
+                                                'roles = ["query", "retrieve"] } }')
         log = open(data_dir / "demo-domain.log", "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "up"], env=env,
                                         stdout=log, stderr=log)
@@ -138,6 +143,21 @@ class Domain:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+def demo_token(cfg: Config, run_id: str) -> str:
+    """A reader's token for this run (``demo-<run>``), made in the domain's token store."""
+    from affinity_domain import db
+    from affinity_domain.tokens import TokenStore
+    store = TokenStore(db.database_url(cfg))
+    try:
+        return store.add(f"demo-{run_id.lower()}", "reader")
+    finally:
+        store.close()
+
+
+def authorized(url: str, token: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
 
 
 def run(cfg: Config, instances: int = 300) -> int:
@@ -182,12 +202,13 @@ def run(cfg: Config, instances: int = 300) -> int:
         if f"{mrn_b}^^^&{HOSP_B}&ISO" not in ids:
             raise StepFailed(f"hospital B's identity was not linked to hospital A's: {ids}")
         affinity = next(i for i in ids if cfg.domain["assigning_authority"] in i)
-        person = json.load(urllib.request.urlopen(
-            secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}")))
+        reader = demo_token(cfg, run_id)       # the PIX admin API is authenticated: a reader's token of its own
+        person = json.load(urllib.request.urlopen(authorized(secure_node.url(
+            f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}"), reader)))
         link = next(i for i in person["identities"] if i["pid"] == mrn_b)
         print(f"    linked by the scorecard: score {link['link_score']:.1f} ({link['link_explanation']})")
         review = secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/review")
-        queue = json.load(urllib.request.urlopen(review))
+        queue = json.load(urllib.request.urlopen(authorized(review, reader)))
         held = [r for r in queue if mrn_c in (r["identity_pid"], r["candidate_pid"])]
         if not held:
             raise StepFailed("the near-miss patient did not reach the review queue")

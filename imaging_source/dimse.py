@@ -27,8 +27,8 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
 
 from . import query
 from .commitment import STORAGE_COMMITMENT, StorageCommitment
-from affinity_domain import dicom_listener, dicom_net, secure_node
-from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, UNABLE_TO_PROCESS
+from affinity_domain import access, audit, dicom_listener, dicom_net, secure_node
+from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
 from .indexer import NotIndexed
@@ -75,6 +75,8 @@ class DicomDoor:
         ae.add_supported_context(STORAGE_COMMITMENT, list(UNCOMPRESSED), scu_role=True, scp_role=False)
         self.commitment = StorageCommitment(index, content, settings)
         self.ae = ae
+        self.admit = access.dicom_gate("imaging-source", self.ae_title, settings.dicom_peers,
+                                       settings.loopback_grant, NOT_AUTHORIZED, log)
 
     def start(self, host: str, port: int):
         handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: Status.SUCCESS), (evt.EVT_C_STORE, self.on_store),
@@ -82,14 +84,21 @@ class DicomDoor:
                               (evt.EVT_C_GET, self.on_get), (evt.EVT_N_ACTION, self.commitment.on_action)]
         if self.spooled:
             handlers.append((evt.EVT_CONN_CLOSE, _drop_partial_spool))
-        return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits)
+        return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits, self.admit)
 
     # ------------------------------------------------------------ C-STORE
 
     def on_store(self, event):
         calling = event.assoc.requestor.ae_title
         received = event.dataset_path if self.spooled else dicom_net.received_part10(event)
-        status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "")
+        may_reject = access.may(event.assoc, "reject")
+        may_replace = may_reject or access.may(event.assoc, "replace")
+        status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "",
+                                             may_reject, may_replace)
+        if status == NOT_AUTHORIZED:
+            log.warning("C-STORE refused: not authorized", extra={"calling_ae": calling, "reason": comment})
+            audit.record(access.refusal_alert(reporter=self.ae_title, who=calling, host=event.assoc.requestor.address,
+                                              description=f"imaging-source: {comment}"))
         if status == Status.SUCCESS:
             return Status.SUCCESS
         ds = Dataset()

@@ -24,14 +24,15 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 from pynetdicom.status import Status
 
+from affinity_domain import access, audit
 from affinity_domain import part10
 from affinity_domain.outside import OUTSIDE_GROUP
 from affinity_domain.uids import uid_problem
 
 from affinity_domain.content import FileStore, StoreFull
 from affinity_domain.dicom_status import (CANNOT_UNDERSTAND, DATA_SET_DOES_NOT_MATCH_SOP_CLASS, DUPLICATE_SOP_INSTANCE,
-                                          INVALID_SOP_INSTANCE, OUT_OF_RESOURCES, PROCESSING_FAILURE,
-                                          STUDY_OF_ANOTHER_PATIENT)
+                                          INVALID_SOP_INSTANCE, NOT_AUTHORIZED, OUT_OF_RESOURCES,
+                                          PROCESSING_FAILURE, STUDY_OF_ANOTHER_PATIENT)
 from .identity import LocalIdentity, PatientConflict, local_identity, marked_outside, text
 from .settings import ImagingSourceSettings
 
@@ -79,6 +80,7 @@ class Received:
     patient: dict = field(default_factory=dict)
     study: dict = field(default_factory=dict)
     series: dict = field(default_factory=dict)
+    may_replace: bool = True        # its sender may replace an instance already held (role reject or replace)
 
 
 @dataclass
@@ -127,6 +129,12 @@ def log_outcome(outcome, sha1: str, facts: dict) -> None:
     """A line for an instance that came again with other bytes: replaced, or kept as it was."""
     if outcome.status == "replaced":
         log.info("instance replaced", extra={**facts, "sha1": sha1, "replaced_sha1": outcome.previous_sha1})
+    elif outcome.status == "unauthorized":
+        log.warning("instance sent again with other bytes by a peer that may not replace it; the stored one is kept",
+                    extra={**facts, "sha1": sha1, "stored_sha1": outcome.previous_sha1})
+        audit.record(access.refusal_alert(reporter="imaging-source", who=facts.get("calling_ae", ""), host="",
+                                          description=f"imaging-source: replacing {facts.get('sop_uid')} needs "
+                                                      "the role 'replace' or 'reject'"))
     elif outcome.status in ("ignored", "rejected") and outcome.previous_sha1 and outcome.previous_sha1 != sha1:
         log.warning("instance sent again with other bytes; the stored one is kept",
                     extra={**facts, "sha1": sha1, "stored_sha1": outcome.previous_sha1, "policy": outcome.status})
@@ -259,10 +267,13 @@ class Intake:
         self.outside_aes = frozenset(settings.outside_calling_aes)
         self.policy = settings.duplicate_policy
 
-    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
+    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "",
+               may_reject: bool = True, may_replace: bool = True) -> tuple[int, str]:
         """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled
         file is consumed or left for its owner to delete; nothing is indexed unless its bytes are
-        stored."""
+        stored. An IOCM rejection note from a peer that may not reject is refused, Not Authorized; an
+        instance it may not replace is kept as it was (``unauthorized``: answered Not Authorized when the
+        index is written before the answer, logged and audited when behind it)."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         if self.indexer is not None and not self.indexer.alive():
@@ -277,11 +288,14 @@ class Intake:
         ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
         rejected = rejected_instances(ds)
         if rejected is not None:
+            if not may_reject:
+                return NOT_AUTHORIZED, "rejection notes need the role reject"
             return self.reject(rejected, calling_ae)
         got = describe(ds, ts, calling_ae, self.by_ae, self.default_issuer, self.outside_aes, affected_sop_uid)
         if isinstance(got, Rejected):
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
             return got.status, got.reason[:64]
+        got.may_replace = may_replace
         owner = self.patients.claim(got.study_uid, got.identity)
         if owner is not None:
             return self._conflict(PatientConflict(got.identity, owner, got.study_uid), got, calling_ae)
@@ -311,6 +325,8 @@ class Intake:
         log_outcome(outcome, sha1, {"sop_uid": got.sop_uid, "study": got.study_uid, "calling_ae": calling_ae})
         if outcome.status == "rejected":
             return DUPLICATE_SOP_INSTANCE, "duplicate SOP Instance UID"
+        if outcome.status == "unauthorized":
+            return NOT_AUTHORIZED, "replacing an instance needs the role replace"
         return Status.SUCCESS, ""
 
     @staticmethod

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+from affinity_domain import access
 
 from affinity_domain.config import Count, DomainSettings, Natural, PduBytes, Port, Seconds, SoapSettings, address
 from affinity_domain.dicom_limits import Limits
@@ -67,10 +69,16 @@ class ImagingSourceSettings(SoapSettings):
     index_wait_seconds: Seconds
     study_patients_cached: Count
     study_patient_lookup_seconds: Seconds
+    peers: dict[str, Any]
+    loopback_roles: tuple[str, ...]
     domain: DomainSettings
+    dicom_peers: tuple = field(init=False)                          # peers, checked (access.DicomPeer)
+    loopback_grant: frozenset = field(init=False)
     destinations: dict[str, tuple[str, int]] = field(init=False)   # move_destinations, parsed
 
     def __post_init__(self):
+        object.__setattr__(self, "dicom_peers", access.dicom_peers(self.peers, self.SECTION))
+        object.__setattr__(self, "loopback_grant", access.loopback_roles(self.loopback_roles, self.SECTION))
         object.__setattr__(self, "destinations", {ae.strip(): address(where, f"[imaging_source] move_destinations.{ae}")
                                                   for ae, where in self.move_destinations.items()})
 

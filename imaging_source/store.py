@@ -41,7 +41,7 @@ _COLUMNS = {"p.patient_id", "p.issuer", "p.name", "p.birth_date", "p.sex", "st.s
 
 @dataclass
 class Outcome:
-    status: str                 # stored | replaced | unchanged | ignored | rejected | failed
+    status: str                 # stored | replaced | unchanged | ignored | rejected | unauthorized | failed
     drop_sha1: str = ""         # bytes no longer referenced (the replaced file, or the new copy)
     previous_sha1: str = ""     # the bytes indexed before, for an instance sent again
     reason: str = ""            # why the index refused it (failed)
@@ -233,6 +233,8 @@ class Index:
             if policy != "replace":
                 return Outcome("ignored" if policy == "ignore" else "rejected", sha1 if sha1 != old_sha1 else "",
                                old_sha1)
+            if not r.may_replace:       # its sender lacks the role (access.py): the stored one stays
+                return Outcome("unauthorized", sha1 if sha1 != old_sha1 else "", old_sha1)
             cur.execute("SELECT st.id FROM series se JOIN study st ON st.id = se.study WHERE se.id = %s",
                         (old_series,))
             old_study = cur.fetchone()[0]

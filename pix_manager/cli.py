@@ -1,12 +1,13 @@
 """``xdsi serve pix`` and ``xdsi pix review|unlink|rekey|train …``."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import urllib.request
 
-from affinity_domain import db, health as probes, hl7, logs, metrics, secure_node, serving, status
+from affinity_domain import db, health as probes, hl7, http_auth, logs, metrics, secure_node, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.hl7 import Hl7Error
@@ -44,7 +45,8 @@ class PixActor:
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)
         index = PatientIndex(store, s)
-        mllp.handler = metrics.counted_mllp(mllp_door.handler(index, s.facility_authorities),
+        mllp.handler = metrics.counted_mllp(mllp_door.handler(index, s.facility_authorities, s.hl7_senders,
+                                                                     s.loopback_senders),
                                             metrics.hl7_transaction({"ADT": "ITI-8", "QBP": "ITI-9"}))
         if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
             health.register(probes.threads(mllp=mllp.start()))
@@ -53,7 +55,8 @@ class PixActor:
             pool.close()
             health.retire()
             os._exit(0)
-        app = serving.with_status(http_door.app(index, s.max_json_bytes), health)
+        door, tokens = http_auth.protect(http_door.app(index, s.max_json_bytes), http_door.RULES, config, url, "pix")
+        app = serving.with_status(door, health)
         http = serving.http_server(app, serving.listen(s.http_host, s.http_port), 4,
                                    serving.http_limits(s, s.max_json_bytes))
         listener = mllp.start()
@@ -67,22 +70,22 @@ class PixActor:
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, supervisor.stop,
-                                           pool.close, health.retire])
+                                           pool.close, tokens.close, health.retire])
         return 0
 
     def add_commands(self, sub) -> None:
-        pix = sub.add_parser("pix", help="PIX manager administration")
+        pix = sub.add_parser("pix", help="PIX manager administration (authenticated by $XDSI_TOKEN)")
         psub = pix.add_subparsers(dest="pix_command", required=True)
         review = psub.add_parser("review", help="the review queue: list, show, link, break")
         review.add_argument("action", choices=["list", "show", "link", "break"])
         review.add_argument("item", nargs="?", type=int)
-        review.add_argument("--by", help="who decides (required for link/break)")
+        review.add_argument("--by", help=argparse.SUPPRESS)   # the decision is the token's ($XDSI_TOKEN)
         review.add_argument("--status", default="open", help="open | linked | broken | '' (all)")
         review.set_defaults(run=_reachable(_review))
         unlink = psub.add_parser("unlink", help="undo a wrong link: the identity becomes a person of its own")
         unlink.add_argument("domain", help="the identity's assigning authority (OID)")
         unlink.add_argument("pid", help="the identity's id in that domain")
-        unlink.add_argument("--by", required=True, help="who decides")
+        unlink.add_argument("--by", help=argparse.SUPPRESS)
         unlink.set_defaults(run=_reachable(_unlink))
         match = psub.add_parser("match", help="a dry run: who these demographics would match, registering nothing")
         for name in ("family", "given", "dob", "sex", "postal-code", "city", "street", "phone", "national-id"):
@@ -150,7 +153,7 @@ def _admin(config: Config) -> str:
 def _review(config: Config, args) -> int:
     base = _admin(config)
     if args.action == "list":
-        with urllib.request.urlopen(f"{base}/review?status={args.status}") as r:
+        with urllib.request.urlopen(http_auth.authorized(f"{base}/review?status={args.status}")) as r:
             for item in json.load(r):
                 print(f"#{item['id']:<5} {item['status']:<7} score {item['score']:5.1f}  "
                       f"{item['identity_pid']}@{item['identity_domain']}  ~  "
@@ -161,17 +164,17 @@ def _review(config: Config, args) -> int:
             print("xdsi pix review show ITEM")
             return 2
         try:
-            with urllib.request.urlopen(f"{base}/review/{args.item}") as r:
+            with urllib.request.urlopen(http_auth.authorized(f"{base}/review/{args.item}")) as r:
                 item = json.load(r)
         except urllib.error.HTTPError as e:
             print(f"xdsi: {json.load(e).get('error')}")
             return 1
         _show(item)
         return 0
-    if args.item is None or not args.by:
-        print("xdsi pix review link|break ITEM --by NAME")
+    if args.item is None:
+        print("xdsi pix review link|break ITEM")
         return 2
-    return _post(f"{base}/review/{args.item}/{args.action}", {"by": args.by})
+    return _post(f"{base}/review/{args.item}/{args.action}", {})
 
 
 def _show(item: dict) -> None:
@@ -190,8 +193,8 @@ def _match(config: Config, args) -> int:
     body = {"family": args.family, "given": args.given, "birth_date": args.dob, "sex": args.sex,
             "postal_code": args.postal_code, "city": args.city, "street": args.street, "phone": args.phone,
             "national_id": args.national_id, "domain": args.domain, "limit": args.limit}
-    request = urllib.request.Request(f"{_admin(config)}/match", method="POST", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = http_auth.authorized(f"{_admin(config)}/match", method="POST", data=json.dumps(body).encode(),
+                                   headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request) as r:
             found = json.load(r)
@@ -206,13 +209,12 @@ def _match(config: Config, args) -> int:
 
 
 def _unlink(config: Config, args) -> int:
-    return _post(f"{_admin(config)}/persons/unlink",
-                 {"domain": args.domain, "pid": args.pid, "by": args.by})
+    return _post(f"{_admin(config)}/persons/unlink", {"domain": args.domain, "pid": args.pid})
 
 
 def _post(url: str, body: dict) -> int:
-    request = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = http_auth.authorized(url, method="POST", data=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request) as r:
             print(json.load(r)["result"])

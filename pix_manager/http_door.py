@@ -2,23 +2,30 @@
 
 GET  /review[?status=open|linked|broken|]   the queue
 GET  /review/<id>                            one item: both identities, their persons, the explanation
-POST /review/<id>/link   {"by": "name"}      same patient
-POST /review/<id>/break  {"by": "name"}      different patients
+POST /review/<id>/link                       same patient
+POST /review/<id>/break                      different patients
 GET  /persons?domain=OID&pid=ID              a person and every linked identity, with explanations
-POST /persons/unlink {"domain": OID, "pid": ID, "by": "name"}   a wrong link undone, remembered
+POST /persons/unlink {"domain": OID, "pid": ID}   a wrong link undone, remembered
 POST /match {"family", "given", "birth_date", "sex", "postal_code", "city", "street", "phone",
              "national_id", "domain", "limit"}   a dry run: the candidates, scored and explained;
                                                  nothing is registered
-GET  /health, /metrics                       (beside it, from serving.with_status)
+GET  /health, /metrics                       (beside it, from serving.with_status; open)
+
+Every other request is authenticated (``affinity_domain.http_auth``, ``RULES``): reading needs the role
+reader; a decision, and the dry-run match (it probes every patient's demographics), reviewer. A decision
+is attributed to the caller; a "by" in the body is ignored.
 """
 from __future__ import annotations
 
-from affinity_domain import web
+from affinity_domain import http_auth, web
 
 from .demographics import Demographics, normalise
 from .index import PatientIndex
 
 REVIEW_STATUSES = ("open", "linked", "broken", "")
+RULES = [("GET", r"/review(/[^/]+)?", "reader"), ("GET", "/persons", "reader"),
+         ("POST", r"/review/[^/]+/(link|break)", "reviewer"), ("POST", "/persons/unlink", "reviewer"),
+         ("POST", "/match", "reviewer")]
 
 
 def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
@@ -48,10 +55,7 @@ def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
 
     def decision(environ) -> tuple[dict, str]:
         body = web.json_object(environ, max_json_bytes, empty={})
-        who = web.text(body, "by").strip()
-        if not who:   # every decision is attributed
-            raise web.bad('say who decides: {"by": name}')
-        return body, who
+        return body, http_auth.caller(environ)   # every decision is attributed, to who authenticated
 
     def decide(verdict):
         def handle(environ, item_id):

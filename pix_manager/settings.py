@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from affinity_domain import access
 from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port, Seconds
 
 from . import blocking
@@ -21,6 +22,8 @@ class PixSettings(HttpSettings):
     http_port: Port
     domains: tuple[str, ...]                    # OIDs (from OID or NS&OID&ISO entries); empty: open
     facility_authorities: dict[str, str]
+    senders: dict[str, Any]
+    loopback_senders: bool
     lower_threshold: float
     upper_threshold: float
     blocking_keys: tuple[str, ...]              # empty in the configuration: the built-in keys
@@ -38,6 +41,7 @@ class PixSettings(HttpSettings):
     mllp_backlog: Count
     domain: DomainSettings
     thresholds: Thresholds = field(init=False)
+    hl7_senders: tuple = field(init=False)      # senders, checked (access.Hl7Sender)
     authorities: Domains = field(init=False)    # the domains with their namespaces
 
     def __post_init__(self):
@@ -49,6 +53,7 @@ class PixSettings(HttpSettings):
             raise ConfigError(str(e)) from None
         if self.lower_threshold > self.upper_threshold:
             raise ConfigError("[pix] lower_threshold must not be above upper_threshold")
+        object.__setattr__(self, "hl7_senders", access.hl7_senders(self.senders, self.SECTION))
         object.__setattr__(self, "blocking_keys", keys)
         object.__setattr__(self, "authorities", authorities)
         object.__setattr__(self, "domains", authorities.oids)

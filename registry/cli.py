@@ -61,7 +61,7 @@ class RegistryActor:
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
-        iti8 = metrics.counted_mllp(feed.handler(store, domain), "ITI-8")
+        iti8 = metrics.counted_mllp(feed.handler(store, domain, s.hl7_senders, s.feed_loopback_senders), "ITI-8")
         mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), iti8, oversize,
                                                limits=limits_of(s, "feed_")), s.feed_host, s.feed_port)
         health.register(probes.threads(feed=mllp.start()))

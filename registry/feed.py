@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from affinity_domain import hl7
+from affinity_domain import access, hl7, mllp
 from affinity_domain.hl7 import Hl7Error
 
 from .store import Store
@@ -67,9 +67,15 @@ def apply(store: Store, domain: str, raw: bytes) -> str:
     return f"A40 {', '.join(m.subsumed)} -> {m.ids[0]}"
 
 
-def handler(store: Store, domain: str):
+def handler(store: Store, domain: str, senders=(), loopback_senders: bool = True):
+    """``senders`` (``access.Hl7Sender``): who may feed identities (of the affinity domain, the only ones kept)."""
     def handle(raw: bytes) -> bytes:
         try:
+            msh, host = hl7.msh_fields(raw), mllp.peer()
+            reason = access.hl7_refusal(senders, loopback_senders, msh["sending_app"], msh["sending_facility"],
+                                        host, {domain})
+            if reason:
+                raise access.hl7_refused("registry", msh["sending_app"], msh["sending_facility"], host, reason, log)
             done = apply(store, domain, raw)
         except Hl7Error as e:
             log.warning("feed rejected", extra={"reason": e.text, "code": e.code})

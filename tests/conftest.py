@@ -3,13 +3,29 @@ as its own process (``xdsi serve registry``) on free ports."""
 from __future__ import annotations
 
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests import shared
 from tests.services import DOMAIN, ROOT, Service, free_port, start_registry, wait_for_port  # noqa: F401
-from tests.services import create_database, database_server, drop_database
+from tests.services import TEST_TOKEN, create_database, database_server, drop_database
+
+
+class _TestBearer(urllib.request.BaseHandler):
+    """Every urllib request of the tests carries the test operator's token (services.TEST_TOKEN)
+    unless it says otherwise: the JSON APIs authenticate every request."""
+
+    def http_request(self, request):
+        if not request.has_header("Authorization"):
+            request.add_unredirected_header("Authorization", f"Bearer {TEST_TOKEN}")
+        return request
+
+    https_request = http_request
+
+
+urllib.request.install_opener(urllib.request.build_opener(_TestBearer))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -48,8 +48,17 @@ def read_answer(sock: socket.socket) -> Answer:
     return Answer(int(lines[0].split()[1]), headers, body)
 
 
+def _authorized(head: str) -> str:
+    """``head`` with the test operator's bearer token, unless it has an Authorization header (the JSON
+    doors authenticate before anything else)."""
+    from tests.services import TEST_TOKEN
+    return head if "\nauthorization:" in head.lower() else f"{head}\r\nAuthorization: Bearer {TEST_TOKEN}"
+
+
 def request(url: str, head: str, body: bytes = b"", timeout: float = 5.0) -> Answer:
-    """Send ``head`` (the request line and headers, without the blank line) and ``body``; the answer."""
+    """Send ``head`` (the request line and headers, without the blank line) and ``body``; the answer.
+    The head gets the test operator's token unless it has an Authorization header."""
+    head = _authorized(head)
     host, port, _ = where(url)
     with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(head.encode("latin-1") + b"\r\n\r\n" + body)
@@ -71,8 +80,8 @@ def chunked_past(url: str, limit: int, content_type: str, timeout: float = 10.0)
     chunk = b"x" * 65536
     sent = 0
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-                  f"Transfer-Encoding: chunked\r\n\r\n".encode())
+        s.sendall(_authorized(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                              f"Transfer-Encoding: chunked").encode() + b"\r\n\r\n")
         deadline = time.monotonic() + timeout
         # Send until the answer is there to read (or sending stops): ``sent`` is what it took.
         while sent < limit * 4 and time.monotonic() < deadline and not select.select([s], [], [], 0)[0]:
@@ -102,10 +111,15 @@ def close_all(sockets: list[socket.socket]) -> None:
         s.close()
 
 
-def curl(url: str, *args: str, max_time: float = 10.0, stdin: bytes | None = None) -> tuple[int, bytes]:
+def curl(url: str, *args: str, max_time: float = 10.0, stdin: bytes | None = None,
+         token: str | None = None) -> tuple[int, bytes]:
     """(HTTP status, body) as curl gets them; status 0 when curl got no answer within ``max_time``.
-    ``stdin`` is what ``--data-binary @-`` sends."""
-    done = subprocess.run(["curl", "-s", "-m", str(max_time), "-o", "-", "-w", "\n%{http_code}", *args, url],
+    ``stdin`` is what ``--data-binary @-`` sends. It sends the test operator's bearer token, or ``token``
+    ("" for none)."""
+    from tests.services import TEST_TOKEN
+    token = TEST_TOKEN if token is None else token
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+    done = subprocess.run(["curl", "-s", "-m", str(max_time), "-o", "-", "-w", "\n%{http_code}", *auth, *args, url],
                           input=stdin, capture_output=True, timeout=max_time + 10)
     body, _, status = done.stdout.rpartition(b"\n")
     return int(status or 0), body

@@ -115,12 +115,39 @@ class Running:
             self.process.wait(timeout=30)
 
 
+# The JSON APIs need a bearer token (affinity_domain.http_auth): every database an actor is launched
+# on knows this operator's, which tests/conftest.py sends with every urllib request and
+# hostile.curl with every curl; XDSI_TOKEN gives it to the xdsi commands.
+TEST_TOKEN = "xdsi_tests-operator-token-not-secret"
+TEST_TOKEN_NAME = "tester"
+
+
+def grant_test_token(database_url: str) -> None:
+    from affinity_domain import db
+    from affinity_domain.tokens import SCHEMA, digest
+    db.migrate(database_url, SCHEMA, "affinity_domain")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {SCHEMA}.token (name, role, sha256) VALUES (%s, 'operator', %s) "
+                     "ON CONFLICT DO NOTHING", (TEST_TOKEN_NAME, digest(TEST_TOKEN)))
+
+
+def new_token(database_url: str, name: str, role: str) -> str:
+    """A token of ``name`` with ``role``, made as ``xdsi token add`` makes one."""
+    from affinity_domain.tokens import TokenStore
+    store = TokenStore(database_url)
+    try:
+        return store.add(name, role)
+    finally:
+        store.close()
+
+
 def launch(actor: str, tmp: Path, database_url: str, settings: dict, ports: list[int],
-           preexec_fn=None) -> tuple[subprocess.Popen, dict]:
+           preexec_fn=None, env: dict | None = None) -> tuple[subprocess.Popen, dict]:
     """Start ``xdsi serve ACTOR`` with ``settings`` as ``XDSI_<SECTION>_<KEY>`` and wait for its ports."""
     prefix = "XDSI_" + actor.replace("-", "_").upper() + "_"
-    env = dict(os.environ, XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
-               **{prefix + k.upper(): str(v) for k, v in settings.items()})
+    grant_test_token(database_url)
+    env = dict(os.environ, **(env or {}), XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
+               XDSI_TOKEN=TEST_TOKEN, **{prefix + k.upper(): str(v) for k, v in settings.items()})
     log = open(tmp / f"{actor}-{ports[0]}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
                             env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)
@@ -224,6 +251,14 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.2):
 
 
 SOURCE_RUID = "1.3.6.1.4.1.21367.13.40.302"
+# The imaging source's configured DICOM peers for tests that query, retrieve or reject (access.py):
+# DCMTK's findscu, movescu and getscu under their default AE titles, the tests' modality, and the
+# consumer, each from loopback.
+SOURCE_PEERS = ('{ QR = { ae_title = "FINDSCU", roles = ["query"] }, '
+                'MOVER = { ae_title = "MOVESCU", roles = ["retrieve"] }, '
+                'GETTER = { ae_title = "GETSCU", roles = ["retrieve"] }, '
+                'MODALITY = { ae_title = "MODALITY", roles = ["store", "reject"] }, '
+                'CONSUMER = { ae_title = "XDSI_CONSUMER", roles = ["query", "retrieve"] } }')
 
 
 @dataclass
@@ -263,7 +298,8 @@ def start_chain(database: str, mktemp, pacs_options: tuple = (), consumer: dict 
         "dicom_port": dicom_port, "port": rad69_port, "quiet_seconds": 1, "retry_seconds": 1, "poll_seconds": 0.2,
         "repository_url": repository.url, "registry_url": registry.url, "pix_port": pix.mllp[1],
         "store_dir": source_tmp / "images",
-        "min_free_bytes": 0, "move_destinations": f'{{ XDSI_CONSUMER = "127.0.0.1:{consumer_dicom}" }}'},
+        "min_free_bytes": 0, "move_destinations": f'{{ XDSI_CONSUMER = "127.0.0.1:{consumer_dicom}" }}',
+        "peers": SOURCE_PEERS},
         [dicom_port, rad69_port])
     source_url = f"http://127.0.0.1:{rad69_port}/imaging-source"
     mllp_port, http_port = free_port(), free_port()
@@ -293,7 +329,7 @@ def domain_on_free_ports() -> tuple[dict[str, str], list[int]]:
         "XDSI_PIX_PORT": p["pix"], "XDSI_PIX_HTTP_PORT": p["pix_http"], "XDSI_PIX_REGISTRY_FEED": f"{at}:{p['feed']}",
         "XDSI_IMAGING_SOURCE_DICOM_PORT": p["source_dicom"], "XDSI_IMAGING_SOURCE_PORT": p["source"],
         "XDSI_IMAGING_SOURCE_REPOSITORY_URL": repository, "XDSI_IMAGING_SOURCE_REGISTRY_URL": registry,
-        "XDSI_IMAGING_SOURCE_PIX_PORT": p["pix"],
+        "XDSI_IMAGING_SOURCE_PIX_PORT": p["pix"], "XDSI_IMAGING_SOURCE_PEERS": SOURCE_PEERS,
         "XDSI_CONSUMER_MLLP_PORT": p["consumer_mllp"], "XDSI_CONSUMER_HTTP_PORT": p["consumer_http"],
         "XDSI_CONSUMER_DICOM_PORT": p["consumer_dicom"], "XDSI_CONSUMER_PIX": f"{at}:{p['pix']}",
         "XDSI_CONSUMER_REGISTRY_URL": registry,

@@ -8,7 +8,7 @@ import uuid
 
 
 from tests.hospital import HOSP_A, HOSP_B, linked_patient, order, published, send_study, stored_for
-from tests.services import wait_until
+from tests.services import TEST_TOKEN, wait_until
 from tests.xds import ack_code, mllp_send
 
 
@@ -65,7 +65,7 @@ def test_cli_fetch_with_modality_filter(chain, tmp_path):
     import sys
     a, b = linked_patient(chain)
     published(chain, send_study(chain, tmp_path, a, HOSP_A, count=4, modality="MR"))
-    env = dict(os.environ, XDSI_CONSUMER_HTTP_PORT=chain.consumer_http.rsplit(":", 1)[1])
+    env = dict(os.environ, XDSI_CONSUMER_HTTP_PORT=chain.consumer_http.rsplit(":", 1)[1], XDSI_TOKEN=TEST_TOKEN)
     out = subprocess.run([sys.executable, "-m", "affinity_domain.cli", "consumer", "fetch", "--patient",
                           f"{b}^^^&{HOSP_B}&ISO", "--modality", "CT", "--timeout", "60"],
                          env=env, capture_output=True, text=True, timeout=90)

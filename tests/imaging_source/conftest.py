@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.services import free_port, launch, start_registry, start_repository
+from tests.services import SOURCE_PEERS, free_port, launch, start_registry, start_repository
 
 from tests.imaging_source import source_dicom as dicom_data  # noqa: E402
 from tests.imaging_source import source_pix as pix_standin  # noqa: E402
@@ -87,7 +87,7 @@ def source(new_database, tmp_path_factory, domain, pix, storescp, implicit_store
                 "pix_port": pix.port, "store_dir": tmp / "images", "min_free_bytes": 0,
                 "move_destinations": f'{{ MOVEDEST = "127.0.0.1:{storescp.port}", '
                                      f'IMPLICITDEST = "127.0.0.1:{implicit_storescp.port}" }}',
-                "outside_calling_aes": '["OUTSIDE_PACS"]'}
+                "outside_calling_aes": '["OUTSIDE_PACS"]', "peers": SOURCE_PEERS}
     proc, env = launch("imaging-source", tmp, database, settings, [dicom_port, http_port])
     s = Source(proc, env, dicom_port, f"http://127.0.0.1:{http_port}/imaging-source", tmp / "images", tmp,
                database, storescp.port)

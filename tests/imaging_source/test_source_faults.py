@@ -20,7 +20,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 from affinity_domain import ns
 from tests.imaging_source import source_dicom as dd
-from tests.services import free_port, launch
+from tests.services import SOURCE_PEERS, free_port, launch
 from tests.imaging_source.test_source_flow import NS, rad69, state
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -124,7 +124,7 @@ def _own_source(new_database, tmp_path, domain, pix, preexec_fn=None, **settings
     settings = {"dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
                 "registry_url": registry.url,
                 "pix_port": pix.port, "store_dir": tmp_path / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
-                **settings}
+                "peers": SOURCE_PEERS, **settings}
     proc, env = launch("imaging-source", tmp_path, database, settings, [dicom_port, http_port], preexec_fn=preexec_fn)
     proc.dicom_port, proc.database_url, proc.store = dicom_port, database, tmp_path / "images"
     proc.settings, proc.env, proc.tmp = settings, env, tmp_path

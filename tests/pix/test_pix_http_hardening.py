@@ -9,7 +9,7 @@ import pytest
 
 from tests import hostile
 from tests.pix.pixmsg import HOSP_A, ack, adt, cx, new_id, query
-from tests.services import start_pix
+from tests.services import TEST_TOKEN, start_pix
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,6 @@ def test_bad_person_parameters_are_400_with_what_is_wrong(pix, query_string, wan
 @pytest.mark.parametrize("method,path,body,status", [
     ("POST", "/review/1/link", "[]", 400),
     ("POST", "/review/1/link", '"x"', 400),
-    ("POST", "/review/1/link", '{"by": 5}', 400),
     ("POST", "/review/1/link", "{not json", 400),
     ("POST", "/review/abc/link", '{"by": "x"}', 400),
     ("POST", "/review/99999999999999999999/break", '{"by": "x"}', 400),
@@ -98,7 +97,8 @@ def test_a_client_that_sends_the_refused_body_anyway_gets_the_413(pix):
 def test_a_client_done_sending_a_refused_body_before_the_answer_still_gets_it(pix):
     host, port, _ = hostile.where(pix.http)
     with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(f"POST /persons/unlink HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n".encode()
+        s.sendall(f"POST /persons/unlink HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+                  f"Authorization: Bearer {TEST_TOKEN}\r\n\r\n".encode()
                   + b"{" * 100000)
         s.shutdown(socket.SHUT_WR)
         assert hostile.read_answer(s).status == 413

@@ -10,11 +10,12 @@ import psycopg
 import pytest
 
 from tests.pix.pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
-from tests.services import wait_until
+from tests.services import new_token, wait_until
 
 
-def cli(pix, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "affinity_domain.cli", "pix", *args], env=pix.env,
+def cli(pix, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    env = pix.env if token is None else {**pix.env, "XDSI_TOKEN": token}
+    return subprocess.run([sys.executable, "-m", "affinity_domain.cli", "pix", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -44,9 +45,11 @@ def test_a_review_item_can_be_inspected_and_shows_who_decided(domain):
     assert "birth_date" in detail["explanation"] and detail["identity_person"] != detail["candidate_person"]
     shown = cli(pix, "review", "show", str(item["id"]))
     assert shown.returncode == 0 and "19450313" in shown.stdout and "19450312" in shown.stdout, shown.stderr
-    assert cli(pix, "review", "break", str(item["id"]), "--by", "nurse.kim").returncode == 0
+    # The decision is the token holder's (xdsi token add nurse.kim --role reviewer).
+    nurse = new_token(pix.database_url, f"nurse.kim.{item['id']}", "reviewer")
+    assert cli(pix, "review", "break", str(item["id"]), token=nurse).returncode == 0
     detail = json.load(urllib.request.urlopen(f"{pix.http}/review/{item['id']}"))
-    assert detail["status"] == "broken" and detail["decided_by"] == "nurse.kim" and detail["decided_at"]
+    assert detail["status"] == "broken" and detail["decided_by"] == f"nurse.kim.{item['id']}" and detail["decided_at"]
     assert detail["decisions"][0]["verdict"] == "break"
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{pix.http}/review/999999")
@@ -62,13 +65,14 @@ def test_a_wrong_auto_link_is_undone_and_stays_undone(domain, subscriber):
     assert query(pix, a, [HOSP_B])[2] == [b]          # the scorecard linked them
     shared = affinity(query(pix, a)[2])
 
-    done = cli(pix, "unlink", HOSP_B, b.split("^")[0], "--by", "dr.who")
+    doctor = f"dr.who.{b.split('^')[0].lower()}"
+    done = cli(pix, "unlink", HOSP_B, b.split("^")[0], token=new_token(pix.database_url, doctor, "reviewer"))
     assert done.returncode == 0 and "unlinked" in done.stdout, done.stdout + done.stderr
     assert query(pix, a, [HOSP_B])[1] == "NF"
     own = affinity(query(pix, b)[2])
     assert own != shared and affinity(query(pix, a)[2]) == shared
     person = json.load(urllib.request.urlopen(f"{pix.http}/persons?domain={HOSP_B}&pid={b.split('^')[0]}"))
-    assert person["identities"][0]["linked_by"] == "person:dr.who"
+    assert person["identities"][0]["linked_by"] == f"person:{doctor}"
 
     # Later updates of either side, even identical, do not undo the person's decision.
     assert ack(pix, adt("A08", b, **twin)) == "AA"
@@ -81,12 +85,14 @@ def test_a_wrong_auto_link_is_undone_and_stays_undone(domain, subscriber):
         wait_until(lambda: conn.execute("SELECT 1 FROM registry.patient WHERE id = %s", (own,)).fetchone(), 15, 0.3)
 
 
-def test_unlink_needs_a_name_and_a_known_identity(domain):
+def test_unlink_needs_a_known_identity_and_is_the_callers(domain):
     _, pix = domain
-    assert post(f"{pix.http}/persons/unlink", {"domain": HOSP_A, "pid": "NOBODY"})[0] == 400
+    assert post(f"{pix.http}/persons/unlink", {"domain": HOSP_A})[0] == 400
     assert post(f"{pix.http}/persons/unlink", {"domain": HOSP_A, "pid": "NOBODY", "by": "x"})[0] == 404
-    assert post(f"{pix.http}/review/1/link", {})[0] == 400
     lonely = cx(new_id(), HOSP_A)
     assert ack(pix, adt("A01", lonely, family="Nobody", given="Else", dob="19220202")) == "AA"
-    status, body = post(f"{pix.http}/persons/unlink", {"domain": HOSP_A, "pid": lonely.split("^")[0], "by": "x"})
+    status, body = post(f"{pix.http}/persons/unlink", {"domain": HOSP_A, "pid": lonely.split("^")[0],
+                                                        "by": "mallory"})
     assert status == 200 and "nobody" in body["result"]
+    person = json.load(urllib.request.urlopen(f"{pix.http}/persons?domain={HOSP_A}&pid={lonely.split('^')[0]}"))
+    assert "mallory" not in json.dumps(person)          # "by" in the body is not who decided

@@ -11,6 +11,7 @@ import psycopg
 from affinity_domain import ns
 from tests.pix.pixmsg import DOMAIN, HOSP_A, HOSP_B, ack, adt, cx, new_id, query
 from tests.xds import Doc, envelope, post, submission
+from tests.services import TEST_TOKEN_NAME
 
 
 def affinity_id(ids: list[str]) -> str:
@@ -75,7 +76,7 @@ def test_near_miss_goes_to_review_then_link_and_break_are_remembered(domain):
         assert json.load(urllib.request.urlopen(req))["result"].startswith("kept")
         assert ack(pix, adt("A08", c, family="Quigley", given="Dorothy", dob="19500706", sex="F", address="")) == "AA"
         decided = json.load(urllib.request.urlopen(f"{pix.http}/review?status=broken"))
-        assert any(i["id"] == third["id"] and i["decided_by"] == "dr.review" for i in decided)
+        assert any(i["id"] == third["id"] and i["decided_by"] == TEST_TOKEN_NAME for i in decided)
     assert c not in query(pix, a)[2]
 
 

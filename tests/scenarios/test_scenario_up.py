@@ -4,6 +4,7 @@ started in the background with SIGINT ignored (a script's ``xdsi up &``), on SIG
 and when one of its actors is killed. ``xdsi status`` says which actors of the data dir are up."""
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from affinity_domain.cli import actors
+from tests import hostile
 from tests.services import domain_on_free_ports, start_pix, wait_until
 
 
@@ -51,6 +53,10 @@ def test_up_stops_every_process_it_started(new_database, tmp_path, how):
     try:
         assert wait_until(lambda: all(listening(p) for p in ports), 90), "the domain did not come up"
         started = descendants(up.pid)
+        # The quick start's first operator token, printed once, opens the JSON APIs.
+        token = re.search(r"first operator token.*: (xdsi_\S+)", (tmp_path / "up.log").read_text()).group(1)
+        review = f"http://127.0.0.1:{moved['XDSI_PIX_HTTP_PORT']}/review"
+        assert hostile.curl(review, token=token)[0] == 200 and hostile.curl(review, token="")[0] == 401
         # five actors, and the workers that registry, repository and PIX fork
         assert len([p for p in started if "serve" in open(f"/proc/{p}/cmdline").read()]) > 5
         if how == "ctrl-c":
