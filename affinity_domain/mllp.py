@@ -285,6 +285,7 @@ class MllpServer:
             return False
 
     def _answer(self, conn: _Connection, messages: list[bytes]) -> None:
+        _current.peer = conn.peer       # the handler's audit record names the sender's address
         try:
             for message in messages:
                 try:
@@ -325,6 +326,14 @@ class MllpServer:
                 self._wake_w.send(b"\0")
         except OSError:             # full (the selector is waking anyway) or closed (it has stopped)
             pass
+
+
+_current = threading.local()
+
+
+def current_peer() -> str | None:
+    """The IP address of the peer whose message the calling handler is answering (None outside a handler)."""
+    return getattr(_current, "peer", None)
 
 
 def send(host: str, port: int, message: bytes, timeout: float = 10.0) -> bytes:

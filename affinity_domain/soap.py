@@ -34,6 +34,10 @@ class Envelope:
     headers: list[etree._Element] = field(default_factory=list)
     mtom: bool = False              # it came as MTOM/XOP, so it is answered that way
     attachments: dict = field(default_factory=dict)   # content-id -> mtom.Attachment, spooled parts
+    peer: str = ""                  # the requestor's IP address (server side), for its audit record
+    # What the handler learned that the exchange's audit record names (audit.xds.record's keywords):
+    # "patients" a retrieve was about, "human" (an XUA principal as an audit Human), "description".
+    audit: dict = field(default_factory=dict)
 
 
 def _wsa(headers: list[etree._Element], name: str) -> str:

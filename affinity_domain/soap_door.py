@@ -16,7 +16,8 @@ place, and may answer ``Reply(element, parts)`` to send file-backed parts back a
 An MTOM request is a fault when two parts share a Content-ID, and, unless its route takes
 ``loose_parts`` (ITI-41 answers them ``XDSMissingDocumentMetadata``), when a part is named by no
 ``xop:Include``. No spool file outlives its request: those the handler did not take are deleted.
-Each request is counted (``metrics``) by transaction, outcome and error code.
+Each request is counted (``metrics``) by transaction, outcome and error code, and each request of an
+audited transaction leaves its server-side audit record (``audit.xds``; a no-op until ``audit.start``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from typing import Callable, Iterable
 
 from lxml import etree
 
-from . import metrics, mtom, ns, soap, xmlsafe
+from . import audit, metrics, mtom, ns, soap, xmlsafe
+from .audit import xds as audit_xds
 from .web import BODY_REFUSED
 
 log = logging.getLogger("xdsi.soap")
@@ -193,9 +195,12 @@ class SoapDoor:
             log.warning("soap fault", extra={"reason": envelope.reason, "status": envelope.status})
             response, transaction, outcome = reply_fault(envelope), "SOAP", ("fault", _fault_code(envelope))
         else:
+            envelope.peer = environ.get("REMOTE_ADDR", "")
+            answer = None
             try:
-                response, transaction, outcome = self._dispatch(envelope)
+                response, transaction, outcome, answer = self._dispatch(envelope)
             finally:
+                _audit(environ, envelope, answer)
                 # The spool files the handler did not take.
                 mtom.SpooledMessage(b"", "", envelope.attachments).discard()
             log.info("soap", extra={"action": envelope.action, "status": response.status[:3],
@@ -204,7 +209,7 @@ class SoapDoor:
         start_response(response.status, response.headers)
         return response.body
 
-    def _dispatch(self, envelope: soap.Envelope) -> tuple[Response, str, tuple[str, str]]:
+    def _dispatch(self, envelope: soap.Envelope) -> tuple[Response, str, tuple[str, str], etree._Element | None]:
         route = self.routes[envelope.action]
         transaction = _transaction(route, envelope)
         try:
@@ -214,8 +219,28 @@ class SoapDoor:
         except Exception:
             log.exception("handler failed", extra={"action": envelope.action})
             fault = soap.SoapFault("the service failed to process the request", code="Receiver")
-            return reply_fault(fault, envelope), transaction, ("fault", "Receiver")
-        return response, transaction, metrics.xds_outcome(answer.body if isinstance(answer, Reply) else answer)
+            return reply_fault(fault, envelope), transaction, ("fault", "Receiver"), None
+        body = answer.body if isinstance(answer, Reply) else answer
+        return response, transaction, metrics.xds_outcome(body), body
+
+
+def _audit(environ, envelope: soap.Envelope, answer: etree._Element | None) -> None:
+    """The server side's audit record; a request is never failed by its record."""
+    if envelope.action not in audit_xds.AUDITED or not audit.recording():
+        return
+    try:
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        endpoint = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}" \
+                   f"{environ.get('PATH_INFO', '')}"
+        message = audit_xds.record(
+            envelope.action, envelope.body, answer, server=True,
+            requestor=audit_xds.requestor_of(envelope.reply_to, envelope.peer),
+            responder=audit_xds.Node(envelope.to or endpoint, host.rsplit(":", 1)[0] or None), **envelope.audit)
+    except Exception:
+        log.exception("audit record not made", extra={"action": envelope.action})
+        return
+    if message is not None:
+        audit.record(message)
 
 
 def _transaction(route: Route, envelope: soap.Envelope) -> str:

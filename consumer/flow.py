@@ -67,7 +67,7 @@ class Prefetcher:
         work.mkdir(parents=True, exist_ok=True)
         recon = deliver.reconciliation(self.s, Cx.parse(job["local_patient"]), parsed)
         if todo:
-            instances, used = retrieve.instances(self.s, parsed.study_uid, todo, work)
+            instances, used = retrieve.instances(self.s, parsed.study_uid, todo, work, job["local_patient"])
             self.store.advance(job["id"], "retrieved", f"{sum(len(x.instances) for x in todo)}/{len(every)} "
                                                        f"instances retrieved by {', '.join(used)}",
                                instances_done=len(done), retrieved_by=",".join(used))

@@ -259,10 +259,11 @@ class Intake:
         self.outside_aes = frozenset(settings.outside_calling_aes)
         self.policy = settings.duplicate_policy
 
-    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "") -> tuple[int, str]:
+    def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "",
+               seen: list | None = None) -> tuple[int, str]:
         """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled
         file is consumed or left for its owner to delete; nothing is indexed unless its bytes are
-        stored."""
+        stored. ``seen`` gets the instance's description once it is read (for its audit record)."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         if self.indexer is not None and not self.indexer.alive():
@@ -282,6 +283,8 @@ class Intake:
         if isinstance(got, Rejected):
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
             return got.status, got.reason[:64]
+        if seen is not None:
+            seen.append(got)
         owner = self.patients.claim(got.study_uid, got.identity)
         if owner is not None:
             return self._conflict(PatientConflict(got.identity, owner, got.study_uid), got, calling_ae)

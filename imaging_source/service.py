@@ -11,6 +11,7 @@ from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian
 
 from affinity_domain import mtom, ns
+from affinity_domain.audit import dicom as audit_dicom
 from affinity_domain.errors import REPOSITORY_ERROR, XdsError
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
@@ -34,7 +35,8 @@ def transcoded(path, transfer_syntax: str) -> bytes:
     return out.getvalue()
 
 
-def retrieve(index: Index, content: FileStore, repository_unique_id: str, request) -> Reply:
+def retrieve(index: Index, content: FileStore, repository_unique_id: str, request, notes: dict | None = None) -> Reply:
+    """RAD-69; ``notes`` gets the patients and studies served, for the exchange's audit record."""
     requests, syntaxes = rad69.read_request(request)
     try:
         rows = index.instances(sop_uids=[r.document_unique_id for r in requests]) if requests else []
@@ -57,13 +59,18 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
             parts.append(mtom.OutPart(s.content_id, "application/dicom", data=transcoded(path, s.transfer_syntax)))
         else:
             parts.append(mtom.OutPart(s.content_id, "application/dicom", path=path))
+    if notes is not None:
+        by_sop = {r["sop_uid"]: r for r in rows}
+        served_rows = [by_sop[s.request.document_unique_id] for s in kept]
+        notes["patients"] = list(dict.fromkeys(f"{r['patient_id']}^^^&{r['issuer']}&ISO" for r in served_rows))
+        notes["studies"] = audit_dicom.studies_of((r["study_uid"], r["sop_class"], r["sop_uid"]) for r in served_rows)
     return Reply(rad69.response(errors, kept), parts)
 
 
 def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes: int, max_parts: int,
          max_part_header_bytes: int) -> SoapDoor:
     def retrieve_imaging_document_set(envelope: Envelope, attachments):
-        return retrieve(index, content, repository_unique_id, envelope.body)
+        return retrieve(index, content, repository_unique_id, envelope.body, envelope.audit)
 
     return SoapDoor({
         ns.RETRIEVE_IMAGING: Route(f"{{{ns.IHERAD}}}RetrieveImagingDocumentSetRequest", ns.RETRIEVE_IMAGING_RESPONSE,
