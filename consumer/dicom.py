@@ -254,11 +254,21 @@ def _get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: di
         assoc.release()
 
 
+def _patient_of(ds) -> str:
+    if not isinstance(ds, Dataset):
+        return ""
+    pid, issuer = str(ds.get("PatientID", "") or ""), str(ds.get("IssuerOfPatientID", "") or "")
+    return f"{pid}^^^&{issuer}&ISO" if issuer and pid else pid
+
+
 class LocalPacs:
     """One association to the local PACS for a study's instances (C-STORE SCU)."""
 
-    def __init__(self, calling_ae: str, peer: tuple[str, str, int], instances: list[Instance], timeout: float):
+    def __init__(self, calling_ae: str, peer: tuple[str, str, int], instances: list[Instance], timeout: float,
+                 patient: str = "", study_uid: str = ""):
+        """``patient``, ``study_uid``: what the instances are, for the audit record (else read from each)."""
         self.peer, self.calling_ae = peer, calling_ae
+        self.patient, self.study_uid = patient, study_uid
         self.sent = audit_dicom.Transfers()
         pairs = {}
         for instance in instances:
@@ -276,10 +286,8 @@ class LocalPacs:
 
     def store(self, ds: Dataset) -> None:
         status = self.assoc.send_c_store(ds)
-        issuer = str(ds.get("IssuerOfPatientID", "") or "")
-        self.sent.add(f"{ds.get('PatientID', '')}^^^&{issuer}&ISO" if issuer else str(ds.get("PatientID", "")),
-                      str(ds.StudyInstanceUID), str(ds.SOPClassUID), str(ds.SOPInstanceUID),
-                      bool(status) and status.Status in STORED)
+        self.sent.add(self.patient or _patient_of(ds), self.study_uid or str(getattr(ds, "StudyInstanceUID", "")),
+                      str(ds.SOPClassUID), str(ds.SOPInstanceUID), bool(status) and status.Status in STORED)
         if not status or status.Status not in STORED:
             code = f"0x{status.Status:04X}" if status else "none (association lost)"
             raise DicomRefused(f"the local PACS {self.peer[0]} refused {ds.SOPInstanceUID}: status {code}")

@@ -34,8 +34,7 @@ class Prefetcher:
                 self.store.fetch_done(fetch["id"], "failed", error=reason)
             else:
                 self.store.fetch_retry(fetch["id"], reason, decision.retry_in)
-            log.warning("search failed", extra={"fetch": fetch["id"], "patient": str(Cx.parse(fetch["local_patient"])),
-                                                "error": reason, "retry_in": decision.retry_in})
+            log.warning("search failed", extra={"fetch": fetch["id"], "error": reason, "retry_in": decision.retry_in})
 
     def work(self, job: dict) -> None:
         """One attempt at a claimed job, from the step it had reached."""

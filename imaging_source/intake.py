@@ -319,8 +319,7 @@ class Intake:
     @staticmethod
     def _conflict(e: PatientConflict, got: Received, calling_ae: str) -> tuple[int, str]:
         log.warning("instance refused: its study belongs to another patient",
-                    extra={"sop_uid": got.sop_uid, "study": e.study_uid, "patient": e.patient.cx,
-                           "study_patient": e.study_patient.cx, "calling_ae": calling_ae})
+                    extra={"sop_uid": got.sop_uid, "study": e.study_uid, "calling_ae": calling_ae})
         return STUDY_OF_ANOTHER_PATIENT, "the study belongs to another patient"
 
     def reject(self, sop_uids: list[str], calling_ae: str) -> tuple[int, str]:

@@ -21,7 +21,8 @@ def handler(index: PatientIndex, facility_authorities: dict[str, str]):
                 known, ids = index.cross_references(q.person)
                 return query.answer(q, known, ids)
             done = index.feed(messages.read_feed(raw, facility_authorities))
-            log.info("feed", extra={"applied": done})
+            # What was done, without the ids (the audit trail names the patients): "linked", "review", "new", ...
+            log.info("feed", extra={"applied": sorted({part.split(" ", 1)[0] for part in done.split("; ")})})
             return hl7.ack(raw, "AA", application="XDSI_PIX")
         except Hl7Error as e:
             log.warning("rejected", extra={"reason": e.text, "code": e.code})

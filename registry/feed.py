@@ -77,6 +77,6 @@ def handler(store: Store, domain: str):
         except Exception:
             log.exception("feed failed")
             return hl7.ack(raw, "AE", Hl7Error("the registry could not store the message", code="207"))
-        log.info("feed", extra={"applied": done})
+        log.info("feed", extra={"applied": done.split(" ", 1)[0]})   # the event; the ids are in the audit trail
         return hl7.ack(raw, "AA")
     return handle
