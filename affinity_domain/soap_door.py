@@ -196,11 +196,11 @@ class SoapDoor:
             response, transaction, outcome = reply_fault(envelope), "SOAP", ("fault", _fault_code(envelope))
         else:
             envelope.peer = environ.get("REMOTE_ADDR", "")
-            answer = None
+            answer, facts = None, _facts(envelope)
             try:
                 response, transaction, outcome, answer = self._dispatch(envelope)
             finally:
-                _audit(environ, envelope, answer)
+                _audit(environ, envelope, facts, answer)
                 # The spool files the handler did not take.
                 mtom.SpooledMessage(b"", "", envelope.attachments).discard()
             log.info("soap", extra={"action": envelope.action, "status": response.status[:3],
@@ -224,16 +224,27 @@ class SoapDoor:
         return response, transaction, metrics.xds_outcome(body), body
 
 
-def _audit(environ, envelope: soap.Envelope, answer: etree._Element | None) -> None:
-    """The server side's audit record; a request is never failed by its record."""
+def _facts(envelope: soap.Envelope) -> audit_xds.Facts | None:
+    """What the audit record takes from the request, read before the handler may take it apart."""
     if envelope.action not in audit_xds.AUDITED or not audit.recording():
+        return None
+    try:
+        return audit_xds.facts(envelope.action, envelope.body)
+    except Exception:
+        log.exception("audit record not made", extra={"action": envelope.action})
+        return None
+
+
+def _audit(environ, envelope: soap.Envelope, facts: audit_xds.Facts | None, answer: etree._Element | None) -> None:
+    """The server side's audit record; a request is never failed by its record."""
+    if facts is None:
         return
     try:
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
         endpoint = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}" \
                    f"{environ.get('PATH_INFO', '')}"
         message = audit_xds.record(
-            envelope.action, envelope.body, answer, server=True,
+            envelope.action, facts, answer, server=True,
             requestor=audit_xds.requestor_of(envelope.reply_to, envelope.peer),
             responder=audit_xds.Node(envelope.to or endpoint, host.rsplit(":", 1)[0] or None), **envelope.audit)
     except Exception:

@@ -131,54 +131,78 @@ def outcome(answer: etree._Element | None) -> tuple[int, str | None]:
     return events.outcome_of_xds(status), (error.get("errorCode") if error is not None else None)
 
 
-def record(action: str, request: etree._Element, answer: etree._Element | None, *, server: bool,
-           requestor: Node, responder: Node, patients: Iterable[str] = (), human: Human | None = None,
-           description: str | None = None, studies: list[Study] | None = None) -> AuditMessage | None:
-    """The record of ``action`` (None: not an audited transaction). ``patients``: the ids the caller knows the
-    exchange is about when the messages do not say (a retrieve); ``studies``: a RAD-69's instances with their
-    SOP classes, when the recorder knows them; ``server``: which end records."""
+@dataclass(frozen=True)
+class Facts:
+    """What the record takes from the request, read before the request is handled (a handler may move its
+    elements elsewhere: the repository sends the SubmitObjectsRequest of an ITI-41 on to the registry)."""
+    patients: tuple[str, ...] = ()
+    submission_set: str = ""
+    imaging: bool = False
+    query_id: str = ""
+    query: bytes = b""
+    documents: tuple[tuple[str, str, str | None], ...] = ()
+    studies: tuple[Study, ...] = ()
+
+
+def facts(action: str, request: etree._Element) -> Facts | None:
+    """None: not an audited transaction."""
     if action not in AUDITED:
         return None
+    if action in _QUERIES:
+        return Facts(tuple(query_patients(request)), query_id=_query_id(request), query=etree.tostring(request))
+    if action in (ns.PROVIDE_AND_REGISTER, ns.REGISTER, ns.UPDATE):
+        patient, uid = submission(request)
+        return Facts((patient,) if patient else (), uid, action == ns.PROVIDE_AND_REGISTER and _is_imaging(request))
+    if action == ns.RETRIEVE:
+        return Facts(documents=tuple(documents(request)))
+    return Facts(studies=tuple(requested_studies(request)))
+
+
+def record(action: str, request: etree._Element | Facts, answer: etree._Element | None, *, server: bool,
+           requestor: Node, responder: Node, patients: Iterable[str] = (), human: Human | None = None,
+           description: str | None = None, studies: list[Study] | None = None) -> AuditMessage | None:
+    """The record of ``action`` (None: not an audited transaction). ``request``: the request, or its ``facts``
+    read before it was handled; ``patients``: the ids the caller knows the exchange is about when the messages
+    do not say (a retrieve); ``studies``: a RAD-69's instances with their SOP classes, when the recorder knows
+    them; ``server``: which end records."""
+    f = request if isinstance(request, Facts) else facts(action, request)
+    if f is None:
+        return None
     code, error = outcome(answer)
-    description = description or error
-    known = list(dict.fromkeys(p for p in patients if p))
+    common = dict(outcome=code, description=description or error, human=human)
+    named = list(dict.fromkeys([*f.patients, *(p for p in patients if p)]))
+    first = named[0] if named else None
     source_first = action not in (ns.RETRIEVE, ns.RETRIEVE_IMAGING)
     req = (events.source if source_first else events.destination)(requestor.user_id, host=requestor.host,
                                                                    alt=requestor.alt, requestor=True)
     res = (events.destination if source_first else events.source)(responder.user_id, host=responder.host,
                                                                    alt=responder.alt, requestor=False)
-    common = dict(outcome=code, description=description, human=human)
-    if action in _QUERIES:
-        asked = query_patients(request) or known
-        raw = etree.tostring(request)
-        if action == ns.STORED_QUERY:
-            return events.iti18_registry_stored_query(consumer=req, registry=res, query_id=_query_id(request),
-                                                      request=raw, patient=asked[0] if asked else None, **common)
-        return events.iti51_multi_patient_query(consumer=req, registry=res, query_id=_query_id(request),
-                                                request=raw, patients=asked, **common)
+    if action == ns.STORED_QUERY:
+        return events.iti18_registry_stored_query(consumer=req, registry=res, query_id=f.query_id, request=f.query,
+                                                  patient=first, **common)
+    if action == ns.MULTI_PATIENT_QUERY:
+        return events.iti51_multi_patient_query(consumer=req, registry=res, query_id=f.query_id, request=f.query,
+                                                patients=named, **common)
     if action in (ns.PROVIDE_AND_REGISTER, ns.REGISTER, ns.UPDATE):
-        patient, uid = submission(request)
-        patient = patient or (known[0] if known else None)
         direction = events.IMPORT if server else events.EXPORT
         if action == ns.REGISTER:
-            return events.iti42_register(direction=direction, repository=req, registry=res, patient=patient,
-                                         submission_set_uid=uid, **common)
+            return events.iti42_register(direction=direction, repository=req, registry=res, patient=first,
+                                         submission_set_uid=f.submission_set, **common)
         if action == ns.UPDATE:
             return events.iti57_update_document_set(direction=direction, administrator=req, registry=res,
-                                                    patient=patient, submission_set_uid=uid, **common)
-        build = (events.rad68_provide_and_register_imaging if _is_imaging(request)
-                 else events.iti41_provide_and_register)
-        kw = "imaging_source" if build is events.rad68_provide_and_register_imaging else "document_source"
-        return build(direction=direction, repository=res, patient=patient, submission_set_uid=uid,
-                     **{kw: req}, **common)
+                                                    patient=first, submission_set_uid=f.submission_set, **common)
+        if f.imaging:
+            return events.rad68_provide_and_register_imaging(direction=direction, imaging_source=req, repository=res,
+                                                             patient=first, submission_set_uid=f.submission_set,
+                                                             **common)
+        return events.iti41_provide_and_register(direction=direction, document_source=req, repository=res,
+                                                 patient=first, submission_set_uid=f.submission_set, **common)
     direction = events.EXPORT if server else events.IMPORT
-    patient = known[0] if known else None
     if action == ns.RETRIEVE:
         return events.iti43_retrieve_document_set(direction=direction, repository=res, consumer=req,
-                                                  documents=documents(request), patient=patient, **common)
+                                                  documents=f.documents, patient=first, **common)
     return events.rad69_retrieve_imaging_document_set(direction=direction, imaging_source=res, consumer=req,
-                                                      studies=studies or requested_studies(request),
-                                                      patient=patient, **common)
+                                                      studies=studies or list(f.studies), patient=first, **common)
 
 
 def _hostname() -> str:
