@@ -74,8 +74,10 @@ class Recorder:
                     self.start()
         if message.source is None:
             message = dataclasses.replace(message, source=self.source)
-        message = fit(message, self.settings.max_record_bytes)
-        self.spool.append(syslog.format_message(to_xml(message), hostname=self.hostname, app_name=self.app_name,
+        xml = to_xml(message)
+        if len(xml) > self.settings.max_record_bytes:
+            xml = to_xml(fit(message, self.settings.max_record_bytes))
+        self.spool.append(syslog.format_message(xml, hostname=self.hostname, app_name=self.app_name,
                                                 procid=str(os.getpid()), time=message.time))
 
     def after_fork(self) -> None:
