@@ -331,7 +331,7 @@ class MllpServer:
             return False
 
     def _answer(self, conn: _Connection, messages: list[bytes]) -> None:
-        _current.peer = conn.peer           # what ``peer()`` tells the handler (access control)
+        _current.peer = conn.peer           # the handler reads it: access control, audit records
         try:
             for message in messages:
                 try:
@@ -378,7 +378,7 @@ _current = threading.local()
 
 
 def peer() -> str:
-    """The address of the peer whose message the calling handler is answering ("" outside one)."""
+    """The IP address of the peer whose message the calling handler is answering ("" outside one)."""
     return getattr(_current, "peer", "")
 
 

@@ -7,7 +7,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from . import hl7, mllp
+from . import hl7
+from .audit import hl7v2 as audit_hl7
 from .hl7 import Cx, Hl7Error
 
 
@@ -56,4 +57,4 @@ def read_answer(raw: bytes, domain_oid: str) -> Answer:
 
 def ask(host: str, port: int, local: Cx, domain_oid: str, sending_app: str, timeout: float = 10.0) -> Answer:
     """Raises OSError when the PIX manager cannot be reached or does not answer within ``timeout``."""
-    return read_answer(mllp.send(host, port, query(local, domain_oid, sending_app), timeout), domain_oid)
+    return read_answer(audit_hl7.send(host, port, query(local, domain_oid, sending_app), timeout), domain_oid)

@@ -38,6 +38,10 @@ class Envelope:
     # Who the request is served for: the xua.Principal the door found (ITI-40), None when the door
     # checks no assertion. Handlers read it for access decisions and their audit records.
     principal: object = None
+    peer: str = ""                  # the requestor's IP address (server side), for its audit record
+    # What the handler learned that the exchange's audit record names (audit.xds.record's keywords):
+    # "patients" a retrieve was about, "human" (an XUA principal as an audit Human), "description".
+    audit: dict = field(default_factory=dict)
 
 
 def _wsa(headers: list[etree._Element], name: str) -> str:

@@ -9,6 +9,7 @@ node's ``[tls]`` (``secure_node``) every call is HTTPS with our certificate, wha
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import select
 import socket
@@ -18,13 +19,15 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from lxml import etree
 
-from . import mtom, ns, secure_node, soap, xmlsafe
+from . import audit, mtom, ns, secure_node, soap, xmlsafe
+from .audit import xds as audit_xds
 from .exceptions import XdsiError
 
+log = logging.getLogger("xdsi.soap")
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
 IDLE_SECONDS = 20.0      # well under the idle timeouts of common servers (waitress: 120 s)
 MAX_IDLE = 8
@@ -118,8 +121,31 @@ class SoapClient:
         conn.close()
 
     def call(self, action: str, body: etree._Element, parts: list[mtom.OutPart] = (),
-             use_mtom: bool | None = None) -> Response:
-        """Send ``body`` with ``wsa:Action`` ``action``; MTOM when there are parts or ``use_mtom``."""
+             use_mtom: bool | None = None, audit_patients: Iterable[str] = (), human=None) -> Response:
+        """Send ``body`` with ``wsa:Action`` ``action``; MTOM when there are parts or ``use_mtom``. An audited
+        transaction leaves the client side's audit record (``audit.xds``), naming ``audit_patients`` when the
+        messages do not name the patient (a retrieve) and ``human`` (an ``audit.message.Human``) if given."""
+        answer: Response | None = None
+        try:
+            answer = self._call(action, body, parts, use_mtom)
+            return answer
+        finally:
+            if action in audit_xds.AUDITED and audit.recording():
+                self._audit(action, body, answer, audit_patients, human)
+
+    def _audit(self, action, body, answer: Response | None, patients, human) -> None:
+        try:
+            message = audit_xds.record(action, body, answer.body if answer else None, server=False,
+                                       requestor=audit_xds.ourselves(), responder=audit_xds.Node(
+                                           self.url, self._u.hostname), patients=patients, human=human,
+                                       description=(answer.fault or None) if answer else "no answer")
+        except Exception:
+            log.exception("audit record not made", extra={"action": action})
+            return
+        if message is not None:
+            audit.record(message)
+
+    def _call(self, action: str, body: etree._Element, parts, use_mtom) -> Response:
         saml = self.assertion() if self.assertion else None
         headers = (soap.security_header(saml),) if saml is not None else ()
         xml = soap.to_bytes(soap.envelope(body, action, to=self.url, headers=headers))

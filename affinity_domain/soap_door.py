@@ -16,7 +16,8 @@ place, and may answer ``Reply(element, parts)`` to send file-backed parts back a
 An MTOM request is a fault when two parts share a Content-ID, and, unless its route takes
 ``loose_parts`` (ITI-41 answers them ``XDSMissingDocumentMetadata``), when a part is named by no
 ``xop:Include``. No spool file outlives its request: those the handler did not take are deleted.
-Each request is counted (``metrics``) by transaction, outcome and error code.
+Each request is counted (``metrics``) by transaction, outcome and error code, and each request of an
+audited transaction leaves its server-side audit record (``audit.xds``; a no-op until ``audit.start``).
 
 With ``xua`` settings (ITI-40), the door checks the request's ``wsse:Security`` before any handler
 runs: a failed check is answered with the WS-Security fault and audited (User Authentication,
@@ -33,8 +34,9 @@ from typing import Callable, Iterable
 
 from lxml import etree
 
-from . import audit, audit_codes, metrics, mtom, ns, soap, xmlsafe, xua as xua_check
+from . import audit, audit_codes, consent, metrics, mtom, ns, soap, xmlsafe, xua as xua_check
 from .audit import events
+from .audit import xds as audit_xds
 from .web import BODY_REFUSED
 
 log = logging.getLogger("xdsi.soap")
@@ -206,9 +208,12 @@ class SoapDoor:
             response = reply_fault(xua_check.soap_fault(fault), envelope)
             transaction, outcome = _transaction(self.routes[envelope.action], envelope), ("fault", f"wsse:{fault.code}")
         else:
+            envelope.peer = environ.get("REMOTE_ADDR", "")
+            answer, facts = None, _facts(envelope)
             try:
-                response, transaction, outcome = self._dispatch(envelope)
+                response, transaction, outcome, answer = self._dispatch(envelope)
             finally:
+                _audit(environ, envelope, facts, answer)
                 # The spool files the handler did not take.
                 mtom.SpooledMessage(b"", "", envelope.attachments).discard()
             log.info("soap", extra={"action": envelope.action, "status": response.status[:3],
@@ -229,9 +234,11 @@ class SoapDoor:
                 outcome=audit_codes.MINOR_FAILURE, description=f"XUA assertion refused: {result.reason}"))
             return result
         envelope.principal = result
+        if (who := consent.human(result)) is not None:      # the exchange's audit record names the user
+            envelope.audit.setdefault("human", who)
         return None
 
-    def _dispatch(self, envelope: soap.Envelope) -> tuple[Response, str, tuple[str, str]]:
+    def _dispatch(self, envelope: soap.Envelope) -> tuple[Response, str, tuple[str, str], etree._Element | None]:
         route = self.routes[envelope.action]
         transaction = _transaction(route, envelope)
         try:
@@ -241,8 +248,39 @@ class SoapDoor:
         except Exception:
             log.exception("handler failed", extra={"action": envelope.action})
             fault = soap.SoapFault("the service failed to process the request", code="Receiver")
-            return reply_fault(fault, envelope), transaction, ("fault", "Receiver")
-        return response, transaction, metrics.xds_outcome(answer.body if isinstance(answer, Reply) else answer)
+            return reply_fault(fault, envelope), transaction, ("fault", "Receiver"), None
+        body = answer.body if isinstance(answer, Reply) else answer
+        return response, transaction, metrics.xds_outcome(body), body
+
+
+def _facts(envelope: soap.Envelope) -> audit_xds.Facts | None:
+    """What the audit record takes from the request, read before the handler may take it apart."""
+    if envelope.action not in audit_xds.AUDITED or not audit.recording():
+        return None
+    try:
+        return audit_xds.facts(envelope.action, envelope.body)
+    except Exception:
+        log.exception("audit record not made", extra={"action": envelope.action})
+        return None
+
+
+def _audit(environ, envelope: soap.Envelope, facts: audit_xds.Facts | None, answer: etree._Element | None) -> None:
+    """The server side's audit record; a request is never failed by its record."""
+    if facts is None:
+        return
+    try:
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        endpoint = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}" \
+                   f"{environ.get('PATH_INFO', '')}"
+        message = audit_xds.record(
+            envelope.action, facts, answer, server=True,
+            requestor=audit_xds.requestor_of(envelope.reply_to, envelope.peer),
+            responder=audit_xds.Node(envelope.to or endpoint, host.rsplit(":", 1)[0] or None), **envelope.audit)
+    except Exception:
+        log.exception("audit record not made", extra={"action": envelope.action})
+        return
+    if message is not None:
+        audit.record(message)
 
 
 def _transaction(route: Route, envelope: soap.Envelope) -> str:

@@ -1,12 +1,16 @@
 """Registry benchmark: load DocumentEntries through the ITI-42 validation code, then measure over HTTP.
 
-    python -m bench.registry [--documents 1000000] [--patients 100000] [--queries 3000] [--xua]
+    python -m bench.registry [--documents 1000000] [--patients 100000] [--queries 3000] [--xua] [--audit]
 
 Prints: load rate, FindDocuments (by patient, ~10 entries, LeafClass) p50/p99 latency with one
 client and queries/s with 4 concurrent clients, single-document ITI-42 registrations/s, and the
 database size. Uses $XDSI_DATABASE_URL's server if set, else an embedded PostgreSQL.
 With ``--xua``, FindDocuments again with a signed SAML assertion (a test IdP, tests/xua_idp.py) in
 ``wsse:Security`` on every request, checked by the registry (ITI-40), and its ratio to the plain run.
+
+``--audit``: FindDocuments is measured twice, by a registry without audit destinations and by one that records
+every query (ITI-20: spool, then a sender thread per process) to a syslog TCP sink of this bench that reads and
+counts the records; prints both and the ratio (the cost of audit on the request path).
 """
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ import http.client
 import multiprocessing as mp
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -166,7 +172,7 @@ def envelope(action: str, body: str, security: str = "") -> bytes:
 
 def _query_worker(args) -> list[float]:
     port, patients, count, seed, *rest = args
-    security = rest[0] if rest else ""     # one assertion per client, sent on each request
+    security = (rest[0] if rest else "") or ""     # one assertion per client, sent on each request
     rng = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port)
     times = []
@@ -209,55 +215,116 @@ def main() -> None:
     parser.add_argument("--registrations", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="registry worker processes")
     parser.add_argument("--xua", action="store_true", help="FindDocuments again with an XUA assertion on each request")
+    parser.add_argument("--audit", action="store_true", help="FindDocuments without and with ITI-20 audit")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="xbench", dir="/tmp") as t, fresh_database(Path(t)) as url:
         measure(url, Path(t), args)
 
 
+class SyslogSink(threading.Thread):
+    """A TCP syslog destination that reads everything and counts the audit records (their MSGID)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.records = 0
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        tail = b""
+        with conn:
+            while chunk := conn.recv(1 << 20):
+                data = tail + chunk
+                self.records += data.count(b" IHE+RFC-3881 ")
+                tail = data[-13:]      # shorter than the marker: none is counted twice
+
+
+def _serve(url: str, tmp: Path, args, audit_to: str = "", env: dict | None = None) -> tuple[subprocess.Popen, int, int]:
+    port, feed_port = free_port(), free_port()
+    env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_REGISTRY_PORT=str(port),
+               XDSI_REGISTRY_FEED_PORT=str(feed_port), XDSI_REGISTRY_WORKERS=str(args.workers),
+               XDSI_AUDIT_DESTINATIONS=f'["{audit_to}"]' if audit_to else "[]",
+               XDSI_AUDIT_SPOOL_DIR=str(tmp / f"audit-spool-{port}"), **(env or {}))
+    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"], env=env,
+                            cwd=ROOT, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    return proc, port, feed_port
+
+
+def _find_documents(port: int, args, label: str = "", headers: list | None = None) -> float:
+    """FindDocuments with 1 and 4 clients (``headers``: a SOAP header for each); returns the 4-client queries/s."""
+    h = headers or [None] * 4
+    _query_worker((port, args.patients, 200, 99, h[0]))  # warm up
+    times = _query_worker((port, args.patients, args.queries, 1, h[0]))
+    print(f"FindDocuments{label}, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
+          f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
+    with mp.Pool(4) as pool:
+        started = time.perf_counter()
+        results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, s, h[s]) for s in range(4)])
+        elapsed = time.perf_counter() - started
+    flat = [t for r in results for t in r]
+    print(f"FindDocuments{label}, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
+          f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms")
+    return len(flat) / elapsed
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def measure_audit(url: str, tmp: Path, args) -> None:
+    """The same queries against a registry without audit, then with it, alternately, twice each (the machine
+    is shared: alternating keeps a neighbour's load from landing on one side only)."""
+    sink = SyslogSink()
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for audited in (False, True, False, True):
+        proc, port, _ = _serve(url, tmp, args, f"tcp://127.0.0.1:{sink.port}" if audited else "")
+        try:
+            rates[audited].append(_find_documents(port, args, " with audit" if audited else " without audit"))
+        finally:
+            _stop(proc)
+    off, on = max(rates[False]), max(rates[True])
+    expected = 2 * (200 + args.queries + (args.queries // 4) * 4)
+    wait_until = time.monotonic() + 30
+    while sink.records < expected and time.monotonic() < wait_until:
+        time.sleep(0.2)
+    print(f"audit: {sink.records:,} ITI-18 records received by the syslog sink of {expected:,} queries audited "
+          f"(+ Application Start/Stop)")
+    print(f"FindDocuments 4 clients, with audit / without: {on:.0f} / {off:.0f} queries/s = {on / off:.3f} "
+          f"(audit costs {100 * (1 - on / off):.1f}%)")
+
+
 def measure(url: str, tmp: Path, args) -> None:
     migrate(url, "registry", "registry")
     load(url, args.documents, args.patients)
-    port, feed_port = free_port(), free_port()
-    env = dict(os.environ, XDSI_DATABASE_URL=url, XDSI_DATA_DIR=str(tmp), XDSI_REGISTRY_PORT=str(port),
-               XDSI_REGISTRY_FEED_PORT=str(feed_port), XDSI_REGISTRY_WORKERS=str(args.workers))
-    headers = []
+    if args.audit:
+        measure_audit(url, tmp, args)
+        return
+    xua_env, headers = {}, []
     if args.xua:
         from tests.xua_idp import AUDIENCE, assertion, make_idp, security_header
         idp = make_idp(tmp, "bench-idp")
-        env.update(XDSI_XUA_TRUSTED_ISSUERS=f'["{idp.cert_path}"]', XDSI_XUA_AUDIENCE=AUDIENCE)
+        xua_env = dict(XDSI_XUA_TRUSTED_ISSUERS=f'["{idp.cert_path}"]', XDSI_XUA_AUDIENCE=AUDIENCE)
         now = datetime.datetime.now(datetime.timezone.utc)
         headers = [security_header(assertion(idp, now=now, not_on_or_after=3600)) for _ in range(4)]
-    proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", "registry"], env=env,
-                            cwd=ROOT, stderr=subprocess.DEVNULL)
+    proc, port, feed_port = _serve(url, tmp, args, env=xua_env)
     try:
-        wait_for_port(port, proc)
-        _query_worker((port, args.patients, 200, 99))  # warm up
-        times = _query_worker((port, args.patients, args.queries, 1))
-        print(f"FindDocuments, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
-              f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
-        with mp.Pool(4) as pool:
-            started = time.perf_counter()
-            results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, s) for s in range(4)])
-            elapsed = time.perf_counter() - started
-        flat = [t for r in results for t in r]
-        plain = len(flat) / elapsed
-        print(f"FindDocuments, 4 clients: {plain:.0f} queries/s   "
-              f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms")
+        plain = _find_documents(port, args)
         if headers:
-            _query_worker((port, args.patients, 200, 98, headers[0]))  # warm up
-            times = _query_worker((port, args.patients, args.queries, 2, headers[0]))
-            print(f"FindDocuments + XUA, 1 client:  p50 {percentile(times, .5) * 1000:.1f} ms   "
-                  f"p99 {percentile(times, .99) * 1000:.1f} ms   ({len(times) / sum(times):.0f} queries/s)")
-            with mp.Pool(4) as pool:
-                started = time.perf_counter()
-                results = pool.map(_query_worker, [(port, args.patients, args.queries // 4, 10 + s, headers[s])
-                                                   for s in range(4)])
-                elapsed = time.perf_counter() - started
-            flat = [t for r in results for t in r]
-            print(f"FindDocuments + XUA, 4 clients: {len(flat) / elapsed:.0f} queries/s   "
-                  f"p50 {percentile(flat, .5) * 1000:.1f} ms   p99 {percentile(flat, .99) * 1000:.1f} ms   "
-                  f"(ratio to plain: {len(flat) / elapsed / plain:.2f})")
+            with_xua = _find_documents(port, args, " + XUA", headers)
+            print(f"FindDocuments 4 clients, with XUA / without: {with_xua:.0f} / {plain:.0f} queries/s "
+                  f"= {with_xua / plain:.2f}")
         started = time.perf_counter()
         n = _register_worker((port, feed_port, args.registrations, 7))
         elapsed = time.perf_counter() - started
@@ -269,8 +336,7 @@ def measure(url: str, tmp: Path, args) -> None:
             elapsed = time.perf_counter() - started
         print(f"ITI-42 single document, 4 clients: {n / elapsed:.0f} registrations/s")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        _stop(proc)
     with psycopg.connect(url) as conn:
         size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
         entries = conn.execute("SELECT count(*) FROM registry.document_entry").fetchone()[0]

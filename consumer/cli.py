@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from affinity_domain import access, db, dicom_status, hl7, http_auth, logs, metrics, secure_node, serving, status
+from affinity_domain import access, audit, db, dicom_status, hl7, http_auth, logs, metrics, secure_node, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer, limits_of
@@ -55,6 +55,7 @@ class ConsumerActor:
         conf.spool.mkdir(parents=True, exist_ok=True)
         # Reconciling and storing is CPU-bound Python: more processes use more cores. Fork first.
         health = serving.observability(config.data_dir, self.name)
+        audit.start(config, self.name)
         children = serving.fork_workers(max(0, conf.processes - 1), health)
         if children is None:
             logs.setup("consumer")
@@ -64,6 +65,7 @@ class ConsumerActor:
             supervisor.stop()
             pool.close()
             health.retire()
+            audit.stop(activity=False)
             return 0
         supervisor, pool, prefetcher = _work(config, conf, health,
                                              lambda state: status.record_workers(config.data_dir, self.name, state))
@@ -94,7 +96,7 @@ class ConsumerActor:
                                          "processes": len(children) + 1, "workers": conf.workers})
         serving.run_until_stopped([http], [mllp.shutdown, scp.shutdown, prefetcher.wake.set, supervisor.stop,
                                            lambda: serving.stop_workers(children), pool.close, tokens.close,
-                                           health.retire])
+                                           health.retire, audit.stop])
         return 0
 
     def add_commands(self, sub) -> None:

@@ -38,7 +38,7 @@ def store_study(store: Store, s: ConsumerSettings, job: dict, instances: list[In
     """C-STORE of ``instances`` over one association; ``done`` were stored by earlier attempts."""
     if s.pacs_orders_address:
         order_for_pacs(s, instances[0], recon)
-    pacs = dicom.LocalPacs(s.ae_title, s.pacs, instances, s.timeout)
+    pacs = dicom.LocalPacs(s.ae_title, s.pacs, instances, s.timeout, job["local_patient"], job.get("study_uid") or "")
     batch: list[str] = []
     # The next instance is reconciled while the PACS stores the current one.
     ahead = ThreadPoolExecutor(1, thread_name_prefix="reconcile")
@@ -80,7 +80,8 @@ def report(store: Store, s: ConsumerSettings, job: dict, parsed: manifest.Manife
     """The study's report (ITI-43), stored into the local PACS or sent as an ORU, once."""
     if not job["report_unique_id"] or s.reports == "skip" or job.get("report_state") in ("stored", "sent"):
         return
-    data, mime = retrieve.document(s, job["report_repository"], job["report_unique_id"], job["home"])
+    data, mime = retrieve.document(s, job["report_repository"], job["report_unique_id"], job["home"],
+                                    job["local_patient"])
     mime = mime or job["report_mime"]
     # Patient and study attributes of the outside study, from the KOS (it copies them from the images).
     header = dcmread(retrieve.manifest_path(s, job), stop_before_pixels=True)
@@ -101,7 +102,7 @@ def report(store: Store, s: ConsumerSettings, job: dict, parsed: manifest.Manife
         ds = rules.reconcile(reports.as_dicom(data, mime, header), recon)
         path = work / "report.dcm"
         ds.save_as(path, enforce_file_format=True)
-        pacs = dicom.LocalPacs(s.ae_title, s.pacs, [path], s.timeout)
+        pacs = dicom.LocalPacs(s.ae_title, s.pacs, [path], s.timeout, job["local_patient"])
         try:
             pacs.store(ds)
         finally:

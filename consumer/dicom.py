@@ -18,7 +18,9 @@ from pynetdicom.status import Status
 from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
                                   StudyRootQueryRetrieveInformationModelMove, Verification)
 
-from affinity_domain import dicom_limits, dicom_listener, dicom_status, part10, secure_node, uids
+from affinity_domain import audit, audit_codes, dicom_limits, dicom_listener, dicom_status, part10, secure_node, uids
+from affinity_domain.audit import dicom as audit_dicom, events as audit_events, xds as audit_xds
+from affinity_domain.audit.message import Study
 from affinity_domain.dicom_net import TUNED, install, nodelay, received_part10
 from affinity_domain.exceptions import XdsiError
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
@@ -170,9 +172,32 @@ def _final(responses, what: str) -> None:
         raise DicomRefused(f"{what}: status 0x{last.Status:04X} {last.get('ErrorComment', '')}".strip())
 
 
+def _retrieved(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dict[str, list[str]],
+               patient: str, outcome: int, description: str | None) -> None:
+    """The consumer's DICOM Instances Transferred (C) for a C-MOVE or C-GET it asked for."""
+    if not audit.recording():
+        return
+    ae_title, host, _ = peer
+    audit.record(audit_events.instances_transferred(
+        action=audit_codes.CREATE, sender=audit_dicom.ae(ae_title, host, sender=True, requestor=False),
+        receiver=audit_dicom.ae(calling_ae, audit_xds.ourselves().host, sender=False, requestor=True),
+        studies=[Study(study_uid, {"": tuple(u for uids in series.values() for u in uids)})], patient=patient or None,
+        outcome=outcome, description=description))
+
+
 def move(calling_ae: str, peer: tuple[str, str, int], destination_ae: str, study_uid: str,
-         series: dict[str, list[str]], timeout: float) -> None:
+         series: dict[str, list[str]], timeout: float, patient: str = "") -> None:
     """C-MOVE each series' instances to ``destination_ae`` (this consumer's SCP)."""
+    try:
+        _move(calling_ae, peer, destination_ae, study_uid, series, timeout)
+    except DicomRefused as e:
+        _retrieved(calling_ae, peer, study_uid, series, patient, audit_codes.SERIOUS_FAILURE, str(e))
+        raise
+    _retrieved(calling_ae, peer, study_uid, series, patient, audit_codes.SUCCESS, None)
+
+
+def _move(calling_ae: str, peer: tuple[str, str, int], destination_ae: str, study_uid: str,
+          series: dict[str, list[str]], timeout: float) -> None:
     ae_title, host, port = peer
     ae = AE(calling_ae)
     ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
@@ -190,8 +215,18 @@ def move(calling_ae: str, peer: tuple[str, str, int], destination_ae: str, study
 
 
 def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dict[str, list[str]],
-        sop_classes: set[str], take: Callable[[str, bytes], None], timeout: float) -> None:
+        sop_classes: set[str], take: Callable[[str, bytes], None], timeout: float, patient: str = "") -> None:
     """C-GET each series' instances over one association; ``take(uid, part10 bytes)`` gets each."""
+    try:
+        _get(calling_ae, peer, study_uid, series, sop_classes, take, timeout)
+    except DicomRefused as e:
+        _retrieved(calling_ae, peer, study_uid, series, patient, audit_codes.SERIOUS_FAILURE, str(e))
+        raise
+    _retrieved(calling_ae, peer, study_uid, series, patient, audit_codes.SUCCESS, None)
+
+
+def _get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dict[str, list[str]],
+         sop_classes: set[str], take: Callable[[str, bytes], None], timeout: float) -> None:
     ae_title, host, port = peer
     ae = AE(calling_ae)
     ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
@@ -220,11 +255,22 @@ def get(calling_ae: str, peer: tuple[str, str, int], study_uid: str, series: dic
         assoc.release()
 
 
+def _patient_of(ds) -> str:
+    if not isinstance(ds, Dataset):
+        return ""
+    pid, issuer = str(ds.get("PatientID", "") or ""), str(ds.get("IssuerOfPatientID", "") or "")
+    return f"{pid}^^^&{issuer}&ISO" if issuer and pid else pid
+
+
 class LocalPacs:
     """One association to the local PACS for a study's instances (C-STORE SCU)."""
 
-    def __init__(self, calling_ae: str, peer: tuple[str, str, int], instances: list[Instance], timeout: float):
-        self.peer = peer
+    def __init__(self, calling_ae: str, peer: tuple[str, str, int], instances: list[Instance], timeout: float,
+                 patient: str = "", study_uid: str = ""):
+        """``patient``, ``study_uid``: what the instances are, for the audit record (else read from each)."""
+        self.peer, self.calling_ae = peer, calling_ae
+        self.patient, self.study_uid = patient, study_uid
+        self.sent = audit_dicom.Transfers()
         pairs = {}
         for instance in instances:
             sop_class, syntax = sop_class_and_syntax(instance)
@@ -241,6 +287,8 @@ class LocalPacs:
 
     def store(self, ds: Dataset) -> None:
         status = self.assoc.send_c_store(ds)
+        self.sent.add(self.patient or _patient_of(ds), self.study_uid or str(getattr(ds, "StudyInstanceUID", "")),
+                      str(ds.SOPClassUID), str(ds.SOPInstanceUID), bool(status) and status.Status in STORED)
         if not status or status.Status not in STORED:
             code = f"0x{status.Status:04X}" if status else "none (association lost)"
             raise DicomRefused(f"the local PACS {self.peer[0]} refused {ds.SOPInstanceUID}: status {code}")
@@ -248,3 +296,10 @@ class LocalPacs:
     def close(self) -> None:
         if self.assoc.is_established:
             self.assoc.release()
+        if audit.recording():       # DICOM Instances Transferred (R), one per patient of the association
+            ae_title, host, _ = self.peer
+            for message in self.sent.messages(
+                    audit_codes.READ, audit_dicom.ae(self.calling_ae, audit_xds.ourselves().host, sender=True,
+                                                     requestor=True),
+                    audit_dicom.ae(ae_title, host, sender=False, requestor=False)):
+                audit.record(message)

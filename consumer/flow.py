@@ -34,8 +34,7 @@ class Prefetcher:
                 self.store.fetch_done(fetch["id"], "failed", error=reason)
             else:
                 self.store.fetch_retry(fetch["id"], reason, decision.retry_in)
-            log.warning("search failed", extra={"fetch": fetch["id"], "patient": str(Cx.parse(fetch["local_patient"])),
-                                                "error": reason, "retry_in": decision.retry_in})
+            log.warning("search failed", extra={"fetch": fetch["id"], "error": reason, "retry_in": decision.retry_in})
 
     def work(self, job: dict) -> None:
         """One attempt at a claimed job, from the step it had reached."""
@@ -67,7 +66,7 @@ class Prefetcher:
         work.mkdir(parents=True, exist_ok=True)
         recon = deliver.reconciliation(self.s, Cx.parse(job["local_patient"]), parsed)
         if todo:
-            instances, used = retrieve.instances(self.s, parsed.study_uid, todo, work)
+            instances, used = retrieve.instances(self.s, parsed.study_uid, todo, work, job["local_patient"])
             self.store.advance(job["id"], "retrieved", f"{sum(len(x.instances) for x in todo)}/{len(every)} "
                                                        f"instances retrieved by {', '.join(used)}",
                                instances_done=len(done), retrieved_by=",".join(used))

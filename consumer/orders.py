@@ -57,7 +57,7 @@ def order_handler(prefetcher: Prefetcher):
                                location="MSH^1^9", ack="AR")
             patient = local_patient(raw, prefetcher.s.local_assigning_authority)
             fetch = start_fetch(prefetcher, f"order {msh['control_id']}", patient)
-            log.info("order", extra={"patient": str(patient), "fetch": fetch})
+            log.info("order", extra={"fetch": fetch})
             return hl7.ack(raw, "AA", application="XDSI_CONSUMER")
         except Hl7Error as e:
             return hl7.ack(raw, e.ack, e, application="XDSI_CONSUMER")

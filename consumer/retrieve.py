@@ -21,14 +21,15 @@ from .settings import ConsumerSettings
 TRANSFER_SYNTAXES = [*UNCOMPRESSED, uid.JPEGBaseline8Bit, uid.JPEGLosslessSV1, uid.JPEG2000Lossless, uid.RLELossless]
 
 
-def document(s: ConsumerSettings, repository_unique_id: str, unique_id: str, home: str) -> tuple[bytes, str]:
-    """ITI-43 for one document: its bytes and mime type."""
+def document(s: ConsumerSettings, repository_unique_id: str, unique_id: str, home: str,
+             patient: str = "") -> tuple[bytes, str]:
+    """ITI-43 for one document: its bytes and mime type (``patient``: whom it is fetched for, for the audit)."""
     url = s.repositories.get(repository_unique_id)
     if not url:
         raise Permanent(f"no repository configured for {repository_unique_id}")
     try:
         r = SoapClient(url, timeout=s.timeout, spool_dir=s.spool).call(
-            ns.RETRIEVE, entries.retrieve_document(repository_unique_id, unique_id, home))
+            ns.RETRIEVE, entries.retrieve_document(repository_unique_id, unique_id, home), audit_patients=[patient])
     except (OSError, TransportError) as e:
         raise TransportError(f"repository unreachable: {e}", False) from None
     try:
@@ -58,7 +59,7 @@ def kept_manifest(s: ConsumerSettings, job: dict) -> manifest.Manifest:
 
 def fetch_manifest(s: ConsumerSettings, job: dict) -> manifest.Manifest:
     """The job's manifest by ITI-43, read (NotAManifest is permanent) and kept for later attempts."""
-    data, _ = document(s, job["repository_unique_id"], job["document_unique_id"], job["home"])
+    data, _ = document(s, job["repository_unique_id"], job["document_unique_id"], job["home"], job["local_patient"])
     parsed = manifest.read(data)
     path = manifest_path(s, job)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def fetch_manifest(s: ConsumerSettings, job: dict) -> manifest.Manifest:
 
 
 def instances(s: ConsumerSettings, study_uid: str, todo: list[manifest.SeriesReference],
-              work: Path) -> tuple[dict[str, Instance], list[str]]:
+              work: Path, patient: str = "") -> tuple[dict[str, Instance], list[str]]:
     """Every instance of ``todo`` (by SOP Instance UID: its bytes, or its file in ``work``), by
     the configured methods in order; and the methods used."""
     wanted = {u for x in todo for u in x.instances}
@@ -81,7 +82,7 @@ def instances(s: ConsumerSettings, study_uid: str, todo: list[manifest.SeriesRef
             break
         asked = {u for x in left for u in x.instances}
         try:
-            _retrieve_by(s, method, study_uid, left, work, got)
+            _retrieve_by(s, method, study_uid, left, work, got, patient)
             short = asked - got.keys()
             if short:
                 errors.append(f"{method}: {len(short)} instances not returned")
@@ -101,13 +102,13 @@ def instances(s: ConsumerSettings, study_uid: str, todo: list[manifest.SeriesRef
 
 
 def _retrieve_by(s: ConsumerSettings, method: str, study_uid: str, series: list[manifest.SeriesReference], work: Path,
-                 got: dict[str, Instance]) -> None:
+                 got: dict[str, Instance], patient: str = "") -> None:
     if method == "rad69":
         for location, refs in _by_source(series, "retrieve_location_uid").items():
             url = s.sources.get(location)
             if not url:
                 raise Permanent(f"no imaging source configured for Retrieve Location UID {location!r}")
-            _rad69(s, url, location, study_uid, refs, work, got)
+            _rad69(s, url, location, study_uid, refs, work, got, patient)
         return
     for ae_title, refs in _by_source(series, "retrieve_ae_title").items():
         where = s.dicom_addresses.get(ae_title)
@@ -116,10 +117,10 @@ def _retrieve_by(s: ConsumerSettings, method: str, study_uid: str, series: list[
         peer = (ae_title, *where)
         if method == "c-get":
             classes = {c for x in series for c in x.sop_classes if c}
-            dicom.get(s.ae_title, peer, study_uid, refs, classes, _holder(s, work, got), s.timeout)
+            dicom.get(s.ae_title, peer, study_uid, refs, classes, _holder(s, work, got), s.timeout, patient)
             continue
         try:
-            dicom.move(s.ae_title, peer, s.ae_title, study_uid, refs, s.timeout)
+            dicom.move(s.ae_title, peer, s.ae_title, study_uid, refs, s.timeout, patient)
         finally:
             for uids in refs.values():
                 for uid in uids:
@@ -146,11 +147,11 @@ def _holder(s: ConsumerSettings, work: Path, got: dict[str, Instance]):
 
 
 def _rad69(s: ConsumerSettings, url: str, location: str, study_uid: str, refs: dict[str, list[str]], work: Path,
-           got: dict[str, Instance]) -> None:
+           got: dict[str, Instance], patient: str = "") -> None:
     try:
         r = SoapClient(url, timeout=s.timeout, spool_dir=work, memory_budget=s.held_per_study).call(
             ns.RETRIEVE_IMAGING,
-            entries.retrieve_images(study_uid, refs, location, TRANSFER_SYNTAXES))
+            entries.retrieve_images(study_uid, refs, location, TRANSFER_SYNTAXES), audit_patients=[patient])
     except (OSError, TransportError) as e:
         raise TransportError(f"imaging source {url} unreachable: {e}", False) from None
     try:

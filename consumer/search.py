@@ -61,6 +61,6 @@ def search(store: Store, s: ConsumerSettings, fetch: dict) -> int:
     new = store.add_jobs(fetch["id"], str(local), chosen)
     note = f"{len(found)} manifests, {len(chosen)} relevant outside studies, {new} new"
     store.fetch_done(fetch["id"], "searched", affinity, note=note)
-    log.info("searched", extra={"fetch": fetch["id"], "patient": str(local), "affinity": affinity,
+    log.info("searched", extra={"fetch": fetch["id"],
                                 "found": len(found), "relevant": len(chosen), "new": new})
     return new

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from affinity_domain import db, logs, serving, status
+from affinity_domain import audit, db, logs, serving, status
 from affinity_domain.config import Config, ConfigError, build_settings
 from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.xua import xua_settings
@@ -55,6 +55,7 @@ class ImagingSourceActor:
         s, content, index = _open(config)
         workers = build_settings(WorkerSettings, config)
         content.sweep_spool()
+        audit.start(config, self.name)      # no worker processes: started before the threads are
         try:
             indexer = Indexer(index, content, open_journal(content, s.durable), s.duplicate_policy)
         except JournalBusy as e:
@@ -94,7 +95,8 @@ class ImagingSourceActor:
         # Stopping is bounded: what is not indexed by then stays in the journal for the next start.
         serving.run_until_stopped([http], [dicom_door.commitment.stop, dicom.shutdown,
                                            lambda: indexer.flush(workers.stop_seconds),
-                                           supervisor.stop, indexer.close, index.close, health.retire])
+                                           supervisor.stop, indexer.close, index.close, health.retire,
+                                           audit.stop])
         return 0
 
     def add_commands(self, sub) -> None:

@@ -27,7 +27,8 @@ from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelFind,
 
 from . import query
 from .commitment import STORAGE_COMMITMENT, StorageCommitment
-from affinity_domain import access, audit, dicom_listener, dicom_net, secure_node
+from affinity_domain import access, audit, audit_codes, dicom_listener, dicom_net, secure_node
+from affinity_domain.audit import dicom as audit_dicom, events as audit_events
 from affinity_domain.dicom_status import IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, NOT_AUTHORIZED, UNABLE_TO_PROCESS
 from affinity_domain.content import FileStore
 from affinity_domain.transfer_syntax import COMPRESSED, UNCOMPRESSED
@@ -81,7 +82,8 @@ class DicomDoor:
     def start(self, host: str, port: int):
         handlers = dicom_net.TUNED + [(evt.EVT_C_ECHO, lambda e: Status.SUCCESS), (evt.EVT_C_STORE, self.on_store),
                               (evt.EVT_C_FIND, self.on_find), (evt.EVT_C_MOVE, self.on_move),
-                              (evt.EVT_C_GET, self.on_get), (evt.EVT_N_ACTION, self.commitment.on_action)]
+                              (evt.EVT_C_GET, self.on_get), (evt.EVT_N_ACTION, self.commitment.on_action),
+                              (evt.EVT_CONN_CLOSE, audit_dicom.association_end)]
         if self.spooled:
             handlers.append((evt.EVT_CONN_CLOSE, _drop_partial_spool))
         return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits, self.admit)
@@ -93,12 +95,17 @@ class DicomDoor:
         received = event.dataset_path if self.spooled else dicom_net.received_part10(event)
         may_reject = access.may(event.assoc, "reject")
         may_replace = may_reject or access.may(event.assoc, "replace")
+        seen: list = []
         status, comment = self.intake.accept(received, calling, event.request.AffectedSOPInstanceUID or "",
-                                             may_reject, may_replace)
+                                             may_reject, may_replace, seen)
         if status == NOT_AUTHORIZED:
             log.warning("C-STORE refused: not authorized", extra={"calling_ae": calling, "reason": comment})
             audit.record(access.refusal_alert(reporter=self.ae_title, who=calling, host=event.assoc.requestor.address,
                                               description=f"imaging-source: {comment}"))
+        if seen:        # recorded per association and patient when the association ends
+            got = seen[0]
+            audit_dicom.of(event.assoc).add(got.identity.cx, got.study_uid, got.sop_class, got.sop_uid,
+                                            status == Status.SUCCESS)
         if status == Status.SUCCESS:
             return Status.SUCCESS
         ds = Dataset()
@@ -110,25 +117,37 @@ class DicomDoor:
     # ------------------------------------------------------------ C-FIND
 
     def on_find(self, event):
+        outcome = [audit_codes.SUCCESS, None]
+        try:
+            yield from self._find(event, outcome)
+        finally:
+            if audit.recording():
+                audit.record(audit_dicom.query(event, _patients_asked(event), *outcome))
+
+    def _find(self, event, outcome: list):
         try:
             identifier = event.identifier
             level, conditions = query.plan(identifier)
         except (query.QueryError, ValueError, AttributeError) as e:
             log.warning("C-FIND refused", extra={"reason": str(e)})
+            outcome[:] = [audit_codes.SERIOUS_FAILURE, str(e)]
             yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(e)), None
             return
         try:
             rows = self.index.find(level, conditions, self.max_results)
         except NotIndexed as e:
             log.error("C-FIND refused", extra={"reason": str(e)})
+            outcome[:] = [audit_codes.SERIOUS_FAILURE, "not indexed yet"]
             yield _failure(UNABLE_TO_PROCESS, "instances received are not all indexed yet"), None
             return
         except Exception:
             log.exception("C-FIND failed")
+            outcome[:] = [audit_codes.SERIOUS_FAILURE, "query failed"]
             yield _failure(UNABLE_TO_PROCESS, "query failed"), None
             return
         for row in rows:
             if event.is_cancelled:
+                outcome[:] = [audit_codes.MINOR_FAILURE, "cancelled"]
                 yield Status.CANCEL, None
                 return
             yield Status.PENDING, query.response(identifier, row, self.ae_title)
@@ -183,7 +202,12 @@ class DicomDoor:
         yield destination[0], destination[1], {"contexts": contexts, "evt_handlers": dicom_net.TUNED,
                                                "tls_args": secure_node.dicom_tls_args(destination[0])}
         yield len(rows)
+        acc = event.assoc.acceptor
+        self._transfer_audit(rows, event, audit_dicom.ae(acc.ae_title, acc.address, sender=True, requestor=False),
+                             audit_dicom.ae(event.move_destination.strip(), destination[0], sender=False,
+                                            requestor=False), moved=True)
         yield from self._datasets(rows, event)
+        self._transfer_audit(rows, event, None, None, moved=True, done=True)
 
     def on_get(self, event):
         try:
@@ -193,7 +217,49 @@ class DicomDoor:
             yield _failure(_refusal(e), str(e)), None
             return
         yield len(rows)
+        self._transfer_audit(rows, event, None, None, moved=False)
         yield from self._datasets(rows, event)
+        self._transfer_audit(rows, event, None, None, moved=False, done=True)
+
+    def _transfer_audit(self, rows: list[dict], event, sender, receiver, moved: bool, done: bool = False) -> None:
+        """Begin Transferring before a C-MOVE/C-GET sends, DICOM Instances Transferred (R) after: one record
+        per patient. A C-MOVE's requestor is a third participant; a C-GET's receives."""
+        if not audit.recording() or not rows:
+            return
+        req, acc = event.assoc.requestor, event.assoc.acceptor
+        if not done:
+            asker = audit_dicom.ae(req.ae_title, req.address, sender=False, requestor=True)
+            sender = sender or audit_dicom.ae(acc.ae_title, acc.address, sender=True, requestor=False)
+            receiver = receiver or asker
+            event.assoc._xdsi_retrieve = (sender, receiver, (asker,) if moved else ())
+        sender, receiver, others = getattr(event.assoc, "_xdsi_retrieve")
+        by_patient: dict[str, list] = {}
+        for r in rows:
+            by_patient.setdefault(f"{r['patient_id']}^^^&{r['issuer']}&ISO", []).append(
+                (r["study_uid"], r["sop_class"], r["sop_uid"]))
+        cancelled = done and event.is_cancelled
+        for patient, items in by_patient.items():
+            studies = audit_dicom.studies_of(items)
+            if not done:
+                audit.record(audit_events.begin_transferring(sender=sender, receiver=receiver, studies=studies,
+                                                             patient=patient, others=others))
+            else:
+                audit.record(audit_events.instances_transferred(
+                    action=audit_codes.READ, sender=sender, receiver=receiver, studies=studies, patient=patient,
+                    others=others, outcome=audit_codes.MINOR_FAILURE if cancelled else audit_codes.SUCCESS,
+                    description="cancelled" if cancelled else None))
+
+
+def _patients_asked(event) -> list[str]:
+    try:
+        identifier = event.identifier
+        pid = str(identifier.get("PatientID", "") or "").strip()
+        issuer = str(identifier.get("IssuerOfPatientID", "") or "").strip()
+    except Exception:       # an identifier that does not decode: the query names no patient
+        return []
+    if not pid or "*" in pid or "?" in pid:
+        return []
+    return [f"{pid}^^^&{issuer}&ISO" if issuer else pid]
 
 
 def _drop_partial_spool(event) -> None:

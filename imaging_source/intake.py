@@ -268,12 +268,13 @@ class Intake:
         self.policy = settings.duplicate_policy
 
     def accept(self, received: Path | bytes, calling_ae: str, affected_sop_uid: str = "",
-               may_reject: bool = True, may_replace: bool = True) -> tuple[int, str]:
+               may_reject: bool = True, may_replace: bool = True, seen: list | None = None) -> tuple[int, str]:
         """Keep a Part-10 instance, as bytes or as a spooled file; (status, comment). A spooled
         file is consumed or left for its owner to delete; nothing is indexed unless its bytes are
         stored. An IOCM rejection note from a peer that may not reject is refused, Not Authorized; an
         instance it may not replace is kept as it was (``unauthorized``: answered Not Authorized when the
-        index is written before the answer, logged and audited when behind it)."""
+        index is written before the answer, logged and audited when behind it). ``seen`` gets the
+        instance's description once it is read (for its audit record)."""
         if not self.content.has_room():
             return OUT_OF_RESOURCES, "image store is full"
         if self.indexer is not None and not self.indexer.alive():
@@ -296,6 +297,8 @@ class Intake:
             log.warning("instance refused", extra={"reason": got.reason, "calling_ae": calling_ae})
             return got.status, got.reason[:64]
         got.may_replace = may_replace
+        if seen is not None:
+            seen.append(got)
         owner = self.patients.claim(got.study_uid, got.identity)
         if owner is not None:
             return self._conflict(PatientConflict(got.identity, owner, got.study_uid), got, calling_ae)
@@ -332,8 +335,7 @@ class Intake:
     @staticmethod
     def _conflict(e: PatientConflict, got: Received, calling_ae: str) -> tuple[int, str]:
         log.warning("instance refused: its study belongs to another patient",
-                    extra={"sop_uid": got.sop_uid, "study": e.study_uid, "patient": e.patient.cx,
-                           "study_patient": e.study_patient.cx, "calling_ae": calling_ae})
+                    extra={"sop_uid": got.sop_uid, "study": e.study_uid, "calling_ae": calling_ae})
         return STUDY_OF_ANOTHER_PATIENT, "the study belongs to another patient"
 
     def reject(self, sop_uids: list[str], calling_ae: str) -> tuple[int, str]:

@@ -11,6 +11,7 @@ from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian
 
 from affinity_domain import consent, mtom, ns
+from affinity_domain.audit import dicom as audit_dicom
 from affinity_domain.errors import REPOSITORY_ERROR, XdsError
 from affinity_domain.soap import Envelope
 from affinity_domain.soap_door import Reply, Route, SoapDoor
@@ -47,8 +48,9 @@ def _withheld(consent_url: str, timeout: float, study_uids: list[str], principal
 
 
 def retrieve(index: Index, content: FileStore, repository_unique_id: str, request, principal=None,
-             consent_url: str = "", consent_timeout: float = 10.0) -> Reply:
-    """RAD-69; an opted-out patient's studies are answered as unknown unless ``principal`` breaks the glass."""
+             consent_url: str = "", consent_timeout: float = 10.0, notes: dict | None = None) -> Reply:
+    """RAD-69; an opted-out patient's studies are answered as unknown unless ``principal`` breaks the glass;
+    ``notes`` gets the patients and studies served, for the exchange's audit record."""
     requests, syntaxes = rad69.read_request(request)
     try:
         rows = index.instances(sop_uids=[r.document_unique_id for r in requests]) if requests else []
@@ -79,6 +81,11 @@ def retrieve(index: Index, content: FileStore, repository_unique_id: str, reques
             parts.append(mtom.OutPart(s.content_id, "application/dicom", data=transcoded(path, s.transfer_syntax)))
         else:
             parts.append(mtom.OutPart(s.content_id, "application/dicom", path=path))
+    if notes is not None:
+        by_sop = {r["sop_uid"]: r for r in rows}
+        served_rows = [by_sop[s.request.document_unique_id] for s in kept]
+        notes["patients"] = list(dict.fromkeys(f"{r['patient_id']}^^^&{r['issuer']}&ISO" for r in served_rows))
+        notes["studies"] = audit_dicom.studies_of((r["study_uid"], r["sop_class"], r["sop_uid"]) for r in served_rows)
     return Reply(rad69.response(errors, kept), parts)
 
 
@@ -90,7 +97,7 @@ def door(index: Index, content: FileStore, repository_unique_id: str, max_bytes:
 
     def retrieve_imaging_document_set(envelope: Envelope, attachments):
         return retrieve(index, content, repository_unique_id, envelope.body, envelope.principal, consent_url,
-                        registry_timeout)
+                        registry_timeout, envelope.audit)
 
     return SoapDoor({
         ns.RETRIEVE_IMAGING: Route(f"{{{ns.IHERAD}}}RetrieveImagingDocumentSetRequest", ns.RETRIEVE_IMAGING_RESPONSE,

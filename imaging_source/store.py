@@ -333,6 +333,7 @@ class Index:
             return []
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(f"SELECT st.study_uid, se.series_uid, i.sop_uid, i.sop_class, i.transfer_syntax, i.sha1, "
+                        f"p.patient_id, p.issuer, "
                         f"i.size FROM {_FROM['IMAGE']} WHERE {' AND '.join(where)} "
                         f"ORDER BY se.id, i.id", params)
             return cur.fetchall()

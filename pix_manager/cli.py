@@ -7,7 +7,8 @@ import logging
 import os
 import urllib.request
 
-from affinity_domain import db, health as probes, hl7, http_auth, logs, metrics, secure_node, serving, status
+from affinity_domain import audit, db, health as probes, hl7, http_auth, logs, metrics, secure_node, serving, status
+from affinity_domain.audit import hl7v2 as audit_hl7
 from affinity_domain.config import Config, build_settings
 from affinity_domain.workers import Supervisor, WorkerSettings
 from affinity_domain.hl7 import Hl7Error
@@ -41,12 +42,14 @@ class PixActor:
         # Bound before forking: every worker process accepts on the same socket.
         mllp = serving.bind(lambda: MllpServer((s.host, s.port), None, oversize,
                                                limits=limits_of(s, "mllp_", s.max_message_bytes)), s.host, s.port)
+        audit.start(config, self.name)
         workers = serving.fork_workers(s.workers - 1, health)
         pool = db.open_pool(url, "pix", max_size=16)
         store = Store(pool)
         index = PatientIndex(store, s)
-        mllp.handler = metrics.counted_mllp(mllp_door.handler(index, s.facility_authorities, s.hl7_senders,
-                                                                     s.loopback_senders),
+        mllp.handler = metrics.counted_mllp(audit_hl7.audited(mllp_door.handler(index, s.facility_authorities,
+                                                                                s.hl7_senders, s.loopback_senders),
+                                                              s.host),
                                             metrics.hl7_transaction({"ADT": "ITI-8", "QBP": "ITI-9"}))
         if workers is None:  # a forked worker: MLLP only; skip the parent's atexit hooks on exit
             health.register(probes.threads(mllp=mllp.start()))
@@ -54,6 +57,7 @@ class PixActor:
             mllp.shutdown()
             pool.close()
             health.retire()
+            audit.stop(activity=False)
             os._exit(0)
         door, tokens = http_auth.protect(http_door.app(index, s.max_json_bytes), http_door.RULES, config, url, "pix")
         app = serving.with_status(door, health)
@@ -70,7 +74,7 @@ class PixActor:
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, supervisor.stop,
-                                           pool.close, tokens.close, health.retire])
+                                           pool.close, tokens.close, health.retire, audit.stop])
         return 0
 
     def add_commands(self, sub) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from affinity_domain import hl7, mllp
+from affinity_domain import hl7
+from affinity_domain.audit import hl7v2 as audit_hl7
 from affinity_domain.exceptions import XdsiError
 
 from .store import Store
@@ -35,7 +36,7 @@ def deliver_due(store: Store, timeout: float = 10.0) -> int:
 def _deliver(store: Store, message, timeout: float) -> int:
     host, _, port = message.destination.rpartition(":")
     try:
-        ack = mllp.send(host, int(port), bytes(message.message), timeout=timeout)
+        ack = audit_hl7.send(host, int(port), bytes(message.message), timeout=timeout)   # ITI-8, ITI-10
     except (OSError, ValueError) as e:      # the peer down, or no MLLP reply we can read
         # Nothing is dropped: a failure of ours that no retry gets past (a reply past the frame
         # bound) is quarantined, until someone sees its last_error.

@@ -17,7 +17,8 @@ is attributed to the caller; a "by" in the body is ignored.
 """
 from __future__ import annotations
 
-from affinity_domain import http_auth, web
+from affinity_domain import audit, audit_codes, http_auth, web
+from affinity_domain.audit import events as audit_events
 
 from .demographics import Demographics, normalise
 from .index import PatientIndex
@@ -49,6 +50,8 @@ def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
         if not domain or not pid:
             raise web.bad("say which identity: ?domain=OID&pid=ID")
         found = index.store.person(domain, pid)
+        _patient_record(environ, audit_codes.READ, [_cx(pid, domain)], None,
+                        audit_codes.SUCCESS if found else audit_codes.MINOR_FAILURE)
         if found is None:
             raise web.HttpError("404 Not Found", f"no identity {pid} in {domain}")
         return "200 OK", found
@@ -61,19 +64,30 @@ def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
         def handle(environ, item_id):
             _, who = decision(environ)
             act = index.link if verdict == "link" else index.break_link
+            number = web.identifier(item_id, "the review item")
+            found = index.store.review(number) or {}
+            pair = [_cx(found[f"{side}_pid"], found[f"{side}_domain"]) for side in ("identity", "candidate")
+                    if found.get(f"{side}_pid")]
             try:
-                return "200 OK", {"result": act(web.identifier(item_id, "the review item"), who)}
+                result = act(number, who)
             except KeyError:
+                _patient_record(environ, audit_codes.UPDATE, pair, who, audit_codes.MINOR_FAILURE, "no such item")
                 raise web.HttpError("404 Not Found", "no such review item") from None
+            _patient_record(environ, audit_codes.UPDATE, pair, who, audit_codes.SUCCESS, f"review {verdict}")
+            return "200 OK", {"result": result}
         return handle
 
     def unlink(environ):
         body, who = decision(environ)
         domain, pid = web.text(body, "domain", required=True), web.text(body, "pid", required=True)
         try:
-            return "200 OK", {"result": index.unlink(domain, pid, who)}
+            result = index.unlink(domain, pid, who)
         except KeyError:
+            _patient_record(environ, audit_codes.UPDATE, [_cx(pid, domain)], who, audit_codes.MINOR_FAILURE,
+                            "no such identity")
             raise web.HttpError("404 Not Found", f"no identity {pid} in {domain}") from None
+        _patient_record(environ, audit_codes.UPDATE, [_cx(pid, domain)], who, audit_codes.SUCCESS, "unlink")
+        return "200 OK", {"result": result}
 
     def match(environ):
         body = web.json_object(environ, max_json_bytes)
@@ -93,3 +107,19 @@ def app(index: PatientIndex, max_json_bytes: int = 65536) -> web.Router:
     router.add("/persons/unlink", "POST", unlink)
     router.add("/match", "POST", match)
     return router
+
+
+def _cx(pid: str, domain: str) -> str:
+    return f"{pid}^^^&{domain}&ISO"
+
+
+def _patient_record(environ, action: str, patients: list[str], who: str | None, outcome: int,
+                    description: str | None = None) -> None:
+    """A Patient Record read or changed through this door: the HTTP client (and who decided) as participants."""
+    if not audit.recording():
+        return
+    client = audit_events.source(environ.get("REMOTE_USER") or who or "anonymous",
+                                 host=environ.get("REMOTE_ADDR") or None)
+    door = audit_events.destination(f"http://{environ.get('HTTP_HOST', '')}{environ.get('PATH_INFO', '')}")
+    audit.record(audit_events.patient_record(action=action, user=client, patients=patients, others=(door,),
+                                             outcome=outcome, description=description))

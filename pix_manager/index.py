@@ -149,7 +149,7 @@ class PatientIndex:
                 if not tx.members(existing.enterprise):   # its old person is empty: merge the ids
                     self._forward_merge(tx, existing.enterprise, verdict.enterprise, d)
             self._notify(tx, verdict.enterprise)
-            log.info("linked", extra={"identity": str(cx), "score": total, "explanation": explanation})
+            log.info("linked", extra={"score": total})
             return f"linked {cx} ({explanation})"
         if existing is None:
             enterprise = self._new_person(tx, cx, d)
@@ -159,7 +159,7 @@ class PatientIndex:
         if verdict.action == "review":
             tx.close_reviews_between(identity, verdict.candidate, "superseded", "scorecard")
             tx.add_review(identity, verdict.candidate, total, explanation)
-            log.info("review", extra={"identity": str(cx), "score": total, "explanation": explanation})
+            log.info("review", extra={"score": total})
             return f"review {cx} ({explanation})"
         return f"new {cx}"
 
@@ -286,5 +286,5 @@ class PatientIndex:
             tx.move_identity(me.id, enterprise, None, f"unlinked by {who}", f"person:{who}")
             self._notify(tx, me.enterprise)
             self._notify(tx, enterprise)
-            log.info("unlinked", extra={"identity": f"{domain}:{pid}", "by": who})
+            log.info("unlinked", extra={"domain": domain, "by": who})
             return f"unlinked {domain}:{pid} from {len(others)} identit{'y' if len(others) == 1 else 'ies'}"

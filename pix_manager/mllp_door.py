@@ -33,7 +33,8 @@ def handler(index: PatientIndex, facility_authorities: dict[str, str], senders=(
             message = messages.read_feed(raw, facility_authorities, index.s.authorities)
             refused(msh, {cx.authority for cx in (*message.ids, *message.subsumed)})
             done = index.feed(message)
-            log.info("feed", extra={"applied": done})
+            # What was done, without the ids (the audit trail names the patients): "linked", "review", "new", ...
+            log.info("feed", extra={"applied": sorted({part.split(" ", 1)[0] for part in done.split("; ")})})
             return hl7.ack(raw, "AA", application="XDSI_PIX", warnings=message.warnings)
         except Hl7Error as e:
             log.warning("rejected", extra={"reason": e.text, "code": e.code})

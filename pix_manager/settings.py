@@ -3,7 +3,7 @@ index matches by (thresholds, blocking keys) made from them once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from affinity_domain import access
 from affinity_domain.config import ConfigError, Count, DomainSettings, HttpSettings, Port, Seconds

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import os
 
-from affinity_domain import db, health as probes, hl7, logs, metrics, serving
+from affinity_domain.audit import hl7v2 as audit_hl7
+from affinity_domain import audit, db, health as probes, hl7, logs, metrics, serving
 from affinity_domain.config import Config, build_settings
 from affinity_domain.hl7 import Hl7Error
 from affinity_domain.mllp import MllpServer, limits_of
@@ -45,6 +46,7 @@ class RegistryActor:
         code_sets = codes.from_config(s.validate_codes, s.codes_file)
         health = serving.observability(config.data_dir, self.name)
         sock = serving.listen(s.host, s.port)
+        audit.start(config, self.name)
         workers = serving.fork_workers(s.workers - 1, health)
         pool = db.open_pool(url, "registry", max_size=s.threads + 2)
         read_pool = db.open_pool(url, "registry", max_size=s.threads + 2, read_only=True)
@@ -55,20 +57,22 @@ class RegistryActor:
         app = serving.with_status(_beside(serving.path_app(s.path, door), consent_api.app(registry)), health)
         http = serving.http_server(app, sock, s.threads, serving.http_limits(s, s.max_request_bytes))
         if workers is None:  # a forked worker: HTTP only; skip the parent's atexit hooks on exit
-            serving.run_until_stopped([http], [pool.close, read_pool.close, health.retire])
+            serving.run_until_stopped([http], [pool.close, read_pool.close, health.retire,
+                                               lambda: audit.stop(activity=False)])
             os._exit(0)
 
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
-        iti8 = metrics.counted_mllp(feed.handler(store, domain, s.hl7_senders, s.feed_loopback_senders), "ITI-8")
+        iti8 = metrics.counted_mllp(audit_hl7.audited(feed.handler(store, domain, s.hl7_senders, s.feed_loopback_senders),
+                                                      s.feed_host), "ITI-8")
         mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), iti8, oversize,
                                                limits=limits_of(s, "feed_")), s.feed_host, s.feed_port)
         health.register(probes.threads(feed=mllp.start()))
         for label, where in _endpoints(s):
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1})
         serving.run_until_stopped([http], [lambda: serving.stop_workers(workers), mllp.shutdown, pool.close,
-                                           read_pool.close, health.retire])
+                                           read_pool.close, health.retire, audit.stop])
         return 0
 
 

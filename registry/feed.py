@@ -83,6 +83,6 @@ def handler(store: Store, domain: str, senders=(), loopback_senders: bool = True
         except Exception:
             log.exception("feed failed")
             return hl7.ack(raw, "AE", Hl7Error("the registry could not store the message", code="207"))
-        log.info("feed", extra={"applied": done})
+        log.info("feed", extra={"applied": done.split(" ", 1)[0]})   # the event; the ids are in the audit trail
         return hl7.ack(raw, "AA")
     return handle

@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from affinity_domain import db, logs, serving, status
+from affinity_domain import audit, db, logs, serving, status
 from affinity_domain.config import Config, build_settings
 from affinity_domain.soap_client import SoapClient
 from affinity_domain.workers import Supervisor, WorkerSettings
@@ -35,6 +35,7 @@ class RepositoryActor:
         store_dir = Path(s.store_dir or config.data_dir / "repository")
         health = serving.observability(config.data_dir, self.name)
         sock = serving.listen(s.host, s.port)
+        audit.start(config, self.name)
         workers = serving.fork_workers(s.workers - 1, health)
         # After the fork: each process has its own pool, spool directory and index owner name.
         pool = db.open_pool(url, "repository", max_size=s.threads + 2)
@@ -49,7 +50,7 @@ class RepositoryActor:
         limits = serving.http_limits(s, s.max_request_bytes, {s.path: s.max_document_bytes})
         http = serving.http_server(app, sock, s.threads, limits)
         if workers is None:
-            serving.run_until_stopped([http], [pool.close, health.retire])
+            serving.run_until_stopped([http], [pool.close, health.retire, lambda: audit.stop(activity=False)])
             os._exit(0)
 
         def recovery(stop: threading.Event) -> None:
@@ -66,7 +67,7 @@ class RepositoryActor:
             log.info("listening", extra={"endpoint": label, "at": where, "workers": len(workers) + 1,
                                          "store": str(store_dir), "registry": s.registry_url})
         serving.run_until_stopped([http], [supervisor.stop, lambda: serving.stop_workers(workers), pool.close,
-                                           health.retire])
+                                           health.retire, audit.stop])
         return 0
 
 

@@ -6,7 +6,7 @@ import base64
 import binascii
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
@@ -31,6 +31,7 @@ _QUERY_BATCH = 100
 class Retrieved:
     response: etree._Element
     parts: list[mtom.OutPart]
+    patients: list[str] = field(default_factory=list)     # whose documents were served (for the audit record)
 
 
 class QueryRefused(XdsiError):
@@ -71,8 +72,8 @@ class Repository:
         errors, docs = provide.check_and_stamp(submit, contents, self.unique_id)
         if errors or stray:
             return registry_response(errors + stray)
-        rows = {d.unique_id: Row(d.unique_id, d.content.sha1, d.content.size, d.mime_type, "pending", "")
-                for d in docs}
+        rows = {d.unique_id: Row(d.unique_id, d.content.sha1, d.content.size, d.mime_type, "pending", "",
+                                 patient_id=d.patient_id) for d in docs}
         created, existing = self.index.reserve(list(rows.values()))
         clashes = [XdsError(NON_IDENTICAL_HASH,
                             f"document {e.unique_id} is already stored with SHA-1 {e.sha1}", e.unique_id)
@@ -161,7 +162,9 @@ class Repository:
                               file=files.pop(s.request.document_unique_id)) for s in served]
         for f in files.values():
             f.close()
-        return Retrieved(retrieve.response(errors, served), parts)
+        patients = list(dict.fromkeys(rows[s.request.document_unique_id].patient_id for s in served
+                                      if rows[s.request.document_unique_id].patient_id))
+        return Retrieved(retrieve.response(errors, served), parts, patients)
 
     def _withheld(self, unique_ids: list[str], principal) -> set[str]:
         if not unique_ids or not self.consent_url:

@@ -40,6 +40,7 @@ class StoredDocument:
     unique_id: str
     mime_type: str
     content: Content
+    patient_id: str | None = None
 
 
 def read_request(request: etree._Element) -> tuple[etree._Element | None, list[DocumentPart]]:
@@ -72,6 +73,13 @@ def entry_unique_id(entry: etree._Element) -> str:
         if ext.get("identificationScheme") == rim.DE_UNIQUE_ID:
             return ext.get("value", "").strip()
     return ""
+
+
+def _patient_id(entry: etree._Element) -> str | None:
+    for ext in entry.iterfind(rim.q(ns.RIM, "ExternalIdentifier")):
+        if ext.get("identificationScheme") == rim.DE_PATIENT_ID:
+            return ext.get("value", "").strip() or None
+    return None
 
 
 def set_slot(entry: etree._Element, name: str, value: str) -> None:
@@ -133,7 +141,7 @@ def check_and_stamp(submit: etree._Element, contents: dict[str, Content],
                                    f"DocumentEntries {seen[unique_id]} and {entry_id} share uniqueId {unique_id}",
                                    entry_id))
         seen[unique_id] = entry_id
-        docs.append(StoredDocument(entry_id, unique_id, entry.get("mimeType", ""), content))
+        docs.append(StoredDocument(entry_id, unique_id, entry.get("mimeType", ""), content, _patient_id(entry)))
     if errors:
         return errors, []
     for doc in docs:

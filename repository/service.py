@@ -42,6 +42,7 @@ def door(repository: Repository, max_bytes: int, spool_dir, max_stream_bytes: in
             found = repository.retrieve(envelope.body, envelope.principal)
         except _UNAVAILABLE as e:
             return Reply(retrieve.response([_busy(e)], []), [])
+        envelope.audit["patients"] = found.patients
         return Reply(found.response, found.parts)     # always MTOM, one part per document
 
     return SoapDoor({

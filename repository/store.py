@@ -23,6 +23,7 @@ class Row:
     state: str
     owner: str
     old: bool = False          # pending past the grace period (read by unfinished())
+    patient_id: str | None = None   # the DocumentEntry's patientId (for the audit record of a retrieve)
 
 
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('xdsi.repository.' || %s))"
@@ -41,10 +42,10 @@ class Index:
             for sha1 in sorted({d.sha1 for d in docs}):
                 conn.execute(_LOCK, (sha1,))
             inserts = [(d, conn.cursor(row_factory=class_row(Row)).execute(
-                "INSERT INTO document (unique_id, sha1, size, mime_type, state, owner) "
-                "VALUES (%s, %s, %s, %s, 'pending', %s) ON CONFLICT (unique_id) DO NOTHING "
+                "INSERT INTO document (unique_id, sha1, size, mime_type, state, owner, patient_id) "
+                "VALUES (%s, %s, %s, %s, 'pending', %s, %s) ON CONFLICT (unique_id) DO NOTHING "
                 "RETURNING unique_id, sha1, size, mime_type, state, owner",
-                (d.unique_id, d.sha1, d.size, d.mime_type, self.owner))) for d in docs]
+                (d.unique_id, d.sha1, d.size, d.mime_type, self.owner, d.patient_id))) for d in docs]
             created = [d.unique_id for d, cur in inserts if cur.fetchone()]
             taken = [d.unique_id for d in docs if d.unique_id not in created]
             existing = conn.cursor(row_factory=class_row(Row)).execute(
@@ -85,7 +86,7 @@ class Index:
     def registered(self, unique_ids: list[str]) -> dict[str, Row]:
         with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Row))
-            rows = cur.execute("SELECT unique_id, sha1, size, mime_type, state, owner FROM document "
+            rows = cur.execute("SELECT unique_id, sha1, size, mime_type, state, owner, patient_id FROM document "
                                "WHERE unique_id = ANY(%s) AND state = 'registered'", (unique_ids,)).fetchall()
             conn.rollback()
         return {r.unique_id: r for r in rows}

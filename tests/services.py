@@ -146,8 +146,10 @@ def launch(actor: str, tmp: Path, database_url: str, settings: dict, ports: list
     """Start ``xdsi serve ACTOR`` with ``settings`` as ``XDSI_<SECTION>_<KEY>`` and wait for its ports."""
     prefix = "XDSI_" + actor.replace("-", "_").upper() + "_"
     grant_test_token(database_url)
+    # No audit records to the machine's default ARR port unless the test names a destination.
     env = dict(os.environ, **(env or {}), XDSI_DATABASE_URL=database_url, XDSI_DATA_DIR=str(tmp),
-               XDSI_TOKEN=TEST_TOKEN, **{prefix + k.upper(): str(v) for k, v in settings.items()})
+               XDSI_TOKEN=TEST_TOKEN, XDSI_AUDIT_DESTINATIONS=os.environ.get("XDSI_AUDIT_DESTINATIONS", "[]"),
+               **{prefix + k.upper(): str(v) for k, v in settings.items()})
     log = open(tmp / f"{actor}-{ports[0]}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "affinity_domain.cli", "serve", actor],
                             env=env, stdout=log, stderr=log, cwd=ROOT, preexec_fn=preexec_fn)

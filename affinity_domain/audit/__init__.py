@@ -29,7 +29,7 @@ from .sender import Sender, transport
 from .settings import AuditSenderSettings
 from .spool import Spool
 
-__all__ = ["start", "record", "stop", "events", "Recorder"]
+__all__ = ["start", "record", "recording", "stop", "events", "Recorder"]
 log = logging.getLogger("xdsi.audit")
 
 
@@ -74,8 +74,10 @@ class Recorder:
                     self.start()
         if message.source is None:
             message = dataclasses.replace(message, source=self.source)
-        message = fit(message, self.settings.max_record_bytes)
-        self.spool.append(syslog.format_message(to_xml(message), hostname=self.hostname, app_name=self.app_name,
+        xml = to_xml(message)
+        if len(xml) > self.settings.max_record_bytes:
+            xml = to_xml(fit(message, self.settings.max_record_bytes))
+        self.spool.append(syslog.format_message(xml, hostname=self.hostname, app_name=self.app_name,
                                                 procid=str(os.getpid()), time=message.time))
 
     def after_fork(self) -> None:
@@ -129,6 +131,12 @@ def _after_fork() -> None:
         _recorder.after_fork()
 
 
+def recording() -> bool:
+    """Whether ``record`` keeps anything: callers skip building a record nobody keeps."""
+    recorder = _recorder
+    return recorder is not None and bool(recorder.settings.destinations)
+
+
 def record(message: AuditMessage) -> None:
     """Queue one audit record; never raises for a destination that is down, never waits for one."""
     recorder = _recorder
@@ -140,10 +148,11 @@ def record(message: AuditMessage) -> None:
         log.error("audit record could not be queued", extra={"error": str(e), "event": message.event_id.meaning})
 
 
-def stop(timeout: float = 5.0) -> None:
-    """Record the Application Stop, then give the senders ``timeout`` seconds to empty the queue."""
+def stop(timeout: float = 5.0, activity: bool = True) -> None:
+    """Record the Application Stop (``activity``: a forked worker's stop is not the actor's), then give the
+    senders ``timeout`` seconds to empty the queue."""
     global _recorder
-    if _recorder is not None and _recorder.pid == os.getpid():
+    if activity and _recorder is not None and _recorder.pid == os.getpid():
         record(_activity(_recorder, False))
     with _lock:
         if _recorder is not None:

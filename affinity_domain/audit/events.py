@@ -177,10 +177,10 @@ def rad68_provide_and_register_imaging(*, direction: Direction, imaging_source: 
 
 
 def iti42_register(*, direction: Direction, repository: Participant, registry: Participant, patient: str | None,
-                   submission_set_uid: str, outcome: int = c.SUCCESS, description: str | None = None,
-                   time: dt.datetime | None = None) -> AuditMessage:
+                   submission_set_uid: str, human: Human | None = None, outcome: int = c.SUCCESS,
+                   description: str | None = None, time: dt.datetime | None = None) -> AuditMessage:
     """ITI-42: Export (R) by the Repository (or Integrated Source), Import (C) by the Registry."""
-    return _submission(c.ITI_42, direction, repository, registry, patient, submission_set_uid, None, outcome,
+    return _submission(c.ITI_42, direction, repository, registry, patient, submission_set_uid, human, outcome,
                        description, time)
 
 

@@ -6,6 +6,7 @@ base64 in the XML, as the schema types them."""
 from __future__ import annotations
 
 import base64
+import functools
 import datetime as dt
 import ipaddress
 import re
@@ -86,6 +87,7 @@ class AuditMessage:
     source: AuditSource | None = None    # None: the recording actor's, filled in by ``audit.record``
 
 
+@functools.lru_cache(maxsize=1024)
 def access_point_type(host: str) -> str:
     try:
         ipaddress.ip_address(host)
@@ -102,11 +104,15 @@ def timestamp(when: dt.datetime) -> str:
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
 _SPECIAL = re.compile('[&<>"\t\n\r]')
+_MARKUP = frozenset('&<>"')
 
 
 def _x(value) -> str:
     """Text for an attribute or element: characters XML cannot carry become U+FFFD (a peer's bytes are data,
     never a reason to lose the record), the rest is escaped, line ends included (the message stays one line)."""
+    value = str(value)
+    if value.isascii() and value.isprintable() and not _MARKUP.intersection(value):   # most values: as they are
+        return value
     return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], _NOT_XML.sub("\ufffd", str(value)))
 
 
