@@ -48,7 +48,7 @@ def test_a_dry_run_scores_and_explains_the_candidates_and_registers_nothing(doma
                          env=pix.env | {"XDSI_PIX_HTTP_PORT": pix.http.rsplit(":", 1)[1]},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "would be: link" in out.stdout and pid in out.stdout, out.stdout + out.stderr
-    assert "family +" in out.stdout
+    assert "family exact +" in out.stdout
     assert counts(pix) == before
 
 
