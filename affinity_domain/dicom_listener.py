@@ -306,7 +306,7 @@ class Listener(AssociationServer):
 
 def start_server(ae, address: tuple[str, int], evt_handlers: list, limits: Limits = DEFAULT,
                  ssl_context: ssl.SSLContext | None | bool = True, handshake_timeout: float | None = None,
-                 on_refused=None, admit=None) -> Listener:
+                 on_refused=None, *, admit=None) -> Listener:
     """``ae.start_server(address, block=False, evt_handlers=...)`` with ``limits``; TLS only with
     ``ssl_context`` (True, the default: the node's, ``secure_node``; None: plain); ``admit(assoc)``
     False rejects an A-ASSOCIATE-RQ (calling AE title not recognized)."""

@@ -151,7 +151,7 @@ def start_scp(ae_title: str, host: str, port: int, incoming: Path, limits: dicom
 
     handlers = TUNED + [(evt.EVT_C_STORE, on_store),
                 (evt.EVT_C_ECHO, lambda e: Status.SUCCESS)]
-    return dicom_listener.start_server(ae, (host, port), handlers, limits, admit)
+    return dicom_listener.start_server(ae, (host, port), handlers, limits, admit=admit)
 
 
 def _identifier(study_uid: str, series_uid: str, sops: list[str]) -> Dataset:

@@ -86,7 +86,7 @@ class DicomDoor:
                               (evt.EVT_CONN_CLOSE, audit_dicom.association_end)]
         if self.spooled:
             handlers.append((evt.EVT_CONN_CLOSE, _drop_partial_spool))
-        return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits, self.admit)
+        return dicom_listener.start_server(self.ae, (host, port), handlers, self.limits, admit=self.admit)
 
     # ------------------------------------------------------------ C-STORE
 
