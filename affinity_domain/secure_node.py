@@ -39,10 +39,16 @@ def use(settings: TlsSettings, actor: str = "") -> TlsSettings:
     server = tls.server_context(settings) if settings.enabled else None
     client = tls.client_context(settings) if settings.enabled else None
     _settings, _actor, _server, _client = settings, actor, server, client
-    # urllib's urlopen (the commands' JSON calls) shows our certificate
-    urllib.request.install_opener(None if client is None else
-                                  urllib.request.build_opener(urllib.request.HTTPSHandler(context=client)))
     return settings
+
+
+def urlopen(request: urllib.request.Request | str, timeout: float = 30.0):
+    """``urllib.request.urlopen`` as this node dials: https with its certificate while TLS is on (the
+    commands' JSON calls)."""
+    if isinstance(request, str):
+        request = urllib.request.Request(request)
+    request.full_url = url(request.full_url)
+    return urllib.request.urlopen(request, timeout=timeout, context=_client)
 
 
 def settings() -> TlsSettings:

@@ -128,7 +128,7 @@ def _base(config: Config) -> str:
 
 
 def _get(url: str):
-    return json.load(urllib.request.urlopen(http_auth.authorized(url), timeout=30))
+    return json.load(secure_node.urlopen(http_auth.authorized(url), timeout=30))
 
 
 def _fetch(config: Config, args) -> int:
@@ -136,7 +136,7 @@ def _fetch(config: Config, args) -> int:
     request = http_auth.authorized(f"{base}/fetches", method="POST", data=json.dumps(
         {"patient": args.patient, "since": args.since, "modalities": args.modality}).encode())
     try:
-        fetch = json.load(urllib.request.urlopen(request, timeout=30))["fetch"]
+        fetch = json.load(secure_node.urlopen(request, timeout=30))["fetch"]
     except urllib.error.HTTPError as e:
         print(f"xdsi: {json.load(e).get('error')}", file=sys.stderr)
         return 2

@@ -203,12 +203,12 @@ def run(cfg: Config, instances: int = 300) -> int:
             raise StepFailed(f"hospital B's identity was not linked to hospital A's: {ids}")
         affinity = next(i for i in ids if cfg.domain["assigning_authority"] in i)
         reader = demo_token(cfg, run_id)       # the PIX admin API is authenticated: a reader's token of its own
-        person = json.load(urllib.request.urlopen(authorized(secure_node.url(
+        person = json.load(secure_node.urlopen(authorized(secure_node.url(
             f"http://{pix['http_host']}:{pix['http_port']}/persons?domain={HOSP_B}&pid={mrn_b}"), reader)))
         link = next(i for i in person["identities"] if i["pid"] == mrn_b)
         print(f"    linked by the scorecard: score {link['link_score']:.1f} ({link['link_explanation']})")
         review = secure_node.url(f"http://{pix['http_host']}:{pix['http_port']}/review")
-        queue = json.load(urllib.request.urlopen(authorized(review, reader)))
+        queue = json.load(secure_node.urlopen(authorized(review, reader)))
         held = [r for r in queue if mrn_c in (r["identity_pid"], r["candidate_pid"])]
         if not held:
             raise StepFailed("the near-miss patient did not reach the review queue")

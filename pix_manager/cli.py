@@ -157,7 +157,7 @@ def _admin(config: Config) -> str:
 def _review(config: Config, args) -> int:
     base = _admin(config)
     if args.action == "list":
-        with urllib.request.urlopen(http_auth.authorized(f"{base}/review?status={args.status}")) as r:
+        with secure_node.urlopen(http_auth.authorized(f"{base}/review?status={args.status}")) as r:
             for item in json.load(r):
                 print(f"#{item['id']:<5} {item['status']:<7} score {item['score']:5.1f}  "
                       f"{item['identity_pid']}@{item['identity_domain']}  ~  "
@@ -168,7 +168,7 @@ def _review(config: Config, args) -> int:
             print("xdsi pix review show ITEM")
             return 2
         try:
-            with urllib.request.urlopen(http_auth.authorized(f"{base}/review/{args.item}")) as r:
+            with secure_node.urlopen(http_auth.authorized(f"{base}/review/{args.item}")) as r:
                 item = json.load(r)
         except urllib.error.HTTPError as e:
             print(f"xdsi: {json.load(e).get('error')}")
@@ -200,7 +200,7 @@ def _match(config: Config, args) -> int:
     request = http_auth.authorized(f"{_admin(config)}/match", method="POST", data=json.dumps(body).encode(),
                                    headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request) as r:
+        with secure_node.urlopen(request) as r:
             found = json.load(r)
     except urllib.error.HTTPError as e:
         print(f"xdsi: {json.load(e).get('error')}")
@@ -220,7 +220,7 @@ def _post(url: str, body: dict) -> int:
     request = http_auth.authorized(url, method="POST", data=json.dumps(body).encode(),
                           headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request) as r:
+        with secure_node.urlopen(request) as r:
             print(json.load(r)["result"])
         return 0
     except urllib.error.HTTPError as e:
