@@ -68,6 +68,17 @@ _EPHEMERAL_LOW = int(_EPHEMERAL.read_text().split()[0]) if _EPHEMERAL.exists() e
 _handed_out: set[int] = set()
 
 
+def own_address() -> str | None:
+    """This machine's address on its network (not loopback), or None when it has none."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))          # no packet is sent: it picks the outgoing address
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
 def free_port() -> int:
     """A port for a service to listen on, from below the kernel's ephemeral range: a port the
     kernel lent (bind to 0) can be taken again as the local end of an outgoing connection before

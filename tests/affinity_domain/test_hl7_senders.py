@@ -6,7 +6,6 @@ Each actor listens on every address, so a sender reaches it over loopback and ov
 own address, which the actor sees as another host."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,24 +14,14 @@ import pytest
 
 from tests.hospital import order
 from tests.pix.pixmsg import HOSP_A, HOSP_B, adt, cx, new_id, qbp
-from tests.services import DOMAIN, free_port, launch
+from tests.services import DOMAIN, free_port, launch, own_address
 
 MLLP_SEND = Path(sys.executable).with_name("mllp_send")
 PLAIN_OFF_LOOPBACK = {"XDSI_TLS_ALLOW_PLAINTEXT": "true"}
 LOCAL = "1.3.6.1.4.1.21367.2005.13.20.2000"      # the consumer's own patient-id domain (its default)
 
 
-def _own_address() -> str | None:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))
-            address = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if address.startswith("127.") else address
-
-
-REMOTE = _own_address()
+REMOTE = own_address()
 needs_remote = pytest.mark.skipif(REMOTE is None, reason="this machine has no non-loopback address")
 
 

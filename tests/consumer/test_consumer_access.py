@@ -4,7 +4,6 @@ configured peers, and from loopback any AE's C-STORE (DCMTK's echoscu and stores
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 
 import pytest
@@ -12,20 +11,10 @@ import pytest
 from tests import hostile
 from tests.hospital import HOSP_B
 from tests.imaging_source import source_dicom as dd
-from tests.services import free_port, launch, new_token
+from tests.services import free_port, launch, new_token, own_address
 
 
-def _own_address() -> str | None:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))
-            address = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if address.startswith("127.") else address
-
-
-REMOTE = _own_address()
+REMOTE = own_address()
 
 
 @pytest.fixture(scope="module")

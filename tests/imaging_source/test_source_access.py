@@ -5,7 +5,6 @@ The source of this module listens on every address, so a peer can reach it over 
 the machine's own non-loopback address (which the source sees as a remote host)."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 
@@ -13,7 +12,7 @@ from tests.imaging_source import source_dicom as dd
 from tests.imaging_source.test_source_faults import _index_rows
 from tests.imaging_source.test_source_flow import _rejection_note
 from tests.imaging_source.test_source_hardening import _log_entries
-from tests.services import free_port, launch, wait_until
+from tests.services import free_port, launch, own_address, wait_until
 
 PEERS = ('{ FINDER = { ae_title = "FINDER", roles = ["query"] }, '
          'STORER = { ae_title = "STORER", roles = ["store"] }, '
@@ -22,30 +21,19 @@ PEERS = ('{ FINDER = { ae_title = "FINDER", roles = ["query"] }, '
          'KEEPER = { ae_title = "KEEPER", roles = ["store", "reject"] } }')
 
 
-def _own_address() -> str | None:
-    """This machine's address on its network (not loopback), or None when it has none."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))          # no packet is sent: it picks the outgoing address
-            address = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if address.startswith("127.") else address
-
-
 @pytest.fixture(scope="module")
 def guarded(new_database, tmp_path_factory, domain, pix):
     _, repository = domain
     tmp = tmp_path_factory.mktemp("guarded-source")
     dicom_port, http_port = free_port(), free_port()
-    remote = _own_address() or "192.0.2.254"
+    remote = own_address() or "192.0.2.254"
     database = new_database()
     proc, env = launch("imaging-source", tmp, database, {
         "dicom_host": "0.0.0.0", "dicom_port": dicom_port, "port": http_port, "repository_url": repository.url,
         "pix_port": pix.port, "store_dir": tmp / "images", "min_free_bytes": 0, "quiet_seconds": 3600,
         "peers": PEERS % remote}, [dicom_port, http_port],
         env={"XDSI_TLS_ALLOW_PLAINTEXT": "true"})      # a plain listener off loopback, for this test
-    proc.dicom_port, proc.remote, proc.tmp, proc.database_url = dicom_port, _own_address(), tmp, database
+    proc.dicom_port, proc.remote, proc.tmp, proc.database_url = dicom_port, own_address(), tmp, database
     yield proc
     proc.terminate()
     proc.wait(timeout=30)
