@@ -1,6 +1,8 @@
 """The DICOMweb door: WSGI requests under ``/dicomweb`` → the cores (``qido``, ``wado``, ``instance``,
 ``rendered``) over the index and the image store → streamed responses. UIDs in a path are checked
-(``is_uid``) and only ever looked up in the index; files are found by the sha1 the index holds."""
+(``is_uid``) and only ever looked up in the index; files are found by the sha1 the index holds.
+An opted-out patient's studies are left out of searches and answered 404, as RAD-69 answers them
+unknown; DICOMweb carries no XUA assertion, so there is no break-glass here."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,7 @@ import psycopg
 import psycopg_pool
 from pydicom.uid import ExplicitVRLittleEndian
 
-from affinity_domain import metrics, web
+from affinity_domain import consent, metrics, web
 from affinity_domain.content import FileStore
 
 from ..indexer import NotIndexed
@@ -72,8 +74,11 @@ def _params(environ) -> list[tuple[str, str]]:
 
 
 class DicomWeb:
-    def __init__(self, index: Index, content: FileStore, limits: Limits, default_base: str):
+    def __init__(self, index: Index, content: FileStore, limits: Limits, default_base: str,
+                 registry_url: str = "", consent_timeout: float = 10.0):
         self.index, self.content, self.limits, self.default_base = index, content, limits, default_base
+        self.consent_url = consent.withheld_url(registry_url) if registry_url else ""
+        self.consent_timeout = consent_timeout
         search = self.search
         self.routes: list[tuple[re.Pattern, str, object]] = [(re.compile(p), name, h) for p, name, h in (
             ("/studies", "QIDO-RS studies", lambda r: search(r, "studies", {})),
@@ -140,6 +145,23 @@ class DicomWeb:
                 return handler, name, match.groups()
         raise not_found(f"nothing at {PATH}{path}; see PS3.18 for the resources served")
 
+    def _withheld(self, studies: set[str]) -> set[str]:
+        """Of ``studies``, those of opted-out patients (the registry knows whose manifests they are);
+        audited. No answer from the registry: nothing is served (503)."""
+        if not self.consent_url or not studies:
+            return set()
+        try:
+            withheld = consent.ask_withheld(self.consent_url, studies=sorted(studies),
+                                            timeout=self.consent_timeout)["studies"]
+        except consent.ConsentUnavailable as e:
+            log.error("DICOMweb refused: consent unknown", extra={"error": str(e)})
+            raise DicomWebError("503 Service Unavailable", "the registry cannot say whose studies these are "
+                                "(patient consent): nothing is served", [("Retry-After", "5")]) from None
+        if withheld:
+            consent.record(sorted(set(withheld.values())), None, node="xdsi-imaging-source",
+                           transaction="DICOMweb")
+        return set(withheld)
+
     def base_url(self, environ) -> str:
         return self.limits.base_url.rstrip("/") or f"{environ.get('wsgi.url_scheme', 'http')}://{self.default_base}"
 
@@ -151,6 +173,8 @@ class DicomWeb:
             raise not_acceptable("QIDO-RS answers application/dicom+json")
         s = qido.parse(resource, fixed, r.params, self.limits.max_results)
         rows = self.index.find(s.level, s.conditions, s.limit + 1, s.offset)
+        hidden = self._withheld({row["study_uid"] for row in rows})
+        rows = [row for row in rows if row["study_uid"] not in hidden]
         headers = [("Warning", f'299 xdsi "{w}"') for w in s.warnings]
         if len(rows) > s.limit:
             rows = rows[: s.limit]
@@ -172,7 +196,7 @@ class DicomWeb:
         rows = self.index.instances(study_uids=[study], series_uids=[series] if series else [],
                                     sop_uids=[sop] if sop else [])
         rows = [row for row in rows if self.content.path(row["sha1"]).exists() or _missing(row)]
-        if not rows:
+        if not rows or self._withheld({study}):
             raise not_found("no such " + ("instance" if sop else "series" if series else "study") + " here")
         return rows
 
@@ -346,4 +370,4 @@ def app(index: Index, content: FileStore, s) -> DicomWeb:
     """The door for an imaging source's settings."""
     return DicomWeb(index, content, Limits(s.dicomweb_max_results, s.dicomweb_bulk_data_bytes,
                                            s.dicomweb_max_frames, s.dicomweb_base_url),
-                    f"{s.host}:{s.port}{PATH}")
+                    f"{s.host}:{s.port}{PATH}", s.registry_url)

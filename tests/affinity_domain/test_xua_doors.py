@@ -259,6 +259,20 @@ def test_an_opted_out_patient_is_hidden_on_iti18_iti43_and_rad69(domain, idps):
     imaging = rad69(domain, hidden, idp)
     assert not imaging.attachments and error_codes(imaging.body) == ["XDSDocumentUniqueIdError"], \
         etree.tostring(imaging.body)
+    # ... nor by DICOMweb: left out of QIDO-RS, 404 on WADO-RS; the other patient's study is served
+    web = domain["source"].replace("/imaging-source", "/dicomweb")
+
+    def metadata(study) -> int:
+        try:
+            return urllib.request.urlopen(f"{web}/studies/{study.uid}/metadata", timeout=30).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    for who, seen in ((domain["shown"], True), (hidden, False)):
+        their = domain["data"][who][1]
+        assert wait_until(lambda: metadata(their) == 200, timeout=30) if seen else metadata(their) == 404
+        search = urllib.request.urlopen(f"{web}/studies?StudyInstanceUID={their.uid}", timeout=30)
+        assert (search.status == 200) is seen and (their.uid in search.read().decode()) is seen
     # ... nor on ITI-51 for an authorised role
     query = stored_query(MPQ_FIND_DOCUMENTS, {"$XDSDocumentEntryPatientId": f"('{hidden}','{domain['shown']}')",
                                               "$XDSDocumentEntryStatus": f"('{APPROVED}')"})
