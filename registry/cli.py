@@ -64,8 +64,8 @@ class RegistryActor:
         def oversize(reason: str) -> bytes:
             return hl7.ack(b"", "AR", Hl7Error(reason, code="100"))
 
-        iti8 = metrics.counted_mllp(audit_hl7.audited(feed.handler(store, domain, s.hl7_senders, s.feed_loopback_senders),
-                                                      s.feed_host), "ITI-8")
+        handler = feed.handler(store, domain, s.hl7_senders, s.feed_loopback_senders)
+        iti8 = metrics.counted_mllp(audit_hl7.audited(handler, s.feed_host), "ITI-8")
         mllp = serving.bind(lambda: MllpServer((s.feed_host, s.feed_port), iti8, oversize,
                                                limits=limits_of(s, "feed_")), s.feed_host, s.feed_port)
         health.register(probes.threads(feed=mllp.start()))

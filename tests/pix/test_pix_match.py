@@ -33,8 +33,8 @@ def test_a_dry_run_scores_and_explains_the_candidates_and_registers_nothing(doma
                         phone="4165550123")) == "AA"
     assert ack(pix, adt("A01", cx(other, HOSP_A), family=family, given="Matilda", dob="19811123", sex="F")) == "AA"
     before = counts(pix)
-    found = match(pix, {"family": family, "given": "Matilda", "birth_date": "1966-06-06", "sex": "F", "postal_code": "44130",
-                        "domain": HOSP_B})
+    found = match(pix, {"family": family, "given": "Matilda", "birth_date": "1966-06-06", "sex": "F",
+                        "postal_code": "44130", "domain": HOSP_B})
     assert found["action"] == "link" and found["demographics"]["birth_date"] == "19660606"
     best, second = found["candidates"][:2]
     assert (best["pid"], best["domain"], best["band"]) == (pid, HOSP_A, "link") and best["score"] > 70

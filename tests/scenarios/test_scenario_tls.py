@@ -171,7 +171,8 @@ def test_dcmtk_tls_against_the_imaging_source_and_c_move_into_a_tls_pacs(chain, 
                            env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
     assert store.returncode == 0, store.stderr
     refused = subprocess.run([str(DCMTK / "storescu"), "-to", "20", "-aec", "XDSI_SOURCE",
-                              *dcmtk_tls(pki, "other-client"), "127.0.0.1", str(chain.source_dicom_port), str(files[0])],
+                              *dcmtk_tls(pki, "other-client"), "127.0.0.1", str(chain.source_dicom_port),
+                              str(files[0])],
                              env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     published(chain, study)             # PIX query (ITI-9) and ITI-41 to the repository, over TLS
