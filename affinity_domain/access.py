@@ -78,16 +78,21 @@ def _roles(values: Any, key: str, known: tuple) -> frozenset:
     return frozenset(values)
 
 
+def _check_table(where: str, table, keys: tuple[str, ...]) -> None:
+    """A configured table with only ``keys``; anything else is a ``ConfigError`` naming it."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table ({', '.join(keys)})")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where} {unknown[0]}: no such key (the keys are {', '.join(keys)})")
+
+
 def dicom_peers(raw: dict, section: str) -> tuple[DicomPeer, ...]:
     """The ``[<section>.peers.NAME]`` tables, checked; a mistake is a ``ConfigError`` naming its key."""
     peers = []
     for name, table in raw.items():
         key = f"[{section}.peers.{name}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{key}: expected a table (ae_title, hosts, subject, roles)")
-        unknown = sorted(set(table) - {"ae_title", "hosts", "subject", "roles"})
-        if unknown:
-            raise ConfigError(f"{key} {unknown[0]}: no such key (the keys are ae_title, hosts, subject, roles)")
+        _check_table(key, table, ("ae_title", "hosts", "subject", "roles"))
         ae = table.get("ae_title", name)
         if not isinstance(ae, str) or not 0 < len(ae.strip()) <= 16:
             raise ConfigError(f"{key} ae_title: expected an AE title of 1 to 16 characters")
@@ -217,12 +222,7 @@ def hl7_senders(raw: dict, section: str, key: str = "senders") -> tuple[Hl7Sende
     senders = []
     for name, table in raw.items():
         where = f"[{section}.{key}.{name}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: expected a table (application, facility, authorities, hosts)")
-        unknown = sorted(set(table) - {"application", "facility", "authorities", "hosts"})
-        if unknown:
-            raise ConfigError(f"{where} {unknown[0]}: no such key (the keys are application, facility, "
-                              "authorities, hosts)")
+        _check_table(where, table, ("application", "facility", "authorities", "hosts"))
         values = {}
         for field_name in ("application", "facility"):
             value = table.get(field_name)
